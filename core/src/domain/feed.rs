@@ -1,0 +1,504 @@
+//! Feeds (sellable products), their pipelines of rules, and their price plans.
+
+use super::source::parse_duration;
+use super::{check_name, is_slug};
+use crate::error::Problems;
+use crate::expr::{self, AGGREGATES};
+use crate::money::{Amount, Currency};
+use crate::{CoreError, FeedId, SourceId, Timestamp, VendorId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Who can find a feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Visibility {
+    /// Listed in the catalog once published.
+    #[default]
+    Public,
+    /// Not listed; subscribers need the feed id from the vendor.
+    Private,
+}
+
+/// A feed's lifecycle: draft → published → archived (archived is final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum FeedStatus {
+    /// Being prepared; nobody can subscribe.
+    #[default]
+    Draft,
+    /// On sale.
+    Published,
+    /// No longer on sale; existing subscriptions stop.
+    Archived,
+}
+
+impl FeedStatus {
+    /// Whether the lifecycle allows going from `self` to `next`.
+    pub fn can_become(self, next: FeedStatus) -> bool {
+        use FeedStatus::*;
+        matches!((self, next), (Draft, Published) | (Published, Archived) | (Draft, Archived))
+            || self == next
+    }
+}
+
+/// One rule of a pipeline, applied in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Rule {
+    /// Keeps the records for which `expr` is true.
+    Filter {
+        /// CEL over `record`, e.g. `record.price > 100.0`.
+        expr: String,
+    },
+    /// Replaces the record by an object with one field per entry.
+    Map {
+        /// Output field → CEL expression over `record`.
+        fields: BTreeMap<String, String>,
+    },
+    /// Adds the reference row found under `key` in `table` as field `as`.
+    Enrich {
+        /// Reference table name.
+        table: String,
+        /// CEL expression giving the key.
+        key: String,
+        /// Output field name.
+        #[serde(rename = "as")]
+        as_field: String,
+    },
+    /// Aggregates the records of each window on a schedule.
+    Window {
+        /// How often the window is evaluated, e.g. `10m`.
+        every: String,
+        /// How far back each evaluation looks, e.g. `10m`.
+        window: String,
+        /// Optional CEL expression grouping records.
+        group_by: Option<String>,
+        /// Output field → aggregate expression (`count()`, `sum(…)`, `avg(…)`, `min(…)`, `max(…)`, `last(…)`).
+        aggregates: BTreeMap<String, String>,
+        /// Optional CEL over the aggregate fields; groups where it is false are dropped.
+        having: Option<String>,
+    },
+    /// ML inference: an ONNX model from the object store, or a remote HTTP endpoint.
+    Model {
+        /// Object-store key of an ONNX model (`models/…`), exclusive with `url`.
+        object: Option<String>,
+        /// HTTP endpoint of a remote model, exclusive with `object`.
+        url: Option<String>,
+        /// Model input name → CEL expression over `record`.
+        inputs: BTreeMap<String, String>,
+        /// Field the model output is written to.
+        output: String,
+    },
+}
+
+impl Rule {
+    /// Whether the rule runs on a schedule rather than on every record.
+    pub fn is_stateful(&self) -> bool {
+        matches!(self, Rule::Window { .. })
+    }
+}
+
+/// A versioned list of rules. Output records carry the version that made them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pipeline {
+    /// Starts at 1 and grows by one on each `PUT /v1/feeds/{id}/pipeline`.
+    pub version: u32,
+    /// Rules applied in order.
+    pub rules: Vec<Rule>,
+}
+
+/// The body of `PUT /v1/feeds/{id}/pipeline`, and the pipeline inside a new feed.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"rules": [
+    {"type": "filter", "expr": "record.price > 100.0"},
+    {"type": "map", "fields": {"symbol": "record.sym", "usd": "record.px * 1.08"}}
+]})))]
+pub struct PipelineSpec {
+    /// Rules applied in order.
+    pub rules: Vec<Rule>,
+}
+
+const MAX_RULES: usize = 50;
+
+fn chk(p: &mut Vec<crate::FieldError>, path: String, src: &str, extra: &[&str]) {
+    if let Err(e) = expr::check(&path, src, extra) {
+        p.push(e);
+    }
+}
+
+impl PipelineSpec {
+    /// Compiles every expression; errors point at `{prefix}rules[i]…` and the position.
+    pub fn validate(&self, prefix: &str) -> Vec<crate::FieldError> {
+        let mut p = Vec::new();
+        if self.rules.len() > MAX_RULES {
+            p.push(crate::FieldError::new(format!("{prefix}rules"), format!("at most {MAX_RULES} rules")));
+        }
+        let mut windows = 0;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |field: &str| format!("{prefix}rules[{i}].{field}");
+            match rule {
+                Rule::Filter { expr } => chk(&mut p, at("expr"), expr, &[]),
+                Rule::Map { fields } => {
+                    if fields.is_empty() {
+                        chk(&mut p, at("fields"), "", &[]);
+                    }
+                    for (name, e) in fields {
+                        chk(&mut p, at(&format!("fields.{name}")), e, &[]);
+                    }
+                }
+                Rule::Enrich { table, key, as_field } => {
+                    if !is_slug(table) {
+                        p.push(crate::FieldError::new(at("table"), "must match [a-z0-9_-]{1,64}"));
+                    }
+                    if as_field.is_empty() || as_field.len() > 64 {
+                        p.push(crate::FieldError::new(at("as"), "must be 1 to 64 characters"));
+                    }
+                    chk(&mut p, at("key"), key, &[]);
+                }
+                Rule::Window { every, window, group_by, aggregates, having } => {
+                    windows += 1;
+                    for (field, v) in [("every", every), ("window", window)] {
+                        match parse_duration(v) {
+                            Err(e) => p.push(crate::FieldError::new(at(field), e)),
+                            Ok(d) if d.as_secs() < 1 || d.as_secs() > 31 * 86_400 => {
+                                p.push(crate::FieldError::new(at(field), "must be between 1s and 31d"))
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                    if let Some(g) = group_by {
+                        chk(&mut p, at("group_by"), g, &[]);
+                    }
+                    if aggregates.is_empty() {
+                        p.push(crate::FieldError::new(at("aggregates"), "needs at least one aggregate"));
+                    }
+                    for (name, e) in aggregates {
+                        chk(&mut p, at(&format!("aggregates.{name}")), e, AGGREGATES);
+                    }
+                    if let Some(h) = having {
+                        chk(&mut p, at("having"), h, &[]);
+                    }
+                }
+                Rule::Model { object, url, inputs, output } => {
+                    match (object, url) {
+                        (Some(o), None) if !o.is_empty() => {}
+                        (None, Some(u)) if url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) => {}
+                        _ => p.push(crate::FieldError::new(
+                            at("object"),
+                            "give exactly one of `object` (an object-store key) or `url` (http or https)",
+                        )),
+                    }
+                    if output.is_empty() {
+                        p.push(crate::FieldError::new(at("output"), "must not be empty"));
+                    }
+                    for (name, e) in inputs {
+                        chk(&mut p, at(&format!("inputs.{name}")), e, &[]);
+                    }
+                }
+            }
+        }
+        if windows > 1 {
+            p.push(crate::FieldError::new(format!("{prefix}rules"), "at most one window rule per pipeline"));
+        }
+        p
+    }
+}
+
+/// A graduated price tier over billable deliveries (those beyond the included ones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Tier {
+    /// Upper bound (inclusive) of billable deliveries priced by this tier; `null` on the last tier.
+    pub up_to: Option<u64>,
+    /// Price per delivery in this tier.
+    pub unit_price: Amount,
+}
+
+/// A price plan of a feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "49.00", "included_deliveries": 10000,
+    "tiers": [{"up_to": 100000, "unit_price": "0.0010"}, {"up_to": null, "unit_price": "0.0005"}]
+})))]
+pub struct Plan {
+    /// Identifier within the feed (`[a-z0-9_-]`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Currency of every amount of the plan.
+    pub currency: Currency,
+    /// Fee per month, prorated by the days active.
+    pub monthly_fee: Amount,
+    /// Deliveries per month included in the fee.
+    pub included_deliveries: u64,
+    /// Graduated tiers, ascending; the last one is unbounded.
+    pub tiers: Vec<Tier>,
+}
+
+const MAX_UNIT_PRICE_SCALE: u32 = 8;
+
+impl Plan {
+    /// Checks amounts and tier order; errors point at `{prefix}…`.
+    pub fn validate(&self, prefix: &str, p: &mut Problems) {
+        if !is_slug(&self.id) {
+            p.add(format!("{prefix}id"), "must match [a-z0-9_-]{1,64}");
+        }
+        check_name(p, &format!("{prefix}name"), &self.name, 100);
+        if self.monthly_fee.scale() > self.currency.minor_units() {
+            p.add(
+                format!("{prefix}monthly_fee"),
+                format!("{} allows at most {} decimal places", self.currency, self.currency.minor_units()),
+            );
+        }
+        if self.tiers.is_empty() {
+            p.add(format!("{prefix}tiers"), "needs at least one tier; the last one has `up_to: null`");
+        }
+        let mut previous: Option<u64> = None;
+        for (i, tier) in self.tiers.iter().enumerate() {
+            let last = i + 1 == self.tiers.len();
+            match (tier.up_to, last) {
+                (None, false) => p.add(format!("{prefix}tiers[{i}].up_to"), "only the last tier may be unbounded"),
+                (Some(_), true) => p.add(format!("{prefix}tiers[{i}].up_to"), "the last tier must be unbounded (null)"),
+                (Some(n), false) => {
+                    if n == 0 || previous.is_some_and(|prev| n <= prev) {
+                        p.add(format!("{prefix}tiers[{i}].up_to"), "tiers must be in strictly ascending order of up_to, above 0");
+                    }
+                    previous = Some(n);
+                }
+                (None, true) => {}
+            }
+            if tier.unit_price.scale() > MAX_UNIT_PRICE_SCALE {
+                p.add(
+                    format!("{prefix}tiers[{i}].unit_price"),
+                    format!("at most {MAX_UNIT_PRICE_SCALE} decimal places"),
+                );
+            }
+        }
+    }
+}
+
+/// Checks a feed's list of plans (unique ids, each plan valid).
+pub fn validate_plans(plans: &[Plan], prefix: &str, p: &mut Problems) {
+    if plans.len() > 20 {
+        p.add(format!("{prefix}plans"), "at most 20 plans");
+    }
+    for (i, plan) in plans.iter().enumerate() {
+        plan.validate(&format!("{prefix}plans[{i}]."), p);
+        if plans[..i].iter().any(|q| q.id == plan.id) {
+            p.add(format!("{prefix}plans[{i}].id"), "duplicate plan id");
+        }
+    }
+}
+
+/// A sellable feed: a source, a pipeline and plans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Feed {
+    /// The feed's id.
+    pub id: FeedId,
+    /// The owning tenant.
+    pub tenant_id: VendorId,
+    /// The source whose records feed the pipeline.
+    pub source_id: SourceId,
+    /// Display name.
+    pub name: String,
+    /// What subscribers get.
+    pub description: String,
+    /// The current pipeline.
+    pub pipeline: Pipeline,
+    /// Price plans.
+    pub plans: Vec<Plan>,
+    /// Catalog visibility.
+    pub visibility: Visibility,
+    /// Lifecycle state.
+    pub status: FeedStatus,
+    /// Example output record shown in the catalog.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub sample: Option<serde_json::Value>,
+    /// Grows by one on every change (optimistic concurrency).
+    pub revision: u64,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+impl Feed {
+    /// The plan with id `plan`.
+    pub fn plan(&self, plan: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.id == plan)
+    }
+
+    /// Checks the editable fields.
+    pub fn validate_fields(&self, p: &mut Problems) {
+        check_name(p, "name", &self.name, 100);
+        if self.description.chars().count() > 4000 {
+            p.add("description", "must be at most 4000 characters");
+        }
+        validate_plans(&self.plans, "", p);
+        if self.status == FeedStatus::Published && self.plans.is_empty() {
+            p.add("plans", "a published feed needs at least one plan");
+        }
+        if self.sample.as_ref().is_some_and(|s| s.to_string().len() > 16 * 1024) {
+            p.add("sample", "must be at most 16 KiB of JSON");
+        }
+    }
+}
+
+/// The body of `POST /v1/feeds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "name": "Large trades", "source_id": "src_0193a5e4c2a87c3b9d41e2f6a8b0c1d2",
+    "description": "Trades above 100 USD",
+    "pipeline": {"rules": [{"type": "filter", "expr": "record.price > 100.0"}]},
+    "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "49.00",
+               "included_deliveries": 10000,
+               "tiers": [{"up_to": 100000, "unit_price": "0.0010"}, {"up_to": null, "unit_price": "0.0005"}]}],
+    "visibility": "public", "status": "published"
+})))]
+pub struct NewFeed {
+    /// Display name.
+    pub name: String,
+    /// The tenant's source feeding it.
+    pub source_id: SourceId,
+    /// What subscribers get.
+    #[serde(default)]
+    pub description: String,
+    /// The first pipeline (version 1); empty when absent.
+    #[serde(default)]
+    pub pipeline: PipelineSpec,
+    /// Price plans.
+    #[serde(default)]
+    pub plans: Vec<Plan>,
+    /// Defaults to `public`.
+    #[serde(default)]
+    pub visibility: Visibility,
+    /// Defaults to `draft`; may be `published` directly.
+    #[serde(default)]
+    pub status: FeedStatus,
+    /// Example output record for the catalog.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub sample: Option<serde_json::Value>,
+}
+
+/// The body of `PATCH /v1/feeds/{id}`; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FeedPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New plans (plans in use by subscriptions cannot be removed).
+    pub plans: Option<Vec<Plan>>,
+    /// New visibility.
+    pub visibility: Option<Visibility>,
+    /// New status (draft → published → archived).
+    pub status: Option<FeedStatus>,
+    /// New sample.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub sample: Option<serde_json::Value>,
+}
+
+/// A published feed as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CatalogEntry {
+    /// The feed's id (subscribe with it).
+    pub feed_id: FeedId,
+    /// The selling vendor.
+    pub vendor_id: VendorId,
+    /// The vendor's name.
+    pub vendor_name: String,
+    /// Feed name.
+    pub name: String,
+    /// Feed description.
+    pub description: String,
+    /// Price plans.
+    pub plans: Vec<Plan>,
+    /// JSON Schema of the source's records, when the vendor gave one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub schema: Option<serde_json::Value>,
+    /// Example output record.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub sample: Option<serde_json::Value>,
+}
+
+/// 422 unless `spec` compiles.
+pub fn check_pipeline(spec: &PipelineSpec, prefix: &str) -> Result<(), CoreError> {
+    let errors = spec.validate(prefix);
+    if errors.is_empty() { Ok(()) } else { Err(CoreError::Validation(errors)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(tiers: Vec<(Option<u64>, &str)>) -> Plan {
+        Plan {
+            id: "pro".into(),
+            name: "Pro".into(),
+            currency: Currency::parse("usd").unwrap_or_else(|e| panic!("{e}")),
+            monthly_fee: Amount::parse("49.00").unwrap_or_default(),
+            included_deliveries: 10,
+            tiers: tiers
+                .into_iter()
+                .map(|(up_to, p)| Tier { up_to, unit_price: Amount::parse(p).unwrap_or_default() })
+                .collect(),
+        }
+    }
+
+    fn errors(plan: &Plan) -> Vec<String> {
+        let mut p = Problems::default();
+        plan.validate("", &mut p);
+        match p.finish() {
+            Err(CoreError::Validation(e)) => e.into_iter().map(|e| e.path).collect(),
+            _ => vec![],
+        }
+    }
+
+    #[test]
+    fn plans_need_ascending_tiers_ending_unbounded() {
+        assert!(errors(&plan(vec![(Some(100), "0.01"), (None, "0.005")])).is_empty());
+        assert_eq!(errors(&plan(vec![(Some(100), "0.01")])), vec!["tiers[0].up_to"]);
+        assert_eq!(errors(&plan(vec![(Some(100), "0.01"), (Some(50), "0.01"), (None, "0")])), vec!["tiers[1].up_to"]);
+        assert_eq!(errors(&plan(vec![(None, "0.01"), (None, "0.01")])), vec!["tiers[0].up_to"]);
+        assert_eq!(errors(&plan(vec![])), vec!["tiers"]);
+    }
+
+    #[test]
+    fn a_fee_finer_than_the_minor_unit_is_refused() {
+        let mut p = plan(vec![(None, "0.001")]);
+        p.monthly_fee = Amount::parse("1.001").unwrap_or_default();
+        assert_eq!(errors(&p), vec!["monthly_fee"]);
+    }
+
+    #[test]
+    fn pipeline_errors_point_at_the_rule() {
+        let spec = PipelineSpec {
+            rules: vec![
+                Rule::Filter { expr: "record.x > 1".into() },
+                Rule::Map { fields: [("a".to_owned(), "record.(".to_owned())].into() },
+            ],
+        };
+        let paths: Vec<String> = spec.validate("pipeline.").into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, vec!["pipeline.rules[1].fields.a"]);
+    }
+}

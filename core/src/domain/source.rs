@@ -1,0 +1,189 @@
+//! Upstream sources of raw records.
+
+use super::{Shape, check_name};
+use crate::error::Problems;
+use crate::{CoreError, SourceId, Timestamp, VendorId};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How records arrive in a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SourceKind {
+    /// Pushed to `POST /v1/sources/{id}/records`.
+    Push,
+    /// Sent to the source's own SQS queue (aws shape).
+    Sqs,
+    /// Fetched from `url` every `every`.
+    HttpPoll,
+}
+
+impl SourceKind {
+    /// Shapes that can run this kind of source.
+    pub fn shapes(self) -> &'static [Shape] {
+        match self {
+            SourceKind::Sqs => &[Shape::Aws],
+            SourceKind::Push | SourceKind::HttpPoll => &[Shape::Local, Shape::Aws],
+        }
+    }
+}
+
+/// Default and maximum record retention.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+const MAX_RETENTION_DAYS: u32 = 3650;
+
+/// An upstream source owned by a vendor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Source {
+    /// The source's id.
+    pub id: SourceId,
+    /// The owning tenant.
+    pub tenant_id: VendorId,
+    /// Display name.
+    pub name: String,
+    /// How records arrive.
+    pub kind: SourceKind,
+    /// For `http_poll`: the URL fetched.
+    pub url: Option<String>,
+    /// For `http_poll`: the polling interval, e.g. `5m`.
+    pub every: Option<String>,
+    /// JSON Schema every record's `data` must satisfy.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub schema: Option<serde_json::Value>,
+    /// Days raw and output records are kept.
+    pub retention_days: u32,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+/// The body of `POST /v1/sources`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "ticks", "kind": "push", "retention_days": 30})))]
+pub struct NewSource {
+    /// Display name.
+    pub name: String,
+    /// How records arrive.
+    pub kind: SourceKind,
+    /// Required for `http_poll`.
+    pub url: Option<String>,
+    /// Required for `http_poll`, e.g. `30s`, `5m`, `1h`.
+    pub every: Option<String>,
+    /// Optional JSON Schema for record data.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub schema: Option<serde_json::Value>,
+    /// Days to keep records (default 30).
+    pub retention_days: Option<u32>,
+}
+
+/// The body of `PATCH /v1/sources/{id}`; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourcePatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New polling URL (`http_poll` only).
+    pub url: Option<String>,
+    /// New polling interval (`http_poll` only).
+    pub every: Option<String>,
+    /// New schema; `null` keeps the current one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub schema: Option<serde_json::Value>,
+    /// New retention.
+    pub retention_days: Option<u32>,
+}
+
+impl Source {
+    /// Checks the fields that depend on each other and on the running shape.
+    pub fn validate(&self, shape: Shape) -> Result<(), CoreError> {
+        let mut p = Problems::default();
+        check_name(&mut p, "name", &self.name, 100);
+        if !self.kind.shapes().contains(&shape) {
+            p.add("kind", shape_message(self.kind.shapes()));
+        }
+        match self.kind {
+            SourceKind::HttpPoll => {
+                match self.url.as_deref().map(url::Url::parse) {
+                    None => p.add("url", "is required for http_poll sources"),
+                    Some(Err(e)) => p.add("url", format!("is not a URL: {e}")),
+                    Some(Ok(u)) if !matches!(u.scheme(), "http" | "https") => {
+                        p.add("url", "must be an http or https URL")
+                    }
+                    Some(Ok(_)) => {}
+                }
+                match self.every.as_deref().map(parse_duration) {
+                    None => p.add("every", "is required for http_poll sources"),
+                    Some(Err(e)) => p.add("every", e),
+                    Some(Ok(d)) if d < Duration::from_secs(10) => p.add("every", "must be at least 10s"),
+                    Some(Ok(_)) => {}
+                }
+            }
+            SourceKind::Push | SourceKind::Sqs => {
+                if self.url.is_some() {
+                    p.add("url", "is only for http_poll sources");
+                }
+                if self.every.is_some() {
+                    p.add("every", "is only for http_poll sources");
+                }
+            }
+        }
+        if let Some(schema) = &self.schema {
+            if !schema.is_object() {
+                p.add("schema", "must be a JSON Schema object");
+            }
+        }
+        if self.retention_days == 0 || self.retention_days > MAX_RETENTION_DAYS {
+            p.add("retention_days", format!("must be between 1 and {MAX_RETENTION_DAYS}"));
+        }
+        p.finish()
+    }
+}
+
+/// "is only available in the aws shape" and the like.
+pub(crate) fn shape_message(shapes: &[Shape]) -> String {
+    let names: Vec<&str> = shapes.iter().map(|s| s.as_str()).collect();
+    format!("is only available in the {} shape; this server runs another one", names.join(" or "))
+}
+
+/// Parses a duration like `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration like 30s, 10m, 2h or 1d");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60).ok_or_else(bad)?,
+        "h" => n.checked_mul(3600).ok_or_else(bad)?,
+        "d" => n.checked_mul(86_400).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(format!("`{s}` must be longer than zero"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in ["", "10", "m", "0s", "1.5h", "-1m", "10 m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

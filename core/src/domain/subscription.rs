@@ -1,0 +1,272 @@
+//! Subscriptions: a subscriber, a feed, a plan, and the channel data goes out on.
+
+use super::Shape;
+use super::source::shape_message;
+use crate::error::Problems;
+use crate::{FeedId, SubscriptionId, Timestamp, UserId, VendorId};
+use serde::{Deserialize, Serialize};
+
+/// Where a subscription's records go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Channel {
+    /// Signed HTTP POSTs (Standard Webhooks).
+    Webhook {
+        /// http or https URL of a public host.
+        url: String,
+    },
+    /// The subscriber fetches `GET /v1/subscriptions/{id}/records`.
+    Pull {},
+    /// Live records over `GET /v1/subscriptions/{id}/live`.
+    Websocket {},
+    /// One email per record or batch.
+    Email {
+        /// Recipient.
+        address: String,
+    },
+    /// An SQS queue of the subscriber's (aws shape).
+    Sqs {
+        /// The queue's ARN.
+        queue_arn: String,
+    },
+    /// A mobile push endpoint (aws shape).
+    MobilePush {
+        /// The SNS platform endpoint ARN.
+        endpoint_arn: String,
+    },
+}
+
+impl Channel {
+    /// Shapes that can serve this channel.
+    pub fn shapes(&self) -> &'static [Shape] {
+        match self {
+            Channel::Sqs { .. } | Channel::MobilePush { .. } => &[Shape::Aws],
+            _ => &[Shape::Local, Shape::Aws],
+        }
+    }
+
+    /// The channel's type name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Webhook { .. } => "webhook",
+            Channel::Pull {} => "pull",
+            Channel::Websocket {} => "websocket",
+            Channel::Email { .. } => "email",
+            Channel::Sqs { .. } => "sqs",
+            Channel::MobilePush { .. } => "mobile_push",
+        }
+    }
+
+    /// Checks everything but the webhook host's addresses (done by the service, which resolves it).
+    pub fn validate(&self, shape: Shape, p: &mut Problems) {
+        if !self.shapes().contains(&shape) {
+            p.add("channel.type", format!("`{}` {}", self.kind(), shape_message(self.shapes())));
+            return;
+        }
+        match self {
+            Channel::Webhook { url } => {
+                if let Err(e) = webhook_url(url) {
+                    p.add("channel.url", e);
+                }
+            }
+            Channel::Email { address } => {
+                if let Err(e) = crate::credentials::parse_email(address) {
+                    p.add("channel.address", e);
+                }
+            }
+            Channel::Sqs { queue_arn } => {
+                if !arn_of(queue_arn, "sqs") {
+                    p.add("channel.queue_arn", "must be an SQS queue ARN (arn:aws:sqs:region:account:name)");
+                }
+            }
+            Channel::MobilePush { endpoint_arn } => {
+                if !arn_of(endpoint_arn, "sns") {
+                    p.add("channel.endpoint_arn", "must be an SNS endpoint ARN (arn:aws:sns:…)");
+                }
+            }
+            Channel::Pull {} | Channel::Websocket {} => {}
+        }
+    }
+}
+
+fn arn_of(arn: &str, service: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6 && parts[0] == "arn" && parts[2] == service && parts[5].len() > 1
+}
+
+/// Parses a webhook URL: http(s), a host, no credentials, at most 2048 bytes.
+pub fn webhook_url(raw: &str) -> Result<url::Url, String> {
+    if raw.len() > 2048 {
+        return Err("must be at most 2048 characters".into());
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
+    }
+    if url.host().is_none() {
+        return Err("must name a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
+    }
+    Ok(url)
+}
+
+/// How records are grouped into one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Batch {
+    /// At most this many records per delivery (1 to 1000).
+    pub max_records: u32,
+    /// Send a partial batch after this many milliseconds (0 to 60000).
+    pub max_wait_ms: u32,
+}
+
+impl Batch {
+    /// Checks the bounds.
+    pub fn validate(&self, p: &mut Problems) {
+        if !(1..=1000).contains(&self.max_records) {
+            p.add("batch.max_records", "must be between 1 and 1000");
+        }
+        if self.max_wait_ms > 60_000 {
+            p.add("batch.max_wait_ms", "must be between 0 and 60000");
+        }
+    }
+}
+
+/// A subscription's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SubscriptionStatus {
+    /// Receiving records.
+    Active,
+    /// Receiving nothing until resumed.
+    Paused,
+    /// Ended for good.
+    Cancelled,
+}
+
+/// One status change, kept for proration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusChange {
+    /// The new status.
+    pub status: SubscriptionStatus,
+    /// When it took effect.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: Timestamp,
+}
+
+/// A subscriber's subscription to a feed. It lives in the feed's tenant partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Subscription {
+    /// The subscription's id.
+    pub id: SubscriptionId,
+    /// The vendor selling the feed.
+    pub tenant_id: VendorId,
+    /// The subscribing user.
+    pub subscriber_id: UserId,
+    /// The feed.
+    pub feed_id: FeedId,
+    /// The chosen plan of the feed.
+    pub plan_id: String,
+    /// Where records go.
+    pub channel: Channel,
+    /// Optional CEL over `record`; only matching records are delivered.
+    pub filter: Option<String>,
+    /// Optional batching.
+    pub batch: Option<Batch>,
+    /// Current state.
+    pub status: SubscriptionStatus,
+    /// Every status change, oldest first (the first is the creation).
+    pub history: Vec<StatusChange>,
+    /// Grows by one on every change.
+    pub revision: u64,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+/// A webhook signing secret, sealed at rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningSecret {
+    /// The secret, encrypted by the `SecretBox` port.
+    pub sealed: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+    /// When a rotated-out secret stops being used; `None` for the current one.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The body of `POST /v1/subscriptions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "feed_id": "feed_0193a5e4c2a87c3b9d41e2f6a8b0c1d2", "plan_id": "pro",
+    "channel": {"type": "webhook", "url": "https://hooks.example.com/wharf"},
+    "filter": "record.usd > 1000.0", "batch": {"max_records": 100, "max_wait_ms": 500}
+})))]
+pub struct NewSubscription {
+    /// A published feed.
+    pub feed_id: FeedId,
+    /// One of the feed's plans.
+    pub plan_id: String,
+    /// Where records go.
+    pub channel: Channel,
+    /// Optional CEL over `record`.
+    pub filter: Option<String>,
+    /// Optional batching.
+    pub batch: Option<Batch>,
+}
+
+/// The body of `PATCH /v1/subscriptions/{id}`; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionPatch {
+    /// `paused` to pause, `active` to resume (cancel with DELETE).
+    pub status: Option<SubscriptionStatus>,
+    /// A new channel (a new webhook gets a new signing secret).
+    pub channel: Option<Channel>,
+    /// A new filter; an empty string removes it.
+    pub filter: Option<String>,
+    /// New batching.
+    pub batch: Option<Batch>,
+}
+
+/// A subscription with the signing secret, shown once at creation and rotation.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionWithSecret {
+    /// The subscription.
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    /// `whsec_…`, webhook channels only; store it now, it is not shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+/// The answer of `POST /v1/subscriptions/{id}/rotate-secret`.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RotatedSecret {
+    /// The new `whsec_…` secret; store it now, it is not shown again.
+    pub signing_secret: String,
+    /// Until then deliveries carry signatures with both the old and the new secret.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub previous_secret_expires_at: Timestamp,
+}

@@ -1,0 +1,94 @@
+//! Errors by meaning. Adapters map their library errors into these; the API maps these to
+//! HTTP statuses in one place.
+
+use serde::Serialize;
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, by meaning rather than by origin.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The object does not exist, or the caller may not know that it does.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the current state (duplicate, wrong state, reused key).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The input breaks a rule; each error names the field it concerns.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// Missing, malformed, expired or otherwise unacceptable credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller is known but its role does not allow this in its own tenant.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A dependency is temporarily unavailable; retrying may succeed.
+    #[error("unavailable")]
+    Unavailable(#[source] Source),
+    /// A bug or an unexpected failure.
+    #[error("internal error")]
+    Internal(#[source] Source),
+}
+
+impl CoreError {
+    /// A validation error on one field.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        CoreError::Validation(vec![FieldError::new(path, message)])
+    }
+
+    /// Wraps an unexpected error.
+    pub fn internal(e: impl Into<Source>) -> Self {
+        CoreError::Internal(e.into())
+    }
+
+    /// Wraps a transient failure.
+    pub fn unavailable(e: impl Into<Source>) -> Self {
+        CoreError::Unavailable(e.into())
+    }
+}
+
+/// One invalid field: where (a path such as `pipeline.rules[0].expr`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    /// Path of the field in the request body, e.g. `plans[0].tiers[1].up_to`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// Builds a field error.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Collects field errors across a whole input before failing, so the caller sees all of them.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    /// Records an error at `path`.
+    pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(path, message));
+    }
+
+    /// Records the outcome of a check that yields its own field errors.
+    pub fn extend(&mut self, errors: impl IntoIterator<Item = FieldError>) {
+        self.0.extend(errors);
+    }
+
+    /// `Ok` when nothing was recorded.
+    pub fn finish(self) -> Result<(), CoreError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CoreError::Validation(self.0))
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Sources, feeds, pipelines, plans, reference data and the public catalog.
+
+use super::Services;
+use crate::domain::*;
+use crate::error::Problems;
+use crate::{CoreError, FeedId, Page, PageRequest, SourceId};
+
+/// Largest reference row accepted, in bytes of JSON.
+const MAX_REFERENCE_BYTES: usize = 64 * 1024;
+
+impl Services {
+    /// Registers a source in the caller's tenant.
+    pub async fn create_source(&self, who: &Principal, input: NewSource) -> Result<Source, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        let now = self.clock.now();
+        let source = Source {
+            id: SourceId::new(),
+            tenant_id: tenant.clone(),
+            name: input.name.trim().to_owned(),
+            kind: input.kind,
+            url: input.url,
+            every: input.every,
+            schema: input.schema,
+            retention_days: input.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
+            created_at: now,
+            updated_at: now,
+        };
+        source.validate(self.settings.shape)?;
+        self.store.create_source(&source).await?;
+        Ok(source)
+    }
+
+    /// Reads a source of the caller's tenant.
+    pub async fn get_source(&self, who: &Principal, id: &SourceId) -> Result<Source, CoreError> {
+        self.store.get_source(who.tenant_with(Role::VendorAdmin)?, id).await
+    }
+
+    /// Lists the caller's tenant's sources.
+    pub async fn list_sources(&self, who: &Principal, page: &PageRequest) -> Result<Page<Source>, CoreError> {
+        self.store.list_sources(who.tenant_with(Role::VendorAdmin)?, page).await
+    }
+
+    /// Changes a source of the caller's tenant.
+    pub async fn update_source(&self, who: &Principal, id: &SourceId, patch: SourcePatch) -> Result<Source, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        let mut source = self.store.get_source(tenant, id).await?;
+        if let Some(name) = patch.name {
+            source.name = name.trim().to_owned();
+        }
+        if patch.url.is_some() {
+            source.url = patch.url;
+        }
+        if patch.every.is_some() {
+            source.every = patch.every;
+        }
+        if patch.schema.is_some() {
+            source.schema = patch.schema;
+        }
+        if let Some(days) = patch.retention_days {
+            source.retention_days = days;
+        }
+        source.updated_at = self.clock.now();
+        source.validate(self.settings.shape)?;
+        self.store.update_source(&source).await?;
+        Ok(source)
+    }
+
+    /// Deletes a source of the caller's tenant that no feed uses.
+    pub async fn delete_source(&self, who: &Principal, id: &SourceId) -> Result<(), CoreError> {
+        self.store.delete_source(who.tenant_with(Role::VendorAdmin)?, id).await
+    }
+
+    /// Defines a feed in the caller's tenant.
+    pub async fn create_feed(&self, who: &Principal, input: NewFeed) -> Result<Feed, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        let mut p = Problems::default();
+        p.extend(input.pipeline.validate("pipeline."));
+        let now = self.clock.now();
+        let feed = Feed {
+            id: FeedId::new(),
+            tenant_id: tenant.clone(),
+            source_id: input.source_id,
+            name: input.name.trim().to_owned(),
+            description: input.description,
+            pipeline: Pipeline { version: 1, rules: input.pipeline.rules },
+            plans: input.plans,
+            visibility: input.visibility,
+            status: input.status,
+            sample: input.sample,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        feed.validate_fields(&mut p);
+        if feed.status == FeedStatus::Archived {
+            p.add("status", "a new feed is draft or published");
+        }
+        match self.store.get_source(tenant, &feed.source_id).await {
+            Ok(_) => {}
+            Err(CoreError::NotFound(_)) => p.add("source_id", "no such source in your tenant"),
+            Err(e) => return Err(e),
+        }
+        p.finish()?;
+        if feed.status == FeedStatus::Published {
+            self.require_active_vendor(tenant).await?;
+        }
+        self.store.create_feed(&feed).await?;
+        Ok(feed)
+    }
+
+    async fn require_active_vendor(&self, tenant: &crate::VendorId) -> Result<(), CoreError> {
+        match self.store.get_vendor(tenant).await?.status {
+            VendorStatus::Active => Ok(()),
+            VendorStatus::Pending => Err(CoreError::Conflict(
+                "the vendor is pending approval; feeds can be published once it is active".into(),
+            )),
+        }
+    }
+
+    /// Reads a feed of the caller's tenant.
+    pub async fn get_feed(&self, who: &Principal, id: &FeedId) -> Result<Feed, CoreError> {
+        self.store.get_feed(who.tenant_with(Role::VendorAdmin)?, id).await
+    }
+
+    /// Lists the caller's tenant's feeds.
+    pub async fn list_feeds(&self, who: &Principal, page: &PageRequest) -> Result<Page<Feed>, CoreError> {
+        self.store.list_feeds(who.tenant_with(Role::VendorAdmin)?, page).await
+    }
+
+    /// Changes a feed's name, description, plans, visibility, status or sample.
+    pub async fn update_feed(&self, who: &Principal, id: &FeedId, patch: FeedPatch) -> Result<Feed, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        let mut feed = self.store.get_feed(tenant, id).await?;
+        let mut p = Problems::default();
+        if let Some(status) = patch.status {
+            if !feed.status.can_become(status) {
+                return Err(CoreError::Conflict(format!(
+                    "a {:?} feed cannot become {:?}",
+                    feed.status, status
+                ).to_lowercase()));
+            }
+            if status == FeedStatus::Published && feed.status != FeedStatus::Published {
+                self.require_active_vendor(tenant).await?;
+            }
+            feed.status = status;
+        }
+        if let Some(plans) = patch.plans {
+            let in_use = self.plans_in_use(tenant, id).await?;
+            for plan in in_use.iter().filter(|u| !plans.iter().any(|pl| &pl.id == *u)) {
+                p.add("plans", format!("plan `{plan}` has subscriptions and cannot be removed"));
+            }
+            feed.plans = plans;
+        }
+        if let Some(name) = patch.name {
+            feed.name = name.trim().to_owned();
+        }
+        if let Some(d) = patch.description {
+            feed.description = d;
+        }
+        if let Some(v) = patch.visibility {
+            feed.visibility = v;
+        }
+        if patch.sample.is_some() {
+            feed.sample = patch.sample;
+        }
+        feed.validate_fields(&mut p);
+        p.finish()?;
+        self.save_feed(feed).await
+    }
+
+    async fn save_feed(&self, mut feed: Feed) -> Result<Feed, CoreError> {
+        feed.revision += 1;
+        feed.updated_at = self.clock.now();
+        self.store.update_feed(&feed).await?;
+        Ok(feed)
+    }
+
+    async fn plans_in_use(&self, tenant: &crate::VendorId, feed: &FeedId) -> Result<Vec<String>, CoreError> {
+        let mut used = Vec::new();
+        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
+        loop {
+            let subs = self.store.list_subscriptions_of_feed(tenant, feed, &page).await?;
+            for s in subs.items.iter().filter(|s| s.status != SubscriptionStatus::Cancelled) {
+                if !used.contains(&s.plan_id) {
+                    used.push(s.plan_id.clone());
+                }
+            }
+            match subs.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(used),
+            }
+        }
+    }
+
+    /// Saves a new pipeline version of a feed of the caller's tenant.
+    pub async fn put_pipeline(&self, who: &Principal, id: &FeedId, spec: PipelineSpec) -> Result<Feed, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        check_pipeline(&spec, "")?;
+        let mut feed = self.store.get_feed(tenant, id).await?;
+        if feed.status == FeedStatus::Archived {
+            return Err(CoreError::Conflict("an archived feed cannot change".into()));
+        }
+        feed.pipeline = Pipeline { version: feed.pipeline.version + 1, rules: spec.rules };
+        self.save_feed(feed).await
+    }
+
+    /// Deletes a feed of the caller's tenant that has no subscriptions.
+    pub async fn delete_feed(&self, who: &Principal, id: &FeedId) -> Result<(), CoreError> {
+        self.store.delete_feed(who.tenant_with(Role::VendorAdmin)?, id).await
+    }
+
+    /// Lists who subscribes to a feed of the caller's tenant.
+    pub async fn feed_subscriptions(&self, who: &Principal, id: &FeedId, page: &PageRequest) -> Result<Page<Subscription>, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        self.store.get_feed(tenant, id).await?;
+        self.store.list_subscriptions_of_feed(tenant, id, page).await
+    }
+
+    /// Stores a reference row; returns whether it was new.
+    pub async fn put_reference(&self, who: &Principal, table: &str, key: &str, value: serde_json::Value) -> Result<bool, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        check_reference_path(table, key)?;
+        if serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_REFERENCE_BYTES {
+            return Err(CoreError::invalid("", format!("a reference row is at most {MAX_REFERENCE_BYTES} bytes")));
+        }
+        self.store.put_reference(tenant, table, key, &value).await
+    }
+
+    /// Reads a reference row.
+    pub async fn get_reference(&self, who: &Principal, table: &str, key: &str) -> Result<serde_json::Value, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        check_reference_path(table, key).map_err(|_| CoreError::NotFound("reference row"))?;
+        self.store.get_reference(tenant, table, key).await
+    }
+
+    /// Browses the public catalog.
+    pub async fn catalog(&self, query: Option<&str>, page: &PageRequest) -> Result<Page<CatalogEntry>, CoreError> {
+        let query = query.map(str::trim).filter(|q| !q.is_empty());
+        if query.is_some_and(|q| q.chars().count() > 100) {
+            return Err(CoreError::invalid("q", "must be at most 100 characters"));
+        }
+        self.store.list_catalog(query, page).await
+    }
+
+    /// One catalog entry: a published public feed of an active vendor.
+    pub async fn catalog_entry(&self, id: &FeedId) -> Result<CatalogEntry, CoreError> {
+        let feed = self.store.locate_feed(id).await?;
+        if feed.status != FeedStatus::Published || feed.visibility != Visibility::Public {
+            return Err(CoreError::NotFound("feed"));
+        }
+        let vendor = self.store.get_vendor(&feed.tenant_id).await?;
+        if vendor.status != VendorStatus::Active {
+            return Err(CoreError::NotFound("feed"));
+        }
+        let source = self.store.get_source(&feed.tenant_id, &feed.source_id).await?;
+        Ok(CatalogEntry {
+            feed_id: feed.id,
+            vendor_id: vendor.id,
+            vendor_name: vendor.name,
+            name: feed.name,
+            description: feed.description,
+            plans: feed.plans,
+            schema: source.schema,
+            sample: feed.sample,
+        })
+    }
+}
+
+fn check_reference_path(table: &str, key: &str) -> Result<(), CoreError> {
+    let mut p = Problems::default();
+    if !is_slug(table) {
+        p.add("table", "must match [a-z0-9_-]{1,64}");
+    }
+    if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+        p.add("key", "must be 1 to 256 characters without control characters");
+    }
+    p.finish()
+}

@@ -1,0 +1,55 @@
+//! Services: the business rules (who may do what, validation, state transitions), written
+//! once over the ports and shared by the API and the workers of both shapes.
+
+mod accounts;
+mod catalog;
+mod subscriptions;
+
+pub use accounts::*;
+
+
+use crate::domain::Shape;
+use crate::ports::{Clock, Identity, Resolver, SecretBox, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings the business rules depend on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The running shape; decides which channels and source kinds are available.
+    pub shape: Shape,
+    /// New vendors start `pending` until a platform admin approves them.
+    pub require_vendor_approval: bool,
+    /// Allow webhook URLs that resolve to loopback or private addresses (local testing only).
+    pub allow_private_webhooks: bool,
+    /// How long a rotated-out webhook secret keeps signing deliveries.
+    pub secret_overlap: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            shape: Shape::Local,
+            require_vendor_approval: false,
+            allow_private_webhooks: false,
+            secret_overlap: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Everything a request or a worker needs, built once at start.
+#[derive(Clone)]
+pub struct Services {
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Accounts and tokens.
+    pub identity: Arc<dyn Identity>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// DNS, for the outbound URL guard.
+    pub resolver: Arc<dyn Resolver>,
+    /// Sealing of recoverable secrets.
+    pub secrets: Arc<dyn SecretBox>,
+    /// Business settings.
+    pub settings: Settings,
+}

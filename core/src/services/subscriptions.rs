@@ -1,0 +1,214 @@
+//! Subscriptions: create, read, pause and resume, change, cancel, rotate the signing secret.
+
+use super::Services;
+use crate::credentials;
+use crate::domain::*;
+use crate::error::Problems;
+use crate::{CoreError, Page, PageRequest, SubscriptionId, Timestamp, expr};
+
+impl Services {
+    /// Subscribes the caller to a published feed.
+    pub async fn create_subscription(&self, who: &Principal, input: NewSubscription) -> Result<SubscriptionWithSecret, CoreError> {
+        let subscriber = who.user_with(Role::Subscriber)?.clone();
+        let mut p = Problems::default();
+        let feed = match self.store.locate_feed(&input.feed_id).await {
+            Ok(f) if f.status == FeedStatus::Published => Some(f),
+            Ok(_) | Err(CoreError::NotFound(_)) => {
+                p.add("feed_id", "no published feed with this id");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(feed) = &feed {
+            if feed.plan(&input.plan_id).is_none() {
+                p.add("plan_id", format!("the feed has no plan `{}`", input.plan_id));
+            }
+        }
+        self.check_delivery_settings(&mut p, &input.channel, input.filter.as_deref(), input.batch.as_ref()).await;
+        p.finish()?;
+        let Some(feed) = feed else { return Err(CoreError::NotFound("feed")) };
+        if self.store.get_vendor(&feed.tenant_id).await?.status != VendorStatus::Active {
+            return Err(CoreError::invalid("feed_id", "no published feed with this id"));
+        }
+        let now = self.clock.now();
+        let sub = Subscription {
+            id: SubscriptionId::new(),
+            tenant_id: feed.tenant_id.clone(),
+            subscriber_id: subscriber,
+            feed_id: feed.id.clone(),
+            plan_id: input.plan_id,
+            channel: input.channel,
+            filter: input.filter.filter(|f| !f.trim().is_empty()),
+            batch: input.batch,
+            status: SubscriptionStatus::Active,
+            history: vec![StatusChange { status: SubscriptionStatus::Active, at: now }],
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let (secret, sealed) = self.new_secret_for(&sub.channel, now)?;
+        self.store.create_subscription(&sub, &sealed).await?;
+        tracing::info!(tenant.id = %sub.tenant_id, feed.id = %sub.feed_id, subscription.id = %sub.id, "subscribed");
+        Ok(SubscriptionWithSecret { subscription: sub, signing_secret: secret })
+    }
+
+    fn new_secret_for(&self, channel: &Channel, now: Timestamp) -> Result<(Option<String>, Vec<SigningSecret>), CoreError> {
+        if !matches!(channel, Channel::Webhook { .. }) {
+            return Ok((None, vec![]));
+        }
+        let secret = credentials::new_signing_secret()?;
+        let sealed = SigningSecret { sealed: self.secrets.seal(&secret)?, created_at: now, expires_at: None };
+        Ok((Some(secret), vec![sealed]))
+    }
+
+    async fn check_delivery_settings(&self, p: &mut Problems, channel: &Channel, filter: Option<&str>, batch: Option<&Batch>) {
+        channel.validate(self.settings.shape, p);
+        if let Channel::Webhook { url } = channel {
+            if let Ok(url) = webhook_url(url) {
+                if let Err(e) = self.check_webhook_host(&url).await {
+                    p.add("channel.url", e);
+                }
+            }
+        }
+        if let Some(f) = filter.filter(|f| !f.trim().is_empty()) {
+            if let Err(e) = expr::check("filter", f, &[]) {
+                p.extend([e]);
+            }
+        }
+        if let Some(b) = batch {
+            b.validate(p);
+        }
+    }
+
+    /// Refuses hosts that resolve to non-public addresses, unless the operator allows them.
+    pub async fn check_webhook_host(&self, url: &url::Url) -> Result<(), String> {
+        if self.settings.allow_private_webhooks {
+            return Ok(());
+        }
+        let host = match url.host() {
+            Some(url::Host::Ipv4(ip)) => return guard(&[ip.into()]),
+            Some(url::Host::Ipv6(ip)) => return guard(&[ip.into()]),
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            None => return Err("must name a host".into()),
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs = self.resolver.resolve(&host, port).await.map_err(|e| format!("host `{host}` does not resolve: {e}"))?;
+        guard(&addrs)
+    }
+
+    /// Reads a subscription: its subscriber, or an admin of the selling vendor.
+    pub async fn get_subscription(&self, who: &Principal, id: &SubscriptionId) -> Result<Subscription, CoreError> {
+        match who {
+            Principal::User { roles, tenant: Some(t), .. } if roles.contains(&Role::VendorAdmin) => {
+                self.store.get_subscription(t, id).await
+            }
+            _ => self.own_subscription(who, id).await,
+        }
+    }
+
+    async fn own_subscription(&self, who: &Principal, id: &SubscriptionId) -> Result<Subscription, CoreError> {
+        let me = who.user_with(Role::Subscriber)?;
+        match self.store.locate_subscription(id).await? {
+            sub if &sub.subscriber_id == me => Ok(sub),
+            _ => Err(CoreError::NotFound("subscription")),
+        }
+    }
+
+    /// Lists the caller's subscriptions.
+    pub async fn list_subscriptions(&self, who: &Principal, page: &PageRequest) -> Result<Page<Subscription>, CoreError> {
+        let me = who.user_with(Role::Subscriber)?;
+        self.store.list_subscriptions_of_subscriber(me, page).await
+    }
+
+    /// Pauses, resumes or changes the channel, filter or batching of the caller's subscription.
+    pub async fn update_subscription(&self, who: &Principal, id: &SubscriptionId, patch: SubscriptionPatch) -> Result<SubscriptionWithSecret, CoreError> {
+        let mut sub = self.own_subscription(who, id).await?;
+        if sub.status == SubscriptionStatus::Cancelled {
+            return Err(CoreError::Conflict("the subscription is cancelled".into()));
+        }
+        let mut p = Problems::default();
+        if patch.status == Some(SubscriptionStatus::Cancelled) {
+            p.add("status", "cancel with DELETE /v1/subscriptions/{id}");
+        }
+        let channel = patch.channel.as_ref().unwrap_or(&sub.channel);
+        let filter = patch.filter.as_deref().or(sub.filter.as_deref());
+        let batch = patch.batch.as_ref().or(sub.batch.as_ref());
+        self.check_delivery_settings(&mut p, channel, filter, batch).await;
+        p.finish()?;
+        let now = self.clock.now();
+        if let Some(status) = patch.status.filter(|s| *s != sub.status) {
+            sub.status = status;
+            sub.history.push(StatusChange { status, at: now });
+        }
+        let mut new_secret = (None, None);
+        if let Some(channel) = patch.channel {
+            let was_webhook = matches!(sub.channel, Channel::Webhook { .. });
+            if matches!(channel, Channel::Webhook { .. }) && !was_webhook {
+                let (secret, sealed) = self.new_secret_for(&channel, now)?;
+                new_secret = (secret, Some(sealed));
+            }
+            sub.channel = channel;
+        }
+        if let Some(f) = patch.filter {
+            sub.filter = Some(f).filter(|f| !f.trim().is_empty());
+        }
+        if patch.batch.is_some() {
+            sub.batch = patch.batch;
+        }
+        sub.revision += 1;
+        sub.updated_at = now;
+        self.store.update_subscription(&sub, new_secret.1.as_deref()).await?;
+        Ok(SubscriptionWithSecret { subscription: sub, signing_secret: new_secret.0 })
+    }
+
+    /// Cancels the caller's subscription for good.
+    pub async fn cancel_subscription(&self, who: &Principal, id: &SubscriptionId) -> Result<Subscription, CoreError> {
+        let mut sub = self.own_subscription(who, id).await?;
+        if sub.status == SubscriptionStatus::Cancelled {
+            return Ok(sub);
+        }
+        let now = self.clock.now();
+        sub.status = SubscriptionStatus::Cancelled;
+        sub.history.push(StatusChange { status: SubscriptionStatus::Cancelled, at: now });
+        sub.revision += 1;
+        sub.updated_at = now;
+        self.store.update_subscription(&sub, None).await?;
+        Ok(sub)
+    }
+
+    /// Issues a new signing secret; the previous one keeps signing for the overlap period.
+    pub async fn rotate_secret(&self, who: &Principal, id: &SubscriptionId) -> Result<RotatedSecret, CoreError> {
+        let mut sub = self.own_subscription(who, id).await?;
+        if sub.status == SubscriptionStatus::Cancelled {
+            return Err(CoreError::Conflict("the subscription is cancelled".into()));
+        }
+        if !matches!(sub.channel, Channel::Webhook { .. }) {
+            return Err(CoreError::Conflict("only webhook subscriptions have a signing secret".into()));
+        }
+        let now = self.clock.now();
+        let overlap_end = now + self.settings.secret_overlap;
+        let mut secrets = self.store.get_signing_secrets(&sub.tenant_id, &sub.id).await?;
+        secrets.retain(|s| s.expires_at.is_none_or(|t| t > now));
+        for s in secrets.iter_mut().filter(|s| s.expires_at.is_none()) {
+            s.expires_at = Some(overlap_end);
+        }
+        let secret = credentials::new_signing_secret()?;
+        secrets.insert(0, SigningSecret { sealed: self.secrets.seal(&secret)?, created_at: now, expires_at: None });
+        sub.revision += 1;
+        sub.updated_at = now;
+        self.store.update_subscription(&sub, Some(&secrets)).await?;
+        Ok(RotatedSecret { signing_secret: secret, previous_secret_expires_at: overlap_end })
+    }
+}
+
+fn guard(addrs: &[std::net::IpAddr]) -> Result<(), String> {
+    if addrs.is_empty() {
+        return Err("host has no addresses".into());
+    }
+    match addrs.iter().find(|ip| !crate::net::is_public(**ip)) {
+        Some(ip) => Err(format!(
+            "resolves to {ip}, a loopback, private, link-local or metadata address; webhooks must reach a public host"
+        )),
+        None => Ok(()),
+    }
+}
