@@ -1,1 +1,8 @@
-//! wharf
+//! The `wharf` package: configuration, the composition root and the CLI's commands.
+//! `main.rs` is a thin shell over this library so tests can start the real app in-process.
+
+pub mod app;
+pub mod config;
+
+pub use app::Server;
+pub use config::Config;

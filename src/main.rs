@@ -1,1 +1,158 @@
-fn main() {}
+//! `wharf`: the server, the admin tool and the OpenAPI printer, in one binary.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+use wharf::config::{Config, LogFormat};
+use wharf_core::domain::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Multi-tenant backend for selling data feeds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API (local shape: SQLite in the data dir).
+    Serve {
+        /// Data directory (default ./wharf-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Listen address (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Allow webhooks to loopback and private addresses (testing only).
+        #[arg(long)]
+        allow_private_webhooks: bool,
+    },
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a platform user.
+    Create {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Password (12+ characters).
+        #[arg(long, env = "WHARF_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Role of the new user.
+        #[arg(long, value_enum, default_value = "platform_admin")]
+        role: PlatformRole,
+        /// Data directory (default ./wharf-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlatformRole {
+    #[value(name = "platform_admin")]
+    PlatformAdmin,
+    #[value(name = "platform_finance")]
+    PlatformFinance,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        println!("{}", wharf_api::openapi().to_pretty_json()?);
+        return Ok(());
+    }
+    let mut config = Config::load().map_err(anyhow::Error::msg)?;
+    init_logs(config.log_format);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve {
+                data_dir,
+                listen,
+                allow_private_webhooks,
+            } => {
+                config.data_dir = data_dir.unwrap_or(config.data_dir);
+                config.listen = listen.unwrap_or(config.listen);
+                config.allow_private_webhooks |= allow_private_webhooks;
+                let server = wharf::Server::bind(&config).await?;
+                let addr = server.local_addr()?;
+                println!(
+                    "Wharf is ready in {} ms (data in {})",
+                    started.elapsed().as_millis(),
+                    config.data_dir.display()
+                );
+                println!("  API      http://{addr}/v1");
+                println!("  Docs     http://{addr}/docs");
+                println!("  OpenAPI  http://{addr}/openapi.json");
+                server.run(wharf::app::shutdown_signal()).await
+            }
+            Command::Admin {
+                command:
+                    AdminCommand::Create {
+                        email,
+                        password,
+                        role,
+                        data_dir,
+                    },
+            } => {
+                config.data_dir = data_dir.unwrap_or(config.data_dir);
+                let services = wharf::app::local_services(&config)?;
+                let role = match role {
+                    PlatformRole::PlatformAdmin => Role::PlatformAdmin,
+                    PlatformRole::PlatformFinance => Role::PlatformFinance,
+                };
+                let user = services
+                    .create_platform_user(&email, &password, role)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+                    .context("cannot create the user")?;
+                println!(
+                    "created {} ({}) with role {}",
+                    user.email,
+                    user.id,
+                    role.as_str()
+                );
+                Ok(())
+            }
+            Command::Openapi => Ok(()),
+        }
+    })
+}
+
+fn describe(e: &wharf_core::CoreError) -> String {
+    match e {
+        wharf_core::CoreError::Validation(errors) => errors
+            .iter()
+            .map(|f| format!("{} {}", f.path, f.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}

@@ -10,8 +10,15 @@ use sha2::{Digest, Sha256};
 pub const MIN_PASSWORD_LEN: usize = 12;
 const MAX_PASSWORD_LEN: usize = 128;
 const COMMON: &[&str] = &[
-    "password1234", "passwordpassword", "123456789012", "qwertyuiop12", "letmein12345",
-    "administrator", "iloveyou1234", "welcome12345", "changeme1234",
+    "password1234",
+    "passwordpassword",
+    "123456789012",
+    "qwertyuiop12",
+    "letmein12345",
+    "administrator",
+    "iloveyou1234",
+    "welcome12345",
+    "changeme1234",
 ];
 
 /// Checks a new password: 12 to 128 characters, not one repeated character, not a common one.
@@ -46,7 +53,9 @@ pub fn parse_email(raw: &str) -> Result<String, String> {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains("..")
-        && domain.chars().all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
     if local.is_empty() || local.len() > 64 || domain.contains('@') || !domain_ok {
         return Err(bad());
     }
@@ -69,7 +78,11 @@ pub fn hash_password(password: &str) -> Result<String, CoreError> {
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     PasswordHash::new(phc)
-        .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -87,7 +100,10 @@ pub fn random_token(n: usize) -> Result<String, CoreError> {
 
 /// SHA-256 of `data` in lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Compares two byte strings in time independent of where they differ.
@@ -118,7 +134,10 @@ pub fn api_key_id(presented: &str) -> Option<ApiKeyId> {
 pub fn new_signing_secret() -> Result<String, CoreError> {
     let mut buf = [0u8; 32];
     getrandom::fill(&mut buf).map_err(|e| CoreError::internal(e.to_string()))?;
-    Ok(format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(buf)))
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(buf)
+    ))
 }
 
 #[cfg(test)]
@@ -135,8 +154,20 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(parse_email(" Ann@Example.COM "), Ok("ann@example.com".to_owned()));
-        for bad in ["", "ann", "ann@", "@x.com", "ann@x", "a b@x.com", "ann@x..com", "a@b@c.com"] {
+        assert_eq!(
+            parse_email(" Ann@Example.COM "),
+            Ok("ann@example.com".to_owned())
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.com",
+            "ann@x",
+            "a b@x.com",
+            "ann@x..com",
+            "a@b@c.com",
+        ] {
             assert!(parse_email(bad).is_err(), "{bad:?}");
         }
     }

@@ -5,10 +5,38 @@ use crate::error::FieldError;
 
 /// Functions of CEL's standard library (and its standard macros) that rules may call.
 const STANDARD_FUNCTIONS: &[&str] = &[
-    "size", "has", "all", "exists", "exists_one", "map", "filter", "matches", "contains",
-    "startsWith", "endsWith", "int", "uint", "double", "string", "bytes", "bool", "timestamp",
-    "duration", "type", "dyn", "max", "min", "getFullYear", "getMonth", "getDayOfYear",
-    "getDayOfMonth", "getDate", "getDayOfWeek", "getHours", "getMinutes", "getSeconds",
+    "size",
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+    "matches",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "timestamp",
+    "duration",
+    "type",
+    "dyn",
+    "max",
+    "min",
+    "getFullYear",
+    "getMonth",
+    "getDayOfYear",
+    "getDayOfMonth",
+    "getDate",
+    "getDayOfWeek",
+    "getHours",
+    "getMinutes",
+    "getSeconds",
     "getMilliseconds",
 ];
 
@@ -25,13 +53,21 @@ pub fn check(path: &str, source: &str, extra: &[&str]) -> Result<(), FieldError>
         return Err(FieldError::new(path, "expression is empty"));
     }
     if source.len() > MAX_EXPR_LEN {
-        return Err(FieldError::new(path, format!("expression is longer than {MAX_EXPR_LEN} bytes")));
+        return Err(FieldError::new(
+            path,
+            format!("expression is longer than {MAX_EXPR_LEN} bytes"),
+        ));
     }
     let program = cel::Program::compile(source).map_err(|errs| {
         let first = errs.errors.first();
         let (line, column) = first.map(|e| (e.pos.0, e.pos.1 + 1)).unwrap_or((1, 1));
-        let msg = first.map(|e| e.msg.clone()).unwrap_or_else(|| "syntax error".into());
-        FieldError::new(path, format!("invalid CEL at line {line}, column {column}: {msg}"))
+        let msg = first
+            .map(|e| e.msg.clone())
+            .unwrap_or_else(|| "syntax error".into());
+        FieldError::new(
+            path,
+            format!("invalid CEL at line {line}, column {column}: {msg}"),
+        )
     })?;
     let refs = program.references();
     let mut unknown: Vec<&str> = refs
@@ -50,7 +86,13 @@ pub fn check(path: &str, source: &str, extra: &[&str]) -> Result<(), FieldError>
 /// Variables `source` refers to (parsing it; empty when it does not parse).
 pub fn variables(source: &str) -> Vec<String> {
     cel::Program::compile(source)
-        .map(|p| p.references().variables().into_iter().map(str::to_owned).collect())
+        .map(|p| {
+            p.references()
+                .variables()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -60,7 +102,10 @@ mod tests {
 
     #[test]
     fn a_valid_expression_compiles() {
-        assert_eq!(check("expr", "record.price > 100.0 && size(record.sym) > 0", &[]), Ok(()));
+        assert_eq!(
+            check("expr", "record.price > 100.0 && size(record.sym) > 0", &[]),
+            Ok(())
+        );
     }
 
     #[test]

@@ -8,13 +8,53 @@ use std::str::FromStr;
 
 /// ISO 4217 codes Wharf accepts, with the number of digits of their minor unit.
 const CURRENCIES: &[(&str, u32)] = &[
-    ("aed", 2), ("ars", 2), ("aud", 2), ("bgn", 2), ("bhd", 3), ("brl", 2), ("cad", 2),
-    ("chf", 2), ("clp", 0), ("cny", 2), ("cop", 2), ("czk", 2), ("dkk", 2), ("egp", 2),
-    ("eur", 2), ("gbp", 2), ("hkd", 2), ("huf", 2), ("idr", 2), ("ils", 2), ("inr", 2),
-    ("isk", 0), ("jod", 3), ("jpy", 0), ("krw", 0), ("kwd", 3), ("mxn", 2), ("myr", 2),
-    ("ngn", 2), ("nok", 2), ("nzd", 2), ("omr", 3), ("php", 2), ("pkr", 2), ("pln", 2),
-    ("ron", 2), ("sar", 2), ("sek", 2), ("sgd", 2), ("thb", 2), ("tnd", 3), ("try", 2),
-    ("twd", 2), ("uah", 2), ("usd", 2), ("vnd", 0), ("zar", 2),
+    ("aed", 2),
+    ("ars", 2),
+    ("aud", 2),
+    ("bgn", 2),
+    ("bhd", 3),
+    ("brl", 2),
+    ("cad", 2),
+    ("chf", 2),
+    ("clp", 0),
+    ("cny", 2),
+    ("cop", 2),
+    ("czk", 2),
+    ("dkk", 2),
+    ("egp", 2),
+    ("eur", 2),
+    ("gbp", 2),
+    ("hkd", 2),
+    ("huf", 2),
+    ("idr", 2),
+    ("ils", 2),
+    ("inr", 2),
+    ("isk", 0),
+    ("jod", 3),
+    ("jpy", 0),
+    ("krw", 0),
+    ("kwd", 3),
+    ("mxn", 2),
+    ("myr", 2),
+    ("ngn", 2),
+    ("nok", 2),
+    ("nzd", 2),
+    ("omr", 3),
+    ("php", 2),
+    ("pkr", 2),
+    ("pln", 2),
+    ("ron", 2),
+    ("sar", 2),
+    ("sek", 2),
+    ("sgd", 2),
+    ("thb", 2),
+    ("tnd", 3),
+    ("try", 2),
+    ("twd", 2),
+    ("uah", 2),
+    ("usd", 2),
+    ("vnd", 0),
+    ("zar", 2),
 ];
 
 /// An ISO 4217 currency, written in lowercase (`usd`).
@@ -96,7 +136,11 @@ impl Amount {
     pub fn parse(s: &str) -> Result<Amount, String> {
         let (int, frac) = s.split_once('.').unwrap_or((s, ""));
         let digits_ok = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-        if int.is_empty() || !digits_ok(int) || !digits_ok(frac) || (s.contains('.') && frac.is_empty()) {
+        if int.is_empty()
+            || !digits_ok(int)
+            || !digits_ok(frac)
+            || (s.contains('.') && frac.is_empty())
+        {
             return Err(format!("`{s}` is not a decimal amount like \"49.00\""));
         }
         Decimal::from_str(s)
@@ -170,6 +214,9 @@ mod tests {
         for bad in ["", "-1", "1e3", "1.", ".5", "1,5", " 1", "NaN"] {
             assert!(Amount::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(serde_json::from_str::<Amount>("49.0").is_err(), "a JSON number is not accepted");
+        assert!(
+            serde_json::from_str::<Amount>("49.0").is_err(),
+            "a JSON number is not accepted"
+        );
     }
 }

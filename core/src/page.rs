@@ -20,7 +20,10 @@ pub struct PageRequest {
 impl PageRequest {
     /// A request for the first page of `limit` items.
     pub fn first(limit: u32) -> Self {
-        PageRequest { limit, cursor: None }
+        PageRequest {
+            limit,
+            cursor: None,
+        }
     }
 
     /// The limit, clamped to the allowed range.
@@ -34,6 +37,7 @@ impl PageRequest {
 
 /// One page of a list.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// The items of this page, in the list's order.
     pub items: Vec<T>,

@@ -4,8 +4,8 @@
 
 use crate::domain::*;
 use crate::{
-    ApiKeyId, CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, TenantId,
-    Timestamp, UserId, VendorId,
+    ApiKeyId, CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, TenantId, Timestamp,
+    UserId, VendorId,
 };
 use async_trait::async_trait;
 use std::net::IpAddr;
@@ -21,9 +21,18 @@ pub trait AccountStore: Send + Sync {
     /// Reads a vendor.
     async fn get_vendor(&self, id: &VendorId) -> Result<Vendor>;
     /// Sets the status if it currently is `from`; `Conflict` otherwise.
-    async fn set_vendor_status(&self, id: &VendorId, from: VendorStatus, to: VendorStatus) -> Result<Vendor>;
+    async fn set_vendor_status(
+        &self,
+        id: &VendorId,
+        from: VendorStatus,
+        to: VendorStatus,
+    ) -> Result<Vendor>;
     /// Vendors with `status` (all when `None`), oldest first.
-    async fn list_vendors(&self, status: Option<VendorStatus>, page: &PageRequest) -> Result<Page<Vendor>>;
+    async fn list_vendors(
+        &self,
+        status: Option<VendorStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Vendor>>;
     /// Removes a vendor that has nothing yet (undoes a failed sign-up).
     async fn delete_vendor(&self, id: &VendorId) -> Result<()>;
     /// Stores a subscriber profile; `Conflict` if the id exists.
@@ -79,36 +88,76 @@ pub trait FeedStore: Send + Sync {
     /// Callers must check status and visibility before showing it.
     async fn locate_feed(&self, id: &FeedId) -> Result<Feed>;
     /// Published public feeds of active vendors whose name or description contains `query`.
-    async fn list_catalog(&self, query: Option<&str>, page: &PageRequest) -> Result<Page<CatalogEntry>>;
+    async fn list_catalog(
+        &self,
+        query: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<CatalogEntry>>;
 }
 
 /// Reference tables for `enrich` rules.
 #[async_trait]
 pub trait ReferenceStore: Send + Sync {
     /// Stores a row; returns whether it was new.
-    async fn put_reference(&self, tenant: &TenantId, table: &str, key: &str, value: &serde_json::Value) -> Result<bool>;
+    async fn put_reference(
+        &self,
+        tenant: &TenantId,
+        table: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<bool>;
     /// Reads a row.
-    async fn get_reference(&self, tenant: &TenantId, table: &str, key: &str) -> Result<serde_json::Value>;
+    async fn get_reference(
+        &self,
+        tenant: &TenantId,
+        table: &str,
+        key: &str,
+    ) -> Result<serde_json::Value>;
 }
 
 /// Subscriptions (in the feed's tenant partition) and their signing secrets.
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync {
     /// Stores a new subscription with its sealed secrets.
-    async fn create_subscription(&self, sub: &Subscription, secrets: &[SigningSecret]) -> Result<()>;
+    async fn create_subscription(
+        &self,
+        sub: &Subscription,
+        secrets: &[SigningSecret],
+    ) -> Result<()>;
     /// Reads a subscription of the tenant.
-    async fn get_subscription(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<Subscription>;
+    async fn get_subscription(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Subscription>;
     /// Finds a subscription by id alone (callers check the subscriber).
     async fn locate_subscription(&self, id: &SubscriptionId) -> Result<Subscription>;
     /// A subscriber's subscriptions across vendors, oldest first.
-    async fn list_subscriptions_of_subscriber(&self, subscriber: &UserId, page: &PageRequest) -> Result<Page<Subscription>>;
+    async fn list_subscriptions_of_subscriber(
+        &self,
+        subscriber: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>>;
     /// A feed's subscriptions, oldest first.
-    async fn list_subscriptions_of_feed(&self, tenant: &TenantId, feed: &FeedId, page: &PageRequest) -> Result<Page<Subscription>>;
+    async fn list_subscriptions_of_feed(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>>;
     /// Replaces a subscription whose stored revision is `sub.revision - 1`; `Conflict` otherwise.
     /// When `secrets` is given, they replace the stored ones in the same write.
-    async fn update_subscription(&self, sub: &Subscription, secrets: Option<&[SigningSecret]>) -> Result<()>;
+    async fn update_subscription(
+        &self,
+        sub: &Subscription,
+        secrets: Option<&[SigningSecret]>,
+    ) -> Result<()>;
     /// The sealed signing secrets of a subscription, newest first.
-    async fn get_signing_secrets(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<Vec<SigningSecret>>;
+    async fn get_signing_secrets(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Vec<SigningSecret>>;
 }
 
 /// A response stored for an `Idempotency-Key`.
@@ -135,7 +184,13 @@ pub enum IdempotencyState {
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Reserves `key` for a request with `fingerprint`, or reports what is stored.
-    async fn begin(&self, scope: &str, key: &str, fingerprint: &str, now: Timestamp) -> Result<IdempotencyState>;
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> Result<IdempotencyState>;
     /// Stores the final response of a reserved key.
     async fn complete(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<()>;
     /// Releases a reserved key whose request failed without a final answer.
@@ -144,7 +199,13 @@ pub trait IdempotencyStore: Send + Sync {
 
 /// Everything the services store, as one handle.
 pub trait Store:
-    AccountStore + ApiKeyStore + SourceStore + FeedStore + ReferenceStore + SubscriptionStore + IdempotencyStore
+    AccountStore
+    + ApiKeyStore
+    + SourceStore
+    + FeedStore
+    + ReferenceStore
+    + SubscriptionStore
+    + IdempotencyStore
 {
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> Result<()>;

@@ -1,1 +1,21 @@
-//! placeholder
+//! Pipeline handlers over core's ports: ingest, process (stateless rules), schedule (windows),
+//! publish (fan-out), deliver (channels) and meter (usage). Each is a pure function of an
+//! event batch and the services, so the local loops and the Lambda entry points share them.
+//! The handlers arrive with the pipeline; this crate fixes the outcome type they return.
+
+use serde::Serialize;
+
+/// What a handler did with a batch: the ids of the items that failed and must be retried
+/// (SQS message ids or stream sequence numbers), as Lambda's partial batch response wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchOutcome {
+    /// Identifiers of failed items; empty when the whole batch succeeded.
+    pub failed: Vec<String>,
+}
+
+impl BatchOutcome {
+    /// Whether every item succeeded.
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty()
+    }
+}

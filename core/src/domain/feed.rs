@@ -39,8 +39,10 @@ impl FeedStatus {
     /// Whether the lifecycle allows going from `self` to `next`.
     pub fn can_become(self, next: FeedStatus) -> bool {
         use FeedStatus::*;
-        matches!((self, next), (Draft, Published) | (Published, Archived) | (Draft, Archived))
-            || self == next
+        matches!(
+            (self, next),
+            (Draft, Published) | (Published, Archived) | (Draft, Archived)
+        ) || self == next
     }
 }
 
@@ -138,7 +140,10 @@ impl PipelineSpec {
     pub fn validate(&self, prefix: &str) -> Vec<crate::FieldError> {
         let mut p = Vec::new();
         if self.rules.len() > MAX_RULES {
-            p.push(crate::FieldError::new(format!("{prefix}rules"), format!("at most {MAX_RULES} rules")));
+            p.push(crate::FieldError::new(
+                format!("{prefix}rules"),
+                format!("at most {MAX_RULES} rules"),
+            ));
         }
         let mut windows = 0;
         for (i, rule) in self.rules.iter().enumerate() {
@@ -153,23 +158,39 @@ impl PipelineSpec {
                         chk(&mut p, at(&format!("fields.{name}")), e, &[]);
                     }
                 }
-                Rule::Enrich { table, key, as_field } => {
+                Rule::Enrich {
+                    table,
+                    key,
+                    as_field,
+                } => {
                     if !is_slug(table) {
-                        p.push(crate::FieldError::new(at("table"), "must match [a-z0-9_-]{1,64}"));
+                        p.push(crate::FieldError::new(
+                            at("table"),
+                            "must match [a-z0-9_-]{1,64}",
+                        ));
                     }
                     if as_field.is_empty() || as_field.len() > 64 {
-                        p.push(crate::FieldError::new(at("as"), "must be 1 to 64 characters"));
+                        p.push(crate::FieldError::new(
+                            at("as"),
+                            "must be 1 to 64 characters",
+                        ));
                     }
                     chk(&mut p, at("key"), key, &[]);
                 }
-                Rule::Window { every, window, group_by, aggregates, having } => {
+                Rule::Window {
+                    every,
+                    window,
+                    group_by,
+                    aggregates,
+                    having,
+                } => {
                     windows += 1;
                     for (field, v) in [("every", every), ("window", window)] {
                         match parse_duration(v) {
                             Err(e) => p.push(crate::FieldError::new(at(field), e)),
-                            Ok(d) if d.as_secs() < 1 || d.as_secs() > 31 * 86_400 => {
-                                p.push(crate::FieldError::new(at(field), "must be between 1s and 31d"))
-                            }
+                            Ok(d) if d.as_secs() < 1 || d.as_secs() > 31 * 86_400 => p.push(
+                                crate::FieldError::new(at(field), "must be between 1s and 31d"),
+                            ),
                             Ok(_) => {}
                         }
                     }
@@ -177,7 +198,10 @@ impl PipelineSpec {
                         chk(&mut p, at("group_by"), g, &[]);
                     }
                     if aggregates.is_empty() {
-                        p.push(crate::FieldError::new(at("aggregates"), "needs at least one aggregate"));
+                        p.push(crate::FieldError::new(
+                            at("aggregates"),
+                            "needs at least one aggregate",
+                        ));
                     }
                     for (name, e) in aggregates {
                         chk(&mut p, at(&format!("aggregates.{name}")), e, AGGREGATES);
@@ -186,7 +210,12 @@ impl PipelineSpec {
                         chk(&mut p, at("having"), h, &[]);
                     }
                 }
-                Rule::Model { object, url, inputs, output } => {
+                Rule::Model {
+                    object,
+                    url,
+                    inputs,
+                    output,
+                } => {
                     match (object, url) {
                         (Some(o), None) if !o.is_empty() => {}
                         (None, Some(u)) if url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) => {}
@@ -205,7 +234,10 @@ impl PipelineSpec {
             }
         }
         if windows > 1 {
-            p.push(crate::FieldError::new(format!("{prefix}rules"), "at most one window rule per pipeline"));
+            p.push(crate::FieldError::new(
+                format!("{prefix}rules"),
+                "at most one window rule per pipeline",
+            ));
         }
         p
     }
@@ -257,21 +289,37 @@ impl Plan {
         if self.monthly_fee.scale() > self.currency.minor_units() {
             p.add(
                 format!("{prefix}monthly_fee"),
-                format!("{} allows at most {} decimal places", self.currency, self.currency.minor_units()),
+                format!(
+                    "{} allows at most {} decimal places",
+                    self.currency,
+                    self.currency.minor_units()
+                ),
             );
         }
         if self.tiers.is_empty() {
-            p.add(format!("{prefix}tiers"), "needs at least one tier; the last one has `up_to: null`");
+            p.add(
+                format!("{prefix}tiers"),
+                "needs at least one tier; the last one has `up_to: null`",
+            );
         }
         let mut previous: Option<u64> = None;
         for (i, tier) in self.tiers.iter().enumerate() {
             let last = i + 1 == self.tiers.len();
             match (tier.up_to, last) {
-                (None, false) => p.add(format!("{prefix}tiers[{i}].up_to"), "only the last tier may be unbounded"),
-                (Some(_), true) => p.add(format!("{prefix}tiers[{i}].up_to"), "the last tier must be unbounded (null)"),
+                (None, false) => p.add(
+                    format!("{prefix}tiers[{i}].up_to"),
+                    "only the last tier may be unbounded",
+                ),
+                (Some(_), true) => p.add(
+                    format!("{prefix}tiers[{i}].up_to"),
+                    "the last tier must be unbounded (null)",
+                ),
                 (Some(n), false) => {
                     if n == 0 || previous.is_some_and(|prev| n <= prev) {
-                        p.add(format!("{prefix}tiers[{i}].up_to"), "tiers must be in strictly ascending order of up_to, above 0");
+                        p.add(
+                            format!("{prefix}tiers[{i}].up_to"),
+                            "tiers must be in strictly ascending order of up_to, above 0",
+                        );
                     }
                     previous = Some(n);
                 }
@@ -353,7 +401,11 @@ impl Feed {
         if self.status == FeedStatus::Published && self.plans.is_empty() {
             p.add("plans", "a published feed needs at least one plan");
         }
-        if self.sample.as_ref().is_some_and(|s| s.to_string().len() > 16 * 1024) {
+        if self
+            .sample
+            .as_ref()
+            .is_some_and(|s| s.to_string().len() > 16 * 1024)
+        {
             p.add("sample", "must be at most 16 KiB of JSON");
         }
     }
@@ -444,7 +496,11 @@ pub struct CatalogEntry {
 /// 422 unless `spec` compiles.
 pub fn check_pipeline(spec: &PipelineSpec, prefix: &str) -> Result<(), CoreError> {
     let errors = spec.validate(prefix);
-    if errors.is_empty() { Ok(()) } else { Err(CoreError::Validation(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CoreError::Validation(errors))
+    }
 }
 
 #[cfg(test)]
@@ -460,7 +516,10 @@ mod tests {
             included_deliveries: 10,
             tiers: tiers
                 .into_iter()
-                .map(|(up_to, p)| Tier { up_to, unit_price: Amount::parse(p).unwrap_or_default() })
+                .map(|(up_to, p)| Tier {
+                    up_to,
+                    unit_price: Amount::parse(p).unwrap_or_default(),
+                })
                 .collect(),
         }
     }
@@ -477,9 +536,22 @@ mod tests {
     #[test]
     fn plans_need_ascending_tiers_ending_unbounded() {
         assert!(errors(&plan(vec![(Some(100), "0.01"), (None, "0.005")])).is_empty());
-        assert_eq!(errors(&plan(vec![(Some(100), "0.01")])), vec!["tiers[0].up_to"]);
-        assert_eq!(errors(&plan(vec![(Some(100), "0.01"), (Some(50), "0.01"), (None, "0")])), vec!["tiers[1].up_to"]);
-        assert_eq!(errors(&plan(vec![(None, "0.01"), (None, "0.01")])), vec!["tiers[0].up_to"]);
+        assert_eq!(
+            errors(&plan(vec![(Some(100), "0.01")])),
+            vec!["tiers[0].up_to"]
+        );
+        assert_eq!(
+            errors(&plan(vec![
+                (Some(100), "0.01"),
+                (Some(50), "0.01"),
+                (None, "0")
+            ])),
+            vec!["tiers[1].up_to"]
+        );
+        assert_eq!(
+            errors(&plan(vec![(None, "0.01"), (None, "0.01")])),
+            vec!["tiers[0].up_to"]
+        );
         assert_eq!(errors(&plan(vec![])), vec!["tiers"]);
     }
 
@@ -494,11 +566,19 @@ mod tests {
     fn pipeline_errors_point_at_the_rule() {
         let spec = PipelineSpec {
             rules: vec![
-                Rule::Filter { expr: "record.x > 1".into() },
-                Rule::Map { fields: [("a".to_owned(), "record.(".to_owned())].into() },
+                Rule::Filter {
+                    expr: "record.x > 1".into(),
+                },
+                Rule::Map {
+                    fields: [("a".to_owned(), "record.(".to_owned())].into(),
+                },
             ],
         };
-        let paths: Vec<String> = spec.validate("pipeline.").into_iter().map(|e| e.path).collect();
+        let paths: Vec<String> = spec
+            .validate("pipeline.")
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         assert_eq!(paths, vec!["pipeline.rules[1].fields.a"]);
     }
 }

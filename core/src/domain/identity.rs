@@ -34,9 +34,15 @@ impl Role {
 
     /// Parses a claim value.
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::PlatformAdmin, Role::PlatformFinance, Role::VendorAdmin, Role::VendorFinance, Role::Subscriber]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::PlatformAdmin,
+            Role::PlatformFinance,
+            Role::VendorAdmin,
+            Role::VendorFinance,
+            Role::Subscriber,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 
     /// Whether this role belongs to a vendor's tenant.
@@ -86,8 +92,15 @@ impl Principal {
     /// The caller's tenant when it holds the tenant-scoped `role` there; 403 otherwise.
     pub fn tenant_with(&self, role: Role) -> Result<&VendorId, CoreError> {
         match self {
-            Principal::User { roles, tenant: Some(t), .. } if roles.contains(&role) => Ok(t),
-            _ => Err(CoreError::Forbidden(format!("requires the {} role", role.as_str()))),
+            Principal::User {
+                roles,
+                tenant: Some(t),
+                ..
+            } if roles.contains(&role) => Ok(t),
+            _ => Err(CoreError::Forbidden(format!(
+                "requires the {} role",
+                role.as_str()
+            ))),
         }
     }
 
@@ -95,7 +108,10 @@ impl Principal {
     pub fn user_with(&self, role: Role) -> Result<&UserId, CoreError> {
         match self {
             Principal::User { id, roles, .. } if roles.contains(&role) => Ok(id),
-            _ => Err(CoreError::Forbidden(format!("requires the {} role", role.as_str()))),
+            _ => Err(CoreError::Forbidden(format!(
+                "requires the {} role",
+                role.as_str()
+            ))),
         }
     }
 

@@ -48,5 +48,7 @@ pub(crate) fn check_name(p: &mut crate::error::Problems, path: &str, value: &str
 pub(crate) fn is_slug(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }

@@ -124,7 +124,9 @@ impl Source {
                 match self.every.as_deref().map(parse_duration) {
                     None => p.add("every", "is required for http_poll sources"),
                     Some(Err(e)) => p.add("every", e),
-                    Some(Ok(d)) if d < Duration::from_secs(10) => p.add("every", "must be at least 10s"),
+                    Some(Ok(d)) if d < Duration::from_secs(10) => {
+                        p.add("every", "must be at least 10s")
+                    }
                     Some(Ok(_)) => {}
                 }
             }
@@ -137,13 +139,16 @@ impl Source {
                 }
             }
         }
-        if let Some(schema) = &self.schema {
-            if !schema.is_object() {
-                p.add("schema", "must be a JSON Schema object");
-            }
+        if let Some(schema) = &self.schema
+            && !schema.is_object()
+        {
+            p.add("schema", "must be a JSON Schema object");
         }
         if self.retention_days == 0 || self.retention_days > MAX_RETENTION_DAYS {
-            p.add("retention_days", format!("must be between 1 and {MAX_RETENTION_DAYS}"));
+            p.add(
+                "retention_days",
+                format!("must be between 1 and {MAX_RETENTION_DAYS}"),
+            );
         }
         p.finish()
     }
@@ -152,7 +157,10 @@ impl Source {
 /// "is only available in the aws shape" and the like.
 pub(crate) fn shape_message(shapes: &[Shape]) -> String {
     let names: Vec<&str> = shapes.iter().map(|s| s.as_str()).collect();
-    format!("is only available in the {} shape; this server runs another one", names.join(" or "))
+    format!(
+        "is only available in the {} shape; this server runs another one",
+        names.join(" or ")
+    )
 }
 
 /// Parses a duration like `30s`, `10m`, `2h`, `1d`.

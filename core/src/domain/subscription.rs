@@ -61,7 +61,10 @@ impl Channel {
     /// Checks everything but the webhook host's addresses (done by the service, which resolves it).
     pub fn validate(&self, shape: Shape, p: &mut Problems) {
         if !self.shapes().contains(&shape) {
-            p.add("channel.type", format!("`{}` {}", self.kind(), shape_message(self.shapes())));
+            p.add(
+                "channel.type",
+                format!("`{}` {}", self.kind(), shape_message(self.shapes())),
+            );
             return;
         }
         match self {
@@ -77,12 +80,18 @@ impl Channel {
             }
             Channel::Sqs { queue_arn } => {
                 if !arn_of(queue_arn, "sqs") {
-                    p.add("channel.queue_arn", "must be an SQS queue ARN (arn:aws:sqs:region:account:name)");
+                    p.add(
+                        "channel.queue_arn",
+                        "must be an SQS queue ARN (arn:aws:sqs:region:account:name)",
+                    );
                 }
             }
             Channel::MobilePush { endpoint_arn } => {
                 if !arn_of(endpoint_arn, "sns") {
-                    p.add("channel.endpoint_arn", "must be an SNS endpoint ARN (arn:aws:sns:…)");
+                    p.add(
+                        "channel.endpoint_arn",
+                        "must be an SNS endpoint ARN (arn:aws:sns:…)",
+                    );
                 }
             }
             Channel::Pull {} | Channel::Websocket {} => {}

@@ -87,7 +87,9 @@ impl Services {
     pub async fn signup_vendor(&self, input: NewVendor) -> Result<VendorSignup, CoreError> {
         let mut p = Problems::default();
         check_name(&mut p, "name", &input.name, 100);
-        let email = parse_email(&input.admin_email).map_err(|e| p.add("admin_email", e)).ok();
+        let email = parse_email(&input.admin_email)
+            .map_err(|e| p.add("admin_email", e))
+            .ok();
         if let Err(e) = check_password(&input.admin_password) {
             p.add("admin_password", e);
         }
@@ -95,7 +97,11 @@ impl Services {
         let vendor = Vendor {
             id: VendorId::new(),
             name: input.name.trim().to_owned(),
-            status: if self.settings.require_vendor_approval { VendorStatus::Pending } else { VendorStatus::Active },
+            status: if self.settings.require_vendor_approval {
+                VendorStatus::Pending
+            } else {
+                VendorStatus::Active
+            },
             created_at: self.clock.now(),
         };
         let admin = self
@@ -118,10 +124,15 @@ impl Services {
     }
 
     /// Signs up a subscriber account.
-    pub async fn signup_subscriber(&self, input: NewSubscriberAccount) -> Result<Subscriber, CoreError> {
+    pub async fn signup_subscriber(
+        &self,
+        input: NewSubscriberAccount,
+    ) -> Result<Subscriber, CoreError> {
         let mut p = Problems::default();
         check_name(&mut p, "name", &input.name, 100);
-        let email = parse_email(&input.email).map_err(|e| p.add("email", e)).ok();
+        let email = parse_email(&input.email)
+            .map_err(|e| p.add("email", e))
+            .ok();
         if let Err(e) = check_password(&input.password) {
             p.add("password", e);
         }
@@ -129,9 +140,19 @@ impl Services {
         let email = email.unwrap_or_default();
         let user = self
             .identity
-            .create_user(NewUser { email: email.clone(), password: input.password, roles: vec![Role::Subscriber], tenant_id: None })
+            .create_user(NewUser {
+                email: email.clone(),
+                password: input.password,
+                roles: vec![Role::Subscriber],
+                tenant_id: None,
+            })
             .await?;
-        let subscriber = Subscriber { id: user.id.clone(), name: input.name.trim().to_owned(), email, created_at: user.created_at };
+        let subscriber = Subscriber {
+            id: user.id.clone(),
+            name: input.name.trim().to_owned(),
+            email,
+            created_at: user.created_at,
+        };
         if let Err(e) = self.store.create_subscriber(&subscriber).await {
             if let Err(undo) = self.identity.delete_user(&user.id).await {
                 tracing::error!(user.id = %user.id, error = %undo, "could not undo a failed subscriber sign-up");
@@ -142,9 +163,17 @@ impl Services {
     }
 
     /// Creates a platform user (from the command line; there is no caller to authorize).
-    pub async fn create_platform_user(&self, email: &str, password: &str, role: Role) -> Result<User, CoreError> {
+    pub async fn create_platform_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: Role,
+    ) -> Result<User, CoreError> {
         if role.is_tenant_scoped() || role == Role::Subscriber {
-            return Err(CoreError::invalid("role", "must be platform_admin or platform_finance"));
+            return Err(CoreError::invalid(
+                "role",
+                "must be platform_admin or platform_finance",
+            ));
         }
         let mut p = Problems::default();
         let email = parse_email(email).map_err(|e| p.add("email", e)).ok();
@@ -153,13 +182,23 @@ impl Services {
         }
         p.finish()?;
         self.identity
-            .create_user(NewUser { email: email.unwrap_or_default(), password: password.to_owned(), roles: vec![role], tenant_id: None })
+            .create_user(NewUser {
+                email: email.unwrap_or_default(),
+                password: password.to_owned(),
+                roles: vec![role],
+                tenant_id: None,
+            })
             .await
     }
 
     /// Logs in with email and password.
-    pub async fn login(&self, email: &str, password: &str) -> Result<crate::domain::TokenPair, CoreError> {
-        let email = parse_email(email).map_err(|_| CoreError::Unauthenticated("invalid email or password".into()))?;
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<crate::domain::TokenPair, CoreError> {
+        let email = parse_email(email)
+            .map_err(|_| CoreError::Unauthenticated("invalid email or password".into()))?;
         self.identity.login(&email, password).await
     }
 
@@ -177,7 +216,11 @@ impl Services {
             if !credentials::constant_time_eq(presented.as_bytes(), digest.as_bytes()) {
                 return Err(bad());
             }
-            return Ok(Principal::ApiKey { id: key.id, tenant: key.tenant_id, scopes: key.scopes });
+            return Ok(Principal::ApiKey {
+                id: key.id,
+                tenant: key.tenant_id,
+                scopes: key.scopes,
+            });
         }
         self.identity.verify(credential).await
     }
@@ -185,27 +228,44 @@ impl Services {
     /// Describes the caller.
     pub fn me(&self, who: &Principal) -> Me {
         match who {
-            Principal::User { id, roles, tenant } => {
-                Me { id: id.to_string(), kind: "user".into(), roles: roles.clone(), tenant_id: tenant.clone() }
-            }
-            Principal::ApiKey { id, tenant, .. } => {
-                Me { id: id.to_string(), kind: "api_key".into(), roles: vec![], tenant_id: Some(tenant.clone()) }
-            }
+            Principal::User { id, roles, tenant } => Me {
+                id: id.to_string(),
+                kind: "user".into(),
+                roles: roles.clone(),
+                tenant_id: tenant.clone(),
+            },
+            Principal::ApiKey { id, tenant, .. } => Me {
+                id: id.to_string(),
+                kind: "api_key".into(),
+                roles: vec![],
+                tenant_id: Some(tenant.clone()),
+            },
         }
     }
 
     /// Activates a pending vendor (platform admin).
-    pub async fn approve_vendor(&self, who: &Principal, id: &VendorId) -> Result<Vendor, CoreError> {
+    pub async fn approve_vendor(
+        &self,
+        who: &Principal,
+        id: &VendorId,
+    ) -> Result<Vendor, CoreError> {
         who.require(Role::PlatformAdmin)?;
         let vendor = self.store.get_vendor(id).await?;
         if vendor.status == VendorStatus::Active {
             return Err(CoreError::Conflict("vendor is already active".into()));
         }
-        self.store.set_vendor_status(id, VendorStatus::Pending, VendorStatus::Active).await
+        self.store
+            .set_vendor_status(id, VendorStatus::Pending, VendorStatus::Active)
+            .await
     }
 
     /// Lists vendors (platform admin).
-    pub async fn list_vendors(&self, who: &Principal, status: Option<VendorStatus>, page: &PageRequest) -> Result<Page<Vendor>, CoreError> {
+    pub async fn list_vendors(
+        &self,
+        who: &Principal,
+        status: Option<VendorStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Vendor>, CoreError> {
         who.require(Role::PlatformAdmin)?;
         self.store.list_vendors(status, page).await
     }
@@ -220,7 +280,11 @@ impl Services {
     }
 
     /// Creates an ingest key for the caller's tenant.
-    pub async fn create_api_key(&self, who: &Principal, input: NewApiKey) -> Result<CreatedApiKey, CoreError> {
+    pub async fn create_api_key(
+        &self,
+        who: &Principal,
+        input: NewApiKey,
+    ) -> Result<CreatedApiKey, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut p = Problems::default();
         check_name(&mut p, "name", &input.name, 100);
@@ -243,7 +307,11 @@ impl Services {
     }
 
     /// Lists the caller's tenant's keys.
-    pub async fn list_api_keys(&self, who: &Principal, page: &PageRequest) -> Result<Page<ApiKey>, CoreError> {
+    pub async fn list_api_keys(
+        &self,
+        who: &Principal,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         self.store.list_api_keys(tenant, page).await
     }
@@ -261,7 +329,11 @@ impl Services {
     }
 
     /// Reads a subscriber profile: the subscriber itself.
-    pub async fn get_subscriber(&self, who: &Principal, id: &UserId) -> Result<Subscriber, CoreError> {
+    pub async fn get_subscriber(
+        &self,
+        who: &Principal,
+        id: &UserId,
+    ) -> Result<Subscriber, CoreError> {
         match who {
             Principal::User { id: me, .. } if me == id => self.store.get_subscriber(id).await,
             _ => Err(CoreError::NotFound("subscriber")),

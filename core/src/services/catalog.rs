@@ -10,7 +10,11 @@ const MAX_REFERENCE_BYTES: usize = 64 * 1024;
 
 impl Services {
     /// Registers a source in the caller's tenant.
-    pub async fn create_source(&self, who: &Principal, input: NewSource) -> Result<Source, CoreError> {
+    pub async fn create_source(
+        &self,
+        who: &Principal,
+        input: NewSource,
+    ) -> Result<Source, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let now = self.clock.now();
         let source = Source {
@@ -32,16 +36,29 @@ impl Services {
 
     /// Reads a source of the caller's tenant.
     pub async fn get_source(&self, who: &Principal, id: &SourceId) -> Result<Source, CoreError> {
-        self.store.get_source(who.tenant_with(Role::VendorAdmin)?, id).await
+        self.store
+            .get_source(who.tenant_with(Role::VendorAdmin)?, id)
+            .await
     }
 
     /// Lists the caller's tenant's sources.
-    pub async fn list_sources(&self, who: &Principal, page: &PageRequest) -> Result<Page<Source>, CoreError> {
-        self.store.list_sources(who.tenant_with(Role::VendorAdmin)?, page).await
+    pub async fn list_sources(
+        &self,
+        who: &Principal,
+        page: &PageRequest,
+    ) -> Result<Page<Source>, CoreError> {
+        self.store
+            .list_sources(who.tenant_with(Role::VendorAdmin)?, page)
+            .await
     }
 
     /// Changes a source of the caller's tenant.
-    pub async fn update_source(&self, who: &Principal, id: &SourceId, patch: SourcePatch) -> Result<Source, CoreError> {
+    pub async fn update_source(
+        &self,
+        who: &Principal,
+        id: &SourceId,
+        patch: SourcePatch,
+    ) -> Result<Source, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut source = self.store.get_source(tenant, id).await?;
         if let Some(name) = patch.name {
@@ -67,7 +84,9 @@ impl Services {
 
     /// Deletes a source of the caller's tenant that no feed uses.
     pub async fn delete_source(&self, who: &Principal, id: &SourceId) -> Result<(), CoreError> {
-        self.store.delete_source(who.tenant_with(Role::VendorAdmin)?, id).await
+        self.store
+            .delete_source(who.tenant_with(Role::VendorAdmin)?, id)
+            .await
     }
 
     /// Defines a feed in the caller's tenant.
@@ -82,7 +101,10 @@ impl Services {
             source_id: input.source_id,
             name: input.name.trim().to_owned(),
             description: input.description,
-            pipeline: Pipeline { version: 1, rules: input.pipeline.rules },
+            pipeline: Pipeline {
+                version: 1,
+                rules: input.pipeline.rules,
+            },
             plans: input.plans,
             visibility: input.visibility,
             status: input.status,
@@ -119,25 +141,37 @@ impl Services {
 
     /// Reads a feed of the caller's tenant.
     pub async fn get_feed(&self, who: &Principal, id: &FeedId) -> Result<Feed, CoreError> {
-        self.store.get_feed(who.tenant_with(Role::VendorAdmin)?, id).await
+        self.store
+            .get_feed(who.tenant_with(Role::VendorAdmin)?, id)
+            .await
     }
 
     /// Lists the caller's tenant's feeds.
-    pub async fn list_feeds(&self, who: &Principal, page: &PageRequest) -> Result<Page<Feed>, CoreError> {
-        self.store.list_feeds(who.tenant_with(Role::VendorAdmin)?, page).await
+    pub async fn list_feeds(
+        &self,
+        who: &Principal,
+        page: &PageRequest,
+    ) -> Result<Page<Feed>, CoreError> {
+        self.store
+            .list_feeds(who.tenant_with(Role::VendorAdmin)?, page)
+            .await
     }
 
     /// Changes a feed's name, description, plans, visibility, status or sample.
-    pub async fn update_feed(&self, who: &Principal, id: &FeedId, patch: FeedPatch) -> Result<Feed, CoreError> {
+    pub async fn update_feed(
+        &self,
+        who: &Principal,
+        id: &FeedId,
+        patch: FeedPatch,
+    ) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut feed = self.store.get_feed(tenant, id).await?;
         let mut p = Problems::default();
         if let Some(status) = patch.status {
             if !feed.status.can_become(status) {
-                return Err(CoreError::Conflict(format!(
-                    "a {:?} feed cannot become {:?}",
-                    feed.status, status
-                ).to_lowercase()));
+                return Err(CoreError::Conflict(
+                    format!("a {:?} feed cannot become {:?}", feed.status, status).to_lowercase(),
+                ));
             }
             if status == FeedStatus::Published && feed.status != FeedStatus::Published {
                 self.require_active_vendor(tenant).await?;
@@ -146,8 +180,14 @@ impl Services {
         }
         if let Some(plans) = patch.plans {
             let in_use = self.plans_in_use(tenant, id).await?;
-            for plan in in_use.iter().filter(|u| !plans.iter().any(|pl| &pl.id == *u)) {
-                p.add("plans", format!("plan `{plan}` has subscriptions and cannot be removed"));
+            for plan in in_use
+                .iter()
+                .filter(|u| !plans.iter().any(|pl| &pl.id == *u))
+            {
+                p.add(
+                    "plans",
+                    format!("plan `{plan}` has subscriptions and cannot be removed"),
+                );
             }
             feed.plans = plans;
         }
@@ -175,12 +215,23 @@ impl Services {
         Ok(feed)
     }
 
-    async fn plans_in_use(&self, tenant: &crate::VendorId, feed: &FeedId) -> Result<Vec<String>, CoreError> {
+    async fn plans_in_use(
+        &self,
+        tenant: &crate::VendorId,
+        feed: &FeedId,
+    ) -> Result<Vec<String>, CoreError> {
         let mut used = Vec::new();
         let mut page = PageRequest::first(crate::page::MAX_LIMIT);
         loop {
-            let subs = self.store.list_subscriptions_of_feed(tenant, feed, &page).await?;
-            for s in subs.items.iter().filter(|s| s.status != SubscriptionStatus::Cancelled) {
+            let subs = self
+                .store
+                .list_subscriptions_of_feed(tenant, feed, &page)
+                .await?;
+            for s in subs
+                .items
+                .iter()
+                .filter(|s| s.status != SubscriptionStatus::Cancelled)
+            {
                 if !used.contains(&s.plan_id) {
                     used.push(s.plan_id.clone());
                 }
@@ -193,48 +244,87 @@ impl Services {
     }
 
     /// Saves a new pipeline version of a feed of the caller's tenant.
-    pub async fn put_pipeline(&self, who: &Principal, id: &FeedId, spec: PipelineSpec) -> Result<Feed, CoreError> {
+    pub async fn put_pipeline(
+        &self,
+        who: &Principal,
+        id: &FeedId,
+        spec: PipelineSpec,
+    ) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         check_pipeline(&spec, "")?;
         let mut feed = self.store.get_feed(tenant, id).await?;
         if feed.status == FeedStatus::Archived {
             return Err(CoreError::Conflict("an archived feed cannot change".into()));
         }
-        feed.pipeline = Pipeline { version: feed.pipeline.version + 1, rules: spec.rules };
+        feed.pipeline = Pipeline {
+            version: feed.pipeline.version + 1,
+            rules: spec.rules,
+        };
         self.save_feed(feed).await
     }
 
     /// Deletes a feed of the caller's tenant that has no subscriptions.
     pub async fn delete_feed(&self, who: &Principal, id: &FeedId) -> Result<(), CoreError> {
-        self.store.delete_feed(who.tenant_with(Role::VendorAdmin)?, id).await
+        self.store
+            .delete_feed(who.tenant_with(Role::VendorAdmin)?, id)
+            .await
     }
 
     /// Lists who subscribes to a feed of the caller's tenant.
-    pub async fn feed_subscriptions(&self, who: &Principal, id: &FeedId, page: &PageRequest) -> Result<Page<Subscription>, CoreError> {
+    pub async fn feed_subscriptions(
+        &self,
+        who: &Principal,
+        id: &FeedId,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         self.store.get_feed(tenant, id).await?;
-        self.store.list_subscriptions_of_feed(tenant, id, page).await
+        self.store
+            .list_subscriptions_of_feed(tenant, id, page)
+            .await
     }
 
     /// Stores a reference row; returns whether it was new.
-    pub async fn put_reference(&self, who: &Principal, table: &str, key: &str, value: serde_json::Value) -> Result<bool, CoreError> {
+    pub async fn put_reference(
+        &self,
+        who: &Principal,
+        table: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<bool, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         check_reference_path(table, key)?;
-        if serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_REFERENCE_BYTES {
-            return Err(CoreError::invalid("", format!("a reference row is at most {MAX_REFERENCE_BYTES} bytes")));
+        if serde_json::to_vec(&value)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
+            > MAX_REFERENCE_BYTES
+        {
+            return Err(CoreError::invalid(
+                "",
+                format!("a reference row is at most {MAX_REFERENCE_BYTES} bytes"),
+            ));
         }
         self.store.put_reference(tenant, table, key, &value).await
     }
 
     /// Reads a reference row.
-    pub async fn get_reference(&self, who: &Principal, table: &str, key: &str) -> Result<serde_json::Value, CoreError> {
+    pub async fn get_reference(
+        &self,
+        who: &Principal,
+        table: &str,
+        key: &str,
+    ) -> Result<serde_json::Value, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         check_reference_path(table, key).map_err(|_| CoreError::NotFound("reference row"))?;
         self.store.get_reference(tenant, table, key).await
     }
 
     /// Browses the public catalog.
-    pub async fn catalog(&self, query: Option<&str>, page: &PageRequest) -> Result<Page<CatalogEntry>, CoreError> {
+    pub async fn catalog(
+        &self,
+        query: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<CatalogEntry>, CoreError> {
         let query = query.map(str::trim).filter(|q| !q.is_empty());
         if query.is_some_and(|q| q.chars().count() > 100) {
             return Err(CoreError::invalid("q", "must be at most 100 characters"));
@@ -252,7 +342,10 @@ impl Services {
         if vendor.status != VendorStatus::Active {
             return Err(CoreError::NotFound("feed"));
         }
-        let source = self.store.get_source(&feed.tenant_id, &feed.source_id).await?;
+        let source = self
+            .store
+            .get_source(&feed.tenant_id, &feed.source_id)
+            .await?;
         Ok(CatalogEntry {
             feed_id: feed.id,
             vendor_id: vendor.id,
@@ -272,7 +365,10 @@ fn check_reference_path(table: &str, key: &str) -> Result<(), CoreError> {
         p.add("table", "must match [a-z0-9_-]{1,64}");
     }
     if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
-        p.add("key", "must be 1 to 256 characters without control characters");
+        p.add(
+            "key",
+            "must be 1 to 256 characters without control characters",
+        );
     }
     p.finish()
 }

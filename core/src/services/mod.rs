@@ -7,7 +7,6 @@ mod subscriptions;
 
 pub use accounts::*;
 
-
 use crate::domain::Shape;
 use crate::ports::{Clock, Identity, Resolver, SecretBox, Store};
 use std::sync::Arc;

@@ -8,7 +8,11 @@ use crate::{CoreError, Page, PageRequest, SubscriptionId, Timestamp, expr};
 
 impl Services {
     /// Subscribes the caller to a published feed.
-    pub async fn create_subscription(&self, who: &Principal, input: NewSubscription) -> Result<SubscriptionWithSecret, CoreError> {
+    pub async fn create_subscription(
+        &self,
+        who: &Principal,
+        input: NewSubscription,
+    ) -> Result<SubscriptionWithSecret, CoreError> {
         let subscriber = who.user_with(Role::Subscriber)?.clone();
         let mut p = Problems::default();
         let feed = match self.store.locate_feed(&input.feed_id).await {
@@ -19,16 +23,30 @@ impl Services {
             }
             Err(e) => return Err(e),
         };
-        if let Some(feed) = &feed {
-            if feed.plan(&input.plan_id).is_none() {
-                p.add("plan_id", format!("the feed has no plan `{}`", input.plan_id));
-            }
+        if let Some(feed) = &feed
+            && feed.plan(&input.plan_id).is_none()
+        {
+            p.add(
+                "plan_id",
+                format!("the feed has no plan `{}`", input.plan_id),
+            );
         }
-        self.check_delivery_settings(&mut p, &input.channel, input.filter.as_deref(), input.batch.as_ref()).await;
+        self.check_delivery_settings(
+            &mut p,
+            &input.channel,
+            input.filter.as_deref(),
+            input.batch.as_ref(),
+        )
+        .await;
         p.finish()?;
-        let Some(feed) = feed else { return Err(CoreError::NotFound("feed")) };
+        let Some(feed) = feed else {
+            return Err(CoreError::NotFound("feed"));
+        };
         if self.store.get_vendor(&feed.tenant_id).await?.status != VendorStatus::Active {
-            return Err(CoreError::invalid("feed_id", "no published feed with this id"));
+            return Err(CoreError::invalid(
+                "feed_id",
+                "no published feed with this id",
+            ));
         }
         let now = self.clock.now();
         let sub = Subscription {
@@ -41,7 +59,10 @@ impl Services {
             filter: input.filter.filter(|f| !f.trim().is_empty()),
             batch: input.batch,
             status: SubscriptionStatus::Active,
-            history: vec![StatusChange { status: SubscriptionStatus::Active, at: now }],
+            history: vec![StatusChange {
+                status: SubscriptionStatus::Active,
+                at: now,
+            }],
             revision: 1,
             created_at: now,
             updated_at: now,
@@ -49,31 +70,47 @@ impl Services {
         let (secret, sealed) = self.new_secret_for(&sub.channel, now)?;
         self.store.create_subscription(&sub, &sealed).await?;
         tracing::info!(tenant.id = %sub.tenant_id, feed.id = %sub.feed_id, subscription.id = %sub.id, "subscribed");
-        Ok(SubscriptionWithSecret { subscription: sub, signing_secret: secret })
+        Ok(SubscriptionWithSecret {
+            subscription: sub,
+            signing_secret: secret,
+        })
     }
 
-    fn new_secret_for(&self, channel: &Channel, now: Timestamp) -> Result<(Option<String>, Vec<SigningSecret>), CoreError> {
+    fn new_secret_for(
+        &self,
+        channel: &Channel,
+        now: Timestamp,
+    ) -> Result<(Option<String>, Vec<SigningSecret>), CoreError> {
         if !matches!(channel, Channel::Webhook { .. }) {
             return Ok((None, vec![]));
         }
         let secret = credentials::new_signing_secret()?;
-        let sealed = SigningSecret { sealed: self.secrets.seal(&secret)?, created_at: now, expires_at: None };
+        let sealed = SigningSecret {
+            sealed: self.secrets.seal(&secret)?,
+            created_at: now,
+            expires_at: None,
+        };
         Ok((Some(secret), vec![sealed]))
     }
 
-    async fn check_delivery_settings(&self, p: &mut Problems, channel: &Channel, filter: Option<&str>, batch: Option<&Batch>) {
+    async fn check_delivery_settings(
+        &self,
+        p: &mut Problems,
+        channel: &Channel,
+        filter: Option<&str>,
+        batch: Option<&Batch>,
+    ) {
         channel.validate(self.settings.shape, p);
-        if let Channel::Webhook { url } = channel {
-            if let Ok(url) = webhook_url(url) {
-                if let Err(e) = self.check_webhook_host(&url).await {
-                    p.add("channel.url", e);
-                }
-            }
+        if let Channel::Webhook { url } = channel
+            && let Ok(url) = webhook_url(url)
+            && let Err(e) = self.check_webhook_host(&url).await
+        {
+            p.add("channel.url", e);
         }
-        if let Some(f) = filter.filter(|f| !f.trim().is_empty()) {
-            if let Err(e) = expr::check("filter", f, &[]) {
-                p.extend([e]);
-            }
+        if let Some(f) = filter.filter(|f| !f.trim().is_empty())
+            && let Err(e) = expr::check("filter", f, &[])
+        {
+            p.extend([e]);
         }
         if let Some(b) = batch {
             b.validate(p);
@@ -92,21 +129,35 @@ impl Services {
             None => return Err("must name a host".into()),
         };
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs = self.resolver.resolve(&host, port).await.map_err(|e| format!("host `{host}` does not resolve: {e}"))?;
+        let addrs = self
+            .resolver
+            .resolve(&host, port)
+            .await
+            .map_err(|e| format!("host `{host}` does not resolve: {e}"))?;
         guard(&addrs)
     }
 
     /// Reads a subscription: its subscriber, or an admin of the selling vendor.
-    pub async fn get_subscription(&self, who: &Principal, id: &SubscriptionId) -> Result<Subscription, CoreError> {
+    pub async fn get_subscription(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+    ) -> Result<Subscription, CoreError> {
         match who {
-            Principal::User { roles, tenant: Some(t), .. } if roles.contains(&Role::VendorAdmin) => {
-                self.store.get_subscription(t, id).await
-            }
+            Principal::User {
+                roles,
+                tenant: Some(t),
+                ..
+            } if roles.contains(&Role::VendorAdmin) => self.store.get_subscription(t, id).await,
             _ => self.own_subscription(who, id).await,
         }
     }
 
-    async fn own_subscription(&self, who: &Principal, id: &SubscriptionId) -> Result<Subscription, CoreError> {
+    async fn own_subscription(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+    ) -> Result<Subscription, CoreError> {
         let me = who.user_with(Role::Subscriber)?;
         match self.store.locate_subscription(id).await? {
             sub if &sub.subscriber_id == me => Ok(sub),
@@ -115,13 +166,22 @@ impl Services {
     }
 
     /// Lists the caller's subscriptions.
-    pub async fn list_subscriptions(&self, who: &Principal, page: &PageRequest) -> Result<Page<Subscription>, CoreError> {
+    pub async fn list_subscriptions(
+        &self,
+        who: &Principal,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, CoreError> {
         let me = who.user_with(Role::Subscriber)?;
         self.store.list_subscriptions_of_subscriber(me, page).await
     }
 
     /// Pauses, resumes or changes the channel, filter or batching of the caller's subscription.
-    pub async fn update_subscription(&self, who: &Principal, id: &SubscriptionId, patch: SubscriptionPatch) -> Result<SubscriptionWithSecret, CoreError> {
+    pub async fn update_subscription(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+        patch: SubscriptionPatch,
+    ) -> Result<SubscriptionWithSecret, CoreError> {
         let mut sub = self.own_subscription(who, id).await?;
         if sub.status == SubscriptionStatus::Cancelled {
             return Err(CoreError::Conflict("the subscription is cancelled".into()));
@@ -133,7 +193,8 @@ impl Services {
         let channel = patch.channel.as_ref().unwrap_or(&sub.channel);
         let filter = patch.filter.as_deref().or(sub.filter.as_deref());
         let batch = patch.batch.as_ref().or(sub.batch.as_ref());
-        self.check_delivery_settings(&mut p, channel, filter, batch).await;
+        self.check_delivery_settings(&mut p, channel, filter, batch)
+            .await;
         p.finish()?;
         let now = self.clock.now();
         if let Some(status) = patch.status.filter(|s| *s != sub.status) {
@@ -157,19 +218,31 @@ impl Services {
         }
         sub.revision += 1;
         sub.updated_at = now;
-        self.store.update_subscription(&sub, new_secret.1.as_deref()).await?;
-        Ok(SubscriptionWithSecret { subscription: sub, signing_secret: new_secret.0 })
+        self.store
+            .update_subscription(&sub, new_secret.1.as_deref())
+            .await?;
+        Ok(SubscriptionWithSecret {
+            subscription: sub,
+            signing_secret: new_secret.0,
+        })
     }
 
     /// Cancels the caller's subscription for good.
-    pub async fn cancel_subscription(&self, who: &Principal, id: &SubscriptionId) -> Result<Subscription, CoreError> {
+    pub async fn cancel_subscription(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+    ) -> Result<Subscription, CoreError> {
         let mut sub = self.own_subscription(who, id).await?;
         if sub.status == SubscriptionStatus::Cancelled {
             return Ok(sub);
         }
         let now = self.clock.now();
         sub.status = SubscriptionStatus::Cancelled;
-        sub.history.push(StatusChange { status: SubscriptionStatus::Cancelled, at: now });
+        sub.history.push(StatusChange {
+            status: SubscriptionStatus::Cancelled,
+            at: now,
+        });
         sub.revision += 1;
         sub.updated_at = now;
         self.store.update_subscription(&sub, None).await?;
@@ -177,27 +250,46 @@ impl Services {
     }
 
     /// Issues a new signing secret; the previous one keeps signing for the overlap period.
-    pub async fn rotate_secret(&self, who: &Principal, id: &SubscriptionId) -> Result<RotatedSecret, CoreError> {
+    pub async fn rotate_secret(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+    ) -> Result<RotatedSecret, CoreError> {
         let mut sub = self.own_subscription(who, id).await?;
         if sub.status == SubscriptionStatus::Cancelled {
             return Err(CoreError::Conflict("the subscription is cancelled".into()));
         }
         if !matches!(sub.channel, Channel::Webhook { .. }) {
-            return Err(CoreError::Conflict("only webhook subscriptions have a signing secret".into()));
+            return Err(CoreError::Conflict(
+                "only webhook subscriptions have a signing secret".into(),
+            ));
         }
         let now = self.clock.now();
         let overlap_end = now + self.settings.secret_overlap;
-        let mut secrets = self.store.get_signing_secrets(&sub.tenant_id, &sub.id).await?;
+        let mut secrets = self
+            .store
+            .get_signing_secrets(&sub.tenant_id, &sub.id)
+            .await?;
         secrets.retain(|s| s.expires_at.is_none_or(|t| t > now));
         for s in secrets.iter_mut().filter(|s| s.expires_at.is_none()) {
             s.expires_at = Some(overlap_end);
         }
         let secret = credentials::new_signing_secret()?;
-        secrets.insert(0, SigningSecret { sealed: self.secrets.seal(&secret)?, created_at: now, expires_at: None });
+        secrets.insert(
+            0,
+            SigningSecret {
+                sealed: self.secrets.seal(&secret)?,
+                created_at: now,
+                expires_at: None,
+            },
+        );
         sub.revision += 1;
         sub.updated_at = now;
         self.store.update_subscription(&sub, Some(&secrets)).await?;
-        Ok(RotatedSecret { signing_secret: secret, previous_secret_expires_at: overlap_end })
+        Ok(RotatedSecret {
+            signing_secret: secret,
+            previous_secret_expires_at: overlap_end,
+        })
     }
 }
 

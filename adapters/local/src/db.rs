@@ -1,0 +1,262 @@
+//! The SQLite handle shared by the local adapters.
+//!
+//! One writer connection behind a mutex serialises all writes (SQLite allows one writer at a
+//! time anyway, and queueing in-process is cheaper than spinning on `SQLITE_BUSY`); readers
+//! come from a small pool and run concurrently with it thanks to WAL mode. All work runs on
+//! tokio's blocking pool, so async callers never block a runtime thread on disk I/O.
+//!
+//! The schema is embedded and migrated at open: `PRAGMA user_version` counts the applied
+//! migrations, each applied in its own transaction.
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use wharf_core::CoreError;
+
+/// The schema migrations, in order. Never edit one that has shipped; append a new one.
+pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// Reader connections kept open between reads; more are opened under load and then closed.
+const MAX_IDLE_READERS: usize = 8;
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+const STATEMENT_CACHE: usize = 64;
+
+/// How hard commits insist on reaching the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: in WAL mode a power loss may drop the last commits, never corrupt.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on disk before it returns.
+    Full,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        }
+    }
+}
+
+/// A handle to one SQLite database. Cloning is cheap and shares the connections.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    /// Blocks while doing so; call it at start-up.
+    pub fn open(path: &Path, durability: Durability) -> Result<Db, CoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(CoreError::internal)?;
+        }
+        let mut writer = Connection::open(path).map_err(sql_error)?;
+        configure(&writer)?;
+        // journal_mode answers with a row, so it cannot go through execute_batch.
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(sql_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CoreError::internal(format!(
+                "{} cannot use WAL journaling (got `{mode}`)",
+                path.display()
+            )));
+        }
+        writer
+            .execute_batch(&format!("PRAGMA synchronous={};", durability.pragma()))
+            .map_err(sql_error)?;
+        migrate(&mut writer)?;
+        let db = Db {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        };
+        // Fail at start, not on the first request, if readers cannot open the file.
+        db.give_back(db.take_reader()?);
+        Ok(db)
+    }
+
+    /// Runs `f` on a reader connection, off the async runtime.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, CoreError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read_blocking(f))
+            .await
+            .map_err(CoreError::internal)?
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction on the writer connection, off the async runtime:
+    /// committed when `f` returns `Ok`, rolled back when it returns `Err`.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, CoreError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_blocking(f))
+            .await
+            .map_err(CoreError::internal)?
+    }
+
+    /// Checks that the database answers a query.
+    pub fn ping(&self) -> Result<(), CoreError> {
+        self.read_blocking(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(sql_error)
+                .map(|_| ())
+        })
+    }
+
+    /// The number of migrations applied to the database.
+    pub fn schema_version(&self) -> Result<usize, CoreError> {
+        self.read_blocking(user_version)
+    }
+
+    fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, CoreError>,
+    ) -> Result<T, CoreError> {
+        let conn = self.take_reader()?;
+        let out = f(&conn);
+        self.give_back(conn);
+        out
+    }
+
+    fn write_blocking<T>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, CoreError>,
+    ) -> Result<T, CoreError> {
+        let mut conn = relock(&self.inner.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        match f(&tx) {
+            Ok(out) => {
+                tx.commit().map_err(sql_error)?;
+                Ok(out)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback() {
+                    tracing::warn!(error = %rollback, "rolling back a failed write failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn take_reader(&self) -> Result<Connection, CoreError> {
+        if let Some(conn) = relock(&self.inner.readers).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.inner.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql_error)?;
+        configure(&conn)?;
+        // Read-write rather than read-only so the connection can recover the WAL index, but
+        // refusing writes: every write must go through the writer's transaction.
+        conn.execute_batch("PRAGMA query_only=ON;")
+            .map_err(sql_error)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = relock(&self.inner.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Maps a rusqlite error to its meaning: a uniqueness violation is a `Conflict`, a busy or
+/// locked database is `Unavailable` (retrying may succeed), anything else is `Internal`.
+pub fn sql_error(e: rusqlite::Error) -> CoreError {
+    let rusqlite::Error::SqliteFailure(failure, message) = &e else {
+        return CoreError::internal(e);
+    };
+    match failure.code {
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => CoreError::unavailable(e),
+        ErrorCode::ConstraintViolation
+            if matches!(
+                failure.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ) =>
+        {
+            // SQLite says "UNIQUE constraint failed: users.email"; keep the column names.
+            let columns = message
+                .as_deref()
+                .and_then(|m| m.split_once(": "))
+                .map_or("key", |(_, cols)| cols);
+            CoreError::Conflict(format!("an entry with this {columns} already exists"))
+        }
+        _ => CoreError::internal(e),
+    }
+}
+
+/// Locks `m` even if a thread panicked while holding it. That is safe here: a panic inside a
+/// write drops its `Transaction`, which rolls back, so the connection is left consistent.
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn configure(conn: &Connection) -> Result<(), CoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch("PRAGMA foreign_keys=ON;")
+        .map_err(sql_error)
+}
+
+fn user_version(conn: &Connection) -> Result<usize, CoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_error)?;
+    usize::try_from(version).map_err(CoreError::internal)
+}
+
+/// Applies the migrations the database lacks. The version is read inside each IMMEDIATE
+/// transaction, so two processes opening a fresh data dir at once cannot both apply one.
+fn migrate(conn: &mut Connection) -> Result<(), CoreError> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        let applied = user_version(&tx)?;
+        let Some(sql) = MIGRATIONS.get(applied) else {
+            if applied > MIGRATIONS.len() {
+                return Err(CoreError::internal(format!(
+                    "the database schema is at version {applied}, newer than this build's {}",
+                    MIGRATIONS.len()
+                )));
+            }
+            return Ok(());
+        };
+        tx.execute_batch(sql).map_err(sql_error)?;
+        tx.pragma_update(None, "user_version", applied + 1)
+            .map_err(sql_error)?;
+        tx.commit().map_err(sql_error)?;
+        tracing::info!(version = applied + 1, "applied a database migration");
+    }
+}

@@ -1,0 +1,226 @@
+//! The local shape's identity provider: users with argon2id password hashes in SQLite,
+//! access tokens signed by the local Ed25519 issuer and verified by the shared verifier, and
+//! single-use refresh tokens stored as SHA-256 digests.
+
+use crate::Db;
+use async_trait::async_trait;
+use rusqlite::OptionalExtension;
+use std::sync::Arc;
+use std::time::Duration;
+use wharf_core::credentials::{self, dummy_password_hash, hash_password, verify_password};
+use wharf_core::domain::{NewUser, Principal, Role, TokenPair, User};
+use wharf_core::ports::{Clock, Identity};
+use wharf_core::{CoreError, UserId, VendorId};
+use wharf_jwt::{JwtVerifier, LocalIssuer};
+
+/// Accounts and tokens of the local shape.
+pub struct LocalIdentity {
+    db: Db,
+    issuer: LocalIssuer,
+    verifier: JwtVerifier,
+    clock: Arc<dyn Clock>,
+    refresh_ttl: Duration,
+}
+
+impl LocalIdentity {
+    /// Builds the provider over `db`, signing with `issuer`.
+    pub fn new(db: Db, issuer: LocalIssuer, clock: Arc<dyn Clock>, refresh_ttl: Duration) -> Self {
+        let verifier = issuer.verifier();
+        LocalIdentity {
+            db,
+            issuer,
+            verifier,
+            clock,
+            refresh_ttl,
+        }
+    }
+
+    async fn tokens_for(&self, user: &User) -> Result<TokenPair, CoreError> {
+        let now = self.clock.now();
+        let (access_token, expires_in) = self.issuer.issue(user, now)?;
+        let refresh_token = format!("wr_{}", credentials::random_token(32)?);
+        let digest = credentials::sha256_hex(refresh_token.as_bytes());
+        let expires_at = (now + self.refresh_ttl).unix_timestamp();
+        let user_id = user.id.to_string();
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO refresh_tokens (digest, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![digest, user_id, expires_at],
+                )
+                .map_err(CoreError::internal)?;
+                Ok(())
+            })
+            .await?;
+        Ok(TokenPair {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh_token,
+        })
+    }
+}
+
+type UserRow = (String, String, String, String, Option<String>, String);
+
+fn user_from_row(row: UserRow) -> Result<(User, String), CoreError> {
+    let (id, email, hash, roles, tenant, created_at) = row;
+    let roles: Vec<String> = serde_json::from_str(&roles).map_err(CoreError::internal)?;
+    let user = User {
+        id: UserId::parse(&id).map_err(CoreError::internal)?,
+        email,
+        roles: roles.iter().filter_map(|r| Role::parse(r)).collect(),
+        tenant_id: tenant
+            .map(|t| VendorId::parse(&t))
+            .transpose()
+            .map_err(CoreError::internal)?,
+        created_at: time::OffsetDateTime::parse(
+            &created_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(CoreError::internal)?,
+    };
+    Ok((user, hash))
+}
+
+const SELECT_USER: &str =
+    "SELECT id, email, password_hash, roles, tenant_id, created_at FROM users";
+
+fn read_user(
+    conn: &rusqlite::Connection,
+    clause: &str,
+    arg: &str,
+) -> Result<Option<(User, String)>, CoreError> {
+    let row: Option<UserRow> = conn
+        .prepare_cached(&format!("{SELECT_USER} WHERE {clause} = ?1"))
+        .and_then(|mut st| {
+            st.query_row([arg], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(CoreError::internal)?;
+    row.map(user_from_row).transpose()
+}
+
+/// Runs CPU-heavy password hashing off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(CoreError::internal)
+}
+
+#[async_trait]
+impl Identity for LocalIdentity {
+    async fn create_user(&self, new: NewUser) -> Result<User, CoreError> {
+        let password = new.password;
+        let hash = blocking(move || hash_password(&password)).await??;
+        let user = User {
+            id: UserId::new(),
+            email: new.email,
+            roles: new.roles,
+            tenant_id: new.tenant_id,
+            created_at: self.clock.now(),
+        };
+        let row = user.clone();
+        let roles =
+            serde_json::to_string(&row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+                .map_err(CoreError::internal)?;
+        let created_at = row
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(CoreError::internal)?;
+        self.db
+            .write(move |tx| {
+                let taken = tx
+                    .query_row("SELECT 1 FROM users WHERE email = ?1", [&row.email], |_| Ok(()))
+                    .optional()
+                    .map_err(CoreError::internal)?;
+                if taken.is_some() {
+                    return Err(CoreError::Conflict("an account with this email already exists".into()));
+                }
+                tx.execute(
+                    "INSERT INTO users (id, email, password_hash, roles, tenant_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    rusqlite::params![row.id.as_str(), row.email, hash, roles, row.tenant_id.as_ref().map(|t| t.to_string()), created_at],
+                )
+                .map_err(CoreError::internal)?;
+                Ok(())
+            })
+            .await?;
+        Ok(user)
+    }
+
+    async fn delete_user(&self, id: &UserId) -> Result<(), CoreError> {
+        let id = id.to_string();
+        self.db
+            .write(move |tx| {
+                tx.execute("DELETE FROM users WHERE id = ?1", [id])
+                    .map_err(CoreError::internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn login(&self, email: &str, password: &str) -> Result<TokenPair, CoreError> {
+        let email = email.to_owned();
+        let found = self
+            .db
+            .read(move |conn| read_user(conn, "email", &email))
+            .await?;
+        let hash = found
+            .as_ref()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_else(|| dummy_password_hash().to_owned());
+        let password = password.to_owned();
+        let ok = blocking(move || verify_password(&password, &hash)).await?;
+        match found {
+            Some((user, _)) if ok => self.tokens_for(&user).await,
+            _ => Err(CoreError::Unauthenticated(
+                "invalid email or password".into(),
+            )),
+        }
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, CoreError> {
+        let digest = credentials::sha256_hex(refresh_token.as_bytes());
+        let now = self.clock.now().unix_timestamp();
+        let user = self
+            .db
+            .write(move |tx| {
+                let row: Option<(String, i64)> = tx
+                    .query_row("DELETE FROM refresh_tokens WHERE digest = ?1 RETURNING user_id, expires_at", [digest], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .map_err(CoreError::internal)?;
+                match row {
+                    Some((user_id, expires_at)) if expires_at > now => read_user(tx, "id", &user_id),
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        match user {
+            Some((user, _)) => self.tokens_for(&user).await,
+            None => Err(CoreError::Unauthenticated(
+                "refresh token is unknown, used or expired".into(),
+            )),
+        }
+    }
+
+    async fn verify(&self, access_token: &str) -> Result<Principal, CoreError> {
+        self.verifier.verify(access_token, self.clock.now())
+    }
+
+    fn jwks(&self) -> Option<serde_json::Value> {
+        Some(self.issuer.jwks())
+    }
+}

@@ -1,0 +1,133 @@
+//! Runs the store contract suite against SQLite, and checks that a data dir survives reopening.
+
+use std::sync::Arc;
+use wharf_core::ports::{SourceStore, Store};
+use wharf_core::{CoreError, PageRequest, SourceId, VendorId};
+use wharf_local::db::MIGRATIONS;
+use wharf_local::{Db, Durability, SqliteStore};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_honours_the_store_contract() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = Db::open(&dir.path().join("wharf.db"), Durability::Normal)?;
+    wharf_core::contract::run_all(Arc::new(SqliteStore::new(db))).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn reopening_a_data_dir_keeps_its_data_and_does_not_migrate_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("data").join("wharf.db");
+    let tenant = VendorId::new();
+    let source = wharf_core::domain::Source {
+        id: SourceId::new(),
+        tenant_id: tenant.clone(),
+        name: "ticks".into(),
+        kind: wharf_core::domain::SourceKind::Push,
+        url: None,
+        every: None,
+        schema: None,
+        retention_days: 30,
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        updated_at: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    {
+        let db = Db::open(&path, Durability::Full)?;
+        assert_eq!(db.schema_version()?, MIGRATIONS.len());
+        SqliteStore::new(db).create_source(&source).await?;
+    }
+
+    // The migrations are plain CREATE statements: running them again would fail the open.
+    let db = Db::open(&path, Durability::Normal)?;
+    assert_eq!(db.schema_version()?, MIGRATIONS.len());
+    let store = SqliteStore::new(db.clone());
+    store.ping()?;
+    assert_eq!(store.get_source(&tenant, &source.id).await?, source);
+    let page = store.list_sources(&tenant, &PageRequest::first(10)).await?;
+    assert_eq!((page.items, page.next_cursor), (vec![source], None));
+
+    let second_handle = Db::open(&path, Durability::Normal)?;
+    assert_eq!(second_handle.schema_version()?, MIGRATIONS.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_write_rolls_back_everything_it_did() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = Db::open(&dir.path().join("wharf.db"), Durability::Normal)?;
+    let result: Result<(), CoreError> = db
+        .write(|tx| {
+            tx.execute(
+                "INSERT INTO reference_rows (tenant_id, table_name, key, value) VALUES ('t', 'x', 'k', '1')",
+                [],
+            )
+            .map_err(wharf_local::db::sql_error)?;
+            Err(CoreError::Conflict("changed my mind".into()))
+        })
+        .await;
+    assert!(matches!(result, Err(CoreError::Conflict(m)) if m == "changed my mind"));
+    let rows: i64 = db
+        .read(|c| {
+            c.query_row("SELECT count(*) FROM reference_rows", [], |r| r.get(0))
+                .map_err(wharf_local::db::sql_error)
+        })
+        .await?;
+    assert_eq!(rows, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_unique_violation_is_a_conflict_and_readers_cannot_write() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = Db::open(&dir.path().join("wharf.db"), Durability::Normal)?;
+    let insert_user = |db: Db, id: &'static str| async move {
+        db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO users (id, email, password_hash, roles, tenant_id, created_at)
+                 VALUES (?, 'a@example.com', 'h', '[\"subscriber\"]', NULL, '2026-01-01T00:00:00Z')",
+                [id],
+            )
+            .map_err(wharf_local::db::sql_error)
+        })
+        .await
+    };
+    assert_eq!(insert_user(db.clone(), "usr_1").await?, 1);
+    match insert_user(db.clone(), "usr_2").await {
+        Err(CoreError::Conflict(m)) => assert!(m.contains("users.email"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let write_on_reader = db
+        .read(|c| {
+            c.execute("DELETE FROM users", [])
+                .map_err(wharf_local::db::sql_error)
+        })
+        .await;
+    assert!(
+        matches!(write_on_reader, Err(CoreError::Internal(_))),
+        "{write_on_reader:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_user_takes_its_refresh_tokens_along() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = Db::open(&dir.path().join("wharf.db"), Durability::Normal)?;
+    let remaining: i64 = db
+        .write(|tx| {
+            tx.execute_batch(
+                "INSERT INTO users (id, email, password_hash, roles, tenant_id, created_at)
+                 VALUES ('usr_1', 'a@example.com', 'h', '[]', NULL, '2026-01-01T00:00:00Z');
+                 INSERT INTO refresh_tokens (digest, user_id, expires_at) VALUES ('d', 'usr_1', 1);
+                 DELETE FROM users WHERE id = 'usr_1';",
+            )
+            .map_err(wharf_local::db::sql_error)?;
+            tx.query_row("SELECT count(*) FROM refresh_tokens", [], |r| r.get(0))
+                .map_err(wharf_local::db::sql_error)
+        })
+        .await?;
+    assert_eq!(remaining, 0);
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! Errors as RFC 9457 `application/problem+json`. Every failure of every handler goes through
+//! `ApiError`, mapped in one `match`; 5xx bodies are opaque and the cause is logged once.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+use utoipa::{IntoResponses, ToSchema};
+use wharf_core::{CoreError, FieldError};
+
+/// The media type of error bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"type": "/problems/validation", "title": "Validation failed", "status": 422,
+    "detail": "1 field is invalid", "errors": [{"path": "plans[0].currency", "message": "`usdx` is not a supported ISO 4217 currency code"}]}))]
+pub struct Problem {
+    /// A URI reference naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What happened this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Invalid fields, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Every way a request can fail.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A failure from the services.
+    Core(CoreError),
+    /// The body is not JSON.
+    MalformedBody(String),
+    /// The body is larger than allowed.
+    TooLarge(String),
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        ApiError::Core(e)
+    }
+}
+
+fn problem(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: Option<String>,
+    errors: Vec<FieldError>,
+) -> Response {
+    let body = Problem {
+        kind: format!("/problems/{kind}"),
+        title: title.into(),
+        status: status.as_u16(),
+        detail,
+        errors,
+    };
+    let mut res = (status, axum::Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    res
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use StatusCode as S;
+        match self {
+            ApiError::Core(CoreError::NotFound(what)) => problem(
+                S::NOT_FOUND,
+                "not-found",
+                "Not found",
+                Some(format!("{what} not found")),
+                vec![],
+            ),
+            ApiError::Core(CoreError::Conflict(detail)) => {
+                problem(S::CONFLICT, "conflict", "Conflict", Some(detail), vec![])
+            }
+            ApiError::Core(CoreError::Validation(errors)) => {
+                let n = errors.len();
+                let detail = format!("{n} field{} invalid", if n == 1 { " is" } else { "s are" });
+                problem(
+                    S::UNPROCESSABLE_ENTITY,
+                    "validation",
+                    "Validation failed",
+                    Some(detail),
+                    errors,
+                )
+            }
+            ApiError::Core(CoreError::Unauthenticated(detail)) => {
+                let mut res = problem(
+                    S::UNAUTHORIZED,
+                    "unauthenticated",
+                    "Unauthenticated",
+                    Some(detail),
+                    vec![],
+                );
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
+            }
+            ApiError::Core(CoreError::Forbidden(detail)) => {
+                problem(S::FORBIDDEN, "forbidden", "Forbidden", Some(detail), vec![])
+            }
+            ApiError::Core(CoreError::Unavailable(source)) => {
+                tracing::warn!(error = %source, "dependency unavailable");
+                let mut res = problem(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    Some("retry later".into()),
+                    vec![],
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                res
+            }
+            ApiError::Core(CoreError::Internal(source)) => {
+                tracing::error!(error = %source, chain = ?source, "internal error");
+                problem(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    None,
+                    vec![],
+                )
+            }
+            ApiError::MalformedBody(detail) => problem(
+                S::BAD_REQUEST,
+                "malformed",
+                "Malformed request",
+                Some(detail),
+                vec![],
+            ),
+            ApiError::TooLarge(detail) => problem(
+                S::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request too large",
+                Some(detail),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType => problem(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                Some("send the body as application/json".into()),
+                vec![],
+            ),
+            ApiError::MethodNotAllowed => problem(
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                None,
+                vec![],
+            ),
+        }
+    }
+}
+
+/// The 404 for unknown routes.
+pub async fn no_route() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        Some("no such route".into()),
+        vec![],
+    )
+}
+
+fn documented(codes: &[(u16, &str)]) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    codes
+        .iter()
+        .map(|(code, desc)| {
+            let content = ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                .build();
+            (
+                code.to_string(),
+                ResponseBuilder::new()
+                    .description(*desc)
+                    .content(PROBLEM_JSON, content)
+                    .build()
+                    .into(),
+            )
+        })
+        .collect()
+}
+
+macro_rules! error_set {
+    ($(#[$m:meta])* $name:ident: $($code:literal => $desc:literal),+ $(,)?) => {
+        $(#[$m])*
+        pub struct $name;
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+                documented(&[$(($code, $desc)),+])
+            }
+        }
+    };
+}
+
+error_set!(
+    /// Errors of authenticated reads.
+    ReadErrors:
+    400 => "Malformed query",
+    401 => "Missing, invalid or expired credentials",
+    403 => "The caller's role does not allow this",
+    404 => "No such object in the caller's tenant",
+    422 => "Invalid query parameters",
+    503 => "Temporarily unavailable; retry",
+);
+error_set!(
+    /// Errors of authenticated writes.
+    WriteErrors:
+    400 => "Malformed JSON",
+    401 => "Missing, invalid or expired credentials",
+    403 => "The caller's role does not allow this",
+    404 => "No such object in the caller's tenant",
+    409 => "Conflicts with the current state, or an Idempotency-Key reused with another body",
+    413 => "Body too large",
+    415 => "Body is not application/json",
+    422 => "Invalid fields; `errors` names each one",
+    503 => "Temporarily unavailable; retry",
+);
+error_set!(
+    /// Errors of unauthenticated writes.
+    PublicWriteErrors:
+    400 => "Malformed JSON",
+    401 => "Invalid credentials",
+    409 => "Conflicts with existing data, or an Idempotency-Key reused with another body",
+    413 => "Body too large",
+    415 => "Body is not application/json",
+    422 => "Invalid fields; `errors` names each one",
+    503 => "Temporarily unavailable; retry",
+);
+error_set!(
+    /// Errors of public reads.
+    PublicReadErrors:
+    400 => "Malformed query",
+    404 => "Not found",
+    422 => "Invalid query parameters",
+);

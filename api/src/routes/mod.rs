@@ -1,0 +1,10 @@
+//! One module per resource, each with its own `router()`.
+
+pub mod api_keys;
+pub mod catalog;
+pub mod feeds;
+pub mod identity;
+pub mod ops;
+pub mod reference;
+pub mod sources;
+pub mod subscriptions;

@@ -1,0 +1,1561 @@
+//! The contract every `Store` adapter must honour, as executable checks.
+//!
+//! An adapter's test calls [`run_all`] with a fresh store. Each check is also public so a
+//! failing one can be run alone. Checks create their own objects under fresh random ids (and
+//! a random word in searchable names), so they pass on a database shared with other tests
+//! and never depend on what else is stored; they assert exact values, not just success.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::domain::*;
+use crate::money::{Amount, Currency};
+use crate::ports::{IdempotencyState, Result, Store, StoredResponse};
+use crate::{
+    ApiKeyId, CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, Timestamp, UserId,
+    VendorId,
+};
+use serde_json::json;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// Runs every check against `store`.
+pub async fn run_all(store: Arc<dyn Store>) {
+    let s = &*store;
+    the_store_answers_ping(s).await;
+
+    a_created_vendor_reads_back_equal(s).await;
+    a_duplicate_vendor_id_is_a_conflict(s).await;
+    an_unknown_vendor_is_not_found(s).await;
+    vendor_status_changes_only_from_the_expected_state(s).await;
+    setting_the_status_of_an_unknown_vendor_is_not_found(s).await;
+    vendors_list_by_status_in_id_order_across_pages(s).await;
+    a_deleted_vendor_is_gone(s).await;
+    a_created_subscriber_reads_back_equal(s).await;
+    a_duplicate_subscriber_id_is_a_conflict(s).await;
+    an_unknown_subscriber_is_not_found(s).await;
+
+    an_api_key_reads_back_by_tenant_and_by_id_alone(s).await;
+    a_duplicate_api_key_id_is_a_conflict(s).await;
+    api_keys_list_per_tenant_in_id_order_across_pages(s).await;
+    cross_tenant_api_key_access_is_not_found_and_changes_nothing(s).await;
+    a_deleted_api_key_is_gone(s).await;
+
+    a_created_source_reads_back_equal(s).await;
+    a_duplicate_source_id_is_a_conflict(s).await;
+    sources_list_per_tenant_in_id_order_across_pages(s).await;
+    a_list_that_fills_its_last_page_exactly_ends_without_a_cursor(s).await;
+    an_updated_source_reads_back_updated(s).await;
+    cross_tenant_source_access_is_not_found_and_changes_nothing(s).await;
+    a_source_used_by_a_feed_cannot_be_deleted(s).await;
+    unknown_sources_are_not_found(s).await;
+
+    a_created_feed_reads_back_equal_and_is_located_by_id_alone(s).await;
+    a_duplicate_feed_id_is_a_conflict(s).await;
+    a_feed_on_another_tenants_source_is_not_found(s).await;
+    feeds_list_per_tenant_in_id_order_across_pages(s).await;
+    a_feed_update_needs_the_next_revision(s).await;
+    cross_tenant_feed_read_is_not_found(s).await;
+    cross_tenant_feed_update_and_delete_are_not_found_and_change_nothing(s).await;
+    a_feed_with_subscriptions_cannot_be_deleted(s).await;
+    a_deleted_feed_is_gone(s).await;
+    unknown_feeds_are_not_found(s).await;
+
+    the_catalog_lists_only_published_public_feeds_of_active_vendors(s).await;
+    the_catalog_without_a_query_includes_published_feeds(s).await;
+    catalog_queries_match_name_or_description_ignoring_case(s).await;
+    catalog_queries_take_wildcards_literally(s).await;
+    catalog_pages_cover_every_entry_once(s).await;
+
+    a_reference_row_is_new_once_then_replaced(s).await;
+    reference_rows_are_separate_per_tenant_and_table(s).await;
+
+    a_created_subscription_reads_back_with_its_secrets(s).await;
+    a_duplicate_subscription_id_is_a_conflict(s).await;
+    subscriptions_list_per_subscriber_across_tenants_and_pages(s).await;
+    subscriptions_list_per_feed_across_pages(s).await;
+    a_subscription_update_needs_the_next_revision(s).await;
+    signing_secrets_are_replaced_atomically_with_the_subscription(s).await;
+    cross_tenant_subscription_access_is_not_found_and_changes_nothing(s).await;
+    unknown_subscriptions_are_not_found(s).await;
+
+    a_new_idempotency_key_starts(s).await;
+    a_completed_idempotency_key_replays_its_response(s).await;
+    an_idempotency_key_reused_with_another_request_conflicts(s).await;
+    an_idempotency_key_in_progress_conflicts(s).await;
+    abandoning_an_idempotency_key_frees_it(s).await;
+    idempotency_keys_are_separate_per_scope(s).await;
+
+    malformed_cursors_are_rejected(s).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Builders and assertions.
+
+/// A fixed instant plus `seconds`: fixed so values survive the round trip exactly.
+fn at(seconds: i64) -> Timestamp {
+    time::OffsetDateTime::from_unix_timestamp(1_767_225_600 + seconds).unwrap()
+}
+
+/// A random word, to find this run's objects among others in a shared store.
+fn nonce() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn vendor(status: VendorStatus) -> Vendor {
+    Vendor {
+        id: VendorId::new(),
+        name: format!("Vendor {}", nonce()),
+        status,
+        created_at: at(0),
+    }
+}
+
+async fn stored_vendor(store: &dyn Store, status: VendorStatus) -> Vendor {
+    let v = vendor(status);
+    store.create_vendor(&v).await.unwrap();
+    v
+}
+
+fn subscriber() -> Subscriber {
+    let n = nonce();
+    Subscriber {
+        id: UserId::new(),
+        name: format!("Subscriber {n}"),
+        email: format!("{n}@example.com"),
+        created_at: at(1),
+    }
+}
+
+fn api_key(tenant: &VendorId) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId::new(),
+        tenant_id: tenant.clone(),
+        name: "ingest".into(),
+        scopes: vec![ApiKeyScope::Ingest],
+        prefix: "wk_0193a5".into(),
+        created_at: at(2),
+    }
+}
+
+fn source(tenant: &VendorId) -> Source {
+    Source {
+        id: SourceId::new(),
+        tenant_id: tenant.clone(),
+        name: "ticks".into(),
+        kind: SourceKind::Push,
+        url: None,
+        every: None,
+        schema: Some(json!({"type": "object", "properties": {"px": {"type": "number"}}})),
+        retention_days: 30,
+        created_at: at(3),
+        updated_at: at(3),
+    }
+}
+
+async fn stored_source(store: &dyn Store, tenant: &VendorId) -> Source {
+    let s = source(tenant);
+    store.create_source(&s).await.unwrap();
+    s
+}
+
+fn plan() -> Plan {
+    Plan {
+        id: "pro".into(),
+        name: "Pro".into(),
+        currency: Currency::parse("usd").unwrap(),
+        monthly_fee: Amount::parse("49.00").unwrap(),
+        included_deliveries: 10_000,
+        tiers: vec![
+            Tier {
+                up_to: Some(100_000),
+                unit_price: Amount::parse("0.0010").unwrap(),
+            },
+            Tier {
+                up_to: None,
+                unit_price: Amount::parse("0.0005").unwrap(),
+            },
+        ],
+    }
+}
+
+fn feed(source: &Source, name: &str, status: FeedStatus, visibility: Visibility) -> Feed {
+    Feed {
+        id: FeedId::new(),
+        tenant_id: source.tenant_id.clone(),
+        source_id: source.id.clone(),
+        name: name.into(),
+        description: "Trades above 100 USD".into(),
+        pipeline: Pipeline {
+            version: 1,
+            rules: vec![Rule::Filter {
+                expr: "record.px > 100.0".into(),
+            }],
+        },
+        plans: vec![plan()],
+        visibility,
+        status,
+        sample: Some(json!({"px": 101.5})),
+        revision: 1,
+        created_at: at(4),
+        updated_at: at(4),
+    }
+}
+
+async fn stored_feed(store: &dyn Store, source: &Source, name: &str, status: FeedStatus) -> Feed {
+    let f = feed(source, name, status, Visibility::Public);
+    store.create_feed(&f).await.unwrap();
+    f
+}
+
+/// A tenant with a source and a published public feed.
+async fn vendor_with_feed(store: &dyn Store) -> (Vendor, Source, Feed) {
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let f = stored_feed(store, &s, "Large trades", FeedStatus::Published).await;
+    (v, s, f)
+}
+
+fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
+    Subscription {
+        id: SubscriptionId::new(),
+        tenant_id: feed.tenant_id.clone(),
+        subscriber_id: subscriber.clone(),
+        feed_id: feed.id.clone(),
+        plan_id: "pro".into(),
+        channel: Channel::Webhook {
+            url: "https://hooks.example.com/wharf".into(),
+        },
+        filter: Some("record.px > 200.0".into()),
+        batch: Some(Batch {
+            max_records: 100,
+            max_wait_ms: 500,
+        }),
+        status: SubscriptionStatus::Active,
+        history: vec![StatusChange {
+            status: SubscriptionStatus::Active,
+            at: at(5),
+        }],
+        revision: 1,
+        created_at: at(5),
+        updated_at: at(5),
+    }
+}
+
+fn secret(label: &str, seconds: i64, expires: Option<i64>) -> SigningSecret {
+    SigningSecret {
+        sealed: format!("sealed:{label}"),
+        created_at: at(seconds),
+        expires_at: expires.map(at),
+    }
+}
+
+async fn stored_subscription(store: &dyn Store, feed: &Feed, subscriber: &UserId) -> Subscription {
+    let sub = subscription(feed, subscriber);
+    store
+        .create_subscription(&sub, &[secret("first", 5, None)])
+        .await
+        .unwrap();
+    sub
+}
+
+#[track_caller]
+fn assert_not_found<T: Debug>(result: Result<T>, what: &str) {
+    match result {
+        Err(CoreError::NotFound(found)) if found == what => {}
+        other => panic!("expected NotFound({what:?}), got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_conflict<T: Debug>(result: Result<T>) {
+    match result {
+        Err(CoreError::Conflict(message)) => assert!(!message.is_empty(), "a conflict says why"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_bad_cursor<T: Debug>(result: Result<T>) {
+    match result {
+        Err(CoreError::Validation(errors)) => {
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].path, "cursor");
+        }
+        other => panic!("expected a cursor validation error, got {other:?}"),
+    }
+}
+
+/// Reads every page with `limit`, checking the page shape, and returns the items and the page
+/// sizes.
+async fn all_pages<T>(
+    limit: u32,
+    fetch: impl AsyncFn(PageRequest) -> Result<Page<T>>,
+) -> (Vec<T>, Vec<usize>) {
+    let mut request = PageRequest::first(limit);
+    let (mut items, mut sizes) = (Vec::new(), Vec::new());
+    loop {
+        let page = fetch(request.clone()).await.unwrap();
+        assert!(
+            page.items.len() <= limit as usize,
+            "a page holds at most `limit` items"
+        );
+        sizes.push(page.items.len());
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => {
+                assert!(sizes.len() < 10_000, "the cursor must advance");
+                request.cursor = Some(cursor);
+            }
+            None => return (items, sizes),
+        }
+    }
+}
+
+fn sorted<T: Ord + Clone>(ids: &[T]) -> Vec<T> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids
+}
+
+/// Checks that `listed` is strictly ascending and contains each of `ours` exactly once.
+#[track_caller]
+fn assert_ascending_with<T: Ord + Debug>(listed: &[T], ours: &[T]) {
+    assert!(
+        listed.windows(2).all(|w| w[0] < w[1]),
+        "ids ascend with no repeats: {listed:?}"
+    );
+    for id in ours {
+        assert_eq!(
+            listed.iter().filter(|l| *l == id).count(),
+            1,
+            "{id:?} listed once"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Store.
+
+/// `ping` succeeds on a working store.
+pub async fn the_store_answers_ping(store: &dyn Store) {
+    store.ping().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Vendors and subscribers.
+
+/// A vendor reads back exactly as created.
+pub async fn a_created_vendor_reads_back_equal(store: &dyn Store) {
+    let v = stored_vendor(store, VendorStatus::Pending).await;
+    assert_eq!(store.get_vendor(&v.id).await.unwrap(), v);
+}
+
+/// Creating a vendor under an existing id is a conflict and keeps the first one.
+pub async fn a_duplicate_vendor_id_is_a_conflict(store: &dyn Store) {
+    let v = stored_vendor(store, VendorStatus::Pending).await;
+    let copy = Vendor {
+        name: "Impostor".into(),
+        ..v.clone()
+    };
+    assert_conflict(store.create_vendor(&copy).await);
+    assert_eq!(store.get_vendor(&v.id).await.unwrap(), v);
+}
+
+/// Reading a vendor that was never created is `NotFound("vendor")`.
+pub async fn an_unknown_vendor_is_not_found(store: &dyn Store) {
+    assert_not_found(store.get_vendor(&VendorId::new()).await, "vendor");
+}
+
+/// `set_vendor_status` moves from the expected state and refuses from any other.
+pub async fn vendor_status_changes_only_from_the_expected_state(store: &dyn Store) {
+    let v = stored_vendor(store, VendorStatus::Pending).await;
+    let active = Vendor {
+        status: VendorStatus::Active,
+        ..v.clone()
+    };
+    let changed = store
+        .set_vendor_status(&v.id, VendorStatus::Pending, VendorStatus::Active)
+        .await
+        .unwrap();
+    assert_eq!(changed, active);
+    assert_eq!(store.get_vendor(&v.id).await.unwrap(), active);
+
+    assert_conflict(
+        store
+            .set_vendor_status(&v.id, VendorStatus::Pending, VendorStatus::Active)
+            .await,
+    );
+    assert_conflict(
+        store
+            .set_vendor_status(&v.id, VendorStatus::Pending, VendorStatus::Pending)
+            .await,
+    );
+    assert_eq!(store.get_vendor(&v.id).await.unwrap(), active);
+}
+
+/// Changing the status of a vendor that does not exist is `NotFound("vendor")`.
+pub async fn setting_the_status_of_an_unknown_vendor_is_not_found(store: &dyn Store) {
+    assert_not_found(
+        store
+            .set_vendor_status(
+                &VendorId::new(),
+                VendorStatus::Pending,
+                VendorStatus::Active,
+            )
+            .await,
+        "vendor",
+    );
+}
+
+/// `list_vendors` filters by status, goes oldest first, and pages cover each vendor once.
+pub async fn vendors_list_by_status_in_id_order_across_pages(store: &dyn Store) {
+    let mut pending = Vec::new();
+    for _ in 0..5 {
+        pending.push(stored_vendor(store, VendorStatus::Pending).await.id);
+    }
+    let active = stored_vendor(store, VendorStatus::Active).await.id;
+
+    let (listed, sizes) = all_pages(2, async |p| {
+        store.list_vendors(Some(VendorStatus::Pending), &p).await
+    })
+    .await;
+    assert!(
+        sizes.len() >= 3,
+        "five vendors at two a page take three pages or more"
+    );
+    assert!(
+        listed.iter().all(|v| v.status == VendorStatus::Pending),
+        "only pending vendors"
+    );
+    let ids: Vec<VendorId> = listed.iter().map(|v| v.id.clone()).collect();
+    assert_ascending_with(&ids, &pending);
+    assert!(!ids.contains(&active));
+
+    let (all, _) = all_pages(50, async |p| store.list_vendors(None, &p).await).await;
+    let ids: Vec<VendorId> = all.into_iter().map(|v| v.id).collect();
+    assert_ascending_with(&ids, &[pending.clone(), vec![active]].concat());
+}
+
+/// A deleted vendor reads as `NotFound`, and so does deleting it again.
+pub async fn a_deleted_vendor_is_gone(store: &dyn Store) {
+    let v = stored_vendor(store, VendorStatus::Pending).await;
+    let other = stored_vendor(store, VendorStatus::Pending).await;
+    store.delete_vendor(&v.id).await.unwrap();
+    assert_not_found(store.get_vendor(&v.id).await, "vendor");
+    assert_not_found(store.delete_vendor(&v.id).await, "vendor");
+    assert_eq!(store.get_vendor(&other.id).await.unwrap(), other);
+}
+
+/// A subscriber profile reads back exactly as created.
+pub async fn a_created_subscriber_reads_back_equal(store: &dyn Store) {
+    let s = subscriber();
+    store.create_subscriber(&s).await.unwrap();
+    assert_eq!(store.get_subscriber(&s.id).await.unwrap(), s);
+}
+
+/// Creating a subscriber under an existing id is a conflict and keeps the first one.
+pub async fn a_duplicate_subscriber_id_is_a_conflict(store: &dyn Store) {
+    let s = subscriber();
+    store.create_subscriber(&s).await.unwrap();
+    let copy = Subscriber {
+        name: "Impostor".into(),
+        ..s.clone()
+    };
+    assert_conflict(store.create_subscriber(&copy).await);
+    assert_eq!(store.get_subscriber(&s.id).await.unwrap(), s);
+}
+
+/// Reading a subscriber that was never created is `NotFound("subscriber")`.
+pub async fn an_unknown_subscriber_is_not_found(store: &dyn Store) {
+    assert_not_found(store.get_subscriber(&UserId::new()).await, "subscriber");
+}
+
+// ---------------------------------------------------------------------------------------
+// API keys.
+
+/// A key reads back in its tenant, and `find_api_key` returns it with its digest.
+pub async fn an_api_key_reads_back_by_tenant_and_by_id_alone(store: &dyn Store) {
+    let tenant = VendorId::new();
+    let key = api_key(&tenant);
+    store
+        .create_api_key(&key, "digest-of-the-secret")
+        .await
+        .unwrap();
+    assert_eq!(store.get_api_key(&tenant, &key.id).await.unwrap(), key);
+    assert_eq!(
+        store.find_api_key(&key.id).await.unwrap(),
+        (key.clone(), "digest-of-the-secret".to_owned())
+    );
+    assert_not_found(store.find_api_key(&ApiKeyId::new()).await, "api key");
+    assert_not_found(
+        store.get_api_key(&tenant, &ApiKeyId::new()).await,
+        "api key",
+    );
+}
+
+/// Creating a key under an existing id is a conflict and keeps the first digest.
+pub async fn a_duplicate_api_key_id_is_a_conflict(store: &dyn Store) {
+    let tenant = VendorId::new();
+    let key = api_key(&tenant);
+    store.create_api_key(&key, "first").await.unwrap();
+    assert_conflict(store.create_api_key(&key, "second").await);
+    assert_eq!(store.find_api_key(&key.id).await.unwrap().1, "first");
+}
+
+/// A tenant's keys list oldest first over several pages, without other tenants' keys.
+pub async fn api_keys_list_per_tenant_in_id_order_across_pages(store: &dyn Store) {
+    let (tenant, other) = (VendorId::new(), VendorId::new());
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let key = api_key(&tenant);
+        store.create_api_key(&key, "d").await.unwrap();
+        ids.push(key.id);
+    }
+    store.create_api_key(&api_key(&other), "d").await.unwrap();
+
+    let (listed, sizes) = all_pages(3, async |p| store.list_api_keys(&tenant, &p).await).await;
+    assert_eq!(sizes, vec![3, 3, 1]);
+    assert!(listed.iter().all(|k| k.tenant_id == tenant));
+    let listed: Vec<ApiKeyId> = listed.into_iter().map(|k| k.id).collect();
+    assert_eq!(listed, sorted(&ids));
+
+    let (everything, sizes) = all_pages(50, async |p| store.list_api_keys(&tenant, &p).await).await;
+    assert_eq!((everything.len(), sizes), (7, vec![7]));
+}
+
+/// Another tenant's key reads and deletes as `NotFound` and stays in place.
+pub async fn cross_tenant_api_key_access_is_not_found_and_changes_nothing(store: &dyn Store) {
+    let (owner, intruder) = (VendorId::new(), VendorId::new());
+    let key = api_key(&owner);
+    store.create_api_key(&key, "d").await.unwrap();
+    assert_not_found(store.get_api_key(&intruder, &key.id).await, "api key");
+    assert_not_found(store.delete_api_key(&intruder, &key.id).await, "api key");
+    assert_eq!(store.get_api_key(&owner, &key.id).await.unwrap(), key);
+    let (listed, _) = all_pages(10, async |p| store.list_api_keys(&intruder, &p).await).await;
+    assert!(listed.is_empty());
+}
+
+/// A deleted key can no longer be read, found or deleted.
+pub async fn a_deleted_api_key_is_gone(store: &dyn Store) {
+    let tenant = VendorId::new();
+    let (key, kept) = (api_key(&tenant), api_key(&tenant));
+    store.create_api_key(&key, "d").await.unwrap();
+    store.create_api_key(&kept, "d").await.unwrap();
+    store.delete_api_key(&tenant, &key.id).await.unwrap();
+    assert_not_found(store.get_api_key(&tenant, &key.id).await, "api key");
+    assert_not_found(store.find_api_key(&key.id).await, "api key");
+    assert_not_found(store.delete_api_key(&tenant, &key.id).await, "api key");
+    assert_eq!(store.get_api_key(&tenant, &kept.id).await.unwrap(), kept);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sources.
+
+/// A source reads back exactly as created.
+pub async fn a_created_source_reads_back_equal(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    assert_eq!(store.get_source(&s.tenant_id, &s.id).await.unwrap(), s);
+}
+
+/// Creating a source under an existing id is a conflict and keeps the first one.
+pub async fn a_duplicate_source_id_is_a_conflict(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let copy = Source {
+        name: "impostor".into(),
+        ..s.clone()
+    };
+    assert_conflict(store.create_source(&copy).await);
+    assert_eq!(store.get_source(&s.tenant_id, &s.id).await.unwrap(), s);
+}
+
+/// A tenant's sources list oldest first over several pages, without other tenants' sources.
+pub async fn sources_list_per_tenant_in_id_order_across_pages(store: &dyn Store) {
+    let (tenant, other) = (VendorId::new(), VendorId::new());
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(stored_source(store, &tenant).await.id);
+    }
+    stored_source(store, &other).await;
+    let (listed, sizes) = all_pages(3, async |p| store.list_sources(&tenant, &p).await).await;
+    assert_eq!(sizes, vec![3, 3, 1]);
+    assert!(listed.iter().all(|s| s.tenant_id == tenant));
+    let listed: Vec<SourceId> = listed.into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, sorted(&ids));
+}
+
+/// When the items fill the last page exactly, that page has no cursor (no empty page follows),
+/// and a zero limit means the default page size.
+pub async fn a_list_that_fills_its_last_page_exactly_ends_without_a_cursor(store: &dyn Store) {
+    let tenant = VendorId::new();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(stored_source(store, &tenant).await.id);
+    }
+    let (listed, sizes) = all_pages(2, async |p| store.list_sources(&tenant, &p).await).await;
+    assert_eq!(sizes, vec![2, 2]);
+    assert_eq!(
+        listed.into_iter().map(|s| s.id).collect::<Vec<_>>(),
+        sorted(&ids)
+    );
+    let (listed, sizes) = all_pages(4, async |p| store.list_sources(&tenant, &p).await).await;
+    assert_eq!((listed.len(), sizes), (4, vec![4]));
+    let default = store
+        .list_sources(&tenant, &PageRequest::first(0))
+        .await
+        .unwrap();
+    assert_eq!((default.items.len(), default.next_cursor), (4, None));
+}
+
+/// `update_source` replaces the stored source.
+pub async fn an_updated_source_reads_back_updated(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let updated = Source {
+        name: "renamed".into(),
+        schema: None,
+        retention_days: 7,
+        updated_at: at(100),
+        ..s.clone()
+    };
+    store.update_source(&updated).await.unwrap();
+    assert_eq!(
+        store.get_source(&s.tenant_id, &s.id).await.unwrap(),
+        updated
+    );
+}
+
+/// Another tenant's source reads, updates and deletes as `NotFound` and stays unchanged.
+pub async fn cross_tenant_source_access_is_not_found_and_changes_nothing(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let intruder = VendorId::new();
+    assert_not_found(store.get_source(&intruder, &s.id).await, "source");
+    let hijack = Source {
+        tenant_id: intruder.clone(),
+        name: "hijacked".into(),
+        ..s.clone()
+    };
+    assert_not_found(store.update_source(&hijack).await, "source");
+    assert_not_found(store.delete_source(&intruder, &s.id).await, "source");
+    assert_eq!(store.get_source(&s.tenant_id, &s.id).await.unwrap(), s);
+}
+
+/// A source cannot be deleted while a feed uses it, and can once the feed is gone.
+pub async fn a_source_used_by_a_feed_cannot_be_deleted(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let f = stored_feed(store, &s, "Trades", FeedStatus::Draft).await;
+    assert_conflict(store.delete_source(&s.tenant_id, &s.id).await);
+    assert_eq!(store.get_source(&s.tenant_id, &s.id).await.unwrap(), s);
+
+    store.delete_feed(&s.tenant_id, &f.id).await.unwrap();
+    store.delete_source(&s.tenant_id, &s.id).await.unwrap();
+    assert_not_found(store.get_source(&s.tenant_id, &s.id).await, "source");
+}
+
+/// Reading, updating or deleting a source that does not exist is `NotFound("source")`.
+pub async fn unknown_sources_are_not_found(store: &dyn Store) {
+    let tenant = VendorId::new();
+    assert_not_found(store.get_source(&tenant, &SourceId::new()).await, "source");
+    assert_not_found(store.update_source(&source(&tenant)).await, "source");
+    assert_not_found(
+        store.delete_source(&tenant, &SourceId::new()).await,
+        "source",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Feeds.
+
+/// A feed reads back exactly as created, in its tenant and by id alone.
+pub async fn a_created_feed_reads_back_equal_and_is_located_by_id_alone(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let f = feed(&s, "Private trades", FeedStatus::Draft, Visibility::Private);
+    store.create_feed(&f).await.unwrap();
+    assert_eq!(store.get_feed(&s.tenant_id, &f.id).await.unwrap(), f);
+    assert_eq!(store.locate_feed(&f.id).await.unwrap(), f);
+}
+
+/// Creating a feed under an existing id is a conflict and keeps the first one.
+pub async fn a_duplicate_feed_id_is_a_conflict(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let f = stored_feed(store, &s, "Trades", FeedStatus::Draft).await;
+    let copy = Feed {
+        name: "Impostor".into(),
+        ..f.clone()
+    };
+    assert_conflict(store.create_feed(&copy).await);
+    assert_eq!(store.get_feed(&s.tenant_id, &f.id).await.unwrap(), f);
+}
+
+/// A feed whose source is another tenant's (or nobody's) is refused with `NotFound("source")`.
+pub async fn a_feed_on_another_tenants_source_is_not_found(store: &dyn Store) {
+    let foreign = stored_source(store, &VendorId::new()).await;
+    let mut f = feed(&foreign, "Stolen", FeedStatus::Draft, Visibility::Public);
+    f.tenant_id = VendorId::new();
+    assert_not_found(store.create_feed(&f).await, "source");
+    assert_not_found(store.locate_feed(&f.id).await, "feed");
+
+    let mut orphan = feed(&foreign, "Orphan", FeedStatus::Draft, Visibility::Public);
+    orphan.source_id = SourceId::new();
+    assert_not_found(store.create_feed(&orphan).await, "source");
+    assert_not_found(store.locate_feed(&orphan.id).await, "feed");
+}
+
+/// A tenant's feeds list oldest first over several pages, without other tenants' feeds.
+pub async fn feeds_list_per_tenant_in_id_order_across_pages(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let other = stored_source(store, &VendorId::new()).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            stored_feed(store, &s, &format!("Feed {i}"), FeedStatus::Draft)
+                .await
+                .id,
+        );
+    }
+    stored_feed(store, &other, "Other", FeedStatus::Draft).await;
+    let (listed, sizes) = all_pages(3, async |p| store.list_feeds(&s.tenant_id, &p).await).await;
+    assert_eq!(sizes, vec![3, 3, 1]);
+    assert!(listed.iter().all(|f| f.tenant_id == s.tenant_id));
+    let listed: Vec<FeedId> = listed.into_iter().map(|f| f.id).collect();
+    assert_eq!(listed, sorted(&ids));
+}
+
+/// `update_feed` succeeds only with the stored revision plus one.
+pub async fn a_feed_update_needs_the_next_revision(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let f = stored_feed(store, &s, "Trades", FeedStatus::Draft).await;
+    let v2 = Feed {
+        name: "Renamed".into(),
+        status: FeedStatus::Published,
+        revision: 2,
+        updated_at: at(200),
+        ..f.clone()
+    };
+    store.update_feed(&v2).await.unwrap();
+    assert_eq!(store.get_feed(&s.tenant_id, &f.id).await.unwrap(), v2);
+
+    let stale = Feed {
+        name: "Lost update".into(),
+        ..v2.clone()
+    };
+    assert_conflict(store.update_feed(&stale).await);
+    let skipping = Feed {
+        name: "Skipped".into(),
+        revision: 4,
+        ..v2.clone()
+    };
+    assert_conflict(store.update_feed(&skipping).await);
+    let zero = Feed {
+        revision: 0,
+        ..v2.clone()
+    };
+    assert_conflict(store.update_feed(&zero).await);
+    assert_eq!(store.get_feed(&s.tenant_id, &f.id).await.unwrap(), v2);
+
+    let v3 = Feed {
+        description: "Now with more trades".into(),
+        revision: 3,
+        ..v2.clone()
+    };
+    store.update_feed(&v3).await.unwrap();
+    assert_eq!(store.locate_feed(&f.id).await.unwrap(), v3);
+}
+
+/// Reading another tenant's feed is `NotFound("feed")`, though the id exists.
+pub async fn cross_tenant_feed_read_is_not_found(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let f = stored_feed(store, &s, "Trades", FeedStatus::Published).await;
+    assert_not_found(store.get_feed(&VendorId::new(), &f.id).await, "feed");
+    let (listed, _) = all_pages(10, async |p| store.list_feeds(&VendorId::new(), &p).await).await;
+    assert!(listed.is_empty());
+}
+
+/// Updating or deleting another tenant's feed is `NotFound("feed")` and changes nothing.
+pub async fn cross_tenant_feed_update_and_delete_are_not_found_and_change_nothing(
+    store: &dyn Store,
+) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let f = stored_feed(store, &s, "Trades", FeedStatus::Published).await;
+    let intruder = stored_source(store, &VendorId::new()).await;
+    let hijack = Feed {
+        tenant_id: intruder.tenant_id.clone(),
+        source_id: intruder.id.clone(),
+        name: "Hijacked".into(),
+        revision: 2,
+        ..f.clone()
+    };
+    assert_not_found(store.update_feed(&hijack).await, "feed");
+    assert_not_found(store.delete_feed(&intruder.tenant_id, &f.id).await, "feed");
+    assert_eq!(store.get_feed(&s.tenant_id, &f.id).await.unwrap(), f);
+}
+
+/// A feed with a subscription in any status cannot be deleted.
+pub async fn a_feed_with_subscriptions_cannot_be_deleted(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sub = stored_subscription(store, &f, &UserId::new()).await;
+    assert_conflict(store.delete_feed(&f.tenant_id, &f.id).await);
+
+    let cancelled = Subscription {
+        status: SubscriptionStatus::Cancelled,
+        history: [
+            sub.history.clone(),
+            vec![StatusChange {
+                status: SubscriptionStatus::Cancelled,
+                at: at(300),
+            }],
+        ]
+        .concat(),
+        revision: 2,
+        ..sub.clone()
+    };
+    store.update_subscription(&cancelled, None).await.unwrap();
+    assert_conflict(store.delete_feed(&f.tenant_id, &f.id).await);
+    assert_eq!(store.get_feed(&f.tenant_id, &f.id).await.unwrap(), f);
+}
+
+/// A deleted feed reads as `NotFound` in its tenant and by id, and cannot be deleted again.
+pub async fn a_deleted_feed_is_gone(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let f = stored_feed(store, &s, "Doomed", FeedStatus::Draft).await;
+    let kept = stored_feed(store, &s, "Kept", FeedStatus::Draft).await;
+    store.delete_feed(&s.tenant_id, &f.id).await.unwrap();
+    assert_not_found(store.get_feed(&s.tenant_id, &f.id).await, "feed");
+    assert_not_found(store.locate_feed(&f.id).await, "feed");
+    assert_not_found(store.delete_feed(&s.tenant_id, &f.id).await, "feed");
+    assert_eq!(store.get_feed(&s.tenant_id, &kept.id).await.unwrap(), kept);
+}
+
+/// Reading, locating, updating or deleting a feed that does not exist is `NotFound("feed")`.
+pub async fn unknown_feeds_are_not_found(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    assert_not_found(store.get_feed(&s.tenant_id, &FeedId::new()).await, "feed");
+    assert_not_found(store.locate_feed(&FeedId::new()).await, "feed");
+    let never_stored = Feed {
+        revision: 2,
+        ..feed(&s, "Ghost", FeedStatus::Draft, Visibility::Public)
+    };
+    assert_not_found(store.update_feed(&never_stored).await, "feed");
+    assert_not_found(
+        store.delete_feed(&s.tenant_id, &FeedId::new()).await,
+        "feed",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Catalog.
+
+async fn catalog(store: &dyn Store, query: &str) -> Vec<CatalogEntry> {
+    all_pages(50, async |p| store.list_catalog(Some(query), &p).await)
+        .await
+        .0
+}
+
+fn catalog_ids(entries: &[CatalogEntry]) -> Vec<FeedId> {
+    entries.iter().map(|e| e.feed_id.clone()).collect()
+}
+
+/// Only published, public feeds of active vendors are listed, with vendor name and schema.
+pub async fn the_catalog_lists_only_published_public_feeds_of_active_vendors(store: &dyn Store) {
+    let word = nonce();
+    let name = format!("Listed {word}");
+    let active = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &active.id).await;
+    let listed = stored_feed(store, &s, &name, FeedStatus::Published).await;
+    stored_feed(store, &s, &format!("Draft {word}"), FeedStatus::Draft).await;
+    stored_feed(store, &s, &format!("Archived {word}"), FeedStatus::Archived).await;
+    let private = feed(
+        &s,
+        &format!("Private {word}"),
+        FeedStatus::Published,
+        Visibility::Private,
+    );
+    store.create_feed(&private).await.unwrap();
+    let pending = stored_vendor(store, VendorStatus::Pending).await;
+    let pending_source = stored_source(store, &pending.id).await;
+    let waiting = stored_feed(
+        store,
+        &pending_source,
+        &format!("Waiting {word}"),
+        FeedStatus::Published,
+    )
+    .await;
+
+    let entries = catalog(store, &word).await;
+    assert_eq!(
+        entries,
+        vec![CatalogEntry {
+            feed_id: listed.id.clone(),
+            vendor_id: active.id.clone(),
+            vendor_name: active.name.clone(),
+            name,
+            description: listed.description.clone(),
+            plans: listed.plans.clone(),
+            schema: s.schema.clone(),
+            sample: listed.sample.clone(),
+        }]
+    );
+
+    store
+        .set_vendor_status(&pending.id, VendorStatus::Pending, VendorStatus::Active)
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog_ids(&catalog(store, &word).await),
+        sorted(&[listed.id.clone(), waiting.id])
+    );
+
+    let unpublished = Feed {
+        status: FeedStatus::Archived,
+        revision: 2,
+        ..listed.clone()
+    };
+    store.update_feed(&unpublished).await.unwrap();
+    assert!(!catalog_ids(&catalog(store, &word).await).contains(&listed.id));
+}
+
+/// Without a query the catalog lists every published public feed (and still no drafts).
+pub async fn the_catalog_without_a_query_includes_published_feeds(store: &dyn Store) {
+    let (_, s, published) = vendor_with_feed(store).await;
+    let draft = stored_feed(store, &s, "Draft", FeedStatus::Draft).await;
+    let (entries, _) = all_pages(200, async |p| store.list_catalog(None, &p).await).await;
+    let ids = catalog_ids(&entries);
+    assert_ascending_with(&ids, std::slice::from_ref(&published.id));
+    assert!(!ids.contains(&draft.id));
+}
+
+/// The query matches a substring of the name or the description, ignoring case.
+pub async fn catalog_queries_match_name_or_description_ignoring_case(store: &dyn Store) {
+    let word = nonce();
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let by_name = stored_feed(
+        store,
+        &s,
+        &format!("Über Trades {}", word.to_uppercase()),
+        FeedStatus::Published,
+    )
+    .await;
+    let mut by_description = feed(&s, "Quotes", FeedStatus::Published, Visibility::Public);
+    by_description.description = format!("Best quotes, see {word} for more");
+    store.create_feed(&by_description).await.unwrap();
+
+    let both = sorted(&[by_name.id.clone(), by_description.id.clone()]);
+    assert_eq!(catalog_ids(&catalog(store, &word).await), both);
+    assert_eq!(
+        catalog_ids(&catalog(store, &word.to_uppercase()).await),
+        both
+    );
+    assert_eq!(
+        catalog_ids(&catalog(store, &format!("über trades {word}")).await),
+        vec![by_name.id.clone()]
+    );
+    assert_eq!(
+        catalog_ids(&catalog(store, &format!("see {}", word.to_uppercase())).await),
+        vec![by_description.id.clone()]
+    );
+    assert!(catalog(store, &format!("{word}-absent")).await.is_empty());
+}
+
+/// `%`, `_` and `\` in a query match themselves, not any text.
+pub async fn catalog_queries_take_wildcards_literally(store: &dyn Store) {
+    let word = nonce();
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let percent = stored_feed(store, &s, &format!("100% {word}"), FeedStatus::Published).await;
+    stored_feed(store, &s, &format!("1000 {word}"), FeedStatus::Published).await;
+    let underscore = stored_feed(store, &s, &format!("a_b {word}"), FeedStatus::Published).await;
+    stored_feed(store, &s, &format!("aXb {word}"), FeedStatus::Published).await;
+    let backslash = stored_feed(store, &s, &format!("c\\d {word}"), FeedStatus::Published).await;
+
+    assert_eq!(
+        catalog_ids(&catalog(store, &format!("100% {word}")).await),
+        vec![percent.id]
+    );
+    assert_eq!(
+        catalog_ids(&catalog(store, &format!("a_b {word}")).await),
+        vec![underscore.id]
+    );
+    assert_eq!(
+        catalog_ids(&catalog(store, &format!("c\\d {word}")).await),
+        vec![backslash.id]
+    );
+    assert!(catalog(store, &format!("%{word}")).await.is_empty());
+}
+
+/// The catalog pages through its entries in feed-id order, each exactly once.
+pub async fn catalog_pages_cover_every_entry_once(store: &dyn Store) {
+    let word = nonce();
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            stored_feed(
+                store,
+                &s,
+                &format!("Feed {i} {word}"),
+                FeedStatus::Published,
+            )
+            .await
+            .id,
+        );
+    }
+    let (entries, sizes) = all_pages(2, async |p| store.list_catalog(Some(&word), &p).await).await;
+    assert_eq!(sizes, vec![2, 2, 1]);
+    assert_eq!(catalog_ids(&entries), sorted(&ids));
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.vendor_name == v.name && e.schema == s.schema)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Reference rows.
+
+/// `put_reference` reports a new row once, then replaces its value.
+pub async fn a_reference_row_is_new_once_then_replaced(store: &dyn Store) {
+    let tenant = VendorId::new();
+    let first = json!({"name": "Apple", "sector": "tech"});
+    let second = json!({"name": "Apple Inc.", "sector": "tech", "listed": true});
+    assert!(
+        store
+            .put_reference(&tenant, "tickers", "AAPL", &first)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_reference(&tenant, "tickers", "AAPL")
+            .await
+            .unwrap(),
+        first
+    );
+    assert!(
+        !store
+            .put_reference(&tenant, "tickers", "AAPL", &second)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_reference(&tenant, "tickers", "AAPL")
+            .await
+            .unwrap(),
+        second
+    );
+}
+
+/// The same key in another tenant or another table is a different row.
+pub async fn reference_rows_are_separate_per_tenant_and_table(store: &dyn Store) {
+    let (tenant, other) = (VendorId::new(), VendorId::new());
+    store
+        .put_reference(&tenant, "tickers", "MSFT", &json!(1))
+        .await
+        .unwrap();
+    assert_not_found(
+        store.get_reference(&other, "tickers", "MSFT").await,
+        "reference row",
+    );
+    assert_not_found(
+        store.get_reference(&tenant, "sectors", "MSFT").await,
+        "reference row",
+    );
+    assert_not_found(
+        store.get_reference(&tenant, "tickers", "msft").await,
+        "reference row",
+    );
+    assert!(
+        store
+            .put_reference(&other, "tickers", "MSFT", &json!(2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_reference(&tenant, "tickers", "MSFT")
+            .await
+            .unwrap(),
+        json!(1)
+    );
+    assert_eq!(
+        store
+            .get_reference(&other, "tickers", "MSFT")
+            .await
+            .unwrap(),
+        json!(2)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscriptions.
+
+/// A subscription reads back exactly, by tenant and by id alone, with its secrets in order.
+pub async fn a_created_subscription_reads_back_with_its_secrets(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sub = subscription(&f, &UserId::new());
+    let secrets = vec![secret("newest", 20, None), secret("older", 10, Some(30))];
+    store.create_subscription(&sub, &secrets).await.unwrap();
+    assert_eq!(
+        store.get_subscription(&f.tenant_id, &sub.id).await.unwrap(),
+        sub
+    );
+    assert_eq!(store.locate_subscription(&sub.id).await.unwrap(), sub);
+    assert_eq!(
+        store
+            .get_signing_secrets(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        secrets
+    );
+
+    let pull = Subscription {
+        channel: Channel::Pull {},
+        filter: None,
+        batch: None,
+        ..subscription(&f, &UserId::new())
+    };
+    store.create_subscription(&pull, &[]).await.unwrap();
+    assert_eq!(
+        store
+            .get_subscription(&f.tenant_id, &pull.id)
+            .await
+            .unwrap(),
+        pull
+    );
+    assert!(
+        store
+            .get_signing_secrets(&f.tenant_id, &pull.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Creating a subscription under an existing id is a conflict and keeps the first one.
+pub async fn a_duplicate_subscription_id_is_a_conflict(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sub = stored_subscription(store, &f, &UserId::new()).await;
+    let copy = Subscription {
+        plan_id: "basic".into(),
+        ..sub.clone()
+    };
+    assert_conflict(
+        store
+            .create_subscription(&copy, &[secret("other", 9, None)])
+            .await,
+    );
+    assert_eq!(
+        store.get_subscription(&f.tenant_id, &sub.id).await.unwrap(),
+        sub
+    );
+    assert_eq!(
+        store
+            .get_signing_secrets(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        vec![secret("first", 5, None)]
+    );
+}
+
+/// A subscriber's subscriptions list across vendors, oldest first, over several pages.
+pub async fn subscriptions_list_per_subscriber_across_tenants_and_pages(store: &dyn Store) {
+    let (_, _, f1) = vendor_with_feed(store).await;
+    let (_, _, f2) = vendor_with_feed(store).await;
+    let me = UserId::new();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let f = if i % 2 == 0 { &f1 } else { &f2 };
+        ids.push(stored_subscription(store, f, &me).await.id);
+    }
+    stored_subscription(store, &f1, &UserId::new()).await;
+
+    let (listed, sizes) = all_pages(3, async |p| {
+        store.list_subscriptions_of_subscriber(&me, &p).await
+    })
+    .await;
+    assert_eq!(sizes, vec![3, 3, 1]);
+    assert!(listed.iter().all(|s| s.subscriber_id == me));
+    let listed: Vec<SubscriptionId> = listed.into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, sorted(&ids));
+    let (nobody, _) = all_pages(3, async |p| {
+        store
+            .list_subscriptions_of_subscriber(&UserId::new(), &p)
+            .await
+    })
+    .await;
+    assert!(nobody.is_empty());
+}
+
+/// A feed's subscriptions list oldest first over several pages, only in the feed's tenant.
+pub async fn subscriptions_list_per_feed_across_pages(store: &dyn Store) {
+    let (_, s, f) = vendor_with_feed(store).await;
+    let sibling = stored_feed(store, &s, "Sibling", FeedStatus::Published).await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(stored_subscription(store, &f, &UserId::new()).await.id);
+    }
+    stored_subscription(store, &sibling, &UserId::new()).await;
+
+    let (listed, sizes) = all_pages(3, async |p| {
+        store
+            .list_subscriptions_of_feed(&f.tenant_id, &f.id, &p)
+            .await
+    })
+    .await;
+    assert_eq!(sizes, vec![3, 3, 1]);
+    assert!(listed.iter().all(|sub| sub.feed_id == f.id));
+    let listed: Vec<SubscriptionId> = listed.into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, sorted(&ids));
+
+    let (foreign, _) = all_pages(3, async |p| {
+        store
+            .list_subscriptions_of_feed(&VendorId::new(), &f.id, &p)
+            .await
+    })
+    .await;
+    assert!(
+        foreign.is_empty(),
+        "another tenant sees no subscriptions of the feed"
+    );
+}
+
+/// `update_subscription` succeeds only with the stored revision plus one.
+pub async fn a_subscription_update_needs_the_next_revision(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sub = stored_subscription(store, &f, &UserId::new()).await;
+    let paused = Subscription {
+        status: SubscriptionStatus::Paused,
+        history: [
+            sub.history.clone(),
+            vec![StatusChange {
+                status: SubscriptionStatus::Paused,
+                at: at(400),
+            }],
+        ]
+        .concat(),
+        revision: 2,
+        updated_at: at(400),
+        ..sub.clone()
+    };
+    store.update_subscription(&paused, None).await.unwrap();
+    assert_eq!(
+        store.get_subscription(&f.tenant_id, &sub.id).await.unwrap(),
+        paused
+    );
+
+    let stale = Subscription {
+        filter: None,
+        ..paused.clone()
+    };
+    assert_conflict(store.update_subscription(&stale, None).await);
+    let skipping = Subscription {
+        filter: None,
+        revision: 5,
+        ..paused.clone()
+    };
+    assert_conflict(store.update_subscription(&skipping, None).await);
+    assert_eq!(store.locate_subscription(&sub.id).await.unwrap(), paused);
+}
+
+/// Secrets given to `update_subscription` replace the stored ones in the same write; a write
+/// that fails on its revision changes neither, and no secrets keeps the stored ones.
+pub async fn signing_secrets_are_replaced_atomically_with_the_subscription(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sub = stored_subscription(store, &f, &UserId::new()).await;
+
+    let rotated = vec![secret("second", 50, None), secret("first", 5, Some(90))];
+    let v2 = Subscription {
+        revision: 2,
+        updated_at: at(50),
+        ..sub.clone()
+    };
+    store
+        .update_subscription(&v2, Some(&rotated))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_signing_secrets(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        rotated
+    );
+    assert_eq!(
+        store.get_subscription(&f.tenant_id, &sub.id).await.unwrap(),
+        v2
+    );
+
+    let stale = Subscription {
+        updated_at: at(60),
+        ..v2.clone()
+    };
+    assert_conflict(
+        store
+            .update_subscription(&stale, Some(&[secret("lost", 60, None)]))
+            .await,
+    );
+    assert_eq!(
+        store
+            .get_signing_secrets(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        rotated
+    );
+    assert_eq!(
+        store.get_subscription(&f.tenant_id, &sub.id).await.unwrap(),
+        v2
+    );
+
+    let v3 = Subscription {
+        filter: None,
+        revision: 3,
+        ..v2.clone()
+    };
+    store.update_subscription(&v3, None).await.unwrap();
+    assert_eq!(
+        store
+            .get_signing_secrets(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        rotated
+    );
+
+    let v4 = Subscription {
+        channel: Channel::Pull {},
+        revision: 4,
+        ..v3.clone()
+    };
+    store.update_subscription(&v4, Some(&[])).await.unwrap();
+    assert!(
+        store
+            .get_signing_secrets(&f.tenant_id, &sub.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get_subscription(&f.tenant_id, &sub.id).await.unwrap(),
+        v4
+    );
+}
+
+/// Another tenant's subscription reads, updates and yields secrets as `NotFound`, unchanged.
+pub async fn cross_tenant_subscription_access_is_not_found_and_changes_nothing(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sub = stored_subscription(store, &f, &UserId::new()).await;
+    let intruder = VendorId::new();
+    assert_not_found(
+        store.get_subscription(&intruder, &sub.id).await,
+        "subscription",
+    );
+    assert_not_found(
+        store.get_signing_secrets(&intruder, &sub.id).await,
+        "subscription",
+    );
+    let hijack = Subscription {
+        tenant_id: intruder.clone(),
+        status: SubscriptionStatus::Cancelled,
+        revision: 2,
+        ..sub.clone()
+    };
+    assert_not_found(
+        store
+            .update_subscription(&hijack, Some(&[secret("evil", 7, None)]))
+            .await,
+        "subscription",
+    );
+    assert_eq!(
+        store.get_subscription(&f.tenant_id, &sub.id).await.unwrap(),
+        sub
+    );
+    assert_eq!(
+        store
+            .get_signing_secrets(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        vec![secret("first", 5, None)]
+    );
+}
+
+/// Every read or update of a subscription that does not exist is `NotFound("subscription")`.
+pub async fn unknown_subscriptions_are_not_found(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let ghost = Subscription {
+        revision: 2,
+        ..subscription(&f, &UserId::new())
+    };
+    assert_not_found(
+        store.get_subscription(&f.tenant_id, &ghost.id).await,
+        "subscription",
+    );
+    assert_not_found(store.locate_subscription(&ghost.id).await, "subscription");
+    assert_not_found(
+        store.get_signing_secrets(&f.tenant_id, &ghost.id).await,
+        "subscription",
+    );
+    assert_not_found(
+        store.update_subscription(&ghost, None).await,
+        "subscription",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotency keys.
+
+/// A key never seen is reserved: `Started`.
+pub async fn a_new_idempotency_key_starts(store: &dyn Store) {
+    let scope = nonce();
+    assert_eq!(
+        store.begin(&scope, "k1", "fp", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+}
+
+/// After `complete`, the same request gets the stored response back, every time.
+pub async fn a_completed_idempotency_key_replays_its_response(store: &dyn Store) {
+    let scope = nonce();
+    let response = StoredResponse {
+        status: 201,
+        body: br#"{"id":"feed_1"}"#.to_vec(),
+    };
+    assert_eq!(
+        store.begin(&scope, "k", "fp", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    store.complete(&scope, "k", &response).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            store.begin(&scope, "k", "fp", at(10)).await.unwrap(),
+            IdempotencyState::Completed(response.clone())
+        );
+    }
+    let empty = StoredResponse {
+        status: 204,
+        body: vec![],
+    };
+    assert_eq!(
+        store.begin(&scope, "empty", "fp", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    store.complete(&scope, "empty", &empty).await.unwrap();
+    assert_eq!(
+        store.begin(&scope, "empty", "fp", at(1)).await.unwrap(),
+        IdempotencyState::Completed(empty)
+    );
+}
+
+/// A key used with another request body conflicts, whether that request finished or not.
+pub async fn an_idempotency_key_reused_with_another_request_conflicts(store: &dyn Store) {
+    let scope = nonce();
+    assert_eq!(
+        store.begin(&scope, "k", "fp-a", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    assert_eq!(
+        store.begin(&scope, "k", "fp-b", at(1)).await.unwrap(),
+        IdempotencyState::Conflict
+    );
+    let response = StoredResponse {
+        status: 201,
+        body: b"a".to_vec(),
+    };
+    store.complete(&scope, "k", &response).await.unwrap();
+    assert_eq!(
+        store.begin(&scope, "k", "fp-b", at(2)).await.unwrap(),
+        IdempotencyState::Conflict
+    );
+    assert_eq!(
+        store.begin(&scope, "k", "fp-a", at(3)).await.unwrap(),
+        IdempotencyState::Completed(response)
+    );
+}
+
+/// The same request again while the first is still running conflicts.
+pub async fn an_idempotency_key_in_progress_conflicts(store: &dyn Store) {
+    let scope = nonce();
+    assert_eq!(
+        store.begin(&scope, "k", "fp", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    assert_eq!(
+        store.begin(&scope, "k", "fp", at(1)).await.unwrap(),
+        IdempotencyState::Conflict
+    );
+}
+
+/// `abandon` releases a reservation so the key can start again, with any body.
+pub async fn abandoning_an_idempotency_key_frees_it(store: &dyn Store) {
+    let scope = nonce();
+    assert_eq!(
+        store.begin(&scope, "k", "fp-a", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    store.abandon(&scope, "k").await.unwrap();
+    assert_eq!(
+        store.begin(&scope, "k", "fp-b", at(1)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    let response = StoredResponse {
+        status: 200,
+        body: b"b".to_vec(),
+    };
+    store.complete(&scope, "k", &response).await.unwrap();
+    assert_eq!(
+        store.begin(&scope, "k", "fp-b", at(2)).await.unwrap(),
+        IdempotencyState::Completed(response)
+    );
+}
+
+/// The same key in two scopes (two callers) is two keys.
+pub async fn idempotency_keys_are_separate_per_scope(store: &dyn Store) {
+    let (mine, theirs) = (nonce(), nonce());
+    assert_eq!(
+        store.begin(&mine, "k", "fp", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    assert_eq!(
+        store.begin(&theirs, "k", "other", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    let response = StoredResponse {
+        status: 201,
+        body: b"mine".to_vec(),
+    };
+    store.complete(&mine, "k", &response).await.unwrap();
+    assert_eq!(
+        store.begin(&theirs, "k", "other", at(1)).await.unwrap(),
+        IdempotencyState::Conflict
+    );
+    assert_eq!(
+        store.begin(&mine, "k", "fp", at(1)).await.unwrap(),
+        IdempotencyState::Completed(response)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Cursors.
+
+/// Every list refuses a cursor it did not hand out with a validation error on `cursor`.
+pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
+    let (v, s, f) = vendor_with_feed(store).await;
+    let bad = PageRequest {
+        limit: 2,
+        cursor: Some("%%not a cursor%%".into()),
+    };
+    assert_bad_cursor(store.list_vendors(None, &bad).await);
+    assert_bad_cursor(store.list_vendors(Some(VendorStatus::Active), &bad).await);
+    assert_bad_cursor(store.list_api_keys(&v.id, &bad).await);
+    assert_bad_cursor(store.list_sources(&s.tenant_id, &bad).await);
+    assert_bad_cursor(store.list_feeds(&f.tenant_id, &bad).await);
+    assert_bad_cursor(store.list_catalog(None, &bad).await);
+    assert_bad_cursor(store.list_catalog(Some("x"), &bad).await);
+    assert_bad_cursor(
+        store
+            .list_subscriptions_of_subscriber(&UserId::new(), &bad)
+            .await,
+    );
+    assert_bad_cursor(
+        store
+            .list_subscriptions_of_feed(&f.tenant_id, &f.id, &bad)
+            .await,
+    );
+}

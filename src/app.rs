@@ -1,0 +1,136 @@
+//! The composition root: picks the adapters from the configuration once, builds the
+//! services and the router, and runs the server until a shutdown signal.
+
+use crate::config::{Config, Durability};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use wharf_core::domain::{Role, Shape};
+use wharf_core::ports::{Clock, SystemClock};
+use wharf_core::{CoreError, Services, Settings};
+use wharf_local::{Db, FileSecretBox, LocalIdentity, SqliteStore, SystemResolver};
+
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "wharf.db";
+
+/// Opens the local shape's adapters in `config.data_dir` and builds the services.
+pub fn local_services(config: &Config) -> anyhow::Result<Services> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let durability = match config.durability {
+        Durability::Normal => wharf_local::Durability::Normal,
+        Durability::Full => wharf_local::Durability::Full,
+    };
+    let db =
+        Db::open(&config.data_dir.join(DB_FILE), durability).context("cannot open the database")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let issuer = wharf_jwt::LocalIssuer::load_or_create(
+        &config.data_dir,
+        config.issuer.clone(),
+        config.audience.clone(),
+        Duration::from_secs(config.access_token_ttl_secs),
+    )
+    .context("cannot load the token signing key")?;
+    let identity = LocalIdentity::new(
+        db.clone(),
+        issuer,
+        clock.clone(),
+        Duration::from_secs(config.refresh_token_ttl_secs),
+    );
+    Ok(Services {
+        store: Arc::new(SqliteStore::new(db)),
+        identity: Arc::new(identity),
+        clock,
+        resolver: Arc::new(SystemResolver),
+        secrets: Arc::new(
+            FileSecretBox::load_or_create(&config.data_dir)
+                .context("cannot load the secret key")?,
+        ),
+        settings: Settings {
+            shape: Shape::Local,
+            require_vendor_approval: config.require_vendor_approval,
+            allow_private_webhooks: config.allow_private_webhooks,
+            secret_overlap: Duration::from_secs(config.secret_overlap_secs),
+        },
+    })
+}
+
+/// Creates the configured bootstrap admin unless that email already has an account.
+pub async fn bootstrap_admin(services: &Services, config: &Config) -> anyhow::Result<()> {
+    let Some(admin) = &config.admin else {
+        return Ok(());
+    };
+    match services
+        .create_platform_user(&admin.email, &admin.password.0, Role::PlatformAdmin)
+        .await
+    {
+        Ok(user) => tracing::info!(user.id = %user.id, "created the bootstrap platform admin"),
+        Err(CoreError::Conflict(_)) => {}
+        Err(e) => return Err(e).context("cannot create the bootstrap admin"),
+    }
+    Ok(())
+}
+
+/// A server bound to its address, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    router: axum::Router,
+    /// The services the server runs on.
+    pub services: Services,
+}
+
+impl Server {
+    /// Builds everything and binds `config.listen`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Server> {
+        let services = local_services(config)?;
+        bootstrap_admin(&services, config).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let router = wharf_api::router(services.clone());
+        Ok(Server {
+            listener,
+            router,
+            services,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

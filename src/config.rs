@@ -1,0 +1,147 @@
+//! Configuration: defaults, then an optional `wharf.toml`, then `WHARF_*` environment
+//! variables (`__` separates nested keys), then command-line flags. Validated once at start;
+//! a bad setting stops the process with a message naming it.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A secret that never prints.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// SQLite's durability: `normal` survives a process crash, `full` also a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL mode.
+    Normal,
+    /// `synchronous=FULL`.
+    Full,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A platform admin created on first start when none exists with that email.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapAdmin {
+    /// Login email.
+    pub email: String,
+    /// Password (12+ characters).
+    pub password: Secret,
+}
+
+/// Everything a `wharf` process is configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite database and keys live.
+    pub data_dir: PathBuf,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// New vendors wait for a platform admin's approval.
+    pub require_vendor_approval: bool,
+    /// Allow webhook URLs on loopback and private networks (local testing only).
+    pub allow_private_webhooks: bool,
+    /// SQLite durability.
+    pub durability: Durability,
+    /// `iss` of the tokens this process issues.
+    pub issuer: String,
+    /// `aud` of the tokens this process issues and accepts.
+    pub audience: String,
+    /// Access token lifetime in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// How long a rotated-out webhook secret still signs, in seconds.
+    pub secret_overlap_secs: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Optional platform admin created at start.
+    pub admin: Option<BootstrapAdmin>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("wharf-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            require_vendor_approval: false,
+            allow_private_webhooks: false,
+            durability: Durability::Normal,
+            issuer: "urn:wharf:local".into(),
+            audience: "wharf-api".into(),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 86_400,
+            secret_overlap_secs: 86_400,
+            log_format: LogFormat::Text,
+            admin: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration: defaults, `wharf.toml` (or `WHARF_CONFIG`), `WHARF_*`.
+    pub fn load() -> Result<Config, String> {
+        let file = std::env::var("WHARF_CONFIG").unwrap_or_else(|_| "wharf.toml".into());
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&file))
+            .merge(
+                Env::prefixed("WHARF_")
+                    .split("__")
+                    .ignore(&["config", "clock_start"]),
+            )
+            .extract()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |key: &str, why: &str| Err(format!("invalid configuration: `{key}` {why}"));
+        if self.access_token_ttl_secs < 60 || self.access_token_ttl_secs > 86_400 {
+            return bad("access_token_ttl_secs", "must be between 60 and 86400");
+        }
+        if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
+            return bad(
+                "refresh_token_ttl_secs",
+                "must not be shorter than access_token_ttl_secs",
+            );
+        }
+        if self.issuer.trim().is_empty() {
+            return bad("issuer", "must not be empty");
+        }
+        if self.audience.trim().is_empty() {
+            return bad("audience", "must not be empty");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if let Some(admin) = &self.admin {
+            wharf_core::credentials::parse_email(&admin.email)
+                .map_err(|e| format!("invalid configuration: `admin.email` {e}"))?;
+            wharf_core::credentials::check_password(&admin.password.0)
+                .map_err(|e| format!("invalid configuration: `admin.password` {e}"))?;
+        }
+        Ok(())
+    }
+}

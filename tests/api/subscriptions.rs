@@ -1,0 +1,262 @@
+use crate::helpers::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_webhook_subscription_gets_its_signing_secret_once() {
+    let app = spawn_app().await;
+    let (vendor, token) = app.vendor("Acme").await;
+    let feed = app.feed(&token, "f").await;
+    let (user, sub) = app.subscriber("bob").await;
+    let res = app
+        .post(
+            "/v1/subscriptions",
+            Some(&sub),
+            json!({"feed_id": feed, "plan_id": "pro",
+            "channel": {"type": "webhook", "url": "https://203.0.114.10/hooks/wharf"},
+            "filter": "record.usd > 1000.0", "batch": {"max_records": 100, "max_wait_ms": 500}}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    assert!(
+        res.body["signing_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    assert_eq!(res.body["tenant_id"], vendor.as_str());
+    assert_eq!(res.body["subscriber_id"], user.as_str());
+    assert_eq!(res.body["status"], "active");
+    let id = res.body["id"].as_str().unwrap();
+    let read = app
+        .get(&format!("/v1/subscriptions/{id}"), Some(&sub))
+        .await;
+    assert_eq!(read.status, 200);
+    assert!(read.body.get("signing_secret").is_none());
+    assert_eq!(read.body["filter"], "record.usd > 1000.0");
+    let listed = app.get("/v1/subscriptions", Some(&sub)).await;
+    assert_eq!(listed.body["items"][0]["id"], id);
+    let vendor_view = app
+        .get(&format!("/v1/subscriptions/{id}"), Some(&token))
+        .await;
+    assert_eq!(vendor_view.status, 200);
+    let pull = app
+        .post(
+            "/v1/subscriptions",
+            Some(&sub),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}}),
+        )
+        .await;
+    assert_eq!(pull.status, 201);
+    assert!(pull.body.get("signing_secret").is_none());
+}
+
+#[tokio::test]
+async fn webhooks_to_private_loopback_link_local_or_metadata_hosts_are_refused() {
+    let app = spawn_app().await;
+    let (_, token) = app.vendor("Acme").await;
+    let feed = app.feed(&token, "f").await;
+    let (_, sub) = app.subscriber("bob").await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.0.0.5/h",
+        "http://192.168.1.2/h",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/h",
+        "http://[fd00:ec2::254]/h",
+        "ftp://203.0.114.10/h",
+        "https://user:pw@203.0.114.10/h",
+        "not a url",
+    ] {
+        let res = app.post("/v1/subscriptions", Some(&sub), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": url}})).await;
+        assert_eq!(res.status, 422, "{url} must be refused");
+        assert_eq!(res.paths(), vec!["channel.url"], "{url}");
+    }
+    assert_eq!(
+        app.get("/v1/subscriptions", Some(&sub)).await.body["items"],
+        json!([])
+    );
+    let open = spawn_with(|c| c.allow_private_webhooks = true).await;
+    let (_, token) = open.vendor("Acme").await;
+    let feed = open.feed(&token, "f").await;
+    let (_, sub) = open.subscriber("bob").await;
+    let res = open.post("/v1/subscriptions", Some(&sub), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": "http://127.0.0.1:9/h"}})).await;
+    assert_eq!(res.status, 201, "allowed with allow_private_webhooks");
+}
+
+#[tokio::test]
+async fn bad_subscriptions_are_422s_that_name_the_field() {
+    let app = spawn_app().await;
+    let (_, token) = app.vendor("Acme").await;
+    let feed = app.feed(&token, "f").await;
+    let source = app.source(&token).await;
+    let mut draft = feed_body(&source, "d");
+    draft["status"] = json!("draft");
+    let draft = app.post("/v1/feeds", Some(&token), draft).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, sub) = app.subscriber("bob").await;
+    let try_sub = |body: serde_json::Value| app.post("/v1/subscriptions", Some(&sub), body);
+    let sqs = try_sub(json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "sqs", "queue_arn": "arn:aws:sqs:us-east-1:123456789012:q"}})).await;
+    assert_eq!(sqs.status, 422);
+    assert_eq!(sqs.paths(), vec!["channel.type"]);
+    assert!(
+        sqs.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("aws shape")
+    );
+    let cases = [
+        (
+            json!({"feed_id": feed, "plan_id": "gold", "channel": {"type": "pull"}}),
+            "plan_id",
+        ),
+        (
+            json!({"feed_id": draft, "plan_id": "pro", "channel": {"type": "pull"}}),
+            "feed_id",
+        ),
+        (
+            json!({"feed_id": "feed_0193a5e4c2a87c3b9d41e2f6a8b0c1d2", "plan_id": "pro", "channel": {"type": "pull"}}),
+            "feed_id",
+        ),
+        (
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}, "filter": "record.x >"}),
+            "filter",
+        ),
+        (
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}, "batch": {"max_records": 0, "max_wait_ms": 1}}),
+            "batch.max_records",
+        ),
+        (
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "email", "address": "nope"}}),
+            "channel.address",
+        ),
+        (
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "carrier_pigeon"}}),
+            "channel.type",
+        ),
+        (
+            json!({"feed_id": "src_0193a5e4c2a87c3b9d41e2f6a8b0c1d2", "plan_id": "pro", "channel": {"type": "pull"}}),
+            "feed_id",
+        ),
+    ];
+    for (body, path) in cases {
+        let res = try_sub(body.clone()).await;
+        assert_eq!(res.status, 422, "{body}: {:?}", res.body);
+        assert_eq!(res.paths(), vec![path], "{body}");
+    }
+    assert_eq!(
+        app.post(
+            "/v1/subscriptions",
+            Some(&token),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}})
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        app.get("/v1/subscriptions", Some(&sub)).await.body["items"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_pause_resume_change_and_cancel() {
+    let app = spawn_app().await;
+    let (_, token) = app.vendor("Acme").await;
+    let feed = app.feed(&token, "f").await;
+    let (_, sub) = app.subscriber("bob").await;
+    let id = app.subscribe(&sub, &feed).await;
+    let path = format!("/v1/subscriptions/{id}");
+    let paused = app
+        .patch(&path, Some(&sub), json!({"status": "paused"}))
+        .await;
+    assert_eq!(paused.body["status"], "paused");
+    let resumed = app
+        .patch(&path, Some(&sub), json!({"status": "active"}))
+        .await;
+    let history: Vec<&str> = resumed.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, vec!["active", "paused", "active"]);
+    let to_webhook = app.patch(&path, Some(&sub), json!({"channel": {"type": "webhook", "url": "https://203.0.114.10/h"}, "filter": "record.usd > 5.0"})).await;
+    assert_eq!(to_webhook.status, 200);
+    assert!(
+        to_webhook.body["signing_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    let bad = app.patch(&path, Some(&sub), json!({"filter": "((("})).await;
+    assert_eq!(bad.paths(), vec!["filter"]);
+    assert_eq!(
+        app.get(&path, Some(&sub)).await.body["filter"],
+        "record.usd > 5.0"
+    );
+    let rotated = app
+        .post(&format!("{path}/rotate-secret"), Some(&sub), json!({}))
+        .await;
+    assert_eq!(rotated.status, 200);
+    assert_ne!(
+        rotated.body["signing_secret"],
+        to_webhook.body["signing_secret"]
+    );
+    assert!(rotated.body["previous_secret_expires_at"].is_string());
+    let secrets = app
+        .services
+        .store
+        .get_signing_secrets(
+            &to_webhook.body["tenant_id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            &id.parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(secrets.len(), 2);
+    assert!(secrets[0].expires_at.is_none() && secrets[1].expires_at.is_some());
+    let opened = app.services.secrets.open(&secrets[0].sealed).unwrap();
+    assert_eq!(opened, rotated.body["signing_secret"].as_str().unwrap());
+    let cancelled = app.delete(&path, Some(&sub)).await;
+    assert_eq!(cancelled.status, 200);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    assert_eq!(
+        app.patch(&path, Some(&sub), json!({"status": "active"}))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        app.post(&format!("{path}/rotate-secret"), Some(&sub), json!({}))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(app.get(&path, Some(&sub)).await.body["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn only_webhook_subscriptions_rotate_secrets() {
+    let app = spawn_app().await;
+    let (_, token) = app.vendor("Acme").await;
+    let feed = app.feed(&token, "f").await;
+    let (_, sub) = app.subscriber("bob").await;
+    let id = app.subscribe(&sub, &feed).await;
+    assert_eq!(
+        app.post(
+            &format!("/v1/subscriptions/{id}/rotate-secret"),
+            Some(&sub),
+            json!({})
+        )
+        .await
+        .status,
+        409
+    );
+}

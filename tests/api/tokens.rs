@@ -1,0 +1,120 @@
+//! Forged, expired, `alg: none`, confused-algorithm, wrong-issuer, wrong-audience and
+//! unknown-`kid` tokens are all 401.
+
+use crate::helpers::*;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_token_is_a_401() {
+    let app = spawn_app().await;
+    let (_, good) = app.vendor("A").await;
+    assert_eq!(app.get("/v1/me", Some(&good)).await.status, 200);
+    let parts: Vec<&str> = good.split('.').collect();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    let jwks = app.get("/.well-known/jwks.json", None).await.body;
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+    assert_eq!(header["alg"], "EdDSA");
+
+    let seed = std::fs::read(app.dir.path().join("jwt-signing.key")).unwrap();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed.clone().try_into().unwrap());
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&signing).unwrap();
+    let real_key = EncodingKey::from_ed_der(der.as_bytes());
+    let sign = |claims: &Value, kid: Option<&str>| {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&h, claims, &real_key).unwrap()
+    };
+    let with = |k: &str, v: Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        c
+    };
+    assert_eq!(
+        app.get("/v1/me", Some(&sign(&claims, Some(&kid))))
+            .await
+            .status,
+        200,
+        "a re-signed copy is valid"
+    );
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let other_der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&other).unwrap();
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some(kid.clone());
+    let wrong_key =
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(other_der.as_bytes())).unwrap();
+    let x = jwks["keys"][0]["x"].as_str().unwrap();
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(kid.clone());
+    let hs_with_public = jsonwebtoken::encode(
+        &hs,
+        &claims,
+        &EncodingKey::from_secret(&URL_SAFE_NO_PAD.decode(x).unwrap()),
+    )
+    .unwrap();
+    let hs_with_jwks = jsonwebtoken::encode(
+        &hs,
+        &claims,
+        &EncodingKey::from_secret(jwks.to_string().as_bytes()),
+    )
+    .unwrap();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&with("roles", json!(["platform_admin"]))),
+        parts[2]
+    );
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": kid})),
+        parts[1]
+    );
+    let mut elevated = claims.clone();
+    elevated["tenant_id"] = json!("ven_0193a5e4c2a87c3b9d41e2f6a8b0c1d2");
+    let elevated_forged = format!("{}.{}.{}", parts[0], b64(&elevated), parts[2]);
+
+    let bad = [
+        ("expired", sign(&with("exp", json!(now - 3600)), Some(&kid))),
+        ("alg none", alg_none),
+        ("HS256 with the public key", hs_with_public),
+        ("HS256 with the JWKS", hs_with_jwks),
+        ("signed by another key", wrong_key),
+        ("tampered payload", tampered),
+        ("tenant swapped", elevated_forged),
+        (
+            "wrong issuer",
+            sign(&with("iss", json!("https://evil.example")), Some(&kid)),
+        ),
+        (
+            "wrong audience",
+            sign(&with("aud", json!("someone-else")), Some(&kid)),
+        ),
+        (
+            "wrong token use",
+            sign(&with("token_use", json!("id")), Some(&kid)),
+        ),
+        ("unknown kid", sign(&claims, Some("0000000000000000"))),
+        ("no kid", sign(&claims, None)),
+        ("garbage", "garbage".to_owned()),
+        ("three dots", "a.b.c".to_owned()),
+        ("empty parts", "..".to_owned()),
+    ];
+    for (what, token) in bad {
+        let res = app.get("/v1/me", Some(&token)).await;
+        assert_eq!(res.status, 401, "{what} must be refused: {:?}", res.body);
+        assert!(
+            !res.body.to_string().contains(&token),
+            "{what}: the token is not echoed"
+        );
+    }
+}
