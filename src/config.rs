@@ -104,11 +104,12 @@ impl Config {
         let file = std::env::var("WHARF_CONFIG").unwrap_or_else(|_| "wharf.toml".into());
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(&file))
-            .merge(
-                Env::prefixed("WHARF_")
-                    .split("__")
-                    .ignore(&["config", "clock_start"]),
-            )
+            .merge(Env::prefixed("WHARF_").split("__").ignore(&[
+                "config",
+                "clock_start",
+                "log",
+                "admin_password",
+            ]))
             .extract()
             .map_err(|e| format!("invalid configuration: {e}"))?;
         config.validate()?;

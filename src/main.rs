@@ -88,7 +88,13 @@ fn main() -> anyhow::Result<()> {
         println!("{}", wharf_api::openapi().to_pretty_json()?);
         return Ok(());
     }
-    let mut config = Config::load().map_err(anyhow::Error::msg)?;
+    let mut config = match Config::load() {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("wharf: {message}");
+            std::process::exit(2);
+        }
+    };
     init_logs(config.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -210,8 +210,13 @@ async fn reference_rows_are_stored_replaced_and_read() {
             .status,
         404
     );
+    let not_object = app
+        .put("/v1/reference/companies/X", Some(&token), json!([1, 2]))
+        .await;
+    assert_eq!(not_object.status, 422);
+    assert_eq!(not_object.paths(), vec!["body"]);
     let bad = app
-        .put("/v1/reference/Bad%20Table/x", Some(&token), json!(1))
+        .put("/v1/reference/Bad%20Table/x", Some(&token), json!({}))
         .await;
     assert_eq!(bad.status, 422);
     assert_eq!(bad.paths(), vec!["table"]);

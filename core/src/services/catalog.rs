@@ -294,13 +294,19 @@ impl Services {
     ) -> Result<bool, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         check_reference_path(table, key)?;
+        if !value.is_object() {
+            return Err(CoreError::invalid(
+                "body",
+                "a reference row is a JSON object",
+            ));
+        }
         if serde_json::to_vec(&value)
             .map(|v| v.len())
             .unwrap_or(usize::MAX)
             > MAX_REFERENCE_BYTES
         {
             return Err(CoreError::invalid(
-                "",
+                "body",
                 format!("a reference row is at most {MAX_REFERENCE_BYTES} bytes"),
             ));
         }
