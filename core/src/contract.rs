@@ -82,6 +82,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     an_idempotency_key_reused_with_another_request_conflicts(s).await;
     an_idempotency_key_in_progress_conflicts(s).await;
     abandoning_an_idempotency_key_frees_it(s).await;
+    a_stale_idempotency_reservation_is_taken_over(s).await;
     idempotency_keys_are_separate_per_scope(s).await;
 
     malformed_cursors_are_rejected(s).await;
@@ -1478,6 +1479,45 @@ pub async fn an_idempotency_key_in_progress_conflicts(store: &dyn Store) {
     );
     assert_eq!(
         store.begin(&scope, "k", "fp", at(1)).await.unwrap(),
+        IdempotencyState::Conflict
+    );
+}
+
+/// A reservation older than the timeout belongs to a request that died; the same request
+/// may take it over, another body still conflicts.
+pub async fn a_stale_idempotency_reservation_is_taken_over(store: &dyn Store) {
+    let scope = nonce();
+    let timeout = crate::ports::IDEMPOTENCY_RESERVATION_TIMEOUT.as_secs() as i64;
+    assert_eq!(
+        store.begin(&scope, "k", "fp", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    assert_eq!(
+        store
+            .begin(&scope, "k", "fp", at(timeout - 1))
+            .await
+            .unwrap(),
+        IdempotencyState::Conflict
+    );
+    assert_eq!(
+        store
+            .begin(&scope, "k", "other", at(timeout + 1))
+            .await
+            .unwrap(),
+        IdempotencyState::Conflict
+    );
+    assert_eq!(
+        store
+            .begin(&scope, "k", "fp", at(timeout + 1))
+            .await
+            .unwrap(),
+        IdempotencyState::Started
+    );
+    assert_eq!(
+        store
+            .begin(&scope, "k", "fp", at(timeout + 2))
+            .await
+            .unwrap(),
         IdempotencyState::Conflict
     );
 }

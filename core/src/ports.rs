@@ -180,10 +180,16 @@ pub enum IdempotencyState {
     Conflict,
 }
 
+/// After this long a reservation whose request never completed (the process died) is taken
+/// over by a retry of the same request.
+pub const IDEMPOTENCY_RESERVATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Idempotency keys of creating POSTs, scoped to a caller.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Reserves `key` for a request with `fingerprint`, or reports what is stored.
+    /// Reserves `key` for a request with `fingerprint`, or reports what is stored. A
+    /// reservation older than [`IDEMPOTENCY_RESERVATION_TIMEOUT`] is taken over by the same
+    /// fingerprint.
     async fn begin(
         &self,
         scope: &str,

@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 use std::str::FromStr;
 use wharf_core::domain::*;
 use wharf_core::ports::{
-    AccountStore, ApiKeyStore, FeedStore, IdempotencyState, IdempotencyStore, ReferenceStore,
-    Result, SourceStore, Store, StoredResponse, SubscriptionStore,
+    AccountStore, ApiKeyStore, FeedStore, IDEMPOTENCY_RESERVATION_TIMEOUT, IdempotencyState,
+    IdempotencyStore, ReferenceStore, Result, SourceStore, Store, StoredResponse,
+    SubscriptionStore,
 };
 use wharf_core::{
     ApiKeyId, CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, TenantId, Timestamp,
@@ -1042,13 +1043,15 @@ impl IdempotencyStore for SqliteStore {
             .map_err(CoreError::internal)?;
         self.db
             .write(move |tx| {
-                type Stored = (String, Option<i64>, Option<Vec<u8>>);
+                type Stored = (String, Option<i64>, Option<Vec<u8>>, String);
                 let stored: Option<Stored> = tx
                     .prepare_cached(
-                        "SELECT fingerprint, status, body FROM idempotency WHERE scope = ? AND key = ?",
+                        "SELECT fingerprint, status, body, created_at FROM idempotency WHERE scope = ? AND key = ?",
                     )
                     .map_err(sql_error)?
-                    .query_row([&scope, &key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .query_row([&scope, &key], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
                     .optional()
                     .map_err(sql_error)?;
                 match stored {
@@ -1061,16 +1064,32 @@ impl IdempotencyStore for SqliteStore {
                         )?;
                         Ok(IdempotencyState::Started)
                     }
-                    Some((stored_fingerprint, _, _)) if stored_fingerprint != fingerprint => {
+                    Some((stored_fingerprint, _, _, _)) if stored_fingerprint != fingerprint => {
                         Ok(IdempotencyState::Conflict)
                     }
-                    Some((_, Some(status), body)) => {
+                    Some((_, Some(status), body, _)) => {
                         Ok(IdempotencyState::Completed(StoredResponse {
                             status: u16::try_from(status).map_err(CoreError::internal)?,
                             body: body.unwrap_or_default(),
                         }))
                     }
-                    Some((_, None, _)) => Ok(IdempotencyState::Conflict),
+                    Some((_, None, _, reserved_at)) => {
+                        let reserved_at = time::OffsetDateTime::parse(
+                            &reserved_at,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .map_err(CoreError::internal)?;
+                        if now - reserved_at > IDEMPOTENCY_RESERVATION_TIMEOUT {
+                            run(
+                                tx,
+                                "UPDATE idempotency SET created_at = ? WHERE scope = ? AND key = ?",
+                                [&created_at, &scope, &key],
+                            )?;
+                            Ok(IdempotencyState::Started)
+                        } else {
+                            Ok(IdempotencyState::Conflict)
+                        }
+                    }
                 }
             })
             .await
