@@ -176,3 +176,130 @@ async fn wrong_roles_in_the_callers_own_scope_are_403s_and_no_credentials_are_40
         .unwrap();
     assert_eq!(basic.status(), 401);
 }
+
+/// The quality bar: 0 cross-tenant reads or writes in at least 10,000 attempts.
+#[tokio::test]
+async fn ten_thousand_cross_tenant_attempts_all_read_as_404_and_change_nothing() {
+    let app = spawn_app().await;
+    let (_, a) = app.vendor("A").await;
+    let mut owned = Vec::new();
+    for i in 0..4 {
+        let feed = app.feed(&a, &format!("f{i}")).await;
+        let source = app.get(&format!("/v1/feeds/{feed}"), Some(&a)).await.body["source_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let key = app
+            .post("/v1/api-keys", Some(&a), json!({"name": "k"}))
+            .await
+            .body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        owned.push((feed, source, key));
+    }
+    let (_, x) = app.subscriber("x").await;
+    let subscription = app.subscribe(&x, &owned[0].0).await;
+    let before = snapshot(&app, &a, &x, &owned, &subscription).await;
+    let (_, b) = app.vendor("B").await;
+    let (_, y) = app.subscriber("y").await;
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for worker in 0..20usize {
+        let (app, b, y, owned, subscription) = (
+            app.clone(),
+            b.clone(),
+            y.clone(),
+            owned.clone(),
+            subscription.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut leaks = Vec::new();
+            for n in 0..500usize {
+                let (feed, source, key) = &owned[(worker + n) % owned.len()];
+                let res = match n % 10 {
+                    0 => app.get(&format!("/v1/feeds/{feed}"), Some(&b)).await,
+                    1 => {
+                        app.patch(
+                            &format!("/v1/feeds/{feed}"),
+                            Some(&b),
+                            json!({"name": "pwned"}),
+                        )
+                        .await
+                    }
+                    2 => app.delete(&format!("/v1/feeds/{feed}"), Some(&b)).await,
+                    3 => app.get(&format!("/v1/sources/{source}"), Some(&b)).await,
+                    4 => {
+                        app.patch(
+                            &format!("/v1/sources/{source}"),
+                            Some(&b),
+                            json!({"retention_days": 1}),
+                        )
+                        .await
+                    }
+                    5 => app.delete(&format!("/v1/api-keys/{key}"), Some(&b)).await,
+                    6 => {
+                        app.get(&format!("/v1/feeds/{feed}/subscriptions"), Some(&b))
+                            .await
+                    }
+                    7 => {
+                        app.get(&format!("/v1/subscriptions/{subscription}"), Some(&y))
+                            .await
+                    }
+                    8 => {
+                        app.patch(
+                            &format!("/v1/subscriptions/{subscription}"),
+                            Some(&y),
+                            json!({"status": "paused"}),
+                        )
+                        .await
+                    }
+                    _ => {
+                        app.delete(&format!("/v1/subscriptions/{subscription}"), Some(&y))
+                            .await
+                    }
+                };
+                if res.status != 404 {
+                    leaks.push((n, res.status));
+                }
+            }
+            leaks
+        }));
+    }
+    let mut leaks = Vec::new();
+    for t in tasks {
+        leaks.extend(t.await.unwrap());
+    }
+    assert!(
+        leaks.is_empty(),
+        "{} of 10,000 cross-tenant attempts were not 404s, e.g. {:?}",
+        leaks.len(),
+        &leaks[..leaks.len().min(5)]
+    );
+    assert_eq!(snapshot(&app, &a, &x, &owned, &subscription).await, before);
+}
+
+async fn snapshot(
+    app: &TestApp,
+    a: &str,
+    x: &str,
+    owned: &[(String, String, String)],
+    subscription: &str,
+) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for (feed, source, key) in owned {
+        all.push(app.get(&format!("/v1/feeds/{feed}"), Some(a)).await.body);
+        all.push(
+            app.get(&format!("/v1/sources/{source}"), Some(a))
+                .await
+                .body,
+        );
+        all.push(app.get(&format!("/v1/api-keys/{key}"), Some(a)).await.body);
+    }
+    all.push(
+        app.get(&format!("/v1/subscriptions/{subscription}"), Some(x))
+            .await
+            .body,
+    );
+    all
+}

@@ -1,0 +1,181 @@
+//! The `wharf` binary as a user runs it: serve on an empty data dir, admin create, bad
+//! configuration, openapi.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wharf");
+
+fn wharf(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("WHARF_LOG", "warn")
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_creates_the_data_dir_prints_its_urls_and_admin_create_adds_a_platform_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nested/data");
+    let data_arg = data.to_str().unwrap();
+    let created = wharf(
+        &[
+            "admin",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password",
+            "correct horse battery",
+            "--data-dir",
+            data_arg,
+        ],
+        dir.path(),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(String::from_utf8_lossy(&created.stdout).contains("with role platform_admin"));
+    let again = wharf(
+        &[
+            "admin",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password",
+            "correct horse battery",
+            "--data-dir",
+            data_arg,
+        ],
+        dir.path(),
+    );
+    assert!(
+        !again.status.success(),
+        "a second account with the same email is refused"
+    );
+    let weak = wharf(
+        &[
+            "admin",
+            "create",
+            "--email",
+            "fin@example.com",
+            "--password",
+            "short",
+            "--role",
+            "platform_finance",
+            "--data-dir",
+            data_arg,
+        ],
+        dir.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&weak.stderr).contains("password"),
+        "{}",
+        String::from_utf8_lossy(&weak.stderr)
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir", data_arg, "--listen", "127.0.0.1:0"])
+        .env("WHARF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.starts_with("Wharf is ready in"), "{ready}");
+    let api = lines.next().unwrap().unwrap();
+    let base = api
+        .trim()
+        .trim_start_matches("API")
+        .trim()
+        .trim_end_matches("/v1")
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{api}");
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{base}/v1/auth/token"))
+        .json(&serde_json::json!({"email": "ops@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.json::<serde_json::Value>().await.unwrap()["roles"],
+        serde_json::json!(["platform_admin"])
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        data.join("wharf.db").exists()
+            && data.join("jwt-signing.key").exists()
+            && data.join("secret.key").exists()
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_the_start_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("WHARF_ACCESS_TOKEN_TTL_SECS", "ten")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ACCESS_TOKEN_TTL_SECS") || err.contains("access_token_ttl_secs"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("wharf.toml"),
+        "listen = \"127.0.0.1:0\"\nrefresh_token_ttl_secs = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refresh_token_ttl_secs"));
+    std::fs::write(dir.path().join("wharf.toml"), "colour = \"blue\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+    assert!(
+        !dir.path().join("wharf-data").exists(),
+        "nothing is created when the configuration is bad"
+    );
+}
+
+#[test]
+fn openapi_prints_the_committed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wharf(&["openapi"], dir.path());
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, committed);
+}
