@@ -8,9 +8,7 @@
 //! - Tokens carry exactly the claims [`JwtVerifier`] maps back to a principal.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -69,12 +67,7 @@ impl LocalIssuer {
         if ttl_secs == 0 || i64::try_from(ttl_secs).is_err() {
             return Err(CoreError::invalid("jwt.ttl", "must be at least one second"));
         }
-        std::fs::create_dir_all(dir).map_err(|e| io_error("creating the data directory", e))?;
-        let path = dir.join(KEY_FILE_NAME);
-        let seed = match read_seed(&path)? {
-            Some(seed) => seed,
-            None => create_seed(dir, &path)?,
-        };
+        let seed = crate::keyfile::load_or_create(dir, KEY_FILE_NAME)?;
         Self::from_seed(&seed, issuer, audience, ttl_secs)
     }
 
@@ -173,7 +166,7 @@ fn kid_for(public_key: &[u8; 32]) -> String {
     kid
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     bytes
         .iter()
@@ -182,140 +175,9 @@ fn hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], CoreError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CoreError> {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf)
         .map_err(|e| CoreError::internal(format!("operating system randomness failed: {e}")))?;
     Ok(buf)
-}
-
-/// An I/O failure on the key file, named by what was being done (never by key content).
-#[derive(Debug)]
-struct KeyFileError {
-    doing: &'static str,
-    source: std::io::Error,
-}
-
-impl std::fmt::Display for KeyFileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "JWT signing key: {}", self.doing)
-    }
-}
-
-impl std::error::Error for KeyFileError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-fn io_error(doing: &'static str, source: std::io::Error) -> CoreError {
-    CoreError::internal(KeyFileError { doing, source })
-}
-
-/// The seed in `path`, `None` when the file does not exist.
-fn read_seed(path: &Path) -> Result<Option<[u8; 32]>, CoreError> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("opening the key file", e)),
-    };
-    warn_if_shared(&file);
-    // Read into a fixed buffer rather than a Vec so no stray heap copy of the seed remains.
-    let mut seed = [0u8; 32];
-    let mut extra = [0u8; 1];
-    let wrong_size = || CoreError::internal("JWT signing key file is not exactly 32 bytes");
-    file.read_exact(&mut seed).map_err(|e| match e.kind() {
-        ErrorKind::UnexpectedEof => wrong_size(),
-        _ => io_error("reading the key file", e),
-    })?;
-    match file.read(&mut extra) {
-        Ok(0) => Ok(Some(seed)),
-        Ok(_) => Err(wrong_size()),
-        Err(e) => Err(io_error("reading the key file", e)),
-    }
-}
-
-#[cfg(unix)]
-fn warn_if_shared(file: &File) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = file.metadata()
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!("the JWT signing key file is readable by other users; chmod 600 it");
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_shared(_file: &File) {}
-
-/// Creates the key file with a fresh seed and returns the seed that ends up in it.
-fn create_seed(dir: &Path, path: &Path) -> Result<[u8; 32], CoreError> {
-    let seed = random_bytes::<32>()?;
-    let tmp = dir.join(format!(
-        ".{KEY_FILE_NAME}.{}.tmp",
-        hex(&random_bytes::<8>()?)
-    ));
-    if let Err(e) = write_private(&tmp, &seed) {
-        remove_quietly(&tmp);
-        return Err(e);
-    }
-    // A hard link publishes the complete file atomically and, unlike a rename, fails when the
-    // name is taken: two processes starting at once then agree on one key instead of the
-    // loser signing with a key nobody else will ever load.
-    match std::fs::hard_link(&tmp, path) {
-        Ok(()) => {
-            remove_quietly(&tmp);
-            sync_dir(dir);
-            Ok(seed)
-        }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            remove_quietly(&tmp);
-            read_seed(path)?.ok_or_else(|| CoreError::internal("JWT signing key file vanished"))
-        }
-        // File systems without hard links: fall back to the plain atomic rename.
-        Err(_) => {
-            if let Err(e) = std::fs::rename(&tmp, path) {
-                remove_quietly(&tmp);
-                return Err(io_error("moving the new key file into place", e));
-            }
-            sync_dir(dir);
-            Ok(seed)
-        }
-    }
-}
-
-fn write_private(path: &PathBuf, seed: &[u8; 32]) -> Result<(), CoreError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Set at creation so the seed is never on disk with wider permissions.
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(|e| io_error("creating the key file", e))?;
-    file.write_all(seed)
-        .map_err(|e| io_error("writing the key file", e))?;
-    file.sync_all()
-        .map_err(|e| io_error("flushing the key file", e))
-}
-
-fn remove_quietly(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path)
-        && e.kind() != ErrorKind::NotFound
-    {
-        tracing::warn!(error = %e, "could not remove a temporary JWT key file");
-    }
-}
-
-/// Makes the new directory entry durable; best effort, as not every platform allows it.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::warn!(error = %e, "could not sync the data directory after creating the JWT key");
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }

@@ -6,6 +6,7 @@
 //! decides expiry in tests and in production alike.
 
 mod issuer;
+pub mod keyfile;
 mod verifier;
 
 pub use issuer::LocalIssuer;

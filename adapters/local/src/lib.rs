@@ -7,7 +7,6 @@ pub mod store;
 pub use db::{Db, Durability};
 pub use store::SqliteStore;
 pub mod identity;
-pub mod keyfile;
 pub mod resolve;
 pub mod seal;
 

@@ -21,7 +21,7 @@ pub struct FileSecretBox {
 impl FileSecretBox {
     /// Loads the key from `dir`, creating it on first start.
     pub fn load_or_create(dir: &Path) -> Result<Self, CoreError> {
-        let key = crate::keyfile::load_or_create(&dir.join(KEY_FILE), 32)?;
+        let key = wharf_jwt::keyfile::load_or_create(dir, KEY_FILE)?;
         Ok(FileSecretBox {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
         })
