@@ -12,6 +12,7 @@ pub mod id;
 pub mod money;
 pub mod net;
 pub mod page;
+pub mod pipeline;
 pub mod ports;
 pub mod services;
 

@@ -204,33 +204,25 @@ impl PipelineSpec {
                         ));
                     }
                     for (name, e) in aggregates {
-                        chk(&mut p, at(&format!("aggregates.{name}")), e, AGGREGATES);
+                        let path = at(&format!("aggregates.{name}"));
+                        match crate::pipeline::aggregate::split(e) {
+                            Err(message) => p.push(crate::FieldError::new(path, message)),
+                            Ok(split) => {
+                                chk(&mut p, path.clone(), e, AGGREGATES);
+                                for call in split.calls.iter().filter(|c| !c.argument.is_empty()) {
+                                    chk(&mut p, path.clone(), &call.argument, &[]);
+                                }
+                            }
+                        }
                     }
                     if let Some(h) = having {
                         chk(&mut p, at("having"), h, &[]);
                     }
                 }
-                Rule::Model {
-                    object,
-                    url,
-                    inputs,
-                    output,
-                } => {
-                    match (object, url) {
-                        (Some(o), None) if !o.is_empty() => {}
-                        (None, Some(u)) if url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) => {}
-                        _ => p.push(crate::FieldError::new(
-                            at("object"),
-                            "give exactly one of `object` (an object-store key) or `url` (http or https)",
-                        )),
-                    }
-                    if output.is_empty() {
-                        p.push(crate::FieldError::new(at("output"), "must not be empty"));
-                    }
-                    for (name, e) in inputs {
-                        chk(&mut p, at(&format!("inputs.{name}")), e, &[]);
-                    }
-                }
+                Rule::Model { .. } => p.push(crate::FieldError::new(
+                    at("type"),
+                    "model rules are not available on this server yet",
+                )),
             }
         }
         if windows > 1 {
