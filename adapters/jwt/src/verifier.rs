@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -70,7 +70,14 @@ pub struct JwtVerifier {
     // An `Arc` inside the lock so a verification holds the lock only to clone the pointer,
     // and a key rotation never waits for in-flight signature checks.
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
+    // Tokens that verified, with their expiry: checking an Ed25519 or RSA signature costs far
+    // more than the rest of a request, and a token is presented many times in its life. An
+    // entry is only ever a token that passed every check; expiry is re-checked on each hit.
+    verified: Mutex<HashMap<String, (Principal, i64)>>,
 }
+
+/// Most verified tokens remembered; the cache starts over when it is full.
+const VERIFIED_CACHE_ENTRIES: usize = 10_000;
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,6 +109,7 @@ impl JwtVerifier {
         JwtVerifier {
             config,
             keys: RwLock::new(Arc::new(keys)),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,6 +120,11 @@ impl JwtVerifier {
         // A poisoned lock only means a writer panicked mid-assignment of an `Arc`, which
         // cannot leave a half-written map behind.
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        // A key that was withdrawn must stop authenticating at once.
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         Ok(())
     }
 
@@ -127,13 +140,37 @@ impl JwtVerifier {
     /// audience, `token_use`, `exp` (required), `nbf` and `iat` (when present), then the
     /// user id, roles and tenant. Every failure is `Unauthenticated`.
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Principal, CoreError> {
-        self.verify_inner(token, now).map_err(|reason| {
+        let leeway = i64::try_from(self.config.leeway_secs).unwrap_or(i64::MAX);
+        let now_secs = now.unix_timestamp();
+        {
+            let mut cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            match cache.get(token) {
+                Some((principal, exp)) if exp.saturating_add(leeway) > now_secs => {
+                    return Ok(principal.clone());
+                }
+                Some(_) => {
+                    cache.remove(token);
+                }
+                None => {}
+            }
+        }
+        let (principal, exp) = self.verify_inner(token, now).map_err(|reason| {
             tracing::debug!(reason, "bearer token refused");
             CoreError::Unauthenticated(reason.to_owned())
-        })
+        })?;
+        let mut cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= VERIFIED_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), (principal.clone(), exp));
+        Ok(principal)
     }
 
-    fn verify_inner(&self, token: &str, now: OffsetDateTime) -> Result<Principal, &'static str> {
+    fn verify_inner(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Principal, i64), &'static str> {
         if token.len() > MAX_TOKEN_LEN {
             return Err("token too long");
         }
@@ -178,7 +215,11 @@ impl JwtVerifier {
         let claims = data.claims.as_object().ok_or("malformed token")?;
 
         self.check_claims(claims, now)?;
-        principal_from(claims)
+        let exp = claims
+            .get("exp")
+            .and_then(numeric_date)
+            .ok_or("token has no expiry")?;
+        Ok((principal_from(claims)?, exp))
     }
 
     fn check_claims(

@@ -730,3 +730,24 @@ fn the_verifier_and_issuer_can_be_shared_across_threads() {
     shareable::<JwtVerifier>();
     shareable::<wharf_jwt::LocalIssuer>();
 }
+
+#[test]
+fn a_remembered_token_stops_working_when_its_key_is_withdrawn() {
+    let dir = TempDir::new();
+    let issuer = issuer_in(dir.path());
+    let verifier = issuer.verifier();
+    let (token, _) = issuer
+        .issue(&user(vec![Role::Subscriber], None), NOW)
+        .unwrap();
+    assert!(verifier.verify(&token, NOW).is_ok());
+    assert!(
+        verifier.verify(&token, NOW + Duration::seconds(1)).is_ok(),
+        "served from the cache"
+    );
+    let other = TempDir::new();
+    verifier
+        .replace_keys(&issuer_in(other.path()).jwks())
+        .unwrap();
+    let reason = assert_refused(verifier.verify(&token, NOW + Duration::seconds(2)), &token);
+    assert_eq!(reason, "unknown key id");
+}
