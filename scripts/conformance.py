@@ -80,7 +80,9 @@ def main():
                        "--suppress-health-check", "all", "--phases", "examples,coverage,fuzzing"]
                 if token:
                     cmd += ["-H", f"Authorization: Bearer {token}"]
-                if subprocess.run(cmd).returncode != 0:
+                hooks = dict(os.environ, SCHEMATHESIS_HOOKS="schemathesis_hooks",
+                             PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+                if subprocess.run(cmd, env=hooks).returncode != 0:
                     failed = True
             if proc.poll() is not None:
                 sys.exit("wharf crashed during the conformance run")

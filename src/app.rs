@@ -2,21 +2,40 @@
 //! services and the router, and runs the server until a shutdown signal.
 
 use crate::config::{Config, Durability};
+use crate::local::LocalNotifier;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use wharf_core::domain::{Role, Shape};
+use wharf_core::ports::ChangeLog;
 use wharf_core::ports::{Clock, SystemClock};
 use wharf_core::{CoreError, Services, Settings};
-use wharf_local::{Db, FileSecretBox, LocalIdentity, SqliteStore, SystemResolver};
+use wharf_local::{
+    Db, FileSecretBox, HttpWebhookSender, LocalIdentity, SqliteStore, SystemResolver,
+};
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "wharf.db";
 
+/// The local shape's services with the handles only the local workers need.
+pub struct Local {
+    /// The services.
+    pub services: Services,
+    /// The change log of raw records.
+    pub log: Arc<dyn ChangeLog>,
+    /// Wakes the workers.
+    pub notifier: Arc<LocalNotifier>,
+}
+
 /// Opens the local shape's adapters in `config.data_dir` and builds the services.
 pub fn local_services(config: &Config) -> anyhow::Result<Services> {
+    Ok(local(config, Arc::new(SystemClock))?.services)
+}
+
+/// Opens the local shape's adapters with a given clock.
+pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let durability = match config.durability {
@@ -25,7 +44,6 @@ pub fn local_services(config: &Config) -> anyhow::Result<Services> {
     };
     let db =
         Db::open(&config.data_dir.join(DB_FILE), durability).context("cannot open the database")?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let issuer = wharf_jwt::LocalIssuer::load_or_create(
         &config.data_dir,
         config.issuer.clone(),
@@ -39,8 +57,12 @@ pub fn local_services(config: &Config) -> anyhow::Result<Services> {
         clock.clone(),
         Duration::from_secs(config.refresh_token_ttl_secs),
     );
-    Ok(Services {
-        store: Arc::new(SqliteStore::new(db)),
+    let store = Arc::new(SqliteStore::new(db));
+    let notifier = Arc::new(LocalNotifier::default());
+    let services = Services {
+        store: store.clone(),
+        notifier: notifier.clone(),
+        webhooks: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),
@@ -54,6 +76,11 @@ pub fn local_services(config: &Config) -> anyhow::Result<Services> {
             allow_private_webhooks: config.allow_private_webhooks,
             secret_overlap: Duration::from_secs(config.secret_overlap_secs),
         },
+    };
+    Ok(Local {
+        services,
+        log: store,
+        notifier,
     })
 }
 
@@ -77,6 +104,9 @@ pub async fn bootstrap_admin(services: &Services, config: &Config) -> anyhow::Re
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
+    log: Arc<dyn ChangeLog>,
+    notifier: Arc<LocalNotifier>,
+    delivery: wharf_workers::deliver::DeliveryConfig,
     /// The services the server runs on.
     pub services: Services,
 }
@@ -84,7 +114,16 @@ pub struct Server {
 impl Server {
     /// Builds everything and binds `config.listen`.
     pub async fn bind(config: &Config) -> anyhow::Result<Server> {
-        let services = local_services(config)?;
+        Self::bind_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Builds everything on `clock` (tests move time forward with it) and binds.
+    pub async fn bind_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
+        let Local {
+            services,
+            log,
+            notifier,
+        } = local(config, clock)?;
         bootstrap_admin(&services, config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -94,6 +133,9 @@ impl Server {
             listener,
             router,
             services,
+            log,
+            notifier,
+            delivery: config.delivery(),
         })
     }
 
@@ -107,10 +149,19 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
+        let workers = crate::local::spawn_workers(
+            self.services.clone(),
+            self.log,
+            self.notifier,
+            self.delivery,
+        );
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await?;
-        Ok(())
+            .await;
+        for worker in workers {
+            worker.abort();
+        }
+        Ok(served?)
     }
 }
 

@@ -73,6 +73,12 @@ pub struct Config {
     pub refresh_token_ttl_secs: u64,
     /// How long a rotated-out webhook secret still signs, in seconds.
     pub secret_overlap_secs: u64,
+    /// Waits in seconds before the 2nd, 3rd, … webhook attempt; then the delivery is given up.
+    pub webhook_retry_schedule_secs: Vec<u64>,
+    /// Seconds an endpoint has to answer a webhook.
+    pub webhook_timeout_secs: u64,
+    /// Days an endpoint may fail before its subscription is paused.
+    pub webhook_disable_after_days: u64,
     /// Log format.
     pub log_format: LogFormat,
     /// Optional platform admin created at start.
@@ -92,6 +98,9 @@ impl Default for Config {
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 86_400,
             secret_overlap_secs: 86_400,
+            webhook_retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            webhook_timeout_secs: 10,
+            webhook_disable_after_days: 5,
             log_format: LogFormat::Text,
             admin: None,
         }
@@ -116,6 +125,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The delivery settings of the workers.
+    pub fn delivery(&self) -> wharf_workers::deliver::DeliveryConfig {
+        wharf_workers::deliver::DeliveryConfig {
+            retry_schedule: self
+                .webhook_retry_schedule_secs
+                .iter()
+                .map(|s| std::time::Duration::from_secs(*s))
+                .collect(),
+            timeout: std::time::Duration::from_secs(self.webhook_timeout_secs),
+            disable_after: std::time::Duration::from_secs(self.webhook_disable_after_days * 86_400),
+            ..wharf_workers::deliver::DeliveryConfig::default()
+        }
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |key: &str, why: &str| Err(format!("invalid configuration: `{key}` {why}"));
@@ -127,6 +150,12 @@ impl Config {
                 "refresh_token_ttl_secs",
                 "must not be shorter than access_token_ttl_secs",
             );
+        }
+        if !(1..=120).contains(&self.webhook_timeout_secs) {
+            return bad("webhook_timeout_secs", "must be between 1 and 120");
+        }
+        if self.webhook_disable_after_days == 0 {
+            return bad("webhook_disable_after_days", "must be at least 1");
         }
         if self.issuer.trim().is_empty() {
             return bad("issuer", "must not be empty");

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod local;
 
 pub use app::Server;
 pub use config::Config;

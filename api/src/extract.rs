@@ -217,3 +217,36 @@ impl PageParams {
         }
     }
 }
+
+/// A body read as bytes with its media type, for endpoints that accept several formats.
+pub struct RawBody {
+    /// The media type without parameters, lowercase.
+    pub media_type: String,
+    /// The bytes as received.
+    pub bytes: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let media_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(format!(
+                    "the body is larger than {} bytes",
+                    crate::MAX_BODY_BYTES
+                ))
+            } else {
+                ApiError::MalformedBody(e.body_text())
+            }
+        })?;
+        Ok(RawBody { media_type, bytes })
+    }
+}

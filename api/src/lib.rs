@@ -76,6 +76,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(routes::reference::router())
         .merge(routes::catalog::router())
         .merge(routes::subscriptions::router())
+        .merge(routes::records::router())
         .merge(routes::ops::router())
 }
 

@@ -1,17 +1,21 @@
 //! The contract every `Store` adapter must honour, as executable checks.
 //!
-//! An adapter's test calls [`run_all`] with a fresh store. Each check is also public so a
-//! failing one can be run alone. Checks create their own objects under fresh random ids (and
+//! An adapter's test calls [`run_all`] with a fresh store, and [`run_change_log`] when the
+//! adapter also serves the local change feed. Each check is also public so a failing one can
+//! be run alone. Checks create their own objects under fresh random ids (and
 //! a random word in searchable names), so they pass on a database shared with other tests
 //! and never depend on what else is stored; they assert exact values, not just success.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::domain::*;
 use crate::money::{Amount, Currency};
-use crate::ports::{IdempotencyState, Result, Store, StoredResponse};
+use crate::ports::{
+    ChangeLog, DeliveryAttempt, IdempotencyState, PendingDelivery, Result, Store, StoredResponse,
+    UsageFilter, UsageRow,
+};
 use crate::{
-    ApiKeyId, CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, Timestamp, UserId,
-    VendorId,
+    ApiKeyId, CoreError, DeliveryId, FeedId, Page, PageRequest, RecordId, SourceId, SubscriptionId,
+    Timestamp, UserId, VendorId,
 };
 use serde_json::json;
 use std::fmt::Debug;
@@ -76,6 +80,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     signing_secrets_are_replaced_atomically_with_the_subscription(s).await;
     cross_tenant_subscription_access_is_not_found_and_changes_nothing(s).await;
     unknown_subscriptions_are_not_found(s).await;
+    active_subscriptions_list_across_tenants_oldest_first(s).await;
 
     a_new_idempotency_key_starts(s).await;
     a_completed_idempotency_key_replays_its_response(s).await;
@@ -85,7 +90,37 @@ pub async fn run_all(store: Arc<dyn Store>) {
     a_stale_idempotency_reservation_is_taken_over(s).await;
     idempotency_keys_are_separate_per_scope(s).await;
 
+    appending_raw_records_skips_ids_already_stored(s).await;
+    raw_records_between_two_times_come_in_event_time_order(s).await;
+    appending_output_records_is_idempotent(s).await;
+    output_records_after_a_position_are_per_tenant_and_feed(s).await;
+    output_records_between_two_times_come_in_position_order_after_a_position(s).await;
+    the_output_head_is_the_newest_position_of_the_feed(s).await;
+    output_records_read_by_id_come_in_the_order_asked(s).await;
+    feed_errors_list_newest_first_across_pages_per_tenant_and_feed(s).await;
+    expiring_removes_only_expired_records_and_never_reuses_positions(s).await;
+
+    a_new_subscription_starts_at_its_feeds_output_head(s).await;
+    advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_acknowledgement(s).await;
+    advancing_from_a_stale_position_is_a_conflict_and_changes_nothing(s).await;
+    advancing_another_tenants_subscription_is_not_found_and_changes_nothing(s).await;
+    parked_deliveries_come_due_in_due_order(s).await;
+    acknowledging_a_pending_delivery_counts_it_once(s).await;
+    acknowledged_replays_are_not_counted(s).await;
+    rescheduling_changes_when_a_delivery_is_due(s).await;
+    dropping_a_pending_delivery_removes_it_without_counting(s).await;
+    skipping_to_head_moves_the_position_to_the_feeds_newest_output(s).await;
+    the_delivery_log_lists_newest_first_and_filters_by_status(s).await;
+    usage_filters_by_tenant_subscriber_subscription_and_hour(s).await;
+
     malformed_cursors_are_rejected(s).await;
+}
+
+/// Runs every change-feed check against `log`, with `store` (the same database) to write.
+pub async fn run_change_log(store: &dyn Store, log: &dyn ChangeLog) {
+    the_change_log_lists_raw_records_in_storage_order_once(store, log).await;
+    consumer_positions_round_trip_per_consumer(log).await;
+    raw_positions_are_not_reused_after_expiry(store, log).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -231,6 +266,8 @@ fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
             max_wait_ms: 500,
         }),
         status: SubscriptionStatus::Active,
+        disabled_reason: None,
+        failing_since: None,
         history: vec![StatusChange {
             status: SubscriptionStatus::Active,
             at: at(5),
@@ -1399,6 +1436,44 @@ pub async fn unknown_subscriptions_are_not_found(store: &dyn Store) {
     );
 }
 
+/// `list_active_subscriptions` lists active subscriptions of every tenant, oldest first, and
+/// leaves out paused and cancelled ones.
+pub async fn active_subscriptions_list_across_tenants_oldest_first(store: &dyn Store) {
+    let (_, _, mine) = vendor_with_feed(store).await;
+    let (_, _, theirs) = vendor_with_feed(store).await;
+    let first = stored_subscription(store, &mine, &UserId::new()).await;
+    let paused = stored_subscription(store, &mine, &UserId::new()).await;
+    let second = stored_subscription(store, &theirs, &UserId::new()).await;
+    let cancelled = stored_subscription(store, &theirs, &UserId::new()).await;
+    for (sub, status) in [
+        (&paused, SubscriptionStatus::Paused),
+        (&cancelled, SubscriptionStatus::Cancelled),
+    ] {
+        let changed = Subscription {
+            status,
+            revision: 2,
+            ..sub.clone()
+        };
+        store.update_subscription(&changed, None).await.unwrap();
+    }
+
+    let (listed, _) = all_pages(2, async |p| store.list_active_subscriptions(&p).await).await;
+    assert!(
+        listed
+            .iter()
+            .all(|s| s.status == SubscriptionStatus::Active),
+        "only active subscriptions"
+    );
+    let ids: Vec<SubscriptionId> = listed.iter().map(|s| s.id.clone()).collect();
+    assert_ascending_with(&ids, &[first.id.clone(), second.id.clone()]);
+    assert!(!ids.contains(&paused.id) && !ids.contains(&cancelled.id));
+    assert_eq!(
+        listed.iter().find(|s| s.id == second.id),
+        Some(&second),
+        "listed subscriptions read back equal"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Idempotency keys.
 
@@ -1572,6 +1647,1145 @@ pub async fn idempotency_keys_are_separate_per_scope(store: &dyn Store) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Records.
+
+/// Seconds in an hour, for usage hours.
+const HOUR: i64 = 3_600;
+
+/// Far after every `at(…)` the checks use: only the retention checks' records expire.
+fn far_future() -> Timestamp {
+    at(100 * 365 * 86_400)
+}
+
+/// Long before any record the checks (or a real deployment) store expires: the retention
+/// checks expire records at this instant.
+fn retention_cutoff() -> Timestamp {
+    at(-30 * 365 * 86_400)
+}
+
+fn raw_record(source: &Source, external: &str, ts: i64) -> RawRecord {
+    RawRecord {
+        id: RawRecord::id_for(&source.id, external),
+        tenant_id: source.tenant_id.clone(),
+        source_id: source.id.clone(),
+        external_id: Some(external.into()),
+        ts: at(ts),
+        received_at: at(ts + 1),
+        expires_at: far_future(),
+        data: json!({"px": 101.5, "ref": external, "tags": ["a", "b"], "nested": {"ok": true}}),
+    }
+}
+
+fn output_record(feed: &Feed, n: u32, ts: i64) -> OutputRecord {
+    OutputRecord {
+        id: RecordId::new(),
+        feed_id: feed.id.clone(),
+        tenant_id: feed.tenant_id.clone(),
+        pipeline_version: 3,
+        ts: at(ts),
+        created_at: at(ts + 2),
+        expires_at: far_future(),
+        data: json!({"n": n, "px": 100.25}),
+    }
+}
+
+/// A second feed of the tenant on the same source.
+async fn sibling_feed(store: &dyn Store, feed: &Feed) -> Feed {
+    let source = store
+        .get_source(&feed.tenant_id, &feed.source_id)
+        .await
+        .unwrap();
+    stored_feed(store, &source, "Sibling", FeedStatus::Published).await
+}
+
+/// Every output record of a feed, with positions.
+async fn outputs_of(store: &dyn Store, feed: &Feed) -> Vec<(u64, OutputRecord)> {
+    store
+        .output_after(&feed.tenant_id, &feed.id, 0, 10_000)
+        .await
+        .unwrap()
+}
+
+fn records_of<T: Clone>(rows: &[(u64, T)]) -> Vec<T> {
+    rows.iter().map(|(_, r)| r.clone()).collect()
+}
+
+fn position_of(rows: &[(u64, OutputRecord)], id: &RecordId) -> u64 {
+    rows.iter()
+        .find(|(_, r)| &r.id == id)
+        .map(|(p, _)| *p)
+        .unwrap()
+}
+
+#[track_caller]
+fn assert_positions_ascend<T>(rows: &[(u64, T)]) {
+    assert!(
+        rows.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions strictly increase: {:?}",
+        rows.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+    );
+}
+
+/// A record id already stored, in the same call or an earlier one, is skipped and not
+/// counted; the first version stays.
+pub async fn appending_raw_records_skips_ids_already_stored(store: &dyn Store) {
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let (r1, r2, r3) = (
+        raw_record(&s, "t-1", 10),
+        raw_record(&s, "t-2", 20),
+        raw_record(&s, "t-3", 30),
+    );
+    assert_eq!(
+        store
+            .append_raw(&[r1.clone(), r2.clone(), r1.clone()])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.append_raw(&[r1.clone(), r3.clone()]).await.unwrap(),
+        1
+    );
+    let changed = RawRecord {
+        data: json!({"px": 1.0}),
+        ..r2.clone()
+    };
+    assert_eq!(store.append_raw(&[changed]).await.unwrap(), 0);
+    assert_eq!(store.append_raw(&[]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .raw_between(&v.id, &s.id, at(0), far_future())
+            .await
+            .unwrap(),
+        vec![r1, r2, r3]
+    );
+}
+
+/// `raw_between` returns a source's records with `from <= ts < to`, in event-time order
+/// whatever the order they were stored in, and nothing to another tenant.
+pub async fn raw_records_between_two_times_come_in_event_time_order(store: &dyn Store) {
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let other_source = stored_source(store, &v.id).await;
+    let by_ts: Vec<RawRecord> = [10, 20, 30, 40, 50]
+        .iter()
+        .map(|ts| raw_record(&s, &format!("at-{ts}"), *ts))
+        .collect();
+    store
+        .append_raw(&[by_ts[3].clone(), by_ts[0].clone(), by_ts[2].clone()])
+        .await
+        .unwrap();
+    store
+        .append_raw(&[
+            by_ts[4].clone(),
+            raw_record(&other_source, "at-20", 20),
+            by_ts[1].clone(),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store
+            .raw_between(&v.id, &s.id, at(20), at(50))
+            .await
+            .unwrap(),
+        by_ts[1..4].to_vec()
+    );
+    assert_eq!(
+        store
+            .raw_between(&v.id, &s.id, at(0), at(100))
+            .await
+            .unwrap(),
+        by_ts
+    );
+    assert!(
+        store
+            .raw_between(&v.id, &s.id, at(20), at(20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .raw_between(&VendorId::new(), &s.id, at(0), at(100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant reads nothing"
+    );
+}
+
+/// Output ids already stored are skipped, so reprocessing never duplicates; the first
+/// version stays and positions follow the order of first storage.
+pub async fn appending_output_records_is_idempotent(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let (o1, o2, o3) = (
+        output_record(&f, 1, 10),
+        output_record(&f, 2, 20),
+        output_record(&f, 3, 30),
+    );
+    assert_eq!(
+        store
+            .append_output(&[o1.clone(), o2.clone(), o1.clone()])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .append_output(&[o1.clone(), o2.clone()])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .append_output(&[o2.clone(), o3.clone()])
+            .await
+            .unwrap(),
+        1
+    );
+    let changed = OutputRecord {
+        data: json!({"n": 99}),
+        ..o1.clone()
+    };
+    assert_eq!(store.append_output(&[changed]).await.unwrap(), 0);
+    assert_eq!(store.append_output(&[]).await.unwrap(), 0);
+    let stored = outputs_of(store, &f).await;
+    assert_positions_ascend(&stored);
+    assert_eq!(records_of(&stored), vec![o1, o2, o3]);
+}
+
+/// `output_after` lists one feed of one tenant after a position, in position order, up to
+/// `limit`; another tenant's feed id gives nothing.
+pub async fn output_records_after_a_position_are_per_tenant_and_feed(store: &dyn Store) {
+    let (_, _, f1) = vendor_with_feed(store).await;
+    let f2 = sibling_feed(store, &f1).await;
+    let (_, _, foreign) = vendor_with_feed(store).await;
+    let a: Vec<OutputRecord> = (1..=3).map(|n| output_record(&f1, n, 10)).collect();
+    let b: Vec<OutputRecord> = (1..=2).map(|n| output_record(&f2, n, 10)).collect();
+    store
+        .append_output(&[
+            a[0].clone(),
+            b[0].clone(),
+            a[1].clone(),
+            b[1].clone(),
+            a[2].clone(),
+        ])
+        .await
+        .unwrap();
+    store
+        .append_output(&[output_record(&foreign, 1, 10)])
+        .await
+        .unwrap();
+
+    let listed = outputs_of(store, &f1).await;
+    assert_positions_ascend(&listed);
+    assert_eq!(records_of(&listed), a);
+    assert_eq!(records_of(&outputs_of(store, &f2).await), b);
+    let first = listed[0].0;
+    assert_eq!(
+        store
+            .output_after(&f1.tenant_id, &f1.id, first, 100)
+            .await
+            .unwrap(),
+        listed[1..].to_vec()
+    );
+    assert_eq!(
+        store
+            .output_after(&f1.tenant_id, &f1.id, 0, 1)
+            .await
+            .unwrap(),
+        listed[..1].to_vec()
+    );
+    assert!(
+        store
+            .output_after(&f1.tenant_id, &f1.id, listed[2].0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .output_after(&f1.tenant_id, &foreign.id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant's feed id gives nothing"
+    );
+    assert!(
+        store
+            .output_after(&foreign.tenant_id, &f1.id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant reads nothing"
+    );
+}
+
+/// `output_between` keeps `from <= ts < to` and positions after `after`, in position
+/// order, up to `limit`, for one feed of one tenant.
+pub async fn output_records_between_two_times_come_in_position_order_after_a_position(
+    store: &dyn Store,
+) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sibling = sibling_feed(store, &f).await;
+    let (_, _, foreign) = vendor_with_feed(store).await;
+    let stored_order = [
+        output_record(&f, 30, 30),
+        output_record(&f, 10, 10),
+        output_record(&f, 40, 40),
+        output_record(&f, 20, 20),
+        output_record(&f, 5, 5),
+    ];
+    store.append_output(&stored_order).await.unwrap();
+    store
+        .append_output(&[output_record(&sibling, 1, 20)])
+        .await
+        .unwrap();
+    let between = |after: u64, limit: usize| {
+        let (tenant, feed) = (f.tenant_id.clone(), f.id.clone());
+        async move {
+            store
+                .output_between(&tenant, &feed, at(10), at(40), after, limit)
+                .await
+                .unwrap()
+        }
+    };
+
+    let all = between(0, 100).await;
+    assert_positions_ascend(&all);
+    assert_eq!(
+        records_of(&all),
+        vec![
+            stored_order[0].clone(),
+            stored_order[1].clone(),
+            stored_order[3].clone()
+        ]
+    );
+    assert_eq!(between(all[0].0, 100).await, all[1..].to_vec());
+    assert_eq!(between(0, 2).await, all[..2].to_vec());
+    assert!(
+        store
+            .output_between(&f.tenant_id, &foreign.id, at(0), at(100), 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant's feed id gives nothing"
+    );
+    assert!(
+        store
+            .output_between(&foreign.tenant_id, &f.id, at(0), at(100), 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant reads nothing"
+    );
+}
+
+/// `output_head` is the position of the feed's newest output record, 0 before the first
+/// and for another tenant.
+pub async fn the_output_head_is_the_newest_position_of_the_feed(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sibling = sibling_feed(store, &f).await;
+    assert_eq!(store.output_head(&f.tenant_id, &f.id).await.unwrap(), 0);
+    store
+        .append_output(&[output_record(&f, 1, 10), output_record(&f, 2, 5)])
+        .await
+        .unwrap();
+    let stored = outputs_of(store, &f).await;
+    assert_eq!(
+        store.output_head(&f.tenant_id, &f.id).await.unwrap(),
+        stored[1].0
+    );
+    store
+        .append_output(&[output_record(&sibling, 1, 10)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.output_head(&f.tenant_id, &f.id).await.unwrap(),
+        stored[1].0,
+        "another feed's records do not move the head"
+    );
+    assert_eq!(
+        store.output_head(&VendorId::new(), &f.id).await.unwrap(),
+        0,
+        "another tenant sees no head"
+    );
+}
+
+/// `output_by_ids` returns the tenant's records in the order of the ids asked for, leaving
+/// out unknown ids and other tenants' records.
+pub async fn output_records_read_by_id_come_in_the_order_asked(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let (_, _, foreign) = vendor_with_feed(store).await;
+    let (o1, o2, o3) = (
+        output_record(&f, 1, 10),
+        output_record(&f, 2, 20),
+        output_record(&f, 3, 30),
+    );
+    let theirs = output_record(&foreign, 4, 40);
+    store
+        .append_output(&[o1.clone(), o2.clone(), o3.clone(), theirs.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .output_by_ids(
+                &f.tenant_id,
+                &[
+                    o3.id.clone(),
+                    RecordId::new(),
+                    o1.id.clone(),
+                    theirs.id.clone()
+                ]
+            )
+            .await
+            .unwrap(),
+        vec![o3, o1.clone()]
+    );
+    assert!(
+        store
+            .output_by_ids(&foreign.tenant_id, std::slice::from_ref(&o1.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .output_by_ids(&f.tenant_id, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn feed_error(feed: &Feed, n: i64) -> FeedError {
+    FeedError {
+        feed_id: feed.id.clone(),
+        record_id: (n % 2 == 0).then(RecordId::new),
+        pipeline_version: 2,
+        rule: usize::try_from(n).unwrap(),
+        message: format!("no such field `px` ({n})"),
+        at: at(n),
+    }
+}
+
+/// Pipeline errors list newest first across pages, per feed, and another tenant reads none.
+pub async fn feed_errors_list_newest_first_across_pages_per_tenant_and_feed(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sibling = sibling_feed(store, &f).await;
+    let errors: Vec<FeedError> = (1..=5).map(|n| feed_error(&f, n)).collect();
+    store
+        .record_feed_errors(&f.tenant_id, &errors[..2])
+        .await
+        .unwrap();
+    let other = feed_error(&sibling, 9);
+    store
+        .record_feed_errors(
+            &f.tenant_id,
+            &[errors[2].clone(), other.clone(), errors[3].clone()],
+        )
+        .await
+        .unwrap();
+    store
+        .record_feed_errors(&f.tenant_id, &errors[4..])
+        .await
+        .unwrap();
+    store.record_feed_errors(&f.tenant_id, &[]).await.unwrap();
+
+    let newest_first: Vec<FeedError> = errors.iter().rev().cloned().collect();
+    let (listed, sizes) = all_pages(2, async |p| {
+        store.list_feed_errors(&f.tenant_id, &f.id, &p).await
+    })
+    .await;
+    assert_eq!(sizes, vec![2, 2, 1]);
+    assert_eq!(listed, newest_first);
+    let (listed, sizes) = all_pages(5, async |p| {
+        store.list_feed_errors(&f.tenant_id, &f.id, &p).await
+    })
+    .await;
+    assert_eq!((listed, sizes), (newest_first, vec![5]));
+    let (listed, _) = all_pages(5, async |p| {
+        store.list_feed_errors(&f.tenant_id, &sibling.id, &p).await
+    })
+    .await;
+    assert_eq!(listed, vec![other]);
+    let (listed, sizes) = all_pages(5, async |p| {
+        store.list_feed_errors(&VendorId::new(), &f.id, &p).await
+    })
+    .await;
+    assert_eq!((listed, sizes), (vec![], vec![0]));
+}
+
+/// `expire_records(now)` deletes exactly the raw and output records with `expires_at < now`,
+/// and a deleted newest record's position is never handed out again.
+pub async fn expiring_removes_only_expired_records_and_never_reuses_positions(store: &dyn Store) {
+    let (v, s, f) = vendor_with_feed(store).await;
+    let cutoff = retention_cutoff();
+    let raw_old = RawRecord {
+        expires_at: cutoff - time::Duration::SECOND,
+        ..raw_record(&s, "old", 10)
+    };
+    let raw_edge = RawRecord {
+        expires_at: cutoff,
+        ..raw_record(&s, "edge", 20)
+    };
+    let raw_kept = raw_record(&s, "kept", 30);
+    store
+        .append_raw(&[raw_old, raw_edge.clone(), raw_kept.clone()])
+        .await
+        .unwrap();
+    let out_old = OutputRecord {
+        expires_at: cutoff - time::Duration::SECOND,
+        ..output_record(&f, 1, 10)
+    };
+    let out_edge = OutputRecord {
+        expires_at: cutoff,
+        ..output_record(&f, 2, 20)
+    };
+    let out_newest = OutputRecord {
+        expires_at: cutoff - time::Duration::MICROSECOND,
+        ..output_record(&f, 3, 30)
+    };
+    store
+        .append_output(&[out_old, out_edge.clone(), out_newest.clone()])
+        .await
+        .unwrap();
+    let newest_position = position_of(&outputs_of(store, &f).await, &out_newest.id);
+
+    assert_eq!(store.expire_records(cutoff).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .raw_between(&v.id, &s.id, at(0), far_future())
+            .await
+            .unwrap(),
+        vec![raw_edge, raw_kept]
+    );
+    assert_eq!(records_of(&outputs_of(store, &f).await), vec![out_edge]);
+    assert_eq!(store.expire_records(cutoff).await.unwrap(), 0);
+
+    let after = output_record(&f, 4, 40);
+    store
+        .append_output(std::slice::from_ref(&after))
+        .await
+        .unwrap();
+    let after_position = position_of(&outputs_of(store, &f).await, &after.id);
+    assert!(
+        after_position > newest_position,
+        "position {after_position} must follow the deleted {newest_position}"
+    );
+    assert_eq!(
+        store.output_head(&f.tenant_id, &f.id).await.unwrap(),
+        after_position
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Delivery positions, pending deliveries, the delivery log and usage.
+
+fn pending(sub: &Subscription, due: i64, replay: bool) -> PendingDelivery {
+    PendingDelivery {
+        id: DeliveryId::new(),
+        tenant_id: sub.tenant_id.clone(),
+        subscription_id: sub.id.clone(),
+        record_ids: vec![RecordId::new(), RecordId::new()],
+        attempts: 1,
+        next_attempt_at: at(due),
+        first_failed_at: at(due - 5),
+        replay,
+    }
+}
+
+/// The pending deliveries among `ours` that are due at `now`, in the store's order.
+async fn due_among(
+    store: &dyn Store,
+    now: Timestamp,
+    ours: &[&PendingDelivery],
+) -> Vec<PendingDelivery> {
+    store
+        .due_deliveries(now, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| ours.iter().any(|o| o.id == d.id))
+        .collect()
+}
+
+/// A subscription's usage as (hour, count), over all time.
+async fn usage_of(store: &dyn Store, sub: &Subscription) -> Vec<(Timestamp, u64)> {
+    let filter = UsageFilter {
+        subscription: Some(sub.id.clone()),
+        ..UsageFilter::default()
+    };
+    store
+        .usage(&filter, retention_cutoff(), far_future())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.hour, row.count))
+        .collect()
+}
+
+/// A subscription with its feed, in a fresh tenant.
+async fn subscribed(store: &dyn Store) -> (Feed, Subscription) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sub = stored_subscription(store, &f, &UserId::new()).await;
+    (f, sub)
+}
+
+/// A new subscription's position is its feed's output head when it was created.
+pub async fn a_new_subscription_starts_at_its_feeds_output_head(store: &dyn Store) {
+    let (f, early) = subscribed(store).await;
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &early.id)
+            .await
+            .unwrap(),
+        0
+    );
+    store
+        .append_output(&[output_record(&f, 1, 10), output_record(&f, 2, 20)])
+        .await
+        .unwrap();
+    let head = store.output_head(&f.tenant_id, &f.id).await.unwrap();
+    assert!(head > 0);
+    let late = stored_subscription(store, &f, &UserId::new()).await;
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &late.id)
+            .await
+            .unwrap(),
+        head
+    );
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &early.id)
+            .await
+            .unwrap(),
+        0,
+        "later output does not move an existing position"
+    );
+    assert_not_found(
+        store.delivery_position(&VendorId::new(), &late.id).await,
+        "subscription",
+    );
+    assert_not_found(
+        store
+            .delivery_position(&f.tenant_id, &SubscriptionId::new())
+            .await,
+        "subscription",
+    );
+}
+
+/// `advance` moves the position, adds the acknowledged count to the UTC hour of `at`
+/// (summing within an hour), stores parked deliveries, and adds no row for 0.
+pub async fn advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_acknowledgement(
+    store: &dyn Store,
+) {
+    let (f, sub) = subscribed(store).await;
+    let parked = pending(&sub, 50, false);
+    store
+        .advance(
+            &f.tenant_id,
+            &sub.id,
+            0,
+            7,
+            3,
+            at(2 * HOUR + 3599),
+            std::slice::from_ref(&parked),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        due_among(store, at(50), &[&parked]).await,
+        vec![parked.clone()]
+    );
+    store
+        .advance(&f.tenant_id, &sub.id, 7, 7, 2, at(2 * HOUR), &[])
+        .await
+        .unwrap();
+    store
+        .advance(&f.tenant_id, &sub.id, 7, 9, 4, at(3 * HOUR), &[])
+        .await
+        .unwrap();
+    store
+        .advance(&f.tenant_id, &sub.id, 9, 12, 0, at(5 * HOUR), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        12
+    );
+    let filter = UsageFilter {
+        subscription: Some(sub.id.clone()),
+        ..UsageFilter::default()
+    };
+    let row = |hour: i64, count: u64| UsageRow {
+        tenant_id: sub.tenant_id.clone(),
+        subscription_id: sub.id.clone(),
+        subscriber_id: sub.subscriber_id.clone(),
+        hour: at(hour * HOUR),
+        count,
+    };
+    assert_eq!(
+        store.usage(&filter, at(0), at(24 * HOUR)).await.unwrap(),
+        vec![row(2, 5), row(3, 4)]
+    );
+    store.drop_pending(&parked.id).await.unwrap();
+}
+
+/// `advance` from a position that is no longer current is a conflict that changes nothing:
+/// not the position, not usage, and the parked deliveries are not stored.
+pub async fn advancing_from_a_stale_position_is_a_conflict_and_changes_nothing(store: &dyn Store) {
+    let (f, sub) = subscribed(store).await;
+    store
+        .advance(&f.tenant_id, &sub.id, 0, 5, 2, at(HOUR), &[])
+        .await
+        .unwrap();
+    let lost = pending(&sub, 10, false);
+    assert_conflict(
+        store
+            .advance(
+                &f.tenant_id,
+                &sub.id,
+                0,
+                9,
+                7,
+                at(HOUR),
+                std::slice::from_ref(&lost),
+            )
+            .await,
+    );
+    assert_conflict(
+        store
+            .advance(
+                &f.tenant_id,
+                &sub.id,
+                6,
+                9,
+                7,
+                at(HOUR),
+                std::slice::from_ref(&lost),
+            )
+            .await,
+    );
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(usage_of(store, &sub).await, vec![(at(HOUR), 2)]);
+    assert!(due_among(store, far_future(), &[&lost]).await.is_empty());
+}
+
+/// Advancing another tenant's or an unknown subscription is `NotFound("subscription")` and
+/// changes nothing.
+pub async fn advancing_another_tenants_subscription_is_not_found_and_changes_nothing(
+    store: &dyn Store,
+) {
+    let (f, sub) = subscribed(store).await;
+    let lost = pending(&sub, 10, false);
+    assert_not_found(
+        store
+            .advance(
+                &VendorId::new(),
+                &sub.id,
+                0,
+                9,
+                7,
+                at(HOUR),
+                std::slice::from_ref(&lost),
+            )
+            .await,
+        "subscription",
+    );
+    assert_not_found(
+        store
+            .advance(&f.tenant_id, &SubscriptionId::new(), 0, 9, 7, at(HOUR), &[])
+            .await,
+        "subscription",
+    );
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(usage_of(store, &sub).await.is_empty());
+    assert!(due_among(store, far_future(), &[&lost]).await.is_empty());
+}
+
+/// Parked deliveries come back once due (`next_attempt_at <= now`), earliest due first; an
+/// id already pending keeps its first version.
+pub async fn parked_deliveries_come_due_in_due_order(store: &dyn Store) {
+    let (_, sub) = subscribed(store).await;
+    let (d20, d10, d30) = (
+        pending(&sub, 20, false),
+        pending(&sub, 10, true),
+        pending(&sub, 30, false),
+    );
+    let ours = [&d20, &d10, &d30];
+    store
+        .park(&[d20.clone(), d10.clone(), d30.clone()])
+        .await
+        .unwrap();
+    let again = PendingDelivery {
+        attempts: 9,
+        next_attempt_at: at(1),
+        ..d30.clone()
+    };
+    store.park(&[again]).await.unwrap();
+    store.park(&[]).await.unwrap();
+
+    assert!(due_among(store, at(9), &ours).await.is_empty());
+    assert_eq!(
+        due_among(store, at(25), &ours).await,
+        vec![d10.clone(), d20.clone()]
+    );
+    assert_eq!(
+        due_among(store, at(30), &ours).await,
+        vec![d10.clone(), d20.clone(), d30.clone()]
+    );
+    assert!(store.due_deliveries(at(30), 1).await.unwrap().len() <= 1);
+    for d in ours {
+        store.drop_pending(&d.id).await.unwrap();
+    }
+}
+
+/// Acknowledging a pending delivery removes it and counts it in the hour of `at`; a second
+/// acknowledgement finds nothing and counts nothing.
+pub async fn acknowledging_a_pending_delivery_counts_it_once(store: &dyn Store) {
+    let (_, sub) = subscribed(store).await;
+    let d = pending(&sub, 10, false);
+    store.park(std::slice::from_ref(&d)).await.unwrap();
+    assert!(store.ack_pending(&d, 4, at(7 * HOUR + 10)).await.unwrap());
+    assert_eq!(usage_of(store, &sub).await, vec![(at(7 * HOUR), 4)]);
+    assert!(!store.ack_pending(&d, 4, at(7 * HOUR + 20)).await.unwrap());
+    assert_eq!(usage_of(store, &sub).await, vec![(at(7 * HOUR), 4)]);
+    assert!(due_among(store, far_future(), &[&d]).await.is_empty());
+}
+
+/// A replay is removed when acknowledged but never counted again.
+pub async fn acknowledged_replays_are_not_counted(store: &dyn Store) {
+    let (_, sub) = subscribed(store).await;
+    let replay = pending(&sub, 10, true);
+    store.park(std::slice::from_ref(&replay)).await.unwrap();
+    assert!(store.ack_pending(&replay, 4, at(HOUR)).await.unwrap());
+    assert!(!store.ack_pending(&replay, 4, at(HOUR)).await.unwrap());
+    assert!(usage_of(store, &sub).await.is_empty());
+    assert!(due_among(store, far_future(), &[&replay]).await.is_empty());
+}
+
+/// `reschedule` replaces the delivery: it is due at its new time with its new attempt
+/// count. A delivery no longer pending is not brought back by it.
+pub async fn rescheduling_changes_when_a_delivery_is_due(store: &dyn Store) {
+    let (_, sub) = subscribed(store).await;
+    let d = pending(&sub, 10, false);
+    store.park(std::slice::from_ref(&d)).await.unwrap();
+    let later = PendingDelivery {
+        attempts: 2,
+        next_attempt_at: at(100),
+        ..d.clone()
+    };
+    store.reschedule(&later).await.unwrap();
+    assert!(due_among(store, at(99), &[&d]).await.is_empty());
+    assert_eq!(due_among(store, at(100), &[&d]).await, vec![later.clone()]);
+
+    assert!(store.ack_pending(&later, 2, at(HOUR)).await.unwrap());
+    let result = store.reschedule(&later).await;
+    assert!(
+        matches!(result, Ok(()) | Err(CoreError::NotFound(_))),
+        "{result:?}"
+    );
+    assert!(due_among(store, far_future(), &[&d]).await.is_empty());
+    assert!(!store.ack_pending(&later, 2, at(HOUR)).await.unwrap());
+    assert_eq!(usage_of(store, &sub).await, vec![(at(HOUR), 2)]);
+}
+
+/// `drop_pending` removes a delivery without counting it; acknowledging it afterwards
+/// finds nothing, and dropping it again is fine.
+pub async fn dropping_a_pending_delivery_removes_it_without_counting(store: &dyn Store) {
+    let (_, sub) = subscribed(store).await;
+    let d = pending(&sub, 10, false);
+    store.park(std::slice::from_ref(&d)).await.unwrap();
+    store.drop_pending(&d.id).await.unwrap();
+    assert!(due_among(store, far_future(), &[&d]).await.is_empty());
+    assert!(!store.ack_pending(&d, 3, at(HOUR)).await.unwrap());
+    assert!(usage_of(store, &sub).await.is_empty());
+    store.drop_pending(&d.id).await.unwrap();
+}
+
+/// `skip_to_head` moves a position to the feed's newest output; another tenant's or an
+/// unknown subscription is `NotFound("subscription")`.
+pub async fn skipping_to_head_moves_the_position_to_the_feeds_newest_output(store: &dyn Store) {
+    let (f, sub) = subscribed(store).await;
+    let (_, other) = subscribed(store).await;
+    store
+        .append_output(
+            &(1..=4)
+                .map(|n| output_record(&f, n, 10))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let head = store.output_head(&f.tenant_id, &f.id).await.unwrap();
+    assert_not_found(
+        store.skip_to_head(&VendorId::new(), &sub.id).await,
+        "subscription",
+    );
+    assert_not_found(
+        store
+            .skip_to_head(&f.tenant_id, &SubscriptionId::new())
+            .await,
+        "subscription",
+    );
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        0
+    );
+    store.skip_to_head(&f.tenant_id, &sub.id).await.unwrap();
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        head
+    );
+    store
+        .skip_to_head(&other.tenant_id, &other.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .delivery_position(&other.tenant_id, &other.id)
+            .await
+            .unwrap(),
+        0,
+        "a feed without output has head 0"
+    );
+}
+
+fn attempt(sub: &Subscription, n: u32, status: &str) -> DeliveryAttempt {
+    let failed = status != "delivered";
+    DeliveryAttempt {
+        delivery_id: DeliveryId::new(),
+        subscription_id: sub.id.clone(),
+        records: n,
+        attempt: n,
+        status: status.into(),
+        status_code: Some(if failed { 503 } else { 200 }),
+        error: failed.then(|| "Service Unavailable".to_owned()),
+        next_attempt_at: failed.then(|| at(i64::from(n) + 60)),
+        at: at(i64::from(n)),
+    }
+}
+
+/// The delivery log lists a subscription's attempts newest first across pages, optionally
+/// only those with one status, and shows another tenant nothing.
+pub async fn the_delivery_log_lists_newest_first_and_filters_by_status(store: &dyn Store) {
+    let (f, sub) = subscribed(store).await;
+    let sibling = stored_subscription(store, &f, &UserId::new()).await;
+    let (a1, a2, a3, a4) = (
+        attempt(&sub, 1, "delivered"),
+        attempt(&sub, 2, "failed"),
+        attempt(&sub, 3, "delivered"),
+        attempt(&sub, 4, "gave_up"),
+    );
+    store
+        .log_attempts(&f.tenant_id, &[a1.clone(), a2.clone()])
+        .await
+        .unwrap();
+    store
+        .log_attempts(
+            &f.tenant_id,
+            &[a3.clone(), attempt(&sibling, 1, "delivered")],
+        )
+        .await
+        .unwrap();
+    store
+        .log_attempts(&f.tenant_id, std::slice::from_ref(&a4))
+        .await
+        .unwrap();
+    store.log_attempts(&f.tenant_id, &[]).await.unwrap();
+
+    let list = |status: Option<&'static str>, tenant: VendorId| {
+        let sub = sub.id.clone();
+        async move {
+            all_pages(2, async |p| {
+                store.list_attempts(&tenant, &sub, status, &p).await
+            })
+            .await
+        }
+    };
+    assert_eq!(
+        list(None, f.tenant_id.clone()).await,
+        (vec![a4, a3.clone(), a2, a1.clone()], vec![2, 2])
+    );
+    assert_eq!(
+        list(Some("delivered"), f.tenant_id.clone()).await,
+        (vec![a3, a1], vec![2])
+    );
+    assert_eq!(
+        list(Some("disabled"), f.tenant_id.clone()).await,
+        (vec![], vec![0])
+    );
+    assert_eq!(list(None, VendorId::new()).await, (vec![], vec![0]));
+}
+
+/// `usage` keeps rows with `from <= hour < to` that match every filter given, ordered by
+/// subscription then hour.
+pub async fn usage_filters_by_tenant_subscriber_subscription_and_hour(store: &dyn Store) {
+    let (alice, bob) = (UserId::new(), UserId::new());
+    let (_, _, f1) = vendor_with_feed(store).await;
+    let (_, _, f2) = vendor_with_feed(store).await;
+    let a = stored_subscription(store, &f1, &alice).await;
+    let b = stored_subscription(store, &f1, &bob).await;
+    let c = stored_subscription(store, &f2, &alice).await;
+    for (sub, counts) in [(&a, [1, 2]), (&b, [3, 4]), (&c, [5, 6])] {
+        store
+            .advance(
+                &sub.tenant_id,
+                &sub.id,
+                0,
+                1,
+                counts[0],
+                at(10 * HOUR + 5),
+                &[],
+            )
+            .await
+            .unwrap();
+        store
+            .advance(&sub.tenant_id, &sub.id, 1, 2, counts[1], at(11 * HOUR), &[])
+            .await
+            .unwrap();
+    }
+    let row = |sub: &Subscription, hour: i64, count: u64| UsageRow {
+        tenant_id: sub.tenant_id.clone(),
+        subscription_id: sub.id.clone(),
+        subscriber_id: sub.subscriber_id.clone(),
+        hour: at(hour * HOUR),
+        count,
+    };
+    let usage = |filter: UsageFilter, from: i64, to: i64| async move {
+        store
+            .usage(&filter, at(from * HOUR), at(to * HOUR))
+            .await
+            .unwrap()
+    };
+    let all = UsageFilter::default();
+
+    assert_eq!(
+        usage(
+            UsageFilter {
+                tenant: Some(f1.tenant_id.clone()),
+                ..all.clone()
+            },
+            0,
+            24
+        )
+        .await,
+        vec![
+            row(&a, 10, 1),
+            row(&a, 11, 2),
+            row(&b, 10, 3),
+            row(&b, 11, 4)
+        ]
+    );
+    assert_eq!(
+        usage(
+            UsageFilter {
+                subscriber: Some(alice.clone()),
+                ..all.clone()
+            },
+            0,
+            24
+        )
+        .await,
+        vec![
+            row(&a, 10, 1),
+            row(&a, 11, 2),
+            row(&c, 10, 5),
+            row(&c, 11, 6)
+        ]
+    );
+    assert_eq!(
+        usage(
+            UsageFilter {
+                tenant: Some(f2.tenant_id.clone()),
+                subscriber: Some(alice.clone()),
+                ..all.clone()
+            },
+            11,
+            12
+        )
+        .await,
+        vec![row(&c, 11, 6)]
+    );
+    assert_eq!(
+        usage(
+            UsageFilter {
+                subscription: Some(b.id.clone()),
+                ..all.clone()
+            },
+            10,
+            11
+        )
+        .await,
+        vec![row(&b, 10, 3)]
+    );
+    assert!(
+        usage(
+            UsageFilter {
+                tenant: Some(f2.tenant_id.clone()),
+                subscription: Some(a.id.clone()),
+                ..all.clone()
+            },
+            0,
+            24
+        )
+        .await
+        .is_empty(),
+        "every filter given must match"
+    );
+    assert!(
+        usage(
+            UsageFilter {
+                subscriber: Some(bob.clone()),
+                ..all.clone()
+            },
+            12,
+            24
+        )
+        .await
+        .is_empty()
+    );
+    let everyone: Vec<UsageRow> = usage(all, 10, 12)
+        .await
+        .into_iter()
+        .filter(|r| [&a.id, &b.id, &c.id].contains(&&r.subscription_id))
+        .collect();
+    assert_eq!(everyone.len(), 6, "no filter keeps every subscription");
+}
+
+// ---------------------------------------------------------------------------------------
 // Cursors.
 
 /// Every list refuses a cursor it did not hand out with a validation error on `cursor`.
@@ -1597,5 +2811,118 @@ pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
         store
             .list_subscriptions_of_feed(&f.tenant_id, &f.id, &bad)
             .await,
+    );
+    assert_bad_cursor(store.list_active_subscriptions(&bad).await);
+    assert_bad_cursor(store.list_feed_errors(&f.tenant_id, &f.id, &bad).await);
+    assert_bad_cursor(
+        store
+            .list_attempts(&f.tenant_id, &SubscriptionId::new(), None, &bad)
+            .await,
+    );
+    assert_bad_cursor(
+        store
+            .list_attempts(&f.tenant_id, &SubscriptionId::new(), Some("failed"), &bad)
+            .await,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The change feed.
+
+/// The position of the newest raw record in the log (0 when empty).
+async fn log_end(log: &dyn ChangeLog) -> u64 {
+    let mut end = 0;
+    loop {
+        let page = log.raw_after(end, 1_000).await.unwrap();
+        match page.last() {
+            Some((position, _)) => end = *position,
+            None => return end,
+        }
+    }
+}
+
+/// `raw_after` lists raw records in the order they were stored, each once (a duplicate
+/// gets no second position), with strictly increasing positions, up to `limit`.
+pub async fn the_change_log_lists_raw_records_in_storage_order_once(
+    store: &dyn Store,
+    log: &dyn ChangeLog,
+) {
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let start = log_end(log).await;
+    let (r1, r2, r3) = (
+        raw_record(&s, "c-1", 30),
+        raw_record(&s, "c-2", 10),
+        raw_record(&s, "c-3", 20),
+    );
+    store
+        .append_raw(&[r1.clone(), r2.clone(), r1.clone()])
+        .await
+        .unwrap();
+    store.append_raw(&[r3.clone(), r2.clone()]).await.unwrap();
+
+    let listed = log.raw_after(start, 100_000).await.unwrap();
+    assert_positions_ascend(&listed);
+    assert!(listed.iter().all(|(p, _)| *p > start));
+    let ours: Vec<(u64, RawRecord)> = listed
+        .into_iter()
+        .filter(|(_, r)| r.source_id == s.id)
+        .collect();
+    assert_eq!(records_of(&ours), vec![r1, r2, r3]);
+    assert_eq!(
+        log.raw_after(ours[0].0, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, r)| r.source_id == s.id)
+            .collect::<Vec<_>>(),
+        ours[1..].to_vec()
+    );
+    assert_eq!(log.raw_after(start, 1).await.unwrap().len(), 1);
+    assert!(
+        log.raw_after(u64::MAX, 10).await.unwrap().is_empty(),
+        "nothing after the largest position"
+    );
+}
+
+/// A consumer's position is 0 until set, then the last value set, separately per consumer.
+pub async fn consumer_positions_round_trip_per_consumer(log: &dyn ChangeLog) {
+    let (mine, theirs) = (format!("process-{}", nonce()), format!("index-{}", nonce()));
+    assert_eq!(log.consumer_position(&mine).await.unwrap(), 0);
+    log.set_consumer_position(&mine, 42).await.unwrap();
+    assert_eq!(log.consumer_position(&mine).await.unwrap(), 42);
+    log.set_consumer_position(&mine, 7).await.unwrap();
+    assert_eq!(log.consumer_position(&mine).await.unwrap(), 7);
+    assert_eq!(log.consumer_position(&theirs).await.unwrap(), 0);
+    log.set_consumer_position(&theirs, 1).await.unwrap();
+    assert_eq!(log.consumer_position(&mine).await.unwrap(), 7);
+}
+
+/// After retention deletes the newest raw record, the next record still gets a larger
+/// position, so a consumer already past the deleted one misses nothing.
+pub async fn raw_positions_are_not_reused_after_expiry(store: &dyn Store, log: &dyn ChangeLog) {
+    let v = stored_vendor(store, VendorStatus::Active).await;
+    let s = stored_source(store, &v.id).await;
+    let start = log_end(log).await;
+    let doomed = RawRecord {
+        expires_at: retention_cutoff() - time::Duration::SECOND,
+        ..raw_record(&s, "doomed", 10)
+    };
+    store
+        .append_raw(std::slice::from_ref(&doomed))
+        .await
+        .unwrap();
+    let doomed_position = log_end(log).await;
+    assert!(doomed_position > start);
+
+    assert_eq!(store.expire_records(retention_cutoff()).await.unwrap(), 1);
+    let next = raw_record(&s, "next", 20);
+    store.append_raw(std::slice::from_ref(&next)).await.unwrap();
+    let after: Vec<(u64, RawRecord)> = log.raw_after(start, 100_000).await.unwrap();
+    assert!(after.iter().all(|(_, r)| r.id != doomed.id));
+    let (position, _) = after.iter().find(|(_, r)| r.id == next.id).unwrap();
+    assert!(
+        *position > doomed_position,
+        "position {position} must follow the deleted {doomed_position}"
     );
 }

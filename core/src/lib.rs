@@ -15,6 +15,7 @@ pub mod page;
 pub mod pipeline;
 pub mod ports;
 pub mod services;
+pub mod webhook;
 
 pub use error::{CoreError, FieldError};
 pub use id::*;

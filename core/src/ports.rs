@@ -152,6 +152,8 @@ pub trait SubscriptionStore: Send + Sync {
         sub: &Subscription,
         secrets: Option<&[SigningSecret]>,
     ) -> Result<()>;
+    /// Active subscriptions across tenants, oldest first (for the local shape's deliverer).
+    async fn list_active_subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>>;
     /// The sealed signing secrets of a subscription, newest first.
     async fn get_signing_secrets(
         &self,
@@ -203,6 +205,211 @@ pub trait IdempotencyStore: Send + Sync {
     async fn abandon(&self, scope: &str, key: &str) -> Result<()>;
 }
 
+/// Raw records, output records and pipeline errors.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// Stores raw records; a record whose id is already stored is skipped (a duplicate).
+    /// Returns how many were new. The records are durable when this returns.
+    async fn append_raw(&self, records: &[RawRecord]) -> Result<usize>;
+    /// Raw records of a source with `from <= ts < to`, in event-time order (for windows).
+    async fn raw_between(
+        &self,
+        tenant: &TenantId,
+        source: &SourceId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<RawRecord>>;
+    /// Stores output records; an id already stored is skipped, so reprocessing never
+    /// duplicates. Returns how many were new.
+    async fn append_output(&self, records: &[OutputRecord]) -> Result<usize>;
+    /// A feed's output records after position `after`, in position order, with their positions.
+    async fn output_after(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutputRecord)>>;
+    /// A feed's output records with `from <= ts < to` after position `after`, in position order.
+    async fn output_between(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        from: Timestamp,
+        to: Timestamp,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutputRecord)>>;
+    /// Output records of the tenant by id, in the order of `ids`; missing ids are left out.
+    async fn output_by_ids(
+        &self,
+        tenant: &TenantId,
+        ids: &[crate::RecordId],
+    ) -> Result<Vec<OutputRecord>>;
+    /// The position of a feed's newest output record (0 when it has none).
+    async fn output_head(&self, tenant: &TenantId, feed: &FeedId) -> Result<u64>;
+    /// Records pipeline failures.
+    async fn record_feed_errors(&self, tenant: &TenantId, errors: &[FeedError]) -> Result<()>;
+    /// A feed's pipeline failures, newest first.
+    async fn list_feed_errors(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        page: &PageRequest,
+    ) -> Result<Page<FeedError>>;
+    /// Deletes raw and output records whose `expires_at` is before `now`; returns how many.
+    async fn expire_records(&self, now: Timestamp) -> Result<usize>;
+}
+
+/// The local shape's change feed: raw records in the order they were stored, and durable
+/// consumer positions. (The aws shape reads DynamoDB Streams instead.)
+#[async_trait]
+pub trait ChangeLog: Send + Sync {
+    /// Raw records stored after position `after`, oldest first, with their positions.
+    async fn raw_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, RawRecord)>>;
+    /// A consumer's committed position (0 when it has none).
+    async fn consumer_position(&self, consumer: &str) -> Result<u64>;
+    /// Commits a consumer's position after its effects are stored.
+    async fn set_consumer_position(&self, consumer: &str, position: u64) -> Result<()>;
+}
+
+/// A delivery that failed and waits for its next attempt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PendingDelivery {
+    /// Derived from the records and the subscription; stable across retries.
+    pub id: crate::DeliveryId,
+    /// The selling tenant.
+    pub tenant_id: TenantId,
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// The records, in order.
+    pub record_ids: Vec<crate::RecordId>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_attempt_at: Timestamp,
+    /// When the first attempt failed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_failed_at: Timestamp,
+    /// A replay: delivered again without being counted again.
+    pub replay: bool,
+}
+
+/// One attempt to deliver, for the delivery log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryAttempt {
+    /// The delivery (the `webhook-id` header).
+    pub delivery_id: crate::DeliveryId,
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// Records in the delivery.
+    pub records: u32,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// `delivered`, `failed` (will retry), `gave_up` or `disabled`.
+    pub status: String,
+    /// The HTTP status the endpoint answered, if it answered.
+    pub status_code: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When the next attempt is due, after a failure.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub next_attempt_at: Option<Timestamp>,
+    /// When the attempt was made.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: Timestamp,
+}
+
+/// Acknowledged deliveries of one subscription in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageRow {
+    /// The selling tenant.
+    pub tenant_id: TenantId,
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// The subscriber.
+    pub subscriber_id: UserId,
+    /// Start of the hour (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: Timestamp,
+    /// Acknowledged deliveries (records) in that hour.
+    pub count: u64,
+}
+
+/// Which usage rows to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    /// Only this tenant's subscriptions.
+    pub tenant: Option<TenantId>,
+    /// Only this subscriber's subscriptions.
+    pub subscriber: Option<UserId>,
+    /// Only this subscription.
+    pub subscription: Option<SubscriptionId>,
+}
+
+/// Delivery positions, pending retries, the delivery log and usage counters. Every change of
+/// a usage counter happens in the same atomic write as the mark that makes it happen once.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// How far a subscription has delivered (a feed output position). A new subscription
+    /// starts at its feed's newest output at creation.
+    async fn delivery_position(&self, tenant: &TenantId, sub: &SubscriptionId) -> Result<u64>;
+    /// Moves a subscription's position from `from` to `to`, adds `acknowledged` to its
+    /// usage for the hour of `at`, and stores `parked` deliveries, in one atomic write.
+    /// `Conflict` when the position is no longer `from` (nothing is changed then).
+    #[allow(clippy::too_many_arguments)]
+    async fn advance(
+        &self,
+        tenant: &TenantId,
+        sub: &SubscriptionId,
+        from: u64,
+        to: u64,
+        acknowledged: u64,
+        at: Timestamp,
+        parked: &[PendingDelivery],
+    ) -> Result<()>;
+    /// Moves a subscription's position to its feed's newest output (on resume).
+    async fn skip_to_head(&self, tenant: &TenantId, sub: &SubscriptionId) -> Result<()>;
+    /// Stores deliveries to attempt (replays); an id already pending is left as it is.
+    async fn park(&self, deliveries: &[PendingDelivery]) -> Result<()>;
+    /// Pending deliveries due at `now`, oldest due first.
+    async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingDelivery>>;
+    /// Removes a pending delivery and, unless it is a replay, adds `acknowledged` to its
+    /// subscription's usage for the hour of `at`, atomically. `false` when it was already
+    /// gone (so nothing is counted twice).
+    async fn ack_pending(
+        &self,
+        delivery: &PendingDelivery,
+        acknowledged: u64,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Replaces a pending delivery after a failed attempt (new attempt count and due time).
+    async fn reschedule(&self, delivery: &PendingDelivery) -> Result<()>;
+    /// Removes a pending delivery without counting it (given up).
+    async fn drop_pending(&self, delivery: &crate::DeliveryId) -> Result<()>;
+    /// Appends to the delivery log.
+    async fn log_attempts(&self, tenant: &TenantId, attempts: &[DeliveryAttempt]) -> Result<()>;
+    /// A subscription's delivery log, newest first, optionally by status.
+    async fn list_attempts(
+        &self,
+        tenant: &TenantId,
+        sub: &SubscriptionId,
+        status: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryAttempt>>;
+    /// Usage rows matching `filter` with `from <= hour < to`, by subscription then hour.
+    async fn usage(
+        &self,
+        filter: &UsageFilter,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>>;
+}
+
 /// Everything the services store, as one handle.
 pub trait Store:
     AccountStore
@@ -212,6 +419,8 @@ pub trait Store:
     + ReferenceStore
     + SubscriptionStore
     + IdempotencyStore
+    + RecordStore
+    + DeliveryStore
 {
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> Result<()>;
@@ -262,4 +471,48 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         time::OffsetDateTime::now_utc()
     }
+}
+
+/// Wakes the local shape's workers when there is new work (a no-op where event sources
+/// deliver the work, as in the aws shape).
+pub trait Notifier: Send + Sync {
+    /// New raw records were stored.
+    fn raw_appended(&self);
+    /// New output records were stored, or a subscription changed.
+    fn outputs_appended(&self);
+}
+
+/// A notifier that does nothing.
+pub struct NoNotifier;
+
+impl Notifier for NoNotifier {
+    fn raw_appended(&self) {}
+    fn outputs_appended(&self) {}
+}
+
+/// What an endpoint answered to a webhook POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The endpoint answered with this status (and `Retry-After`, in seconds, if given).
+    Answered {
+        /// HTTP status.
+        status: u16,
+        /// `Retry-After` in seconds.
+        retry_after: Option<u64>,
+    },
+    /// No answer: connection refused, timeout, refused address, …
+    Failed(String),
+}
+
+/// Sends webhook POSTs, refusing addresses the outbound guard does not allow.
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    /// POSTs `body` with `headers` to `url` within `timeout`.
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> SendOutcome;
 }

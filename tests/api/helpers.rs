@@ -41,6 +41,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_on(adjust, std::sync::Arc::new(wharf_core::ports::SystemClock)).await
+}
+
+pub async fn spawn_on(
+    adjust: impl FnOnce(&mut Config),
+    clock: std::sync::Arc<dyn wharf_core::ports::Clock>,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
@@ -48,7 +55,9 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         ..Config::default()
     };
     adjust(&mut config);
-    let server = wharf::Server::bind(&config).await.unwrap();
+    let server = wharf::Server::bind_with_clock(&config, clock)
+        .await
+        .unwrap();
     let addr = server.local_addr().unwrap();
     let services = server.services.clone();
     tokio::spawn(server.run(std::future::pending()));

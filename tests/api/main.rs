@@ -7,6 +7,8 @@ mod helpers;
 mod identity;
 mod isolation;
 mod ops;
+mod pipeline;
+mod receiver;
 mod sources;
 mod subscriptions;
 mod tokens;

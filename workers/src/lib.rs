@@ -1,7 +1,9 @@
-//! Pipeline handlers over core's ports: ingest, process (stateless rules), schedule (windows),
-//! publish (fan-out), deliver (channels) and meter (usage). Each is a pure function of an
-//! event batch and the services, so the local loops and the Lambda entry points share them.
-//! The handlers arrive with the pipeline; this crate fixes the outcome type they return.
+//! Pipeline handlers over core's ports: process (stateless rules), schedule (windows),
+//! deliver (webhooks) and the metering that goes with acknowledgement. Each is a function of
+//! a batch of work and the services, so the local loops and the Lambda entry points share them.
+
+pub mod deliver;
+pub mod process;
 
 use serde::Serialize;
 

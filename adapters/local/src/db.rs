@@ -15,7 +15,10 @@ use std::time::Duration;
 use wharf_core::CoreError;
 
 /// The schema migrations, in order. Never edit one that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_pipeline.sql"),
+];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.
 const MAX_IDLE_READERS: usize = 8;

@@ -1,7 +1,10 @@
 //! Adapters for the local shape: one process, one data directory. The SQLite database
-//! (`db`) backs the store port (`store`) and the other local adapters.
+//! (`db`) backs the store port (`store`, with records and the change feed in `records` and
+//! delivery state and usage in `deliveries`) and the other local adapters.
 
 pub mod db;
+mod deliveries;
+mod records;
 pub mod store;
 
 pub use db::{Db, Durability};
@@ -9,7 +12,9 @@ pub use store::SqliteStore;
 pub mod identity;
 pub mod resolve;
 pub mod seal;
+pub mod webhook;
 
 pub use identity::LocalIdentity;
 pub use resolve::SystemResolver;
 pub use seal::FileSecretBox;
+pub use webhook::HttpWebhookSender;

@@ -30,7 +30,7 @@ use wharf_core::{
 /// The SQLite implementation of every store port.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    db: Db,
+    pub(crate) db: Db,
 }
 
 impl SqliteStore {
@@ -106,11 +106,11 @@ fn decode_cursor<I: FromStr>(cursor: Option<&str>) -> Result<String> {
         .ok_or_else(|| CoreError::invalid("cursor", "is not a cursor from this API"))
 }
 
-fn to_doc<T: Serialize>(value: &T) -> Result<String> {
+pub(crate) fn to_doc<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(CoreError::internal)
 }
 
-fn from_doc<T: DeserializeOwned>(doc: &str) -> Result<T> {
+pub(crate) fn from_doc<T: DeserializeOwned>(doc: &str) -> Result<T> {
     serde_json::from_str(doc).map_err(CoreError::internal)
 }
 
@@ -158,7 +158,7 @@ fn one<T: DeserializeOwned>(
     from_doc(&doc.ok_or(CoreError::NotFound(what))?)
 }
 
-fn exists(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<bool> {
+pub(crate) fn exists(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<bool> {
     c.prepare_cached(sql)
         .map_err(sql_error)?
         .query_row(args, |r| r.get(0))
@@ -166,7 +166,7 @@ fn exists(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<bool
 }
 
 /// Runs a write statement and returns the number of rows it changed.
-fn run(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
+pub(crate) fn run(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<usize> {
     c.prepare_cached(sql)
         .map_err(sql_error)?
         .execute(args)
@@ -898,6 +898,7 @@ impl SubscriptionStore for SqliteStore {
                     ],
                     "subscription",
                 )?;
+                crate::deliveries::start_position(tx, &row.tenant_id, &row.feed_id, &row.id)?;
                 put_secrets(tx, &row.id, &secrets)
             })
             .await
@@ -1001,6 +1002,20 @@ impl SubscriptionStore for SqliteStore {
                 }
             })
             .await
+    }
+
+    async fn list_active_subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>> {
+        // The condition repeats the partial index `subscriptions_active` (0002) word for word,
+        // which is what lets SQLite use it.
+        self.list::<_, SubscriptionId>(
+            "SELECT id, doc FROM subscriptions
+             WHERE json_extract(doc, '$.status') = 'active' AND id > ?
+             ORDER BY id LIMIT ?",
+            vec![],
+            page,
+            decode_doc,
+        )
+        .await
     }
 
     async fn get_signing_secrets(

@@ -1,8 +1,9 @@
-//! Runs the store contract suite against SQLite, and checks that a data dir survives reopening.
+//! Runs the store and change-feed contract suites against SQLite, and checks that a data dir
+//! survives reopening and an older one is migrated.
 
 use std::sync::Arc;
-use wharf_core::ports::{SourceStore, Store};
-use wharf_core::{CoreError, PageRequest, SourceId, VendorId};
+use wharf_core::ports::{DeliveryStore, SourceStore, Store};
+use wharf_core::{CoreError, PageRequest, SourceId, SubscriptionId, UserId, VendorId};
 use wharf_local::db::MIGRATIONS;
 use wharf_local::{Db, Durability, SqliteStore};
 
@@ -12,7 +13,9 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 async fn sqlite_store_honours_the_store_contract() -> TestResult {
     let dir = tempfile::tempdir()?;
     let db = Db::open(&dir.path().join("wharf.db"), Durability::Normal)?;
-    wharf_core::contract::run_all(Arc::new(SqliteStore::new(db))).await;
+    let store = Arc::new(SqliteStore::new(db));
+    wharf_core::contract::run_all(store.clone()).await;
+    wharf_core::contract::run_change_log(&*store, &*store).await;
     Ok(())
 }
 
@@ -129,5 +132,41 @@ async fn a_deleted_user_takes_its_refresh_tokens_along() -> TestResult {
         })
         .await?;
     assert_eq!(remaining, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn subscriptions_from_before_the_pipeline_migration_start_at_position_zero() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("wharf.db");
+    let (tenant, sub) = (VendorId::new(), SubscriptionId::new());
+    {
+        // A data dir as the first release left it: only 0001 applied, one subscription.
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(MIGRATIONS[0])?;
+        conn.execute(
+            "INSERT INTO sources (id, tenant_id, doc) VALUES ('src_1', ?1, '{}');",
+            [tenant.as_str()],
+        )?;
+        conn.execute(
+            "INSERT INTO feeds (id, tenant_id, source_id, status, visibility, name_folded,
+                                description_folded, revision, doc)
+             VALUES ('feed_1', ?1, 'src_1', 'published', 'public', 'f', 'd', 1, '{}')",
+            [tenant.as_str()],
+        )?;
+        conn.execute(
+            "INSERT INTO subscriptions (id, tenant_id, feed_id, subscriber_id, revision, doc)
+             VALUES (?1, ?2, 'feed_1', ?3, 1, '{}')",
+            [sub.as_str(), tenant.as_str(), UserId::new().as_str()],
+        )?;
+        conn.pragma_update(None, "user_version", 1)?;
+    }
+    let db = Db::open(&path, Durability::Normal)?;
+    assert_eq!(db.schema_version()?, MIGRATIONS.len());
+    let store = SqliteStore::new(db);
+    assert_eq!(store.delivery_position(&tenant, &sub).await?, 0);
+    let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::hours(3);
+    store.advance(&tenant, &sub, 0, 4, 4, at, &[]).await?;
+    assert_eq!(store.delivery_position(&tenant, &sub).await?, 4);
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod feeds;
 pub mod identity;
 pub mod ops;
+pub mod records;
 pub mod reference;
 pub mod sources;
 pub mod subscriptions;

@@ -2,11 +2,13 @@
 
 pub mod feed;
 pub mod identity;
+pub mod record;
 pub mod source;
 pub mod subscription;
 
 pub use feed::*;
 pub use identity::*;
+pub use record::*;
 pub use source::*;
 pub use subscription::*;
 

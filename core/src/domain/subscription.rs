@@ -194,6 +194,14 @@ pub struct Subscription {
     pub status: SubscriptionStatus,
     /// Every status change, oldest first (the first is the creation).
     pub history: Vec<StatusChange>,
+    /// Why deliveries stopped, when Wharf paused the subscription itself (endpoint gone with
+    /// 410, or failing for days); cleared on resume.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    /// Since when every delivery attempt has failed, if the endpoint is failing now.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub failing_since: Option<Timestamp>,
     /// Grows by one on every change.
     pub revision: u64,
     /// When it was created.

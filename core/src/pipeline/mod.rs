@@ -11,3 +11,21 @@ mod window;
 
 pub use rules::{Compiled, Lookup, Outcome, RuleError};
 pub use window::{Accumulated, WindowSpec};
+
+/// A subscription's filter, compiled.
+pub struct SubscriptionFilter(cel::Program);
+
+impl SubscriptionFilter {
+    /// Compiles a filter expression (already checked when it was saved).
+    pub fn compile(source: &str) -> Result<Self, String> {
+        rules::compile(source).map(SubscriptionFilter)
+    }
+
+    /// Whether `record` passes; a filter that fails on a record does not pass it.
+    pub fn matches(&self, record: &serde_json::Value) -> bool {
+        matches!(
+            rules::eval(&self.0, &[("record", value::to_cel(record))]),
+            Ok(cel::Value::Bool(true))
+        )
+    }
+}

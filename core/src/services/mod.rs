@@ -3,12 +3,14 @@
 
 mod accounts;
 mod catalog;
+mod records;
 mod subscriptions;
 
 pub use accounts::*;
+pub use records::*;
 
 use crate::domain::Shape;
-use crate::ports::{Clock, Identity, Resolver, SecretBox, Store};
+use crate::ports::{Clock, Identity, Notifier, Resolver, SecretBox, Store, WebhookSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +51,10 @@ pub struct Services {
     pub resolver: Arc<dyn Resolver>,
     /// Sealing of recoverable secrets.
     pub secrets: Arc<dyn SecretBox>,
+    /// Wakes the local workers.
+    pub notifier: Arc<dyn Notifier>,
+    /// Sends webhooks.
+    pub webhooks: Arc<dyn WebhookSender>,
     /// Business settings.
     pub settings: Settings,
 }

@@ -59,6 +59,8 @@ impl Services {
             filter: input.filter.filter(|f| !f.trim().is_empty()),
             batch: input.batch,
             status: SubscriptionStatus::Active,
+            disabled_reason: None,
+            failing_since: None,
             history: vec![StatusChange {
                 status: SubscriptionStatus::Active,
                 at: now,
@@ -153,7 +155,7 @@ impl Services {
         }
     }
 
-    async fn own_subscription(
+    pub(crate) async fn own_subscription(
         &self,
         who: &Principal,
         id: &SubscriptionId,
@@ -197,6 +199,12 @@ impl Services {
             .await;
         p.finish()?;
         let now = self.clock.now();
+        let resumed = patch.status == Some(SubscriptionStatus::Active)
+            && sub.status == SubscriptionStatus::Paused;
+        if resumed {
+            sub.disabled_reason = None;
+            sub.failing_since = None;
+        }
         if let Some(status) = patch.status.filter(|s| *s != sub.status) {
             sub.status = status;
             sub.history.push(StatusChange { status, at: now });
@@ -221,6 +229,11 @@ impl Services {
         self.store
             .update_subscription(&sub, new_secret.1.as_deref())
             .await?;
+        if resumed {
+            // What was produced while paused is skipped; it can be replayed.
+            self.store.skip_to_head(&sub.tenant_id, &sub.id).await?;
+        }
+        self.notifier.outputs_appended();
         Ok(SubscriptionWithSecret {
             subscription: sub,
             signing_secret: new_secret.0,

@@ -1,0 +1,110 @@
+//! The webhook sender: HTTP POSTs through a resolver that drops loopback, private,
+//! link-local and metadata addresses at connect time (unless the operator allows them), so
+//! a host that passed the check when the subscription was saved cannot later be re-pointed
+//! inside the network. Redirects are not followed; the answer's body is not read.
+
+use async_trait::async_trait;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use wharf_core::net::is_public;
+use wharf_core::ports::{SendOutcome, WebhookSender};
+
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let allowed: Vec<SocketAddr> = found
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err("the host resolves only to addresses webhooks may not reach".into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Sends webhooks over a shared connection pool.
+pub struct HttpWebhookSender {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl HttpWebhookSender {
+    /// A sender; `allow_private` lets webhooks reach loopback and private networks.
+    pub fn new(allow_private: bool) -> Result<Self, wharf_core::CoreError> {
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("Wharf-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(wharf_core::CoreError::internal)?;
+        Ok(HttpWebhookSender {
+            client,
+            allow_private,
+        })
+    }
+}
+
+#[async_trait]
+impl WebhookSender for HttpWebhookSender {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> SendOutcome {
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return SendOutcome::Failed(format!("bad URL: {e}")),
+        };
+        let literal: Option<IpAddr> = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| !self.allow_private && !is_public(ip)) {
+            return SendOutcome::Failed("the address is one webhooks may not reach".into());
+        }
+        let mut request = self.client.post(parsed).timeout(timeout).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                SendOutcome::Answered {
+                    status: response.status().as_u16(),
+                    retry_after,
+                }
+            }
+            Err(e) if e.is_timeout() => {
+                SendOutcome::Failed(format!("no answer within {} s", timeout.as_secs()))
+            }
+            Err(e) if e.is_connect() => SendOutcome::Failed("could not connect".into()),
+            Err(e) => SendOutcome::Failed(format!("request failed: {}", root_cause(&e))),
+        }
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,474 @@
+//! Ingest, pipeline errors, usage, the delivery log, replays and the pull channel.
+
+use super::Services;
+use crate::domain::*;
+use crate::ports::{DeliveryAttempt, PendingDelivery, UsageFilter};
+use crate::{
+    CoreError, DeliveryId, FeedId, Page, PageRequest, SourceId, SubscriptionId, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Most records the pull channel returns at once.
+pub const MAX_PULL: usize = 1000;
+
+/// One record of the pull channel, with the cursor to continue after it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PulledRecord {
+    /// Pass as `after` to continue after this record.
+    pub cursor: String,
+    /// The record.
+    pub record: OutputRecord,
+}
+
+/// A page of the pull channel.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PulledPage {
+    /// Records in feed order.
+    pub items: Vec<PulledRecord>,
+    /// Pass as `after` for the next page (the position reached, even when items is empty).
+    pub next_cursor: String,
+}
+
+/// Time grain of usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Granularity {
+    /// One point per hour.
+    #[default]
+    Hour,
+    /// One point per UTC day.
+    Day,
+}
+
+/// Acknowledged deliveries of one subscription in one period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsagePoint {
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// Start of the hour or day.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub period_start: Timestamp,
+    /// Acknowledged deliveries (records).
+    pub deliveries: u64,
+}
+
+/// The answer of a replay request.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplayAccepted {
+    /// Records queued for delivery again (not billed again).
+    pub records: usize,
+}
+
+/// The body of `POST /v1/subscriptions/{id}/replay`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplayRange {
+    /// Start (inclusive) of the event-time range.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub from: Timestamp,
+    /// End (exclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub to: Timestamp,
+}
+
+const MAX_REPLAY: usize = 100_000;
+
+impl Services {
+    /// Stores records pushed to a source: rejected ones by index, duplicates counted, the
+    /// rest durable when this returns.
+    pub async fn ingest(
+        &self,
+        who: &Principal,
+        source_id: &SourceId,
+        records: Vec<IngestRecord>,
+    ) -> Result<IngestResult, CoreError> {
+        let tenant = match who {
+            Principal::ApiKey { tenant, scopes, .. } if scopes.contains(&ApiKeyScope::Ingest) => {
+                tenant
+            }
+            Principal::ApiKey { .. } => {
+                return Err(CoreError::Forbidden(
+                    "the API key lacks the ingest scope".into(),
+                ));
+            }
+            user => user.tenant_with(Role::VendorAdmin)?,
+        };
+        let source = self.store.get_source(tenant, source_id).await?;
+        if records.len() > MAX_RECORDS_PER_REQUEST {
+            return Err(CoreError::invalid(
+                "records",
+                format!("at most {MAX_RECORDS_PER_REQUEST} records per request"),
+            ));
+        }
+        let validator = match &source.schema {
+            Some(schema) => Some(
+                jsonschema::validator_for(schema)
+                    .map_err(|e| CoreError::internal(format!("stored schema: {e}")))?,
+            ),
+            None => None,
+        };
+        let now = self.clock.now();
+        let expires_at = now + time::Duration::days(i64::from(source.retention_days));
+        let mut rejected = Vec::new();
+        let mut seen = HashSet::new();
+        let mut in_request_duplicates = 0;
+        let mut raw = Vec::with_capacity(records.len());
+        for (index, r) in records.into_iter().enumerate() {
+            if let Some(id) = &r.id
+                && (id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN)
+            {
+                rejected.push(Rejected {
+                    index,
+                    error: format!("id must be 1 to {MAX_EXTERNAL_ID_LEN} characters"),
+                });
+                continue;
+            }
+            if let Some(v) = &validator
+                && let Some(e) = v.iter_errors(&r.data).next()
+            {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {at}")
+                };
+                rejected.push(Rejected {
+                    index,
+                    error: format!("does not match the source's schema{at}: {e}"),
+                });
+                continue;
+            }
+            let id = match &r.id {
+                Some(external) => RawRecord::id_for(source_id, external),
+                None => crate::RecordId::new(),
+            };
+            if !seen.insert(id.clone()) {
+                in_request_duplicates += 1;
+                continue;
+            }
+            raw.push(RawRecord {
+                id,
+                tenant_id: tenant.clone(),
+                source_id: source_id.clone(),
+                external_id: r.id,
+                ts: r.ts.unwrap_or(now),
+                received_at: now,
+                expires_at,
+                data: r.data,
+            });
+        }
+        let accepted = if raw.is_empty() {
+            0
+        } else {
+            self.store.append_raw(&raw).await?
+        };
+        if accepted > 0 {
+            self.notifier.raw_appended();
+        }
+        Ok(IngestResult {
+            accepted,
+            duplicates: raw.len() - accepted + in_request_duplicates,
+            rejected,
+        })
+    }
+
+    /// A feed's pipeline errors, newest first.
+    pub async fn feed_errors(
+        &self,
+        who: &Principal,
+        feed: &FeedId,
+        page: &PageRequest,
+    ) -> Result<Page<FeedError>, CoreError> {
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        self.store.get_feed(tenant, feed).await?;
+        self.store.list_feed_errors(tenant, feed, page).await
+    }
+
+    /// Acknowledged deliveries per subscription and hour or day, as the caller may see them.
+    pub async fn usage(
+        &self,
+        who: &Principal,
+        subscription: Option<&SubscriptionId>,
+        from: Timestamp,
+        to: Timestamp,
+        granularity: Granularity,
+    ) -> Result<Vec<UsagePoint>, CoreError> {
+        if to <= from {
+            return Err(CoreError::invalid("to", "must be after from"));
+        }
+        if to - from > time::Duration::days(400) {
+            return Err(CoreError::invalid(
+                "to",
+                "a usage query spans at most 400 days",
+            ));
+        }
+        let mut filter = UsageFilter {
+            subscription: subscription.cloned(),
+            ..UsageFilter::default()
+        };
+        match who {
+            p if p.has_role(Role::PlatformAdmin) || p.has_role(Role::PlatformFinance) => {}
+            Principal::User {
+                tenant: Some(t),
+                roles,
+                ..
+            } if roles.contains(&Role::VendorAdmin) || roles.contains(&Role::VendorFinance) => {
+                filter.tenant = Some(t.clone());
+            }
+            p => filter.subscriber = Some(p.user_with(Role::Subscriber)?.clone()),
+        }
+        if let Some(id) = subscription {
+            let visible = match (&filter.tenant, &filter.subscriber) {
+                (Some(t), _) => self.store.get_subscription(t, id).await.is_ok(),
+                (_, Some(me)) => self
+                    .store
+                    .locate_subscription(id)
+                    .await
+                    .is_ok_and(|s| &s.subscriber_id == me),
+                _ => self.store.locate_subscription(id).await.is_ok(),
+            };
+            if !visible {
+                return Err(CoreError::NotFound("subscription"));
+            }
+        }
+        let rows = self.store.usage(&filter, truncate_hour(from), to).await?;
+        let mut points: Vec<UsagePoint> = Vec::new();
+        for row in rows {
+            let period_start = match granularity {
+                Granularity::Hour => row.hour,
+                Granularity::Day => row.hour.replace_time(time::Time::MIDNIGHT),
+            };
+            match points.last_mut() {
+                Some(p)
+                    if p.subscription_id == row.subscription_id
+                        && p.period_start == period_start =>
+                {
+                    p.deliveries += row.count
+                }
+                _ => points.push(UsagePoint {
+                    subscription_id: row.subscription_id,
+                    period_start,
+                    deliveries: row.count,
+                }),
+            }
+        }
+        Ok(points)
+    }
+
+    /// A subscription's delivery log: its subscriber, or an admin of the selling vendor.
+    pub async fn delivery_log(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+        status: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<DeliveryAttempt>, CoreError> {
+        if let Some(s) = status
+            && !["delivered", "failed", "gave_up", "disabled"].contains(&s)
+        {
+            return Err(CoreError::invalid(
+                "status",
+                "must be delivered, failed, gave_up or disabled",
+            ));
+        }
+        let sub = self.get_subscription(who, id).await?;
+        self.store
+            .list_attempts(&sub.tenant_id, &sub.id, status, page)
+            .await
+    }
+
+    /// Queues the records of an event-time range for delivery again, without billing them again.
+    pub async fn replay(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+        range: ReplayRange,
+    ) -> Result<ReplayAccepted, CoreError> {
+        if range.to <= range.from {
+            return Err(CoreError::invalid("to", "must be after from"));
+        }
+        let sub = self.own_subscription(who, id).await?;
+        if sub.status == SubscriptionStatus::Cancelled {
+            return Err(CoreError::Conflict("the subscription is cancelled".into()));
+        }
+        if matches!(sub.channel, Channel::Pull {}) {
+            return Err(CoreError::Conflict(
+                "a pull subscription replays by fetching with an earlier cursor".into(),
+            ));
+        }
+        let now = self.clock.now();
+        let nonce = crate::RecordId::new();
+        let filter = sub
+            .filter
+            .as_deref()
+            .map(crate::pipeline::SubscriptionFilter::compile)
+            .transpose()
+            .map_err(CoreError::internal)?;
+        let mut after = 0;
+        let mut queued = 0;
+        loop {
+            let chunk = self
+                .store
+                .output_between(
+                    &sub.tenant_id,
+                    &sub.feed_id,
+                    range.from,
+                    range.to,
+                    after,
+                    500,
+                )
+                .await?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = *last;
+            let deliveries: Vec<PendingDelivery> = chunk
+                .iter()
+                .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
+                .map(|(_, r)| PendingDelivery {
+                    id: DeliveryId::from_uuid(crate::id::derive(&[
+                        "replay",
+                        nonce.as_str(),
+                        sub.id.as_str(),
+                        r.id.as_str(),
+                    ])),
+                    tenant_id: sub.tenant_id.clone(),
+                    subscription_id: sub.id.clone(),
+                    record_ids: vec![r.id.clone()],
+                    attempts: 0,
+                    next_attempt_at: now,
+                    first_failed_at: now,
+                    replay: true,
+                })
+                .collect();
+            queued += deliveries.len();
+            if queued > MAX_REPLAY {
+                return Err(CoreError::invalid(
+                    "to",
+                    format!("a replay covers at most {MAX_REPLAY} records; narrow the range"),
+                ));
+            }
+            self.store.park(&deliveries).await?;
+        }
+        self.notifier.outputs_appended();
+        Ok(ReplayAccepted { records: queued })
+    }
+
+    /// The pull channel: records after `after` (or after what was last fetched), counted as
+    /// delivered the first time they are fetched.
+    pub async fn pull(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PulledPage, CoreError> {
+        let sub = self.own_subscription(who, id).await?;
+        if !matches!(sub.channel, Channel::Pull {}) {
+            return Err(CoreError::Conflict(
+                "only pull subscriptions are read with this endpoint".into(),
+            ));
+        }
+        let limit = limit.clamp(1, MAX_PULL);
+        let after = match after {
+            Some(c) => c
+                .parse::<u64>()
+                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API"))?,
+            None => {
+                self.store
+                    .delivery_position(&sub.tenant_id, &sub.id)
+                    .await?
+            }
+        };
+        if sub.status != SubscriptionStatus::Active {
+            return Ok(PulledPage {
+                items: vec![],
+                next_cursor: after.to_string(),
+            });
+        }
+        let filter = sub
+            .filter
+            .as_deref()
+            .map(crate::pipeline::SubscriptionFilter::compile)
+            .transpose()
+            .map_err(CoreError::internal)?;
+        let rows = self
+            .store
+            .output_after(&sub.tenant_id, &sub.feed_id, after, limit)
+            .await?;
+        let reached = rows.last().map(|(p, _)| *p).unwrap_or(after);
+        let items: Vec<(u64, OutputRecord)> = rows
+            .into_iter()
+            // Stores keep microseconds; compare at that precision.
+            .filter(|(_, r)| {
+                r.created_at.unix_timestamp_nanos() / 1000
+                    >= sub.created_at.unix_timestamp_nanos() / 1000
+            })
+            .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
+            .collect();
+        self.count_pulled(&sub, &items, reached).await?;
+        Ok(PulledPage {
+            items: items
+                .into_iter()
+                .map(|(p, record)| PulledRecord {
+                    cursor: p.to_string(),
+                    record,
+                })
+                .collect(),
+            next_cursor: reached.to_string(),
+        })
+    }
+
+    /// Counts fetched records beyond the furthest point fetched before, exactly once.
+    async fn count_pulled(
+        &self,
+        sub: &Subscription,
+        items: &[(u64, OutputRecord)],
+        reached: u64,
+    ) -> Result<(), CoreError> {
+        for _ in 0..5 {
+            let hwm = self
+                .store
+                .delivery_position(&sub.tenant_id, &sub.id)
+                .await?;
+            if reached <= hwm {
+                return Ok(());
+            }
+            let fresh = items.iter().filter(|(p, _)| *p > hwm).count() as u64;
+            match self
+                .store
+                .advance(
+                    &sub.tenant_id,
+                    &sub.id,
+                    hwm,
+                    reached,
+                    fresh,
+                    self.clock.now(),
+                    &[],
+                )
+                .await
+            {
+                Err(CoreError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(CoreError::unavailable(
+            "the pull position kept changing; retry",
+        ))
+    }
+}
+
+fn truncate_hour(t: Timestamp) -> Timestamp {
+    t.replace_minute(0)
+        .and_then(|t| t.replace_second(0))
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap_or(t)
+}

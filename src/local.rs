@@ -1,0 +1,160 @@
+//! The local shape's workers, run inside `wharf serve`: the processor follows the change log
+//! of raw records; each active webhook subscription gets its own delivery task, so a slow or
+//! hanging endpoint only ever delays itself; due retries and record retention run on timers.
+//! Notifications wake the loops at once; timers catch anything a notification missed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use wharf_core::domain::Channel;
+use wharf_core::ports::{ChangeLog, Notifier};
+use wharf_core::{PageRequest, Services, SubscriptionId};
+use wharf_workers::deliver::{self, DeliveryConfig};
+use wharf_workers::process::Processor;
+
+/// Wakes the local loops.
+#[derive(Default)]
+pub struct LocalNotifier {
+    raw: Notify,
+    outputs: Notify,
+}
+
+impl Notifier for LocalNotifier {
+    fn raw_appended(&self) {
+        self.raw.notify_one();
+    }
+    fn outputs_appended(&self) {
+        self.outputs.notify_one();
+    }
+}
+
+const PROCESS_BATCH: usize = 500;
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Starts every local worker loop; they run until the process ends.
+pub fn spawn_workers(
+    services: Services,
+    log: Arc<dyn ChangeLog>,
+    notifier: Arc<LocalNotifier>,
+    config: DeliveryConfig,
+) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(process_loop(services.clone(), log, notifier.clone())),
+        tokio::spawn(delivery_loop(
+            services.clone(),
+            notifier.clone(),
+            config.clone(),
+        )),
+        tokio::spawn(retry_loop(services.clone(), config)),
+        tokio::spawn(retention_loop(services)),
+    ]
+}
+
+async fn process_loop(services: Services, log: Arc<dyn ChangeLog>, notifier: Arc<LocalNotifier>) {
+    let processor = Processor::default();
+    let mut position = loop {
+        match log.consumer_position("process").await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the processor's position; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let batch = match log.raw_after(position, PROCESS_BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read new records; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(&(last, _)) = batch.last() else {
+            let _ = tokio::time::timeout(IDLE_WAIT * 10, notifier.raw.notified()).await;
+            continue;
+        };
+        let records: Vec<_> = batch.into_iter().map(|(_, r)| r).collect();
+        // The position is committed only after the outputs are stored; outputs are keyed
+        // by derived ids, so a batch processed again after a crash writes nothing new.
+        match processor.handle(&services, &records).await {
+            Ok(_) => match log.set_consumer_position("process", last).await {
+                Ok(()) => position = last,
+                Err(e) => tracing::error!(error = %e, "cannot commit the processor's position"),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "processing failed; retrying the batch");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn delivery_loop(services: Services, notifier: Arc<LocalNotifier>, config: DeliveryConfig) {
+    let mut running: HashMap<SubscriptionId, JoinHandle<()>> = HashMap::new();
+    loop {
+        running.retain(|_, task| !task.is_finished());
+        let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
+        loop {
+            let subs = match services.store.list_active_subscriptions(&page).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list subscriptions");
+                    break;
+                }
+            };
+            for sub in subs.items {
+                if !matches!(sub.channel, Channel::Webhook { .. }) || running.contains_key(&sub.id)
+                {
+                    continue;
+                }
+                let (services, config, id) = (services.clone(), config.clone(), sub.id.clone());
+                running.insert(
+                    id,
+                    tokio::spawn(async move {
+                        // Keep passing while there is work, so a busy feed is drained quickly.
+                        loop {
+                            match deliver::deliver_webhook(&services, &sub, &config).await {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(subscription.id = %sub.id, error = %e, "delivery pass failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }),
+                );
+            }
+            match subs.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        let _ = tokio::time::timeout(IDLE_WAIT, notifier.outputs.notified()).await;
+    }
+}
+
+async fn retry_loop(services: Services, config: DeliveryConfig) {
+    loop {
+        match deliver::retry_due(&services, &config, 200).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retrying deliveries failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn retention_loop(services: Services) {
+    loop {
+        match services.store.expire_records(services.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "expired records removed"),
+            Err(e) => tracing::warn!(error = %e, "record retention failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}

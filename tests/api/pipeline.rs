@@ -1,0 +1,647 @@
+//! Data in, processed, delivered, counted: ingest, rules, pull, signed webhooks with
+//! retries, pausing, batching, replays and usage.
+
+use crate::helpers::*;
+use crate::receiver::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A vendor with a published feed (filter price > 100, map) over a push source.
+async fn vendor_feed(app: &TestApp) -> (String, String, String) {
+    let (_, token) = app.vendor("Acme").await;
+    let feed = app.feed(&token, "Large trades").await;
+    let source = app
+        .get(&format!("/v1/feeds/{feed}"), Some(&token))
+        .await
+        .body["source_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (token, feed, source)
+}
+
+fn trades(ids: &[(&str, f64)]) -> Value {
+    json!({"records": ids.iter().map(|(id, price)| json!({"id": id, "data": {"sym": "AAPL", "price": price, "px": price}})).collect::<Vec<_>>()})
+}
+
+async fn subscribe_webhook(
+    app: &TestApp,
+    token: &str,
+    feed: &str,
+    url: &str,
+    extra: Value,
+) -> (String, String) {
+    let mut body =
+        json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": url}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let res = app.post("/v1/subscriptions", Some(token), body).await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    (
+        res.body["id"].as_str().unwrap().to_owned(),
+        res.body["signing_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn usage_of(app: &TestApp, token: &str, sub: &str) -> u64 {
+    let now = time::OffsetDateTime::now_utc();
+    let from = (now - time::Duration::days(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let to = (now + time::Duration::days(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let res = app
+        .get(
+            &format!("/v1/usage?subscription_id={sub}&from={from}&to={to}"),
+            Some(token),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    res.body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["deliveries"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn records_flow_through_the_rules_to_the_pull_channel_and_are_counted_once() {
+    let app = spawn_app().await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let sub = app.subscribe(&sub_token, &feed).await;
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            trades(&[("t1", 150.0), ("t2", 50.0), ("t3", 101.5)]),
+        )
+        .await;
+    assert_eq!(pushed.status, 202);
+    assert_eq!(
+        pushed.body,
+        json!({"accepted": 3, "duplicates": 0, "rejected": []})
+    );
+    let path = format!("/v1/subscriptions/{sub}/records?after=0");
+    eventually("both matching records are pulled", || async {
+        app.get(&path, Some(&sub_token)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let page = app.get(&path, Some(&sub_token)).await.body;
+    let data: Vec<Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["record"]["data"].clone())
+        .collect();
+    assert_eq!(
+        data,
+        vec![
+            json!({"symbol": "AAPL", "usd": 162}),
+            json!({"symbol": "AAPL", "usd": 109.62})
+        ]
+    );
+    assert_eq!(page["items"][0]["record"]["pipeline_version"], 1);
+    assert_eq!(usage_of(&app, &sub_token, &sub).await, 2);
+    let again = app.get(&path, Some(&sub_token)).await;
+    assert_eq!(
+        again.body["items"].as_array().unwrap().len(),
+        2,
+        "pulling again from the start reads the same records"
+    );
+    assert_eq!(
+        usage_of(&app, &sub_token, &sub).await,
+        2,
+        "and does not count them twice"
+    );
+    let dup = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            trades(&[("t1", 150.0), ("t3", 101.5), ("t4", 200.0)]),
+        )
+        .await;
+    assert_eq!(
+        dup.body,
+        json!({"accepted": 1, "duplicates": 2, "rejected": []})
+    );
+    let next = page["next_cursor"].as_str().unwrap();
+    eventually("the new record is pulled", || async {
+        app.get(
+            &format!("/v1/subscriptions/{sub}/records?after={next}"),
+            Some(&sub_token),
+        )
+        .await
+        .body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    assert_eq!(
+        usage_of(&app, &vendor, &sub).await,
+        3,
+        "the vendor sees its tenant's usage"
+    );
+}
+
+#[tokio::test]
+async fn ingest_takes_ndjson_and_api_keys_and_rejects_bad_records_by_index() {
+    let app = spawn_app().await;
+    let (vendor, _, _) = vendor_feed(&app).await;
+    let source = app
+        .post("/v1/sources", Some(&vendor), json!({"name": "typed", "kind": "push", "schema": {"type": "object", "required": ["price"], "properties": {"price": {"type": "number"}}}}))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = app
+        .post("/v1/api-keys", Some(&vendor), json!({"name": "pusher"}))
+        .await
+        .body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ndjson = "{\"id\":\"a\",\"data\":{\"price\":1}}\n{\"id\":\"b\",\"data\":{\"price\":\"x\"}}\n\n{\"data\":{\"price\":3},\"ts\":\"2026-11-26T10:00:00Z\"}\n{\"oops\":1}\n";
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/sources/{source}/records")))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .body(ndjson)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["accepted"], 2);
+    let rejected: Vec<u64> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, vec![1, 3]);
+    assert!(
+        body["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("schema")
+    );
+    let many: Vec<Value> = (0..1001).map(|i| json!({"data": {"price": i}})).collect();
+    let big = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&key),
+            json!({"records": many}),
+        )
+        .await;
+    assert_eq!(big.status, 413);
+    let (_, other) = app.vendor("Other").await;
+    assert_eq!(
+        app.post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&other),
+            trades(&[("z", 1.0)])
+        )
+        .await
+        .status,
+        404
+    );
+    let (_, sub) = app.subscriber("bob").await;
+    assert_eq!(
+        app.post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&sub),
+            trades(&[("z", 1.0)])
+        )
+        .await
+        .status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_per_standard_webhooks_including_after_a_rotation() {
+    let app = spawn_with(|c| c.allow_private_webhooks = true).await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let receiver = Receiver::start(vec![]).await;
+    let (sub, secret) = subscribe_webhook(&app, &sub_token, &feed, &receiver.url, json!({})).await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("t1", 150.0)]),
+    )
+    .await;
+    eventually("the webhook arrives", || async {
+        receiver.hits().len() == 1
+    })
+    .await;
+    let hit = &receiver.hits()[0];
+    let wh = standardwebhooks::Webhook::new(&secret).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, hit.header(name).parse().unwrap());
+    }
+    assert!(
+        wh.verify(&hit.body, &headers).is_ok(),
+        "verified by an independent implementation"
+    );
+    assert_eq!(hit.json()["data"], json!({"symbol": "AAPL", "usd": 162}));
+    assert!(hit.header("webhook-id").starts_with("del_"));
+    let rotated = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/rotate-secret"),
+            Some(&sub_token),
+            json!({}),
+        )
+        .await
+        .body;
+    let new_secret = rotated["signing_secret"].as_str().unwrap();
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("t2", 300.0)]),
+    )
+    .await;
+    eventually("the second webhook arrives", || async {
+        receiver.hits().len() == 2
+    })
+    .await;
+    let second = &receiver.hits()[1];
+    assert!(
+        signed_with(second, new_secret),
+        "signed with the new secret"
+    );
+    assert!(
+        signed_with(second, &secret),
+        "and, during the overlap, with the old one"
+    );
+    assert_eq!(usage_of(&app, &sub_token, &sub).await, 2);
+    let log = app
+        .get(
+            &format!("/v1/subscriptions/{sub}/deliveries"),
+            Some(&sub_token),
+        )
+        .await
+        .body;
+    assert_eq!(log["items"].as_array().unwrap().len(), 2);
+    assert_eq!(log["items"][0]["status"], "delivered");
+    assert_eq!(log["items"][0]["status_code"], 200);
+}
+
+#[tokio::test]
+async fn failed_webhooks_follow_the_retry_schedule_and_count_once() {
+    let clock = TestClock::new();
+    let app = spawn_on(|c| c.allow_private_webhooks = true, clock.clone()).await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let receiver = Receiver::start(vec![Answer::Status(500), Answer::Status(502)]).await;
+    let (sub, secret) = subscribe_webhook(&app, &sub_token, &feed, &receiver.url, json!({})).await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("t1", 150.0)]),
+    )
+    .await;
+    eventually("the first attempt fails", || async {
+        receiver.hits().len() == 1
+    })
+    .await;
+    let log_path = format!("/v1/subscriptions/{sub}/deliveries?status=failed");
+    eventually("the failure is logged", || async {
+        app.get(&log_path, Some(&sub_token)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    let failed = app.get(&log_path, Some(&sub_token)).await.body["items"][0].clone();
+    assert_eq!(failed["status_code"], 500);
+    assert_eq!(failed["attempt"], 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.hits().len(),
+        1,
+        "nothing is retried before it is due"
+    );
+    clock.advance(Duration::from_secs(5));
+    eventually("the second attempt fails", || async {
+        receiver.hits().len() == 2
+    })
+    .await;
+    clock.advance(Duration::from_secs(299));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.hits().len(),
+        2,
+        "the third attempt waits 5 minutes"
+    );
+    clock.advance(Duration::from_secs(1));
+    eventually("the third attempt succeeds", || async {
+        receiver.hits().len() == 3
+    })
+    .await;
+    let hits = receiver.hits();
+    assert!(
+        hits.iter()
+            .all(|h| h.header("webhook-id") == hits[0].header("webhook-id")),
+        "the delivery id is stable across retries"
+    );
+    assert!(hits.iter().all(|h| signed_with(h, &secret)));
+    eventually("usage counts the delivery once", || async {
+        usage_of(&app, &sub_token, &sub).await == 1
+    })
+    .await;
+    let all = app
+        .get(
+            &format!("/v1/subscriptions/{sub}/deliveries"),
+            Some(&sub_token),
+        )
+        .await
+        .body;
+    let statuses: Vec<(u64, String)> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (3, "delivered".to_owned()),
+            (2, "failed".to_owned()),
+            (1, "failed".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_410_pauses_the_subscription() {
+    let clock = TestClock::new();
+    let app = spawn_on(|c| c.allow_private_webhooks = true, clock.clone()).await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let throttled = Receiver::start(vec![Answer::RetryAfter(429, 120)]).await;
+    let (slow, _) = subscribe_webhook(&app, &sub_token, &feed, &throttled.url, json!({})).await;
+    let gone = Receiver::start(vec![Answer::Status(410)]).await;
+    let (dead, _) = subscribe_webhook(&app, &sub_token, &feed, &gone.url, json!({})).await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("t1", 150.0)]),
+    )
+    .await;
+    eventually("both endpoints are called", || async {
+        throttled.hits().len() == 1 && gone.hits().len() == 1
+    })
+    .await;
+    let dead_path = format!("/v1/subscriptions/{dead}");
+    eventually("the 410 pauses the subscription", || async {
+        app.get(&dead_path, Some(&sub_token)).await.body["status"] == "paused"
+    })
+    .await;
+    assert!(
+        app.get(&dead_path, Some(&sub_token)).await.body["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
+    clock.advance(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        throttled.hits().len(),
+        1,
+        "Retry-After: 120 outweighs the 5 s step"
+    );
+    clock.advance(Duration::from_secs(61));
+    eventually(
+        "the throttled delivery is retried after Retry-After",
+        || async { throttled.hits().len() == 2 },
+    )
+    .await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("t2", 150.0)]),
+    )
+    .await;
+    eventually("the live endpoint gets the next record", || async {
+        throttled.hits().len() == 3
+    })
+    .await;
+    assert_eq!(
+        gone.hits().len(),
+        1,
+        "a paused subscription receives nothing"
+    );
+    assert_eq!(usage_of(&app, &sub_token, &slow).await, 2);
+    assert_eq!(usage_of(&app, &sub_token, &dead).await, 0);
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_does_not_stall_other_subscriptions() {
+    let app = spawn_with(|c| {
+        c.allow_private_webhooks = true;
+        c.webhook_timeout_secs = 30;
+    })
+    .await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let hanging = Receiver::start(vec![Answer::Hang]).await;
+    subscribe_webhook(&app, &sub_token, &feed, &hanging.url, json!({})).await;
+    let healthy = Receiver::start(vec![]).await;
+    subscribe_webhook(&app, &sub_token, &feed, &healthy.url, json!({})).await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("t1", 150.0)]),
+    )
+    .await;
+    eventually("the hanging endpoint is called", || async {
+        hanging.started() == 1
+    })
+    .await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("t2", 150.0), ("t3", 160.0)]),
+    )
+    .await;
+    eventually("the healthy endpoint gets everything", || async {
+        healthy.hits().len() == 3
+    })
+    .await;
+    assert_eq!(
+        hanging.hits().len(),
+        0,
+        "while the other endpoint is still hanging"
+    );
+}
+
+#[tokio::test]
+async fn batched_subscriptions_get_arrays_and_paused_ones_miss_what_came_meanwhile() {
+    let app = spawn_with(|c| c.allow_private_webhooks = true).await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let receiver = Receiver::start(vec![]).await;
+    let (sub, _) = subscribe_webhook(
+        &app,
+        &sub_token,
+        &feed,
+        &receiver.url,
+        json!({"batch": {"max_records": 2, "max_wait_ms": 200}}),
+    )
+    .await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("a", 150.0), ("b", 151.0), ("c", 152.0)]),
+    )
+    .await;
+    eventually("two batches arrive", || async {
+        receiver.hits().len() == 2
+    })
+    .await;
+    let sizes: Vec<usize> = receiver
+        .hits()
+        .iter()
+        .map(|h| h.json().as_array().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![2, 1],
+        "a full batch, then the rest once it waited max_wait_ms"
+    );
+    let path = format!("/v1/subscriptions/{sub}");
+    app.patch(&path, Some(&sub_token), json!({"status": "paused"}))
+        .await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("d", 150.0)]),
+    )
+    .await;
+    let source_feed_head = || async {
+        app.get(&format!("/v1/feeds/{feed}/errors"), Some(&vendor))
+            .await
+            .status
+            == 200
+    };
+    eventually("the feed answers", source_feed_head).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.hits().len(), 2, "nothing while paused");
+    app.patch(&path, Some(&sub_token), json!({"status": "active"}))
+        .await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("e", 150.0)]),
+    )
+    .await;
+    eventually("the record after resuming arrives", || async {
+        receiver.hits().len() == 3
+    })
+    .await;
+    let last = receiver.hits()[2].json();
+    assert_eq!(last.as_array().unwrap().len(), 1);
+    assert_eq!(last[0]["data"]["usd"], 162, "record e, not d");
+    assert_eq!(usage_of(&app, &sub_token, &sub).await, 4);
+    let from = "2000-01-01T00:00:00Z";
+    let to = "2100-01-01T00:00:00Z";
+    let replay = app
+        .post(
+            &format!("{path}/replay"),
+            Some(&sub_token),
+            json!({"from": from, "to": to}),
+        )
+        .await;
+    assert_eq!(replay.status, 202);
+    assert_eq!(
+        replay.body["records"], 5,
+        "the paused record d can be replayed"
+    );
+    eventually("the replay arrives", || async {
+        receiver.hits().len() == 8
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        usage_of(&app, &sub_token, &sub).await,
+        4,
+        "replays are not billed again"
+    );
+}
+
+#[tokio::test]
+async fn a_record_a_rule_fails_on_lands_in_the_feeds_error_list() {
+    let app = spawn_app().await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let res = app
+        .put(
+            &format!("/v1/feeds/{feed}/pipeline"),
+            Some(&vendor),
+            json!({"rules": [
+                {"type": "map", "fields": {"double": "record.qty * 2.0"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let (_, sub_token) = app.subscriber("bob").await;
+    let sub = app.subscribe(&sub_token, &feed).await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        json!({"records": [
+            {"id": "ok", "data": {"qty": 2}}, {"id": "bad", "data": {"sym": "X"}}
+        ]}),
+    )
+    .await;
+    let errors = format!("/v1/feeds/{feed}/errors");
+    eventually("the failure is listed", || async {
+        app.get(&errors, Some(&vendor)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    let error = app.get(&errors, Some(&vendor)).await.body["items"][0].clone();
+    assert_eq!(error["rule"], 0);
+    assert_eq!(error["pipeline_version"], 2);
+    assert!(
+        error["message"].as_str().unwrap().contains("double"),
+        "{error}"
+    );
+    let pulled = format!("/v1/subscriptions/{sub}/records?after=0");
+    eventually("the good record still flows", || async {
+        app.get(&pulled, Some(&sub_token)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    assert_eq!(
+        app.get(&pulled, Some(&sub_token)).await.body["items"][0]["record"]["data"],
+        json!({"double": 4})
+    );
+    let (_, other) = app.vendor("Other").await;
+    assert_eq!(app.get(&errors, Some(&other)).await.status, 404);
+}

@@ -1,0 +1,586 @@
+//! Webhook delivery. Each subscription keeps a position in its feed's output; a pass reads
+//! the records after it, groups them (one per POST, or batches), signs each POST with every
+//! live secret (Standard Webhooks), sends them with bounded concurrency, and then moves the
+//! position, adds the acknowledged records to usage and parks the failures for retry — all
+//! in one atomic write, so each record is counted once whatever crashes or retries happen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use wharf_core::domain::{Channel, OutputRecord, Subscription, SubscriptionStatus};
+use wharf_core::pipeline::SubscriptionFilter;
+use wharf_core::ports::{DeliveryAttempt, PendingDelivery, SendOutcome, WebhookSender};
+use wharf_core::{CoreError, DeliveryId, RecordId, Services, Timestamp, webhook};
+
+/// How deliveries are attempted.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Waits before the 2nd, 3rd, … attempt; after the last one the delivery is given up.
+    pub retry_schedule: Vec<Duration>,
+    /// How long an endpoint has to answer.
+    pub timeout: Duration,
+    /// An endpoint failing for this long is disabled and its subscriber told.
+    pub disable_after: Duration,
+    /// Records read per pass and subscription.
+    pub chunk: usize,
+    /// POSTs in flight per subscription.
+    pub in_flight: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let m = 60;
+        let h = 3600;
+        DeliveryConfig {
+            retry_schedule: [5, 5 * m, 30 * m, 2 * h, 5 * h, 10 * h, 10 * h]
+                .map(Duration::from_secs)
+                .to_vec(),
+            timeout: Duration::from_secs(10),
+            disable_after: Duration::from_secs(5 * 24 * h),
+            chunk: 1000,
+            in_flight: 16,
+        }
+    }
+}
+
+/// A record as a webhook carries it.
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    id: &'a RecordId,
+    feed_id: &'a wharf_core::FeedId,
+    pipeline_version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    ts: Timestamp,
+    data: &'a serde_json::Value,
+}
+
+fn payload(r: &OutputRecord) -> Payload<'_> {
+    Payload {
+        id: &r.id,
+        feed_id: &r.feed_id,
+        pipeline_version: r.pipeline_version,
+        ts: r.ts,
+        data: &r.data,
+    }
+}
+
+/// The body of one delivery: an object for a single record, an array for a batch.
+fn body(records: &[&OutputRecord], batched: bool) -> Result<Vec<u8>, CoreError> {
+    if batched {
+        serde_json::to_vec(&records.iter().map(|r| payload(r)).collect::<Vec<_>>())
+    } else {
+        serde_json::to_vec(&payload(records[0]))
+    }
+    .map_err(CoreError::internal)
+}
+
+/// The id of a delivery of `records` to `sub`: stable across retries.
+pub fn delivery_id(sub: &Subscription, records: &[RecordId]) -> DeliveryId {
+    match records {
+        [one] => DeliveryId::from_uuid(wharf_core::id::derive(&[
+            "del",
+            one.as_str(),
+            sub.id.as_str(),
+        ])),
+        many => {
+            let first = many.first().map(RecordId::as_str).unwrap_or("");
+            let last = many.last().map(RecordId::as_str).unwrap_or("");
+            let n = many.len().to_string();
+            DeliveryId::from_uuid(wharf_core::id::derive(&[
+                "batch",
+                sub.id.as_str(),
+                first,
+                last,
+                &n,
+            ]))
+        }
+    }
+}
+
+/// What one attempt came to.
+enum Verdict {
+    Delivered(u16),
+    Gone(u16),
+    Failed {
+        status: Option<u16>,
+        error: String,
+        retry_after: Option<u64>,
+    },
+}
+
+fn judge(outcome: SendOutcome) -> Verdict {
+    match outcome {
+        SendOutcome::Answered { status, .. } if (200..300).contains(&status) => {
+            Verdict::Delivered(status)
+        }
+        SendOutcome::Answered { status: 410, .. } => Verdict::Gone(410),
+        SendOutcome::Answered {
+            status,
+            retry_after,
+        } => Verdict::Failed {
+            status: Some(status),
+            error: format!("the endpoint answered {status}"),
+            retry_after: retry_after.filter(|_| status == 429 || status == 503),
+        },
+        SendOutcome::Failed(error) => Verdict::Failed {
+            status: None,
+            error,
+            retry_after: None,
+        },
+    }
+}
+
+/// The live signing secrets of a subscription, newest first.
+async fn secrets(
+    services: &Services,
+    sub: &Subscription,
+    now: Timestamp,
+) -> Result<Vec<String>, CoreError> {
+    let sealed = services
+        .store
+        .get_signing_secrets(&sub.tenant_id, &sub.id)
+        .await?;
+    sealed
+        .iter()
+        .filter(|s| s.expires_at.is_none_or(|t| t > now))
+        .map(|s| services.secrets.open(&s.sealed))
+        .collect()
+}
+
+struct Job {
+    id: DeliveryId,
+    records: Vec<RecordId>,
+    body: Vec<u8>,
+}
+
+/// Sends `jobs` with at most `in_flight` at once; answers come back in job order.
+async fn send_all(
+    sender: Arc<dyn WebhookSender>,
+    url: &str,
+    secrets: &[String],
+    jobs: Vec<Job>,
+    config: &DeliveryConfig,
+    now: Timestamp,
+) -> Result<Vec<(Job, Verdict)>, CoreError> {
+    let timestamp = now.unix_timestamp();
+    let mut results: Vec<Option<Verdict>> = (0..jobs.len()).map(|_| None).collect();
+    let mut set = JoinSet::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if set.len() >= config.in_flight.max(1)
+            && let Some(Ok((j, v))) = set.join_next().await
+        {
+            results[j] = Some(v);
+        }
+        let headers = webhook::headers(secrets, job.id.as_str(), timestamp, &job.body)
+            .map_err(CoreError::internal)?;
+        let (sender, url, body, timeout) = (
+            sender.clone(),
+            url.to_owned(),
+            job.body.clone(),
+            config.timeout,
+        );
+        set.spawn(async move { (i, judge(sender.post(&url, &headers, body, timeout).await)) });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (j, v) = joined.map_err(CoreError::internal)?;
+        results[j] = Some(v);
+    }
+    Ok(jobs
+        .into_iter()
+        .zip(results)
+        .map(|(job, v)| {
+            (
+                job,
+                v.unwrap_or(Verdict::Failed {
+                    status: None,
+                    error: "not sent".into(),
+                    retry_after: None,
+                }),
+            )
+        })
+        .collect())
+}
+
+fn next_attempt(
+    config: &DeliveryConfig,
+    attempts: u32,
+    retry_after: Option<u64>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let wait = config
+        .retry_schedule
+        .get(attempts.saturating_sub(1) as usize)?;
+    let wait = retry_after
+        .map(Duration::from_secs)
+        .map_or(*wait, |r| r.max(*wait));
+    Some(now + wait)
+}
+
+/// One pass over a webhook subscription: delivers what its feed produced since its position.
+/// Returns the number of records the pass moved past.
+pub async fn deliver_webhook(
+    services: &Services,
+    sub: &Subscription,
+    config: &DeliveryConfig,
+) -> Result<usize, CoreError> {
+    let Channel::Webhook { url } = &sub.channel else {
+        return Ok(0);
+    };
+    if sub.status != SubscriptionStatus::Active {
+        return Ok(0);
+    }
+    let from = services
+        .store
+        .delivery_position(&sub.tenant_id, &sub.id)
+        .await?;
+    let rows = services
+        .store
+        .output_after(&sub.tenant_id, &sub.feed_id, from, config.chunk)
+        .await?;
+    let Some((last, _)) = rows.last() else {
+        return Ok(0);
+    };
+    let now = services.clock.now();
+    let filter = sub
+        .filter
+        .as_deref()
+        .map(SubscriptionFilter::compile)
+        .transpose()
+        .map_err(CoreError::internal)?;
+    let wanted: Vec<&(u64, OutputRecord)> = rows
+        .iter()
+        .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
+        .collect();
+    let mut to = *last;
+    let mut groups: Vec<Vec<&(u64, OutputRecord)>> = Vec::new();
+    match sub.batch {
+        Some(batch) => {
+            for chunk in wanted.chunks(batch.max_records.max(1) as usize) {
+                groups.push(chunk.to_vec());
+            }
+            // A partial last batch waits for more records until its oldest has waited max_wait_ms.
+            let caught_up = rows.len() < config.chunk;
+            if let Some(tail) = groups.last() {
+                let oldest = tail[0].1.created_at;
+                let partial = tail.len() < batch.max_records as usize;
+                if caught_up
+                    && partial
+                    && oldest + Duration::from_millis(u64::from(batch.max_wait_ms)) > now
+                {
+                    let first_held = tail[0].0;
+                    to = rows
+                        .iter()
+                        .take_while(|(p, _)| *p < first_held)
+                        .last()
+                        .map_or(from, |(p, _)| *p);
+                    groups.pop();
+                }
+            }
+        }
+        None => groups.extend(wanted.iter().map(|r| vec![*r])),
+    }
+    if to == from {
+        return Ok(0);
+    }
+    let jobs = groups
+        .iter()
+        .map(|g| {
+            let records: Vec<&OutputRecord> = g.iter().map(|(_, r)| r).collect();
+            let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
+            Ok(Job {
+                id: delivery_id(sub, &ids),
+                body: body(&records, sub.batch.is_some())?,
+                records: ids,
+            })
+        })
+        .collect::<Result<Vec<_>, CoreError>>()?;
+    let secrets = if jobs.is_empty() {
+        vec![]
+    } else {
+        secrets(services, sub, now).await?
+    };
+    let results = send_all(services.webhooks.clone(), url, &secrets, jobs, config, now).await?;
+    let mut acknowledged = 0u64;
+    let mut parked = Vec::new();
+    let mut log = Vec::new();
+    let mut gone = false;
+    for (job, verdict) in results {
+        let n = job.records.len() as u32;
+        let mut attempt = DeliveryAttempt {
+            delivery_id: job.id.clone(),
+            subscription_id: sub.id.clone(),
+            records: n,
+            attempt: 1,
+            status: String::new(),
+            status_code: None,
+            error: None,
+            next_attempt_at: None,
+            at: now,
+        };
+        match verdict {
+            Verdict::Delivered(code) => {
+                acknowledged += u64::from(n);
+                attempt.status = "delivered".into();
+                attempt.status_code = Some(code);
+            }
+            Verdict::Gone(code) => {
+                gone = true;
+                attempt.status = "disabled".into();
+                attempt.status_code = Some(code);
+                attempt.error =
+                    Some("the endpoint answered 410 Gone; the subscription is paused".into());
+            }
+            Verdict::Failed {
+                status,
+                error,
+                retry_after,
+            } => {
+                let next = next_attempt(config, 1, retry_after, now);
+                attempt.status = if next.is_some() { "failed" } else { "gave_up" }.into();
+                attempt.status_code = status;
+                attempt.error = Some(error);
+                attempt.next_attempt_at = next;
+                if let Some(next) = next {
+                    parked.push(PendingDelivery {
+                        id: job.id,
+                        tenant_id: sub.tenant_id.clone(),
+                        subscription_id: sub.id.clone(),
+                        record_ids: job.records,
+                        attempts: 1,
+                        next_attempt_at: next,
+                        first_failed_at: now,
+                        replay: false,
+                    });
+                }
+            }
+        }
+        log.push(attempt);
+    }
+    match services
+        .store
+        .advance(
+            &sub.tenant_id,
+            &sub.id,
+            from,
+            to,
+            acknowledged,
+            now,
+            &parked,
+        )
+        .await
+    {
+        Ok(()) => {}
+        // Another pass moved this subscription on; what it sent counts, not ours.
+        Err(CoreError::Conflict(_)) => return Ok(0),
+        Err(e) => return Err(e),
+    }
+    services.store.log_attempts(&sub.tenant_id, &log).await?;
+    let any_ok = log.iter().any(|a| a.status == "delivered");
+    let any_failed = log
+        .iter()
+        .any(|a| a.status == "failed" || a.status == "gave_up");
+    endpoint_health(services, sub, any_ok, any_failed, gone, config, now).await?;
+    Ok(rows.iter().filter(|(p, _)| *p <= to).count())
+}
+
+/// Retries the pending deliveries that are due. Returns how many were attempted.
+pub async fn retry_due(
+    services: &Services,
+    config: &DeliveryConfig,
+    limit: usize,
+) -> Result<usize, CoreError> {
+    let now = services.clock.now();
+    let due = services.store.due_deliveries(now, limit).await?;
+    let mut by_sub: HashMap<_, Vec<PendingDelivery>> = HashMap::new();
+    for d in due.iter().cloned() {
+        by_sub
+            .entry((d.tenant_id.clone(), d.subscription_id.clone()))
+            .or_default()
+            .push(d);
+    }
+    for ((tenant, sub_id), pending) in by_sub {
+        let sub = match services.store.get_subscription(&tenant, &sub_id).await {
+            Ok(s) => s,
+            Err(CoreError::NotFound(_)) => {
+                for d in &pending {
+                    services.store.drop_pending(&d.id).await?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        retry_subscription(services, &sub, pending, config, now).await?;
+    }
+    Ok(due.len())
+}
+
+async fn retry_subscription(
+    services: &Services,
+    sub: &Subscription,
+    pending: Vec<PendingDelivery>,
+    config: &DeliveryConfig,
+    now: Timestamp,
+) -> Result<(), CoreError> {
+    let url = match (&sub.channel, sub.status) {
+        (_, SubscriptionStatus::Cancelled) | (Channel::Pull {} | Channel::Websocket {}, _) => {
+            for d in &pending {
+                services.store.drop_pending(&d.id).await?;
+            }
+            return Ok(());
+        }
+        (_, SubscriptionStatus::Paused) => {
+            for mut d in pending {
+                d.next_attempt_at = now + Duration::from_secs(60);
+                services.store.reschedule(&d).await?;
+            }
+            return Ok(());
+        }
+        (Channel::Webhook { url }, _) => url.clone(),
+        _ => return Ok(()),
+    };
+    let mut jobs = Vec::new();
+    let mut kept = Vec::new();
+    for d in pending {
+        let records = services
+            .store
+            .output_by_ids(&sub.tenant_id, &d.record_ids)
+            .await?;
+        if records.is_empty() {
+            services.store.drop_pending(&d.id).await?;
+            continue;
+        }
+        let refs: Vec<&OutputRecord> = records.iter().collect();
+        let batched = sub.batch.is_some() || refs.len() > 1;
+        jobs.push(Job {
+            id: d.id.clone(),
+            records: d.record_ids.clone(),
+            body: body(&refs, batched)?,
+        });
+        kept.push(d);
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let secrets = secrets(services, sub, now).await?;
+    let results = send_all(services.webhooks.clone(), &url, &secrets, jobs, config, now).await?;
+    let (mut any_ok, mut any_failed, mut gone) = (false, false, false);
+    let mut log = Vec::new();
+    for ((job, verdict), mut d) in results.into_iter().zip(kept) {
+        let attempt_no = d.attempts + 1;
+        let mut attempt = DeliveryAttempt {
+            delivery_id: job.id.clone(),
+            subscription_id: sub.id.clone(),
+            records: job.records.len() as u32,
+            attempt: attempt_no,
+            status: String::new(),
+            status_code: None,
+            error: None,
+            next_attempt_at: None,
+            at: now,
+        };
+        match verdict {
+            Verdict::Delivered(code) => {
+                any_ok = true;
+                services
+                    .store
+                    .ack_pending(&d, job.records.len() as u64, now)
+                    .await?;
+                attempt.status = "delivered".into();
+                attempt.status_code = Some(code);
+            }
+            Verdict::Gone(code) => {
+                gone = true;
+                services.store.drop_pending(&d.id).await?;
+                attempt.status = "disabled".into();
+                attempt.status_code = Some(code);
+                attempt.error =
+                    Some("the endpoint answered 410 Gone; the subscription is paused".into());
+            }
+            Verdict::Failed {
+                status,
+                error,
+                retry_after,
+            } => {
+                any_failed = true;
+                attempt.status_code = status;
+                attempt.error = Some(error);
+                match next_attempt(config, attempt_no, retry_after, now) {
+                    Some(next) => {
+                        d.attempts = attempt_no;
+                        d.next_attempt_at = next;
+                        services.store.reschedule(&d).await?;
+                        attempt.status = "failed".into();
+                        attempt.next_attempt_at = Some(next);
+                    }
+                    None => {
+                        services.store.drop_pending(&d.id).await?;
+                        attempt.status = "gave_up".into();
+                    }
+                }
+            }
+        }
+        log.push(attempt);
+    }
+    services.store.log_attempts(&sub.tenant_id, &log).await?;
+    endpoint_health(services, sub, any_ok, any_failed, gone, config, now).await
+}
+
+/// Tracks since when an endpoint fails, and pauses the subscription when it answered 410 or
+/// has failed for `disable_after`.
+async fn endpoint_health(
+    services: &Services,
+    sub: &Subscription,
+    any_ok: bool,
+    any_failed: bool,
+    gone: bool,
+    config: &DeliveryConfig,
+    now: Timestamp,
+) -> Result<(), CoreError> {
+    let failing_since = if any_ok {
+        None
+    } else if any_failed {
+        sub.failing_since.or(Some(now))
+    } else {
+        sub.failing_since
+    };
+    let expired = failing_since.is_some_and(|since| now - since >= config.disable_after);
+    let reason = if gone {
+        Some("the endpoint answered 410 Gone".to_owned())
+    } else if expired {
+        Some(format!(
+            "every delivery failed for {} days",
+            config.disable_after.as_secs() / 86_400
+        ))
+    } else {
+        None
+    };
+    if failing_since == sub.failing_since && reason.is_none() {
+        return Ok(());
+    }
+    for _ in 0..5 {
+        let mut current = services
+            .store
+            .get_subscription(&sub.tenant_id, &sub.id)
+            .await?;
+        current.failing_since = failing_since;
+        if let Some(reason) = &reason
+            && current.status == SubscriptionStatus::Active
+        {
+            current.status = SubscriptionStatus::Paused;
+            current.history.push(wharf_core::domain::StatusChange {
+                status: SubscriptionStatus::Paused,
+                at: now,
+            });
+            current.disabled_reason = Some(reason.clone());
+            tracing::warn!(tenant.id = %sub.tenant_id, subscription.id = %sub.id, reason, "webhook endpoint disabled");
+        }
+        current.revision += 1;
+        current.updated_at = now;
+        match services.store.update_subscription(&current, None).await {
+            Err(CoreError::Conflict(_)) => continue,
+            other => return other,
+        }
+    }
+    Ok(())
+}

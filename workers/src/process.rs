@@ -1,0 +1,171 @@
+//! Stateless processing: each new raw record runs through the stateless rules of every
+//! published feed of its source. Output ids derive from (feed, pipeline version, raw record),
+//! so processing a record twice writes the same output, never a second one. A record a rule
+//! fails on goes to the feed's error list; the rest of the batch carries on.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wharf_core::domain::{Feed, FeedError, FeedStatus, OutputRecord, RawRecord};
+use wharf_core::pipeline::{Compiled, Lookup, Outcome};
+use wharf_core::ports::Store;
+use wharf_core::{CoreError, FeedId, PageRequest, Services, SourceId, TenantId};
+
+/// What one batch produced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Processed {
+    /// New output records stored.
+    pub outputs: usize,
+    /// Records a rule failed on.
+    pub errors: usize,
+}
+
+/// Compiled pipelines, kept across batches (keyed by feed and pipeline version).
+#[derive(Default)]
+pub struct Processor {
+    compiled: Mutex<HashMap<(FeedId, u32), Arc<Compiled>>>,
+}
+
+impl Processor {
+    fn compiled(&self, feed: &Feed) -> Result<Arc<Compiled>, FeedError> {
+        let key = (feed.id.clone(), feed.pipeline.version);
+        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let compiled = Compiled::compile(&feed.pipeline)
+            .map(Arc::new)
+            .map_err(|e| FeedError {
+                feed_id: feed.id.clone(),
+                record_id: None,
+                pipeline_version: feed.pipeline.version,
+                rule: e.rule,
+                message: e.message,
+                at: time::OffsetDateTime::now_utc(),
+            })?;
+        if let Ok(mut m) = self.compiled.lock() {
+            m.retain(|(id, _), _| id != &feed.id);
+            m.insert(key, compiled.clone());
+        }
+        Ok(compiled)
+    }
+
+    /// Runs `records` through the stateless rules of their sources' published feeds.
+    pub async fn handle(
+        &self,
+        services: &Services,
+        records: &[RawRecord],
+    ) -> Result<Processed, CoreError> {
+        let now = services.clock.now();
+        let mut feeds_of: HashMap<(TenantId, SourceId), Vec<Feed>> = HashMap::new();
+        let mut outputs = Vec::new();
+        let mut errors: HashMap<TenantId, Vec<FeedError>> = HashMap::new();
+        for raw in records {
+            let key = (raw.tenant_id.clone(), raw.source_id.clone());
+            if !feeds_of.contains_key(&key) {
+                let feeds =
+                    feeds_of_source(services.store.as_ref(), &raw.tenant_id, &raw.source_id)
+                        .await?;
+                feeds_of.insert(key.clone(), feeds);
+            }
+            let lookup = References {
+                store: services.store.clone(),
+                tenant: raw.tenant_id.clone(),
+            };
+            for feed in feeds_of.get(&key).into_iter().flatten() {
+                let compiled = match self.compiled(feed) {
+                    Ok(c) => c,
+                    Err(mut e) => {
+                        e.record_id = Some(raw.id.clone());
+                        e.at = now;
+                        errors.entry(raw.tenant_id.clone()).or_default().push(e);
+                        continue;
+                    }
+                };
+                if compiled.window.is_some() {
+                    continue; // windows run on their schedule
+                }
+                match compiled.apply(raw.data.clone(), &lookup).await {
+                    Ok(Outcome::Keep(data)) => outputs.push(OutputRecord {
+                        id: OutputRecord::id_for(&feed.id, feed.pipeline.version, &raw.id),
+                        feed_id: feed.id.clone(),
+                        tenant_id: feed.tenant_id.clone(),
+                        pipeline_version: feed.pipeline.version,
+                        ts: raw.ts,
+                        created_at: now,
+                        expires_at: raw.expires_at,
+                        data,
+                    }),
+                    Ok(Outcome::Drop) => {}
+                    Err(e) => errors
+                        .entry(raw.tenant_id.clone())
+                        .or_default()
+                        .push(FeedError {
+                            feed_id: feed.id.clone(),
+                            record_id: Some(raw.id.clone()),
+                            pipeline_version: feed.pipeline.version,
+                            rule: e.rule,
+                            message: e.message,
+                            at: now,
+                        }),
+                }
+            }
+        }
+        let error_count = errors.values().map(Vec::len).sum();
+        for (tenant, errs) in errors {
+            services.store.record_feed_errors(&tenant, &errs).await?;
+        }
+        let new = if outputs.is_empty() {
+            0
+        } else {
+            services.store.append_output(&outputs).await?
+        };
+        if new > 0 {
+            services.notifier.outputs_appended();
+        }
+        Ok(Processed {
+            outputs: new,
+            errors: error_count,
+        })
+    }
+}
+
+/// Published feeds of a source.
+pub async fn feeds_of_source(
+    store: &dyn Store,
+    tenant: &TenantId,
+    source: &SourceId,
+) -> Result<Vec<Feed>, CoreError> {
+    let mut feeds = Vec::new();
+    let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
+    loop {
+        let p = store.list_feeds(tenant, &page).await?;
+        feeds.extend(
+            p.items
+                .into_iter()
+                .filter(|f| &f.source_id == source && f.status == FeedStatus::Published),
+        );
+        match p.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(feeds),
+        }
+    }
+}
+
+/// Reference rows of one tenant, for `enrich`.
+pub struct References {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The tenant whose tables are read.
+    pub tenant: TenantId,
+}
+
+#[async_trait]
+impl Lookup for References {
+    async fn lookup(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, String> {
+        match self.store.get_reference(&self.tenant, table, key).await {
+            Ok(v) => Ok(Some(v)),
+            Err(CoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(format!("reference lookup failed: {e}")),
+        }
+    }
+}
