@@ -340,7 +340,7 @@ impl RecordStore for SqliteStore {
         let (tenant, source) = (tenant.to_string(), source.to_string());
         let (from, to) = (micros(from)?, micros(to)?);
         self.db
-            .read(move |c| {
+            .read_large(move |c| {
                 collect(
                     c,
                     concat!(
@@ -405,7 +405,7 @@ impl RecordStore for SqliteStore {
         let (tenant, feed) = (tenant.to_string(), feed.to_string());
         let (after, limit) = (bound(after), bound(limit));
         self.db
-            .read(move |c| {
+            .read_large(move |c| {
                 collect(
                     c,
                     concat!(
@@ -435,7 +435,7 @@ impl RecordStore for SqliteStore {
         let (from, to) = (micros(from)?, micros(to)?);
         let (after, limit) = (bound(after), bound(limit));
         self.db
-            .read(move |c| {
+            .read_large(move |c| {
                 collect(
                     c,
                     concat!(
@@ -463,7 +463,7 @@ impl RecordStore for SqliteStore {
         let tenant = tenant.to_string();
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         self.db
-            .read(move |c| {
+            .read_large(move |c| {
                 // One indexed lookup per id keeps the caller's order without sorting.
                 let mut stmt = c
                     .prepare_cached(concat!(
@@ -558,7 +558,7 @@ impl ChangeLog for SqliteStore {
     async fn raw_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, RawRecord)>> {
         let (after, limit) = (bound(after), bound(limit));
         self.db
-            .read(move |c| {
+            .read_large(move |c| {
                 collect(
                     c,
                     concat!(
