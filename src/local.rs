@@ -1,6 +1,7 @@
 //! The local shape's workers, run inside `wharf serve`: the processor follows the change log
 //! of raw records; each active webhook subscription gets its own delivery task, so a slow or
-//! hanging endpoint only ever delays itself; due retries and record retention run on timers.
+//! hanging endpoint only ever delays itself; windows, due retries and record retention run on
+//! timers.
 //! Notifications wake the loops at once; timers catch anything a notification missed.
 
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ pub fn spawn_workers(
             config.clone(),
         )),
         tokio::spawn(retry_loop(services.clone(), config)),
+        tokio::spawn(window_loop(services.clone())),
         tokio::spawn(retention_loop(services)),
     ]
 }
@@ -145,6 +147,15 @@ async fn retry_loop(services: Services, config: DeliveryConfig) {
             Err(e) => tracing::warn!(error = %e, "retrying deliveries failed"),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn window_loop(services: Services) {
+    loop {
+        if let Err(e) = wharf_workers::schedule::close_due_windows(&services).await {
+            tracing::warn!(error = %e, "closing windows failed");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

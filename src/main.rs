@@ -32,6 +32,9 @@ enum Command {
         /// Allow webhooks to loopback and private addresses (testing only).
         #[arg(long)]
         allow_private_webhooks: bool,
+        /// Seed a demo vendor, feeds and subscriber, and generate market ticks.
+        #[arg(long)]
+        demo: bool,
     },
     /// Administration.
     Admin {
@@ -103,6 +106,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 allow_private_webhooks,
+                demo,
             } => {
                 config.data_dir = data_dir.unwrap_or(config.data_dir);
                 config.listen = listen.unwrap_or(config.listen);
@@ -117,6 +121,16 @@ fn main() -> anyhow::Result<()> {
                 println!("  API      http://{addr}/v1");
                 println!("  Docs     http://{addr}/docs");
                 println!("  OpenAPI  http://{addr}/openapi.json");
+                if demo {
+                    let seeded = wharf::demo::seed(&server.services, &config.data_dir).await?;
+                    print_demo(&seeded, addr);
+                    let services = server.services.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = wharf::demo::generate_ticks(services, &seeded).await {
+                            tracing::error!(error = %e, "the demo tick generator stopped");
+                        }
+                    });
+                }
                 server.run(wharf::app::shutdown_signal()).await
             }
             Command::Admin {
@@ -150,6 +164,32 @@ fn main() -> anyhow::Result<()> {
             Command::Openapi => Ok(()),
         }
     })
+}
+
+fn print_demo(d: &wharf::demo::Demo, addr: std::net::SocketAddr) {
+    println!();
+    println!("Demo data (kept in the data dir; ticks are generated every 200 ms):");
+    println!("  vendor      {} / {}", d.vendor_email, d.vendor_password);
+    println!(
+        "  subscriber  {} / {}",
+        d.subscriber_email, d.subscriber_password
+    );
+    println!("  live feed   {}   (filter + map)", d.live_feed_id);
+    println!(
+        "  bars feed   {}   (1-minute window; first bar after the first full minute)",
+        d.bars_feed_id
+    );
+    println!();
+    println!("Watch the data arrive:");
+    println!(
+        "  TOKEN=$(curl -s -X POST http://{addr}/v1/auth/token -H 'content-type: application/json' -d '{{\"email\":\"{}\",\"password\":\"{}\"}}' | jq -r .access_token)",
+        d.subscriber_email, d.subscriber_password
+    );
+    for id in &d.subscription_ids {
+        println!(
+            "  curl -s -H \"authorization: Bearer $TOKEN\" 'http://{addr}/v1/subscriptions/{id}/records?limit=5' | jq '.items[].record.data'"
+        );
+    }
 }
 
 fn describe(e: &wharf_core::CoreError) -> String {

@@ -87,6 +87,8 @@ pub trait FeedStore: Send + Sync {
     /// Finds a feed by id alone, for subscribers who do not know its tenant.
     /// Callers must check status and visibility before showing it.
     async fn locate_feed(&self, id: &FeedId) -> Result<Feed>;
+    /// Published feeds, across tenants, whose current pipeline has a window rule.
+    async fn list_windowed_feeds(&self, page: &PageRequest) -> Result<Page<Feed>>;
     /// Published public feeds of active vendors whose name or description contains `query`.
     async fn list_catalog(
         &self,
@@ -257,6 +259,16 @@ pub trait RecordStore: Send + Sync {
         feed: &FeedId,
         page: &PageRequest,
     ) -> Result<Page<FeedError>>;
+    /// The end of the last window a feed's window rule has closed, if any.
+    async fn window_watermark(&self, tenant: &TenantId, feed: &FeedId)
+    -> Result<Option<Timestamp>>;
+    /// Records that a feed's windows up to `end` are closed (after their outputs are stored).
+    async fn set_window_watermark(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        end: Timestamp,
+    ) -> Result<()>;
     /// Deletes raw and output records whose `expires_at` is before `now`; returns how many.
     async fn expire_records(&self, now: Timestamp) -> Result<usize>;
 }

@@ -5,6 +5,7 @@ use crate::helpers::*;
 use crate::receiver::*;
 use serde_json::{Value, json};
 use std::time::Duration;
+use wharf_core::ports::Clock;
 
 /// A vendor with a published feed (filter price > 100, map) over a push source.
 async fn vendor_feed(app: &TestApp) -> (String, String, String) {
@@ -644,4 +645,79 @@ async fn a_record_a_rule_fails_on_lands_in_the_feeds_error_list() {
     );
     let (_, other) = app.vendor("Other").await;
     assert_eq!(app.get(&errors, Some(&other)).await.status, 404);
+}
+
+#[tokio::test]
+async fn windows_close_on_schedule_with_values_computed_independently() {
+    let clock = TestClock::new();
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let res = app.put(&format!("/v1/feeds/{feed}/pipeline"), Some(&vendor), json!({"rules": [
+        {"type": "filter", "expr": "record.qty > 0.0"},
+        {"type": "window", "every": "1m", "window": "1m", "group_by": "record.sym",
+         "aggregates": {"n": "count()", "vwap": "sum(record.px * record.qty) / sum(record.qty)", "hi": "max(record.px)", "last": "last(record.px)"},
+         "having": "n >= 2.0"},
+        {"type": "map", "fields": {"sym": "record.group", "n": "record.n", "vwap": "record.vwap", "hi": "record.hi", "last": "record.last", "end": "record.window_end"}}
+    ]})).await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    let (_, sub_token) = app.subscriber("bob").await;
+    let sub = app.subscribe(&sub_token, &feed).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the scheduler sees the feed
+    let now = clock.now().unix_timestamp();
+    let window_start = (now + 300) / 60 * 60;
+    let at = |s: i64| {
+        time::OffsetDateTime::from_unix_timestamp(window_start + s)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let trades = [
+        ("AAPL", 10.0, 1.0, 5),
+        ("AAPL", 20.0, 3.0, 20),
+        ("AAPL", 30.0, 0.0, 30),
+        ("MSFT", 50.0, 2.0, 10),
+        ("AAPL", 99.0, 1.0, 61),
+    ];
+    let records: Vec<Value> = trades
+        .iter()
+        .enumerate()
+        .map(|(i, (sym, px, qty, s))| json!({"id": format!("w{i}"), "ts": at(*s), "data": {"sym": sym, "px": px, "qty": qty}}))
+        .collect();
+    assert_eq!(
+        app.post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            json!({"records": records})
+        )
+        .await
+        .body["accepted"],
+        5
+    );
+    // Independently: AAPL in [start, start+60) with qty > 0 are (10, 1) and (20, 3).
+    let vwap = (10.0 * 1.0 + 20.0 * 3.0) / (1.0 + 3.0);
+    clock.advance(Duration::from_secs(
+        window_start as u64 - now as u64 + 60 + 3,
+    ));
+    let path = format!("/v1/subscriptions/{sub}/records?after=0");
+    eventually("the window closes", || async {
+        !app.get(&path, Some(&sub_token)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let items = app.get(&path, Some(&sub_token)).await.body["items"].clone();
+    let data: Vec<Value> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["record"]["data"].clone())
+        .collect();
+    assert_eq!(
+        data,
+        vec![json!({"sym": "AAPL", "n": 2, "vwap": vwap, "hi": 20, "last": 20, "end": at(60)})],
+        "MSFT has one trade and fails `having`"
+    );
+    assert_eq!(items[0]["record"]["ts"], at(60));
 }

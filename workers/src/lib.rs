@@ -4,6 +4,7 @@
 
 pub mod deliver;
 pub mod process;
+pub mod schedule;
 
 use serde::Serialize;
 

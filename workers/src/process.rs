@@ -151,6 +151,20 @@ pub async fn feeds_of_source(
     }
 }
 
+/// Published feeds, across tenants, whose pipeline has a window rule.
+pub async fn feeds_of_tenant_with_windows(store: &dyn Store) -> Result<Vec<Feed>, CoreError> {
+    let mut feeds = Vec::new();
+    let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
+    loop {
+        let p = store.list_windowed_feeds(&page).await?;
+        feeds.extend(p.items);
+        match p.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(feeds),
+        }
+    }
+}
+
 /// Reference rows of one tenant, for `enrich`.
 pub struct References {
     /// The store.

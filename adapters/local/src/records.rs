@@ -533,6 +533,50 @@ impl RecordStore for SqliteStore {
         .await
     }
 
+    async fn window_watermark(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+    ) -> Result<Option<Timestamp>> {
+        let key = format!("window:{tenant}:{feed}");
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT position FROM consumer_positions WHERE consumer = ?")
+                    .map_err(sql_error)?
+                    .query_row([&key], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map_err(sql_error)?
+                    .map(|micros| {
+                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+                            .map_err(CoreError::internal)
+                    })
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn set_window_watermark(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        end: Timestamp,
+    ) -> Result<()> {
+        let key = format!("window:{tenant}:{feed}");
+        let micros =
+            i64::try_from(end.unix_timestamp_nanos() / 1000).map_err(CoreError::internal)?;
+        self.db
+            .write(move |tx| {
+                run(
+                    tx,
+                    "INSERT INTO consumer_positions (consumer, position) VALUES (?, ?)
+                     ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
+                    params![key, micros],
+                )
+                .map(|_| ())
+            })
+            .await
+    }
+
     async fn expire_records(&self, now: Timestamp) -> Result<usize> {
         let now = micros(now)?;
         let raw = self

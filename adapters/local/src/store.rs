@@ -741,6 +741,19 @@ impl FeedStore for SqliteStore {
             .await
     }
 
+    async fn list_windowed_feeds(&self, page: &PageRequest) -> Result<Page<Feed>> {
+        self.list::<_, FeedId>(
+            "SELECT id, doc FROM feeds WHERE status = 'published'
+               AND EXISTS (SELECT 1 FROM json_each(doc, '$.pipeline.rules')
+                           WHERE json_extract(value, '$.type') = 'window')
+               AND id > ? ORDER BY id LIMIT ?",
+            Vec::<String>::new(),
+            page,
+            decode_doc,
+        )
+        .await
+    }
+
     async fn list_catalog(
         &self,
         query: Option<&str>,
