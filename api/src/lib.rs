@@ -77,6 +77,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(routes::catalog::router())
         .merge(routes::subscriptions::router())
         .merge(routes::records::router())
+        .merge(routes::live::router())
         .merge(routes::ops::router())
 }
 

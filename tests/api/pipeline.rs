@@ -721,3 +721,103 @@ async fn windows_close_on_schedule_with_values_computed_independently() {
     );
     assert_eq!(items[0]["record"]["ts"], at(60));
 }
+
+async fn next_record(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a live record")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_live_channel_pushes_records_counts_them_once_and_resumes_without_a_gap() {
+    let app = spawn_app().await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let created = app
+        .post(
+            "/v1/subscriptions",
+            Some(&sub_token),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "websocket"}}),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let sub = created.body["id"].as_str().unwrap().to_owned();
+    let url = |q: &str| {
+        format!(
+            "ws://{}/v1/subscriptions/{sub}/live?access_token={sub_token}{q}",
+            app.addr
+        )
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(url("")).await.unwrap();
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("a", 150.0), ("b", 10.0), ("c", 200.0)]),
+    )
+    .await;
+    let first = next_record(&mut ws).await;
+    let second = next_record(&mut ws).await;
+    assert_eq!(first["record"]["data"]["usd"], 162);
+    assert_eq!(second["record"]["data"]["usd"], 216);
+    drop(ws);
+    eventually("the pushed records are counted", || async {
+        usage_of(&app, &sub_token, &sub).await == 2
+    })
+    .await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("d", 300.0), ("e", 400.0)]),
+    )
+    .await;
+    let cursor = second["cursor"].as_str().unwrap();
+    let (mut resumed, _) = tokio_tungstenite::connect_async(url(&format!("&after={cursor}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_record(&mut resumed).await["record"]["data"]["usd"],
+        324,
+        "resumes right after the cursor"
+    );
+    assert_eq!(
+        next_record(&mut resumed).await["record"]["data"]["usd"],
+        432
+    );
+    drop(resumed);
+    let (mut again, _) = tokio_tungstenite::connect_async(url("&after=0"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        next_record(&mut again).await;
+    }
+    drop(again);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        usage_of(&app, &sub_token, &sub).await,
+        4,
+        "records pushed again are not counted again"
+    );
+    let anonymous =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/subscriptions/{sub}/live", app.addr))
+            .await;
+    assert!(anonymous.is_err(), "no token, no socket");
+    let pull = app.subscribe(&sub_token, &feed).await;
+    let wrong = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/subscriptions/{pull}/live?access_token={sub_token}",
+        app.addr
+    ))
+    .await;
+    assert!(wrong.is_err(), "a pull subscription has no live channel");
+}

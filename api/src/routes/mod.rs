@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod catalog;
 pub mod feeds;
 pub mod identity;
+pub mod live;
 pub mod ops;
 pub mod records;
 pub mod reference;

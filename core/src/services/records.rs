@@ -394,26 +394,7 @@ impl Services {
                 next_cursor: after.to_string(),
             });
         }
-        let filter = sub
-            .filter
-            .as_deref()
-            .map(crate::pipeline::SubscriptionFilter::compile)
-            .transpose()
-            .map_err(CoreError::internal)?;
-        let rows = self
-            .store
-            .output_after(&sub.tenant_id, &sub.feed_id, after, limit)
-            .await?;
-        let reached = rows.last().map(|(p, _)| *p).unwrap_or(after);
-        let items: Vec<(u64, OutputRecord)> = rows
-            .into_iter()
-            // Stores keep microseconds; compare at that precision.
-            .filter(|(_, r)| {
-                r.created_at.unix_timestamp_nanos() / 1000
-                    >= sub.created_at.unix_timestamp_nanos() / 1000
-            })
-            .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
-            .collect();
+        let (items, reached) = self.read_after(&sub, after, limit).await?;
         self.count_pulled(&sub, &items, reached).await?;
         Ok(PulledPage {
             items: items
@@ -425,6 +406,97 @@ impl Services {
                 .collect(),
             next_cursor: reached.to_string(),
         })
+    }
+
+    /// A subscription's records after `after` that it may see (filter, start), with the
+    /// position reached; nothing is counted.
+    async fn read_after(
+        &self,
+        sub: &Subscription,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, OutputRecord)>, u64), CoreError> {
+        let filter = sub
+            .filter
+            .as_deref()
+            .map(crate::pipeline::SubscriptionFilter::compile)
+            .transpose()
+            .map_err(CoreError::internal)?;
+        let rows = self
+            .store
+            .output_after(&sub.tenant_id, &sub.feed_id, after, limit)
+            .await?;
+        let reached = rows.last().map(|(p, _)| *p).unwrap_or(after);
+        let items = rows
+            .into_iter()
+            // Stores keep microseconds; compare at that precision.
+            .filter(|(_, r)| {
+                r.created_at.unix_timestamp_nanos() / 1000
+                    >= sub.created_at.unix_timestamp_nanos() / 1000
+            })
+            .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
+            .collect();
+        Ok((items, reached))
+    }
+
+    /// Opens the live channel of the caller's websocket subscription; returns it with the
+    /// position to start after (`after`, or what was last pushed).
+    pub async fn live_open(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+        after: Option<&str>,
+    ) -> Result<(Subscription, u64), CoreError> {
+        let sub = self.own_subscription(who, id).await?;
+        if !matches!(sub.channel, Channel::Websocket {}) {
+            return Err(CoreError::Conflict(
+                "only websocket subscriptions have a live channel".into(),
+            ));
+        }
+        if sub.status == SubscriptionStatus::Cancelled {
+            return Err(CoreError::Conflict("the subscription is cancelled".into()));
+        }
+        let after = match after {
+            Some(c) => c
+                .parse::<u64>()
+                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API"))?,
+            None => {
+                self.store
+                    .delivery_position(&sub.tenant_id, &sub.id)
+                    .await?
+            }
+        };
+        Ok((sub, after))
+    }
+
+    /// The next records for a live socket (none while the subscription is not active).
+    pub async fn live_read(
+        &self,
+        sub: &Subscription,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, OutputRecord)>, u64), CoreError> {
+        let current = self.store.get_subscription(&sub.tenant_id, &sub.id).await?;
+        match current.status {
+            SubscriptionStatus::Active => {
+                self.read_after(&current, after, limit.clamp(1, MAX_PULL))
+                    .await
+            }
+            SubscriptionStatus::Paused => Ok((vec![], after)),
+            SubscriptionStatus::Cancelled => {
+                Err(CoreError::Conflict("the subscription is cancelled".into()))
+            }
+        }
+    }
+
+    /// Counts records pushed to a live socket, once each, after they were sent.
+    pub async fn live_acknowledge(
+        &self,
+        sub: &Subscription,
+        sent: &[(u64, OutputRecord)],
+        reached: u64,
+    ) -> Result<(), CoreError> {
+        self.count_pulled(sub, sent, reached).await
     }
 
     /// Counts fetched records beyond the furthest point fetched before, exactly once.
