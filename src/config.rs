@@ -107,18 +107,42 @@ impl Default for Config {
     }
 }
 
+/// Top-level setting names, as `WHARF_*` variables may carry them. Other `WHARF_*` variables
+/// (the log filter, the config file path, tools' own variables) are not settings: they are
+/// ignored here rather than refused, so an unrelated variable never stops the server.
+const SETTINGS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "require_vendor_approval",
+    "allow_private_webhooks",
+    "durability",
+    "issuer",
+    "audience",
+    "access_token_ttl_secs",
+    "refresh_token_ttl_secs",
+    "secret_overlap_secs",
+    "webhook_retry_schedule_secs",
+    "webhook_timeout_secs",
+    "webhook_disable_after_days",
+    "log_format",
+    "admin",
+];
+
 impl Config {
     /// Reads the configuration: defaults, `wharf.toml` (or `WHARF_CONFIG`), `WHARF_*`.
     pub fn load() -> Result<Config, String> {
         let file = std::env::var("WHARF_CONFIG").unwrap_or_else(|_| "wharf.toml".into());
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(&file))
-            .merge(Env::prefixed("WHARF_").split("__").ignore(&[
-                "config",
-                "clock_start",
-                "log",
-                "admin_password",
-            ]))
+            .merge(Env::prefixed("WHARF_").split("__").filter(|key| {
+                let top = key
+                    .as_str()
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                SETTINGS.contains(&top.as_str())
+            }))
             .extract()
             .map_err(|e| format!("invalid configuration: {e}"))?;
         config.validate()?;

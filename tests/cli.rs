@@ -81,6 +81,7 @@ async fn serve_creates_the_data_dir_prints_its_urls_and_admin_create_adds_a_plat
     let mut child = Command::new(BIN)
         .args(["serve", "--data-dir", data_arg, "--listen", "127.0.0.1:0"])
         .env("WHARF_LOG", "warn")
+        .env("WHARF_VENV", "/tools/venv") // not a setting: ignored, never fatal
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -132,6 +133,10 @@ fn a_bad_setting_stops_the_start_with_a_message_naming_it() {
     let out = Command::new(BIN)
         .args(["serve"])
         .env("WHARF_ACCESS_TOKEN_TTL_SECS", "ten")
+        .env(
+            "WHARF_SOMETHING_ELSE",
+            "not a setting, so it does not affect the error",
+        )
         .current_dir(dir.path())
         .output()
         .unwrap();
