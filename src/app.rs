@@ -1,7 +1,7 @@
 //! The composition root: picks the adapters from the configuration once, builds the
 //! services and the router, and runs the server until a shutdown signal.
 
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, SmtpTls};
 use crate::local::LocalNotifier;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use wharf_core::domain::{Role, Shape};
-use wharf_core::ports::ChangeLog;
+use wharf_core::ports::{ChangeLog, Mailer};
 use wharf_core::ports::{Clock, SystemClock};
 use wharf_core::{CoreError, Services, Settings};
 use wharf_local::{
-    Db, FileSecretBox, HttpWebhookSender, LocalIdentity, SqliteStore, SystemResolver,
+    Db, FileSecretBox, HttpWebhookSender, LocalIdentity, OutboxMailer, SmtpMailer, SmtpSecurity,
+    SqliteStore, SystemResolver,
 };
 
 /// The database file inside the data dir.
@@ -63,6 +64,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         store: store.clone(),
         notifier: notifier.clone(),
         webhooks: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
+        mailer: mailer(config)?,
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),
@@ -81,6 +83,34 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         services,
         log: store,
         notifier,
+    })
+}
+
+/// The SMTP mailer when a server is configured, else the outbox in the data dir.
+fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
+    Ok(match &config.smtp {
+        Some(smtp) => {
+            let security = match smtp.tls {
+                SmtpTls::None => SmtpSecurity::None,
+                SmtpTls::Starttls => SmtpSecurity::StartTls,
+                SmtpTls::Tls => SmtpSecurity::Tls,
+            };
+            let credentials = smtp
+                .username
+                .clone()
+                .zip(smtp.password.as_ref().map(|p| p.0.clone()));
+            Arc::new(SmtpMailer::new(
+                &smtp.host,
+                smtp.port,
+                security,
+                credentials,
+                &config.mail_from,
+            )?)
+        }
+        None => Arc::new(OutboxMailer::new(
+            config.data_dir.join("outbox"),
+            &config.mail_from,
+        )?),
     })
 }
 

@@ -49,6 +49,34 @@ pub struct BootstrapAdmin {
     pub password: Secret,
 }
 
+/// How `SmtpConfig` secures its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain (a local relay).
+    None,
+    /// STARTTLS.
+    Starttls,
+    /// TLS from the start.
+    Tls,
+}
+
+/// The mail server of the email channel; without one, mail goes to `outbox/` in the data dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Connection security.
+    pub tls: SmtpTls,
+    /// Login, if the server wants one.
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<Secret>,
+}
+
 /// Everything a `wharf` process is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +107,10 @@ pub struct Config {
     pub webhook_timeout_secs: u64,
     /// Days an endpoint may fail before its subscription is paused.
     pub webhook_disable_after_days: u64,
+    /// The mail server; absent: mail is written to `outbox/` in the data dir.
+    pub smtp: Option<SmtpConfig>,
+    /// Sender of the email channel's messages.
+    pub mail_from: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Optional platform admin created at start.
@@ -101,6 +133,8 @@ impl Default for Config {
             webhook_retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
             webhook_timeout_secs: 10,
             webhook_disable_after_days: 5,
+            smtp: None,
+            mail_from: "Wharf <wharf@localhost>".into(),
             log_format: LogFormat::Text,
             admin: None,
         }
@@ -126,6 +160,8 @@ const SETTINGS: &[&str] = &[
     "webhook_disable_after_days",
     "log_format",
     "admin",
+    "smtp",
+    "mail_from",
 ];
 
 impl Config {

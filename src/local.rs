@@ -1,5 +1,5 @@
 //! The local shape's workers, run inside `wharf serve`: the processor follows the change log
-//! of raw records; each active webhook subscription gets its own delivery task, so a slow or
+//! of raw records; each active webhook or email subscription gets its own delivery task, so a slow or
 //! hanging endpoint only ever delays itself; windows, due retries and record retention run on
 //! timers.
 //! Notifications wake the loops at once; timers catch anything a notification missed.
@@ -108,8 +108,8 @@ async fn delivery_loop(services: Services, notifier: Arc<LocalNotifier>, config:
                 }
             };
             for sub in subs.items {
-                if !matches!(sub.channel, Channel::Webhook { .. }) || running.contains_key(&sub.id)
-                {
+                let pushed = matches!(sub.channel, Channel::Webhook { .. } | Channel::Email { .. });
+                if !pushed || running.contains_key(&sub.id) {
                     continue;
                 }
                 let (services, config, id) = (services.clone(), config.clone(), sub.id.clone());
@@ -118,7 +118,7 @@ async fn delivery_loop(services: Services, notifier: Arc<LocalNotifier>, config:
                     tokio::spawn(async move {
                         // Keep passing while there is work, so a busy feed is drained quickly.
                         loop {
-                            match deliver::deliver_webhook(&services, &sub, &config).await {
+                            match deliver::deliver_push(&services, &sub, &config).await {
                                 Ok(0) => break,
                                 Ok(_) => {}
                                 Err(e) => {

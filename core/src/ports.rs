@@ -528,3 +528,10 @@ pub trait WebhookSender: Send + Sync {
         timeout: std::time::Duration,
     ) -> SendOutcome;
 }
+
+/// Sends email: the email channel and notices to subscribers.
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends a plain-text message; `Ok` once the mail server (or the outbox) accepted it.
+    async fn send(&self, to: &str, subject: &str, body: &str) -> std::result::Result<(), String>;
+}

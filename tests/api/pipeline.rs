@@ -424,6 +424,19 @@ async fn retry_after_is_honoured_and_410_pauses_the_subscription() {
             .unwrap()
             .contains("410")
     );
+    let outbox = app.dir.path().join("outbox");
+    eventually("the subscriber is told", || async {
+        std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.flatten().any(|f| {
+                    std::fs::read_to_string(f.path())
+                        .unwrap_or_default()
+                        .contains("paused your subscription")
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
     clock.advance(Duration::from_secs(60));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
@@ -820,4 +833,67 @@ async fn the_live_channel_pushes_records_counts_them_once_and_resumes_without_a_
     ))
     .await;
     assert!(wrong.is_err(), "a pull subscription has no live channel");
+}
+
+#[tokio::test]
+async fn email_subscriptions_are_sent_through_the_smtp_server_and_counted() {
+    let sink = SmtpSink::start().await;
+    let port = sink.port;
+    let app = spawn_with(move |c| {
+        c.smtp = Some(wharf::config::SmtpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            tls: wharf::config::SmtpTls::None,
+            username: None,
+            password: None,
+        });
+    })
+    .await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let created = app.post("/v1/subscriptions", Some(&sub_token), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "email", "address": "desk@fund.example"}})).await;
+    assert_eq!(created.status, 201);
+    let sub = created.body["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("a", 150.0), ("b", 10.0), ("c", 200.0)]),
+    )
+    .await;
+    eventually("two mails arrive", || async { sink.messages().len() == 2 }).await;
+    let mails = sink.messages();
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.contains("To: desk@fund.example") && m.contains("1 new record from feed"))
+    );
+    assert!(
+        mails.iter().any(|m| m.contains("\"usd\": 162"))
+            && mails.iter().any(|m| m.contains("\"usd\": 216"))
+    );
+    eventually("both are counted", || async {
+        usage_of(&app, &sub_token, &sub).await == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_an_smtp_server_mail_goes_to_the_outbox_folder() {
+    let app = spawn_app().await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    app.post("/v1/subscriptions", Some(&sub_token), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "email", "address": "desk@fund.example"},
+        "batch": {"max_records": 10, "max_wait_ms": 0}})).await;
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("a", 150.0), ("c", 200.0)]),
+    )
+    .await;
+    let outbox = app.dir.path().join("outbox");
+    let files = || std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
+    eventually("a mail lands in the outbox", || async { files() == 1 }).await;
+    let entry = std::fs::read_dir(&outbox).unwrap().next().unwrap().unwrap();
+    let text = std::fs::read_to_string(entry.path()).unwrap();
+    assert!(text.contains("2 new records from feed"), "{text}");
 }

@@ -143,3 +143,70 @@ where
     }
     panic!("timed out waiting until {what}");
 }
+
+/// A minimal SMTP server that accepts every message and keeps it.
+#[derive(Clone)]
+pub struct SmtpSink {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sink = SmtpSink {
+            port: listener.local_addr().unwrap().port(),
+            messages: Arc::default(),
+        };
+        let messages = sink.messages.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let messages = messages.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 sink ready\r\n").await.unwrap();
+                    let mut data: Option<String> = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Some(body) = data.as_mut() {
+                            if line == "." {
+                                messages.lock().unwrap().push(std::mem::take(body));
+                                data = None;
+                                write.write_all(b"250 queued\r\n").await.unwrap();
+                            } else {
+                                body.push_str(&line);
+                                body.push('\n');
+                            }
+                            continue;
+                        }
+                        let verb = line
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .to_ascii_uppercase();
+                        let answer: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 sink\r\n",
+                            "DATA" => {
+                                data = Some(String::new());
+                                b"354 end with .\r\n"
+                            }
+                            "QUIT" => {
+                                write.write_all(b"221 bye\r\n").await.unwrap();
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        };
+                        write.write_all(answer).await.unwrap();
+                    }
+                });
+            }
+        });
+        sink
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+}

@@ -1,6 +1,6 @@
-//! Webhook delivery. Each subscription keeps a position in its feed's output; a pass reads
-//! the records after it, groups them (one per POST, or batches), signs each POST with every
-//! live secret (Standard Webhooks), sends them with bounded concurrency, and then moves the
+//! Webhook and email delivery. Each subscription keeps a position in its feed's output; a pass
+//! reads the records after it, groups them (one per message, or batches), signs each webhook
+//! POST with every live secret (Standard Webhooks) or mails it, sends with bounded concurrency, and then moves the
 //! position, adds the acknowledged records to usage and parks the failures for retry — all
 //! in one atomic write, so each record is counted once whatever crashes or retries happen.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use wharf_core::domain::{Channel, OutputRecord, Subscription, SubscriptionStatus};
 use wharf_core::pipeline::SubscriptionFilter;
-use wharf_core::ports::{DeliveryAttempt, PendingDelivery, SendOutcome, WebhookSender};
+use wharf_core::ports::{DeliveryAttempt, PendingDelivery, SendOutcome};
 use wharf_core::{CoreError, DeliveryId, RecordId, Services, Timestamp, webhook};
 
 /// How deliveries are attempted.
@@ -100,7 +100,7 @@ pub fn delivery_id(sub: &Subscription, records: &[RecordId]) -> DeliveryId {
 
 /// What one attempt came to.
 enum Verdict {
-    Delivered(u16),
+    Delivered(Option<u16>),
     Gone(u16),
     Failed {
         status: Option<u16>,
@@ -112,7 +112,7 @@ enum Verdict {
 fn judge(outcome: SendOutcome) -> Verdict {
     match outcome {
         SendOutcome::Answered { status, .. } if (200..300).contains(&status) => {
-            Verdict::Delivered(status)
+            Verdict::Delivered(Some(status))
         }
         SendOutcome::Answered { status: 410, .. } => Verdict::Gone(410),
         SendOutcome::Answered {
@@ -154,16 +154,99 @@ struct Job {
     body: Vec<u8>,
 }
 
+/// Where a subscription's deliveries go.
+#[derive(Clone)]
+enum Transport {
+    Webhook { url: String, secrets: Vec<String> },
+    Email { address: String },
+}
+
+/// The transport of a subscription's channel, or `None` for channels delivered otherwise.
+async fn transport(
+    services: &Services,
+    sub: &Subscription,
+    now: Timestamp,
+) -> Result<Option<Transport>, CoreError> {
+    Ok(match &sub.channel {
+        Channel::Webhook { url } => Some(Transport::Webhook {
+            url: url.clone(),
+            secrets: secrets(services, sub, now).await?,
+        }),
+        Channel::Email { address } => Some(Transport::Email {
+            address: address.clone(),
+        }),
+        _ => None,
+    })
+}
+
+async fn send_one(
+    services: &Services,
+    transport: &Transport,
+    sub: &Subscription,
+    job: &Job,
+    timestamp: i64,
+    timeout: Duration,
+) -> Verdict {
+    match transport {
+        Transport::Webhook { url, secrets } => {
+            match webhook::headers(secrets, job.id.as_str(), timestamp, &job.body) {
+                Ok(headers) => judge(
+                    services
+                        .webhooks
+                        .post(url, &headers, job.body.clone(), timeout)
+                        .await,
+                ),
+                Err(e) => Verdict::Failed {
+                    status: None,
+                    error: e,
+                    retry_after: None,
+                },
+            }
+        }
+        Transport::Email { address } => {
+            let n = job.records.len();
+            let subject = format!(
+                "{n} new record{} from feed {}",
+                if n == 1 { "" } else { "s" },
+                sub.feed_id
+            );
+            let text = serde_json::from_slice::<serde_json::Value>(&job.body)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .unwrap_or_default();
+            let body = format!(
+                "{text}\n\nDelivery {} of subscription {}.\n",
+                job.id, sub.id
+            );
+            match tokio::time::timeout(timeout, services.mailer.send(address, &subject, &body))
+                .await
+            {
+                Ok(Ok(())) => Verdict::Delivered(None),
+                Ok(Err(error)) => Verdict::Failed {
+                    status: None,
+                    error,
+                    retry_after: None,
+                },
+                Err(_) => Verdict::Failed {
+                    status: None,
+                    error: "the mail server did not answer in time".into(),
+                    retry_after: None,
+                },
+            }
+        }
+    }
+}
+
 /// Sends `jobs` with at most `in_flight` at once; answers come back in job order.
 async fn send_all(
-    sender: Arc<dyn WebhookSender>,
-    url: &str,
-    secrets: &[String],
+    services: &Services,
+    transport: &Transport,
+    sub: &Subscription,
     jobs: Vec<Job>,
     config: &DeliveryConfig,
     now: Timestamp,
 ) -> Result<Vec<(Job, Verdict)>, CoreError> {
     let timestamp = now.unix_timestamp();
+    let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
     let mut results: Vec<Option<Verdict>> = (0..jobs.len()).map(|_| None).collect();
     let mut set = JoinSet::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -172,15 +255,19 @@ async fn send_all(
         {
             results[j] = Some(v);
         }
-        let headers = webhook::headers(secrets, job.id.as_str(), timestamp, &job.body)
-            .map_err(CoreError::internal)?;
-        let (sender, url, body, timeout) = (
-            sender.clone(),
-            url.to_owned(),
-            job.body.clone(),
+        let (services, transport, sub, job, timeout) = (
+            services.clone(),
+            transport.clone(),
+            sub.clone(),
+            job.clone(),
             config.timeout,
         );
-        set.spawn(async move { (i, judge(sender.post(&url, &headers, body, timeout).await)) });
+        set.spawn(async move {
+            (
+                i,
+                send_one(&services, &transport, &sub, &job, timestamp, timeout).await,
+            )
+        });
     }
     while let Some(joined) = set.join_next().await {
         let (j, v) = joined.map_err(CoreError::internal)?;
@@ -188,6 +275,13 @@ async fn send_all(
     }
     Ok(jobs
         .into_iter()
+        .map(|job| {
+            Arc::try_unwrap(job).unwrap_or_else(|shared| Job {
+                id: shared.id.clone(),
+                records: shared.records.clone(),
+                body: shared.body.clone(),
+            })
+        })
         .zip(results)
         .map(|(job, v)| {
             (
@@ -217,17 +311,16 @@ fn next_attempt(
     Some(now + wait)
 }
 
-/// One pass over a webhook subscription: delivers what its feed produced since its position.
-/// Returns the number of records the pass moved past.
-pub async fn deliver_webhook(
+/// One pass over a webhook or email subscription: delivers what its feed produced since its
+/// position. Returns the number of records the pass moved past.
+pub async fn deliver_push(
     services: &Services,
     sub: &Subscription,
     config: &DeliveryConfig,
 ) -> Result<usize, CoreError> {
-    let Channel::Webhook { url } = &sub.channel else {
-        return Ok(0);
-    };
-    if sub.status != SubscriptionStatus::Active {
+    if !matches!(sub.channel, Channel::Webhook { .. } | Channel::Email { .. })
+        || sub.status != SubscriptionStatus::Active
+    {
         return Ok(0);
     }
     let from = services
@@ -295,12 +388,14 @@ pub async fn deliver_webhook(
             })
         })
         .collect::<Result<Vec<_>, CoreError>>()?;
-    let secrets = if jobs.is_empty() {
+    let results = if jobs.is_empty() {
         vec![]
     } else {
-        secrets(services, sub, now).await?
+        match transport(services, sub, now).await? {
+            Some(t) => send_all(services, &t, sub, jobs, config, now).await?,
+            None => return Ok(0),
+        }
     };
-    let results = send_all(services.webhooks.clone(), url, &secrets, jobs, config, now).await?;
     let mut acknowledged = 0u64;
     let mut parked = Vec::new();
     let mut log = Vec::new();
@@ -322,7 +417,7 @@ pub async fn deliver_webhook(
             Verdict::Delivered(code) => {
                 acknowledged += u64::from(n);
                 attempt.status = "delivered".into();
-                attempt.status_code = Some(code);
+                attempt.status_code = code;
             }
             Verdict::Gone(code) => {
                 gone = true;
@@ -422,7 +517,7 @@ async fn retry_subscription(
     config: &DeliveryConfig,
     now: Timestamp,
 ) -> Result<(), CoreError> {
-    let url = match (&sub.channel, sub.status) {
+    let transport = match (&sub.channel, sub.status) {
         (_, SubscriptionStatus::Cancelled) | (Channel::Pull {} | Channel::Websocket {}, _) => {
             for d in &pending {
                 services.store.drop_pending(&d.id).await?;
@@ -436,8 +531,10 @@ async fn retry_subscription(
             }
             return Ok(());
         }
-        (Channel::Webhook { url }, _) => url.clone(),
-        _ => return Ok(()),
+        _ => match transport(services, sub, now).await? {
+            Some(t) => t,
+            None => return Ok(()),
+        },
     };
     let mut jobs = Vec::new();
     let mut kept = Vec::new();
@@ -462,8 +559,7 @@ async fn retry_subscription(
     if jobs.is_empty() {
         return Ok(());
     }
-    let secrets = secrets(services, sub, now).await?;
-    let results = send_all(services.webhooks.clone(), &url, &secrets, jobs, config, now).await?;
+    let results = send_all(services, &transport, sub, jobs, config, now).await?;
     let (mut any_ok, mut any_failed, mut gone) = (false, false, false);
     let mut log = Vec::new();
     for ((job, verdict), mut d) in results.into_iter().zip(kept) {
@@ -487,7 +583,7 @@ async fn retry_subscription(
                     .ack_pending(&d, job.records.len() as u64, now)
                     .await?;
                 attempt.status = "delivered".into();
-                attempt.status_code = Some(code);
+                attempt.status_code = code;
             }
             Verdict::Gone(code) => {
                 gone = true;
@@ -564,6 +660,7 @@ async fn endpoint_health(
             .get_subscription(&sub.tenant_id, &sub.id)
             .await?;
         current.failing_since = failing_since;
+        let disabling = reason.is_some() && current.status == SubscriptionStatus::Active;
         if let Some(reason) = &reason
             && current.status == SubscriptionStatus::Active
         {
@@ -579,8 +676,41 @@ async fn endpoint_health(
         current.updated_at = now;
         match services.store.update_subscription(&current, None).await {
             Err(CoreError::Conflict(_)) => continue,
+            Ok(()) if disabling => {
+                notify_disabled(services, &current).await;
+                return Ok(());
+            }
             other => return other,
         }
     }
     Ok(())
+}
+
+/// Tells the subscriber that Wharf paused a subscription; a failure to mail is logged, as the
+/// reason also stays on the subscription.
+async fn notify_disabled(services: &Services, sub: &Subscription) {
+    let Ok(subscriber) = services.store.get_subscriber(&sub.subscriber_id).await else {
+        return;
+    };
+    let reason = sub
+        .disabled_reason
+        .as_deref()
+        .unwrap_or("deliveries kept failing");
+    let body = format!(
+        "Wharf paused your subscription {} to feed {}: {reason}.\n\n\
+         Fix the endpoint, then resume the subscription with PATCH /v1/subscriptions/{} {{\"status\": \"active\"}}.\n\
+         Records produced meanwhile can be delivered again with POST /v1/subscriptions/{}/replay.\n",
+        sub.id, sub.feed_id, sub.id, sub.id
+    );
+    if let Err(e) = services
+        .mailer
+        .send(
+            &subscriber.email,
+            "Your Wharf subscription was paused",
+            &body,
+        )
+        .await
+    {
+        tracing::warn!(subscription.id = %sub.id, error = %e, "could not tell the subscriber that the subscription was paused");
+    }
 }

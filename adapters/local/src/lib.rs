@@ -10,11 +10,13 @@ pub mod store;
 pub use db::{Db, Durability};
 pub use store::SqliteStore;
 pub mod identity;
+pub mod mail;
 pub mod resolve;
 pub mod seal;
 pub mod webhook;
 
 pub use identity::LocalIdentity;
+pub use mail::{OutboxMailer, SmtpMailer, SmtpSecurity};
 pub use resolve::SystemResolver;
 pub use seal::FileSecretBox;
 pub use webhook::HttpWebhookSender;

@@ -10,7 +10,7 @@ pub use accounts::*;
 pub use records::*;
 
 use crate::domain::Shape;
-use crate::ports::{Clock, Identity, Notifier, Resolver, SecretBox, Store, WebhookSender};
+use crate::ports::{Clock, Identity, Mailer, Notifier, Resolver, SecretBox, Store, WebhookSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     /// Sends webhooks.
     pub webhooks: Arc<dyn WebhookSender>,
+    /// Sends email.
+    pub mailer: Arc<dyn Mailer>,
     /// Business settings.
     pub settings: Settings,
 }
