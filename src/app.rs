@@ -63,7 +63,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
     let services = Services {
         store: store.clone(),
         notifier: notifier.clone(),
-        webhooks: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
+        http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
         mailer: mailer(config)?,
         identity: Arc::new(identity),
         clock,

@@ -50,6 +50,7 @@ pub fn spawn_workers(
         )),
         tokio::spawn(retry_loop(services.clone(), config)),
         tokio::spawn(window_loop(services.clone())),
+        tokio::spawn(poll_loop(services.clone())),
         tokio::spawn(retention_loop(services)),
     ]
 }
@@ -154,6 +155,15 @@ async fn window_loop(services: Services) {
     loop {
         if let Err(e) = wharf_workers::schedule::close_due_windows(&services).await {
             tracing::warn!(error = %e, "closing windows failed");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn poll_loop(services: Services) {
+    loop {
+        if let Err(e) = wharf_workers::poll::poll_due(&services).await {
+            tracing::warn!(error = %e, "polling sources failed");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

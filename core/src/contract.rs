@@ -182,6 +182,9 @@ fn source(tenant: &VendorId) -> Source {
         every: None,
         schema: Some(json!({"type": "object", "properties": {"px": {"type": "number"}}})),
         retention_days: 30,
+        last_polled_at: None,
+        last_success_at: None,
+        last_error: None,
         created_at: at(3),
         updated_at: at(3),
     }

@@ -67,6 +67,8 @@ pub trait SourceStore: Send + Sync {
     async fn list_sources(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Source>>;
     /// Replaces a source of the tenant.
     async fn update_source(&self, source: &Source) -> Result<()>;
+    /// `http_poll` sources across tenants, oldest first (for the poller).
+    async fn list_poll_sources(&self, page: &PageRequest) -> Result<Page<Source>>;
     /// Deletes a source of the tenant; `Conflict` while a feed uses it.
     async fn delete_source(&self, tenant: &TenantId, id: &SourceId) -> Result<()>;
 }
@@ -516,9 +518,9 @@ pub enum SendOutcome {
     Failed(String),
 }
 
-/// Sends webhook POSTs, refusing addresses the outbound guard does not allow.
+/// Outbound HTTP (webhook POSTs, polled sources), refusing addresses the guard does not allow.
 #[async_trait]
-pub trait WebhookSender: Send + Sync {
+pub trait OutboundHttp: Send + Sync {
     /// POSTs `body` with `headers` to `url` within `timeout`.
     async fn post(
         &self,
@@ -527,6 +529,13 @@ pub trait WebhookSender: Send + Sync {
         body: Vec<u8>,
         timeout: std::time::Duration,
     ) -> SendOutcome;
+    /// GETs `url` within `timeout`, reading at most `max_bytes` of the body: (status, body).
+    async fn get(
+        &self,
+        url: &str,
+        timeout: std::time::Duration,
+        max_bytes: usize,
+    ) -> std::result::Result<(u16, Vec<u8>), String>;
 }
 
 /// Sends email: the email channel and notices to subscribers.

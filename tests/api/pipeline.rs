@@ -897,3 +897,85 @@ async fn without_an_smtp_server_mail_goes_to_the_outbox_folder() {
     let text = std::fs::read_to_string(entry.path()).unwrap();
     assert!(text.contains("2 new records from feed"), "{text}");
 }
+
+#[tokio::test]
+async fn http_poll_sources_are_fetched_on_schedule_with_dedup_and_their_failures_shown() {
+    use std::sync::{Arc, Mutex};
+    let answers: Arc<Mutex<Vec<(u16, String)>>> = Arc::new(Mutex::new(vec![
+        (200, r#"[{"id": "p1", "sym": "AAPL", "price": 150}, {"id": "p2", "sym": "AAPL", "price": 50}]"#.into()),
+        (500, "down".into()),
+        (200, "{\"id\": \"p2\", \"sym\": \"AAPL\", \"price\": 50}\n{\"id\": \"p3\", \"sym\": \"AAPL\", \"price\": 300}\n".into()),
+    ]));
+    let served = answers.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/prices", listener.local_addr().unwrap());
+    let app_router = axum::Router::new().route(
+        "/prices",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move {
+                let mut answers = served.lock().unwrap();
+                let (status, body) = if answers.len() > 1 {
+                    answers.remove(0)
+                } else {
+                    answers[0].clone()
+                };
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app_router).await.unwrap() });
+
+    let clock = TestClock::new();
+    let app = spawn_on(|c| c.allow_private_webhooks = true, clock.clone()).await;
+    let (vendor, _, _) = vendor_feed(&app).await;
+    let source = app
+        .post(
+            "/v1/sources",
+            Some(&vendor),
+            json!({"name": "prices", "kind": "http_poll", "url": url, "every": "10s"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut feed = feed_body(&source, "Polled");
+    feed["pipeline"] = json!({"rules": [{"type": "filter", "expr": "record.price > 100.0"}]});
+    let feed = app.post("/v1/feeds", Some(&vendor), feed).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, sub_token) = app.subscriber("bob").await;
+    let sub = app.subscribe(&sub_token, &feed).await;
+    let path = format!("/v1/sources/{source}");
+    eventually("the first poll succeeds", || async {
+        app.get(&path, Some(&vendor)).await.body["last_success_at"].is_string()
+    })
+    .await;
+    clock.advance(Duration::from_secs(10));
+    eventually("the second poll fails visibly", || async {
+        app.get(&path, Some(&vendor)).await.body["last_error"] == "the source answered 500"
+    })
+    .await;
+    clock.advance(Duration::from_secs(10));
+    eventually("the third poll clears the error", || async {
+        app.get(&path, Some(&vendor)).await.body["last_error"].is_null()
+    })
+    .await;
+    let pulled = format!("/v1/subscriptions/{sub}/records?after=0");
+    eventually(
+        "p1 and p3 flow, p2 is filtered and its repeat is a duplicate",
+        || async {
+            let items = app.get(&pulled, Some(&sub_token)).await.body["items"].clone();
+            let prices: Vec<Value> = items
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["record"]["data"]["price"].clone())
+                .collect();
+            prices == vec![json!(150), json!(300)]
+        },
+    )
+    .await;
+}

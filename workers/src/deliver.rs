@@ -192,7 +192,7 @@ async fn send_one(
             match webhook::headers(secrets, job.id.as_str(), timestamp, &job.body) {
                 Ok(headers) => judge(
                     services
-                        .webhooks
+                        .http
                         .post(url, &headers, job.body.clone(), timeout)
                         .await,
                 ),

@@ -535,6 +535,17 @@ impl SourceStore for SqliteStore {
             .await
     }
 
+    async fn list_poll_sources(&self, page: &PageRequest) -> Result<Page<Source>> {
+        self.list::<_, SourceId>(
+            "SELECT id, doc FROM sources WHERE json_extract(doc, '$.kind') = 'http_poll'
+               AND id > ? ORDER BY id LIMIT ?",
+            Vec::<String>::new(),
+            page,
+            decode_doc,
+        )
+        .await
+    }
+
     async fn delete_source(&self, tenant: &TenantId, id: &SourceId) -> Result<()> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.db

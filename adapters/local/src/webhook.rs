@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use wharf_core::net::is_public;
-use wharf_core::ports::{SendOutcome, WebhookSender};
+use wharf_core::ports::{OutboundHttp, SendOutcome};
 
 struct GuardedResolver {
     allow_private: bool,
@@ -56,7 +56,7 @@ impl HttpWebhookSender {
 }
 
 #[async_trait]
-impl WebhookSender for HttpWebhookSender {
+impl OutboundHttp for HttpWebhookSender {
     async fn post(
         &self,
         url: &str,
@@ -98,6 +98,55 @@ impl WebhookSender for HttpWebhookSender {
             Err(e) if e.is_connect() => SendOutcome::Failed("could not connect".into()),
             Err(e) => SendOutcome::Failed(format!("request failed: {}", root_cause(&e))),
         }
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
+        if self.refused(&parsed) {
+            return Err("the address is one Wharf may not reach".into());
+        }
+        let mut response = self
+            .client
+            .get(parsed)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    format!("no answer within {} s", timeout.as_secs())
+                } else {
+                    format!("request failed: {}", root_cause(&e))
+                }
+            })?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("reading the answer failed: {}", root_cause(&e)))?
+        {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(format!("the answer is larger than {max_bytes} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
+impl HttpWebhookSender {
+    fn refused(&self, url: &reqwest::Url) -> bool {
+        let literal: Option<IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+            _ => None,
+        };
+        literal.is_some_and(|ip| !self.allow_private && !is_public(ip))
     }
 }
 

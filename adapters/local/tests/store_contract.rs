@@ -33,6 +33,9 @@ async fn reopening_a_data_dir_keeps_its_data_and_does_not_migrate_again() -> Tes
         every: None,
         schema: None,
         retention_days: 30,
+        last_polled_at: None,
+        last_success_at: None,
+        last_error: None,
         created_at: time::OffsetDateTime::UNIX_EPOCH,
         updated_at: time::OffsetDateTime::UNIX_EPOCH,
     };

@@ -54,6 +54,17 @@ pub struct Source {
     pub schema: Option<serde_json::Value>,
     /// Days raw and output records are kept.
     pub retention_days: u32,
+    /// For `http_poll`: when the source was last polled.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_polled_at: Option<Timestamp>,
+    /// For `http_poll`: when a poll last succeeded.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_success_at: Option<Timestamp>,
+    /// For `http_poll`: why the last poll failed; cleared by the next success.
+    #[serde(default)]
+    pub last_error: Option<String>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]

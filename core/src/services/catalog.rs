@@ -26,6 +26,9 @@ impl Services {
             every: input.every,
             schema: input.schema,
             retention_days: input.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
+            last_polled_at: None,
+            last_success_at: None,
+            last_error: None,
             created_at: now,
             updated_at: now,
         };

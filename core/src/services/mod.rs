@@ -10,7 +10,7 @@ pub use accounts::*;
 pub use records::*;
 
 use crate::domain::Shape;
-use crate::ports::{Clock, Identity, Mailer, Notifier, Resolver, SecretBox, Store, WebhookSender};
+use crate::ports::{Clock, Identity, Mailer, Notifier, OutboundHttp, Resolver, SecretBox, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,8 +53,8 @@ pub struct Services {
     pub secrets: Arc<dyn SecretBox>,
     /// Wakes the local workers.
     pub notifier: Arc<dyn Notifier>,
-    /// Sends webhooks.
-    pub webhooks: Arc<dyn WebhookSender>,
+    /// Outbound HTTP (webhooks, polled sources), behind the address guard.
+    pub http: Arc<dyn OutboundHttp>,
     /// Sends email.
     pub mailer: Arc<dyn Mailer>,
     /// Business settings.

@@ -104,6 +104,16 @@ impl Services {
             user => user.tenant_with(Role::VendorAdmin)?,
         };
         let source = self.store.get_source(tenant, source_id).await?;
+        self.ingest_into(&source, records).await
+    }
+
+    /// Stores records into `source` (already authorized: a push by its tenant, or its poller).
+    pub async fn ingest_into(
+        &self,
+        source: &Source,
+        records: Vec<IngestRecord>,
+    ) -> Result<IngestResult, CoreError> {
+        let (tenant, source_id) = (&source.tenant_id, &source.id);
         if records.len() > MAX_RECORDS_PER_REQUEST {
             return Err(CoreError::invalid(
                 "records",

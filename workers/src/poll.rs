@@ -1,0 +1,121 @@
+//! `http_poll` sources: each is fetched every `every`; the answer's records are ingested with
+//! the same dedup and schema checks as a push, and the outcome is kept on the source
+//! (`last_polled_at`, `last_success_at`, `last_error`) for the vendor to see.
+//!
+//! The answer may be `{"records": [{"id"?, "ts"?, "data"}]}` (the push format), a JSON array
+//! of objects (each one a record's data, its `id` field the record id), or NDJSON of such
+//! objects.
+
+use std::time::Duration;
+use wharf_core::domain::{IngestRecord, Source, parse_duration};
+use wharf_core::{CoreError, PageRequest, Services};
+
+/// Most bytes read from one poll.
+const MAX_BODY: usize = 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Polls every source that is due. Returns how many were polled.
+pub async fn poll_due(services: &Services) -> Result<usize, CoreError> {
+    let now = services.clock.now();
+    let mut polled = 0;
+    let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
+    loop {
+        let sources = services.store.list_poll_sources(&page).await?;
+        for source in sources.items {
+            let every = source
+                .every
+                .as_deref()
+                .map(parse_duration)
+                .and_then(Result::ok)
+                .unwrap_or(Duration::from_secs(60));
+            if source.last_polled_at.is_some_and(|t| t + every > now) {
+                continue;
+            }
+            poll(services, &source).await?;
+            polled += 1;
+        }
+        match sources.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(polled),
+        }
+    }
+}
+
+/// Parses a poll answer into records.
+fn records(body: &[u8]) -> Result<Vec<IngestRecord>, String> {
+    let as_record = |value: serde_json::Value| {
+        let id = match value.get("id") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        IngestRecord {
+            id,
+            ts: None,
+            data: value,
+        }
+    };
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        return match value {
+            serde_json::Value::Object(mut o) if o.contains_key("records") => {
+                let records = o.remove("records").unwrap_or_default();
+                serde_json::from_value::<Vec<IngestRecord>>(records)
+                    .map_err(|e| format!("the answer's records do not parse: {e}"))
+            }
+            serde_json::Value::Array(items) => Ok(items.into_iter().map(as_record).collect()),
+            other => Ok(vec![as_record(other)]),
+        };
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_owned())?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map(as_record)
+                .map_err(|e| format!("the answer is neither JSON nor NDJSON: {e}"))
+        })
+        .collect()
+}
+
+/// Polls one source now and records the outcome on it.
+pub async fn poll(services: &Services, source: &Source) -> Result<(), CoreError> {
+    let now = services.clock.now();
+    let url = source.url.clone().unwrap_or_default();
+    let outcome: Result<String, String> = match services.http.get(&url, TIMEOUT, MAX_BODY).await {
+        Ok((status, body)) if (200..300).contains(&status) => match records(&body) {
+            Ok(records) => {
+                let mut summary = Vec::new();
+                for chunk in records.chunks(wharf_core::domain::MAX_RECORDS_PER_REQUEST) {
+                    let result = services.ingest_into(source, chunk.to_vec()).await?;
+                    summary.extend(result.rejected.into_iter().map(|r| r.error));
+                }
+                match summary.first() {
+                    None => Ok(String::new()),
+                    Some(first) => {
+                        Err(format!("{} records rejected, e.g.: {first}", summary.len()))
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        },
+        Ok((status, _)) => Err(format!("the source answered {status}")),
+        Err(e) => Err(e),
+    };
+    // Re-read so a vendor's change made during the poll is kept; only the status fields move.
+    let mut current = services
+        .store
+        .get_source(&source.tenant_id, &source.id)
+        .await?;
+    current.last_polled_at = Some(now);
+    match outcome {
+        Ok(_) => {
+            current.last_success_at = Some(now);
+            current.last_error = None;
+        }
+        Err(e) => {
+            tracing::info!(tenant.id = %source.tenant_id, source.id = %source.id, error = %e, "poll failed");
+            current.last_error = Some(e);
+        }
+    }
+    services.store.update_source(&current).await
+}
