@@ -979,3 +979,57 @@ async fn http_poll_sources_are_fetched_on_schedule_with_dedup_and_their_failures
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_same_ids_pushed_concurrently_make_one_record_one_output_one_delivery_and_one_count() {
+    let app = spawn_with(|c| c.allow_private_webhooks = true).await;
+    let (vendor, feed, source) = vendor_feed(&app).await;
+    let (_, sub_token) = app.subscriber("bob").await;
+    let receiver = Receiver::start(vec![]).await;
+    let (hooked, _) = subscribe_webhook(&app, &sub_token, &feed, &receiver.url, json!({})).await;
+    let pulled = app.subscribe(&sub_token, &feed).await;
+    let ids: Vec<(String, f64)> = (0..50)
+        .map(|i| (format!("same-{i}"), 150.0 + f64::from(i)))
+        .collect();
+    let batch: Vec<(&str, f64)> = ids.iter().map(|(id, p)| (id.as_str(), *p)).collect();
+    let path = format!("/v1/sources/{source}/records");
+    let (a, b, c) = tokio::join!(
+        app.post(&path, Some(&vendor), trades(&batch)),
+        app.post(&path, Some(&vendor), trades(&batch)),
+        app.post(&path, Some(&vendor), trades(&batch))
+    );
+    let accepted: u64 = [&a, &b, &c]
+        .iter()
+        .map(|r| r.body["accepted"].as_u64().unwrap())
+        .sum();
+    let duplicates: u64 = [&a, &b, &c]
+        .iter()
+        .map(|r| r.body["duplicates"].as_u64().unwrap())
+        .sum();
+    assert_eq!((accepted, duplicates), (50, 100));
+    eventually("every record is delivered", || async {
+        receiver.hits().len() >= 50
+    })
+    .await;
+    let pull = format!("/v1/subscriptions/{pulled}/records?after=0&limit=1000");
+    eventually("every record can be pulled", || async {
+        app.get(&pull, Some(&sub_token)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen: Vec<String> = receiver
+        .hits()
+        .iter()
+        .map(|h| h.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(receiver.hits().len(), 50, "one delivery per record");
+    assert_eq!(seen.len(), 50);
+    assert_eq!(usage_of(&app, &sub_token, &hooked).await, 50);
+    assert_eq!(usage_of(&app, &sub_token, &pulled).await, 50);
+}
