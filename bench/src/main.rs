@@ -8,6 +8,7 @@
 //!   open-loop latency of the feed route at a fixed rate.
 //! - `start`: time from spawn to a 200 on `/readyz` with an existing data dir.
 
+mod ingest;
 mod load;
 mod server;
 
@@ -43,6 +44,8 @@ enum Command {
     Api(ApiArgs),
     /// Start time on an existing data dir.
     Start(StartArgs),
+    /// Ingest over HTTP against a bare batched SQLite insert of the same rows.
+    Ingest(IngestArgs),
     /// The baseline for `api`: one axum route `GET /` answering static JSON, nothing else.
     BareServer {
         #[arg(long)]
@@ -77,6 +80,19 @@ struct ApiArgs {
 }
 
 #[derive(Args)]
+struct IngestArgs {
+    /// The `wharf` binary to measure.
+    #[arg(long)]
+    binary: PathBuf,
+    /// Measured seconds of each run.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Concurrent pushing connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Args)]
 struct StartArgs {
     /// The `wharf` binary to measure.
     #[arg(long)]
@@ -94,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(interruptible(api(args)))
         }
         Command::Start(args) => client_runtime(1)?.block_on(interruptible(start(args))),
+        Command::Ingest(args) => client_runtime(1)?.block_on(interruptible(ingest_bench(args))),
     }
 }
 
@@ -228,6 +245,54 @@ async fn seed(addr: SocketAddr) -> anyhow::Result<(String, String)> {
         "id",
     )?;
     Ok((token, feed))
+}
+
+async fn ingest_bench(args: IngestArgs) -> anyhow::Result<()> {
+    let binary = absolute(&args.binary)?;
+    let duration = Duration::from_secs(args.duration_secs);
+    let dir = tempfile::tempdir()?;
+    eprintln!(
+        "bare batched insert (WAL, synchronous=NORMAL), {} s…",
+        args.duration_secs
+    );
+    let bare = ingest::bare_insert(dir.path(), duration)?;
+    eprintln!("  {bare:.0} rows/s");
+    let mut wharf = serve(&binary, &dir.path().join("data"), dir.path())?;
+    wharf.wait_ready("/readyz", READY_TIMEOUT).await?;
+    let (token, feed) = seed(wharf.addr).await?;
+    let (_, feed_doc) = call(
+        wharf.addr,
+        Method::GET,
+        &format!("/v1/feeds/{feed}"),
+        Some(&token),
+        None,
+    )
+    .await?;
+    let source = feed_doc["source_id"]
+        .as_str()
+        .context("the feed has no source")?
+        .to_owned();
+    eprintln!(
+        "ingest over HTTP, {} connections, {} s…",
+        args.connections, args.duration_secs
+    );
+    let http = ingest::over_http(wharf.addr, &token, &source, args.connections, duration).await?;
+    eprintln!("  {http:.0} records/s");
+    wharf.stop().await?;
+    println!();
+    println!("| metric | value | bar |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| bare batched SQLite insert, batches of 100 rows of ~1 KiB, WAL + synchronous=NORMAL | {bare:.0} rows/s | baseline |"
+    );
+    println!(
+        "| ingest over HTTP, batches of 100 records of ~1 KiB, {} connections, 202 after commit | {http:.0} records/s | |",
+        args.connections
+    );
+    let ratio = http / bare * 100.0;
+    let verdict = if ratio >= 50.0 { "met" } else { "**not met**" };
+    println!("| ingest / bare insert | {ratio:.1}% | ≥ 50%: {verdict} |");
+    Ok(())
 }
 
 async fn api(args: ApiArgs) -> anyhow::Result<()> {

@@ -1,0 +1,78 @@
+//! Ingest throughput: records pushed over HTTP (batches of 100 records of about 1 KiB, several
+//! connections) against the baseline of a bare batched SQLite insert of the same rows, with the
+//! same durability (WAL, synchronous=NORMAL), measured in the same run.
+
+use crate::server::call;
+use anyhow::bail;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const BATCH: usize = 100;
+
+fn payload(n: u64) -> String {
+    // About 1 KiB of JSON per record.
+    format!("{n:08}-{}", "x".repeat(980))
+}
+
+/// Rows per second of a bare batched insert into a rowid table with a unique key.
+pub fn bare_insert(dir: &std::path::Path, duration: Duration) -> anyhow::Result<f64> {
+    let conn = rusqlite::Connection::open(dir.join("bare.db"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE t (position INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, data TEXT NOT NULL);",
+    )?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < duration {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO t (id, data) VALUES (?1, ?2)")?;
+            for _ in 0..BATCH {
+                let data =
+                    json!({"sym": "AAPL", "px": 187.5, "qty": 100, "note": payload(n)}).to_string();
+                insert.execute(rusqlite::params![format!("r{n}"), data])?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Records per second accepted (202) by `POST /v1/sources/{source}/records`.
+pub async fn over_http(
+    addr: SocketAddr,
+    token: &str,
+    source: &str,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections as u64 {
+        let (token, path) = (token.to_owned(), format!("/v1/sources/{source}/records"));
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0u64;
+            let mut n = c * 1_000_000_000;
+            while started.elapsed() < duration {
+                let records: Vec<Value> = (0..BATCH as u64)
+                    .map(|i| json!({"id": format!("r{}", n + i), "data": {"sym": "AAPL", "px": 187.5, "qty": 100, "note": payload(n + i)}}))
+                    .collect();
+                n += BATCH as u64;
+                let (status, body) = call(addr, Method::POST, &path, Some(&token), Some(&json!({"records": records}))).await?;
+                if status != StatusCode::ACCEPTED {
+                    bail!("ingest answered {status}: {body}");
+                }
+                accepted += body["accepted"].as_u64().unwrap_or(0);
+            }
+            anyhow::Ok(accepted)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
