@@ -401,41 +401,15 @@ pub async fn deliver_push(
     let mut log = Vec::new();
     let mut gone = false;
     for (job, verdict) in results {
-        let n = job.records.len() as u32;
-        let mut attempt = DeliveryAttempt {
-            delivery_id: job.id.clone(),
-            subscription_id: sub.id.clone(),
-            records: n,
-            attempt: 1,
-            status: String::new(),
-            status_code: None,
-            error: None,
-            next_attempt_at: None,
-            at: now,
+        let next = match &verdict {
+            Verdict::Failed { retry_after, .. } => next_attempt(config, 1, *retry_after, now),
+            _ => None,
         };
+        log.push(log_entry(sub, &job, 1, &verdict, next, now));
         match verdict {
-            Verdict::Delivered(code) => {
-                acknowledged += u64::from(n);
-                attempt.status = "delivered".into();
-                attempt.status_code = code;
-            }
-            Verdict::Gone(code) => {
-                gone = true;
-                attempt.status = "disabled".into();
-                attempt.status_code = Some(code);
-                attempt.error =
-                    Some("the endpoint answered 410 Gone; the subscription is paused".into());
-            }
-            Verdict::Failed {
-                status,
-                error,
-                retry_after,
-            } => {
-                let next = next_attempt(config, 1, retry_after, now);
-                attempt.status = if next.is_some() { "failed" } else { "gave_up" }.into();
-                attempt.status_code = status;
-                attempt.error = Some(error);
-                attempt.next_attempt_at = next;
+            Verdict::Delivered(_) => acknowledged += job.records.len() as u64,
+            Verdict::Gone(_) => gone = true,
+            Verdict::Failed { .. } => {
                 if let Some(next) = next {
                     parked.push(PendingDelivery {
                         id: job.id,
@@ -450,7 +424,6 @@ pub async fn deliver_push(
                 }
             }
         }
-        log.push(attempt);
     }
     match services
         .store
@@ -564,62 +537,76 @@ async fn retry_subscription(
     let mut log = Vec::new();
     for ((job, verdict), mut d) in results.into_iter().zip(kept) {
         let attempt_no = d.attempts + 1;
-        let mut attempt = DeliveryAttempt {
-            delivery_id: job.id.clone(),
-            subscription_id: sub.id.clone(),
-            records: job.records.len() as u32,
-            attempt: attempt_no,
-            status: String::new(),
-            status_code: None,
-            error: None,
-            next_attempt_at: None,
-            at: now,
+        let next = match &verdict {
+            Verdict::Failed { retry_after, .. } => {
+                next_attempt(config, attempt_no, *retry_after, now)
+            }
+            _ => None,
         };
+        log.push(log_entry(sub, &job, attempt_no, &verdict, next, now));
         match verdict {
-            Verdict::Delivered(code) => {
+            Verdict::Delivered(_) => {
                 any_ok = true;
                 services
                     .store
                     .ack_pending(&d, job.records.len() as u64, now)
                     .await?;
-                attempt.status = "delivered".into();
-                attempt.status_code = code;
             }
-            Verdict::Gone(code) => {
+            Verdict::Gone(_) => {
                 gone = true;
                 services.store.drop_pending(&d.id).await?;
-                attempt.status = "disabled".into();
-                attempt.status_code = Some(code);
-                attempt.error =
-                    Some("the endpoint answered 410 Gone; the subscription is paused".into());
             }
-            Verdict::Failed {
-                status,
-                error,
-                retry_after,
-            } => {
+            Verdict::Failed { .. } => {
                 any_failed = true;
-                attempt.status_code = status;
-                attempt.error = Some(error);
-                match next_attempt(config, attempt_no, retry_after, now) {
+                match next {
                     Some(next) => {
                         d.attempts = attempt_no;
                         d.next_attempt_at = next;
                         services.store.reschedule(&d).await?;
-                        attempt.status = "failed".into();
-                        attempt.next_attempt_at = Some(next);
                     }
-                    None => {
-                        services.store.drop_pending(&d.id).await?;
-                        attempt.status = "gave_up".into();
-                    }
+                    None => services.store.drop_pending(&d.id).await?,
                 }
             }
         }
-        log.push(attempt);
     }
     services.store.log_attempts(&sub.tenant_id, &log).await?;
     endpoint_health(services, sub, any_ok, any_failed, gone, config, now).await
+}
+
+/// The delivery-log row of one attempt; `next` is when a failed delivery is tried again
+/// (`None` after a failure: given up).
+fn log_entry(
+    sub: &Subscription,
+    job: &Job,
+    attempt: u32,
+    verdict: &Verdict,
+    next: Option<Timestamp>,
+    now: Timestamp,
+) -> DeliveryAttempt {
+    let (status, status_code, error) = match verdict {
+        Verdict::Delivered(code) => ("delivered", *code, None),
+        Verdict::Gone(code) => (
+            "disabled",
+            Some(*code),
+            Some("the endpoint answered 410 Gone; the subscription is paused".to_owned()),
+        ),
+        Verdict::Failed { status, error, .. } => (
+            if next.is_some() { "failed" } else { "gave_up" },
+            *status,
+            Some(error.clone()),
+        ),
+    };
+    DeliveryAttempt {
+        delivery_id: job.id.clone(),
+        subscription_id: sub.id.clone(),
+        records: job.records.len() as u32,
+        attempt,
+        status: status.into(),
+        status_code,
+        error,
+        next_attempt_at: next,
+        at: now,
+    }
 }
 
 /// Tracks since when an endpoint fails, and pauses the subscription when it answered 410 or
