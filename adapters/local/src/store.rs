@@ -34,6 +34,22 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// A tenant's object by id from `table` (one of this adapter's fixed table names); another
+    /// tenant's object, like a missing one, is `NotFound(what)`.
+    async fn get_in_tenant<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        tenant: &TenantId,
+        id: &str,
+        what: &'static str,
+    ) -> Result<T> {
+        let sql = format!("SELECT doc FROM {table} WHERE tenant_id = ? AND id = ?");
+        let (tenant, id) = (tenant.to_string(), id.to_owned());
+        self.db
+            .read(move |c| one(c, &sql, [tenant.as_str(), id.as_str()], what))
+            .await
+    }
+
     /// A store on an opened (and migrated) database.
     pub fn new(db: Db) -> Self {
         SqliteStore { db }
@@ -415,16 +431,7 @@ impl ApiKeyStore for SqliteStore {
     }
 
     async fn get_api_key(&self, tenant: &TenantId, id: &ApiKeyId) -> Result<ApiKey> {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        self.db
-            .read(move |c| {
-                one(
-                    c,
-                    "SELECT doc FROM api_keys WHERE tenant_id = ? AND id = ?",
-                    [tenant.as_str(), id.as_str()],
-                    "api key",
-                )
-            })
+        self.get_in_tenant("api_keys", tenant, id.as_str(), "api key")
             .await
     }
 
@@ -492,16 +499,7 @@ impl SourceStore for SqliteStore {
     }
 
     async fn get_source(&self, tenant: &TenantId, id: &SourceId) -> Result<Source> {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        self.db
-            .read(move |c| {
-                one(
-                    c,
-                    "SELECT doc FROM sources WHERE tenant_id = ? AND id = ?",
-                    [tenant.as_str(), id.as_str()],
-                    "source",
-                )
-            })
+        self.get_in_tenant("sources", tenant, id.as_str(), "source")
             .await
     }
 
@@ -648,16 +646,7 @@ impl FeedStore for SqliteStore {
     }
 
     async fn get_feed(&self, tenant: &TenantId, id: &FeedId) -> Result<Feed> {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        self.db
-            .read(move |c| {
-                one(
-                    c,
-                    "SELECT doc FROM feeds WHERE tenant_id = ? AND id = ?",
-                    [tenant.as_str(), id.as_str()],
-                    "feed",
-                )
-            })
+        self.get_in_tenant("feeds", tenant, id.as_str(), "feed")
             .await
     }
 
@@ -933,16 +922,7 @@ impl SubscriptionStore for SqliteStore {
         tenant: &TenantId,
         id: &SubscriptionId,
     ) -> Result<Subscription> {
-        let (tenant, id) = (tenant.clone(), id.clone());
-        self.db
-            .read(move |c| {
-                one(
-                    c,
-                    "SELECT doc FROM subscriptions WHERE tenant_id = ? AND id = ?",
-                    [tenant.as_str(), id.as_str()],
-                    "subscription",
-                )
-            })
+        self.get_in_tenant("subscriptions", tenant, id.as_str(), "subscription")
             .await
     }
 
