@@ -288,15 +288,21 @@ async fn webhooks_are_signed_per_standard_webhooks_including_after_a_rotation() 
         signed_with(second, &secret),
         "and, during the overlap, with the old one"
     );
-    assert_eq!(usage_of(&app, &sub_token, &sub).await, 2);
-    let log = app
-        .get(
-            &format!("/v1/subscriptions/{sub}/deliveries"),
-            Some(&sub_token),
-        )
-        .await
-        .body;
-    assert_eq!(log["items"].as_array().unwrap().len(), 2);
+    // The receiver records a hit before answering; the count and the log follow the answer.
+    eventually("both deliveries are counted", || async {
+        usage_of(&app, &sub_token, &sub).await == 2
+    })
+    .await;
+    let log_path = format!("/v1/subscriptions/{sub}/deliveries");
+    eventually("both attempts are logged", || async {
+        app.get(&log_path, Some(&sub_token)).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let log = app.get(&log_path, Some(&sub_token)).await.body;
     assert_eq!(log["items"][0]["status"], "delivered");
     assert_eq!(log["items"][0]["status_code"], 200);
 }
@@ -465,7 +471,10 @@ async fn retry_after_is_honoured_and_410_pauses_the_subscription() {
         1,
         "a paused subscription receives nothing"
     );
-    assert_eq!(usage_of(&app, &sub_token, &slow).await, 2);
+    eventually("both deliveries are counted", || async {
+        usage_of(&app, &sub_token, &slow).await == 2
+    })
+    .await;
     assert_eq!(usage_of(&app, &sub_token, &dead).await, 0);
 }
 
@@ -576,7 +585,10 @@ async fn batched_subscriptions_get_arrays_and_paused_ones_miss_what_came_meanwhi
     let last = receiver.hits()[2].json();
     assert_eq!(last.as_array().unwrap().len(), 1);
     assert_eq!(last[0]["data"]["usd"], 162, "record e, not d");
-    assert_eq!(usage_of(&app, &sub_token, &sub).await, 4);
+    eventually("four deliveries are counted", || async {
+        usage_of(&app, &sub_token, &sub).await == 4
+    })
+    .await;
     let from = "2000-01-01T00:00:00Z";
     let to = "2100-01-01T00:00:00Z";
     let replay = app
@@ -1030,6 +1042,15 @@ async fn the_same_ids_pushed_concurrently_make_one_record_one_output_one_deliver
     seen.dedup();
     assert_eq!(receiver.hits().len(), 50, "one delivery per record");
     assert_eq!(seen.len(), 50);
-    assert_eq!(usage_of(&app, &sub_token, &hooked).await, 50);
+    eventually("the webhook deliveries are counted", || async {
+        usage_of(&app, &sub_token, &hooked).await == 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        usage_of(&app, &sub_token, &hooked).await,
+        50,
+        "and only once each"
+    );
     assert_eq!(usage_of(&app, &sub_token, &pulled).await, 50);
 }
