@@ -821,6 +821,10 @@ async fn the_live_channel_pushes_records_counts_them_once_and_resumes_without_a_
         432
     );
     drop(resumed);
+    eventually("the resumed records are counted", || async {
+        usage_of(&app, &sub_token, &sub).await == 4
+    })
+    .await;
     let (mut again, _) = tokio_tungstenite::connect_async(url("&after=0"))
         .await
         .unwrap();
