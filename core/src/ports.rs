@@ -213,7 +213,9 @@ pub trait IdempotencyStore: Send + Sync {
 #[async_trait]
 pub trait RecordStore: Send + Sync {
     /// Stores raw records; a record whose id is already stored is skipped (a duplicate).
-    /// Returns how many were new. The records are durable when this returns.
+    /// The id of a record sent with the vendor's id is derived from its source and that id,
+    /// so an adapter may key the check on `(source_id, external_id)` instead. Returns how many
+    /// were new. The records are durable when this returns.
     async fn append_raw(&self, records: &[RawRecord]) -> Result<usize>;
     /// Raw records of a source with `from <= ts < to`, in event-time order (for windows).
     async fn raw_between(

@@ -18,6 +18,7 @@ use wharf_core::CoreError;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_pipeline.sql"),
+    include_str!("../migrations/0003_raw_dedup_key.sql"),
 ];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.
@@ -273,5 +274,61 @@ fn migrate(conn: &mut Connection) -> Result<(), CoreError> {
             .map_err(sql_error)?;
         tx.commit().map_err(sql_error)?;
         tracing::info!(version = applied + 1, "applied a database migration");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migration 3 rebuilds `raw_records`: rows, positions and the sequence past a deleted
+    /// newest position all survive, and the vendor's id becomes the dedup key.
+    #[test]
+    fn the_raw_dedup_migration_keeps_records_positions_and_sequence() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wharf.db");
+        {
+            let mut conn = Connection::open(&path).expect("open");
+            let tx = conn.transaction().expect("tx");
+            tx.execute_batch(MIGRATIONS[0]).expect("0001");
+            tx.execute_batch(MIGRATIONS[1]).expect("0002");
+            tx.pragma_update(None, "user_version", 2).expect("version");
+            for (position, id, external) in
+                [(1, "rec_a", "a"), (2, "rec_b", "b"), (3, "rec_c", "c")]
+            {
+                tx.execute(
+                    "INSERT INTO raw_records (position, id, tenant_id, source_id, external_id, ts,
+                         received_at, expires_at, data) VALUES (?, ?, 'ven_1', 'src_1', ?, 1, 1, 9, '{}')",
+                    rusqlite::params![position, id, external],
+                )
+                .expect("insert");
+            }
+            tx.execute("DELETE FROM raw_records WHERE position = 3", [])
+                .expect("delete");
+            tx.commit().expect("commit");
+        }
+        let db = Db::open(&path, Durability::Normal).expect("migrated");
+        assert_eq!(db.schema_version().expect("version"), MIGRATIONS.len());
+        let conn = relock(&db.inner.writer);
+        let kept: Vec<(i64, String)> = conn
+            .prepare("SELECT position, id FROM raw_records ORDER BY position")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .expect("rows");
+        assert_eq!(kept, vec![(1, "rec_a".into()), (2, "rec_b".into())]);
+        let insert = "INSERT INTO raw_records (id, tenant_id, source_id, external_id, ts,
+                          received_at, expires_at, data) VALUES (?, 'ven_1', 'src_1', ?, 1, 1, 9, '{}')
+                      ON CONFLICT (source_id, external_id) DO NOTHING";
+        assert_eq!(conn.execute(insert, ["rec_d", "d"]).expect("new"), 1);
+        assert_eq!(conn.execute(insert, ["rec_x", "a"]).expect("dup"), 0);
+        let newest: i64 = conn
+            .query_row("SELECT MAX(position) FROM raw_records", [], |r| r.get(0))
+            .expect("max");
+        assert_eq!(
+            newest, 4,
+            "position 3 was handed out once and is never reused"
+        );
     }
 }

@@ -300,14 +300,14 @@ impl RecordStore for SqliteStore {
         let rows = records.iter().map(RawRow::of).collect::<Result<Vec<_>>>()?;
         self.db
             .write(move |tx| {
-                // `ON CONFLICT (id)` rather than `OR IGNORE`: only a duplicate id is skipped;
-                // any other constraint failure still fails the whole batch.
+                // `ON CONFLICT` rather than `OR IGNORE`: only a duplicate of the vendor's id
+                // is skipped; any other constraint failure still fails the whole batch.
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT INTO raw_records
                              (id, tenant_id, source_id, external_id, ts, received_at, expires_at, data)
                          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                         ON CONFLICT (id) DO NOTHING",
+                         ON CONFLICT (source_id, external_id) DO NOTHING",
                     )
                     .map_err(sql_error)?;
                 let mut new = 0;
