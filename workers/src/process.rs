@@ -86,7 +86,7 @@ impl Processor {
                 }
                 match compiled.apply(raw.data.clone(), &lookup).await {
                     Ok(Outcome::Keep(data)) => outputs.push(OutputRecord {
-                        id: OutputRecord::id_for(&feed.id, feed.pipeline.version, &raw.id),
+                        id: OutputRecord::id_for(&feed.id, feed.pipeline.version, raw),
                         feed_id: feed.id.clone(),
                         tenant_id: feed.tenant_id.clone(),
                         pipeline_version: feed.pipeline.version,

@@ -121,14 +121,13 @@ pub struct OutputRecord {
 }
 
 impl OutputRecord {
-    /// The id of the output a pipeline version makes from a raw record.
-    pub fn id_for(feed: &FeedId, version: u32, raw: &RecordId) -> RecordId {
-        RecordId::from_uuid(crate::id::derive(&[
-            "out",
-            feed.as_str(),
-            &version.to_string(),
-            raw.as_str(),
-        ]))
+    /// The id of the output a pipeline version makes from a raw record, prefixed with the
+    /// time the raw record was received so outputs are stored in arrival order.
+    pub fn id_for(feed: &FeedId, version: u32, raw: &RawRecord) -> RecordId {
+        RecordId::from_uuid(crate::id::derive_at(
+            raw.received_at,
+            &["out", feed.as_str(), &version.to_string(), raw.id.as_str()],
+        ))
     }
 
     /// The id of a window aggregate.
@@ -139,13 +138,10 @@ impl OutputRecord {
         group: &str,
     ) -> RecordId {
         let start = window_start.unix_timestamp().to_string();
-        RecordId::from_uuid(crate::id::derive(&[
-            "win",
-            feed.as_str(),
-            &rule.to_string(),
-            &start,
-            group,
-        ]))
+        RecordId::from_uuid(crate::id::derive_at(
+            window_start,
+            &["win", feed.as_str(), &rule.to_string(), &start, group],
+        ))
     }
 }
 
