@@ -24,10 +24,10 @@ pub enum CoreError {
     #[error("forbidden: {0}")]
     Forbidden(String),
     /// A dependency is temporarily unavailable; retrying may succeed.
-    #[error("unavailable")]
+    #[error("unavailable: {0}")]
     Unavailable(#[source] Source),
     /// A bug or an unexpected failure.
-    #[error("internal error")]
+    #[error("internal error: {0}")]
     Internal(#[source] Source),
 }
 
