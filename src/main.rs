@@ -84,7 +84,28 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// Keeps glibc's malloc from holding on to memory the server no longer uses. By default a
+/// freed large block (a password hash's 19 MiB work area, a 1 MiB request body) raises the
+/// threshold above which blocks are mapped, so later ones are carved from the heaps and stay
+/// resident, and each thread that allocates may get its own heap: together they took the
+/// server from 40 MiB to over 450 MiB in a few dozen sign-ups. A fixed threshold maps and
+/// unmaps such blocks, and four arenas bound the heaps.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: `mallopt` only sets allocator parameters; it is called first thing in `main`,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let started = Instant::now();
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {

@@ -110,10 +110,18 @@ fn read_user(
     row.map(user_from_row).transpose()
 }
 
-/// Runs CPU-heavy password hashing off the async workers.
+/// Password hashes computed at once: one per core. Each takes argon2's 19 MiB work area and
+/// tens of milliseconds of CPU, so a burst of sign-ups or logins waits its turn instead of
+/// taking the machine's memory and every core.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
+/// Runs CPU-heavy password hashing off the async workers, at most one per core at a time.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, CoreError> {
+    let _turn = HASHING.acquire().await.map_err(CoreError::internal)?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(CoreError::internal)
