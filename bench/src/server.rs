@@ -7,6 +7,7 @@
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -118,6 +119,11 @@ impl Child {
 
     /// SIGTERM (so the server shuts down as in production and leaves a clean data dir), then
     /// SIGKILL after five seconds.
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.process.id() {
             // Through kill(1): the workspace forbids `unsafe`, which libc::kill would need.
@@ -147,30 +153,67 @@ pub async fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> anyhow::Result<(StatusCode, Value)> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        // A broken connection fails `send_request` below, which is where it is reported.
-        let _ = conn.await;
-    });
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, HeaderValue::from_str(&addr.to_string())?);
-    if let Some(t) = token {
-        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    let mut conn = Connection::open(addr, token.unwrap_or_default()).await?;
+    let body = body.map(serde_json::to_vec).transpose()?;
+    conn.send(method, path, body).await
+}
+
+/// A keep-alive HTTP/1.1 connection carrying one caller's bearer token (none when empty).
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: HeaderValue,
+    bearer: Option<HeaderValue>,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr, token: &str) -> anyhow::Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // A broken connection fails `send_request`, which is where it is reported.
+            let _ = conn.await;
+        });
+        Ok(Connection {
+            sender,
+            host: HeaderValue::from_str(&addr.to_string())?,
+            bearer: (!token.is_empty())
+                .then(|| HeaderValue::from_str(&format!("Bearer {token}")))
+                .transpose()?,
+        })
     }
-    let payload = match body {
-        Some(b) => {
-            req = req.header(CONTENT_TYPE, "application/json");
-            Bytes::from(serde_json::to_vec(b)?)
+
+    /// POSTs a JSON body that is already serialized.
+    pub async fn post(&mut self, path: &str, json: Vec<u8>) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::POST, path, Some(json)).await
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        json: Option<Vec<u8>>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host.clone());
+        if let Some(b) = &self.bearer {
+            req = req.header(AUTHORIZATION, b.clone());
         }
-        None => Bytes::new(),
-    };
-    let res = sender.send_request(req.body(Full::new(payload))?).await?;
-    let status = res.status();
-    let bytes = res.into_body().collect().await?.to_bytes();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Ok((status, value))
+        if json.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        let payload = Bytes::from(json.unwrap_or_default());
+        self.sender.ready().await?;
+        let res = self
+            .sender
+            .send_request(req.body(Full::new(payload))?)
+            .await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, value))
+    }
 }
