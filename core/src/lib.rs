@@ -2,6 +2,7 @@
 //! the services that hold the business rules. Nothing here performs I/O; every effect goes
 //! through a port (`ports`), so the same services run on SQLite and on AWS.
 
+pub mod billing;
 #[cfg(feature = "testing")]
 pub mod contract;
 pub mod credentials;
