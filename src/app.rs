@@ -37,6 +37,8 @@ pub fn local_services(config: &Config) -> anyhow::Result<Services> {
 
 /// Opens the local shape's adapters with a given clock.
 pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
+    let (platform_fee_percent, vendor_fee_percent) =
+        config.fee_percents().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let durability = match config.durability {
@@ -77,6 +79,8 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
             require_vendor_approval: config.require_vendor_approval,
             allow_private_webhooks: config.allow_private_webhooks,
             secret_overlap: Duration::from_secs(config.secret_overlap_secs),
+            platform_fee_percent,
+            vendor_fee_percent,
         },
     };
     Ok(Local {
@@ -143,8 +147,16 @@ pub struct Server {
 
 impl Server {
     /// Builds everything and binds `config.listen`.
+    /// The clock is the system's, or with `clock_start` one that starts there.
     pub async fn bind(config: &Config) -> anyhow::Result<Server> {
-        Self::bind_with_clock(config, Arc::new(SystemClock)).await
+        let clock: Arc<dyn Clock> = match config.clock_start().map_err(anyhow::Error::msg)? {
+            Some(start) => {
+                tracing::warn!(%start, "the clock starts at clock_start (tests and demos only)");
+                Arc::new(StartedClock::new(start))
+            }
+            None => Arc::new(SystemClock),
+        };
+        Self::bind_with_clock(config, clock).await
     }
 
     /// Builds everything on `clock` (tests move time forward with it) and binds.
@@ -192,6 +204,28 @@ impl Server {
             worker.abort();
         }
         Ok(served?)
+    }
+}
+
+/// A clock that reads `start` when created and advances in real time from there: closing a
+/// billing period in a demo or an end-to-end test without waiting for the month to end.
+struct StartedClock {
+    start: time::OffsetDateTime,
+    since: std::time::Instant,
+}
+
+impl StartedClock {
+    fn new(start: time::OffsetDateTime) -> StartedClock {
+        StartedClock {
+            start,
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for StartedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.start + self.since.elapsed()
     }
 }
 

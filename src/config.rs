@@ -4,10 +4,15 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use wharf_core::VendorId;
+use wharf_core::money::Amount;
 
 /// A secret that never prints.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -115,6 +120,13 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Optional platform admin created at start.
     pub admin: Option<BootstrapAdmin>,
+    /// The platform's share of each vendor's gross, in percent (a decimal string).
+    pub platform_fee_percent: String,
+    /// Per-vendor exceptions to `platform_fee_percent`: vendor id → percent.
+    pub vendor_fee_percent: std::collections::BTreeMap<String, String>,
+    /// For tests and demos only: the server's clock starts at this RFC 3339 instant and
+    /// advances in real time from there (`WHARF_CLOCK_START`).
+    pub clock_start: Option<String>,
 }
 
 impl Default for Config {
@@ -137,6 +149,9 @@ impl Default for Config {
             mail_from: "Wharf <wharf@localhost>".into(),
             log_format: LogFormat::Text,
             admin: None,
+            platform_fee_percent: "20".into(),
+            vendor_fee_percent: std::collections::BTreeMap::new(),
+            clock_start: None,
         }
     }
 }
@@ -162,6 +177,9 @@ const SETTINGS: &[&str] = &[
     "admin",
     "smtp",
     "mail_from",
+    "platform_fee_percent",
+    "vendor_fee_percent",
+    "clock_start",
 ];
 
 impl Config {
@@ -183,6 +201,42 @@ impl Config {
             .map_err(|e| format!("invalid configuration: {e}"))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The platform fee and its per-vendor exceptions, as percentages.
+    #[allow(clippy::type_complexity)]
+    pub fn fee_percents(&self) -> Result<(Decimal, HashMap<VendorId, Decimal>), String> {
+        let percent = |key: &str, v: &str| {
+            Amount::parse(v)
+                .ok()
+                .map(|a| a.0)
+                .filter(|d| *d <= Decimal::ONE_HUNDRED)
+                .ok_or_else(|| {
+                    format!("invalid configuration: `{key}` must be a percentage from 0 to 100, like \"12.5\"")
+                })
+        };
+        let default = percent("platform_fee_percent", &self.platform_fee_percent)?;
+        let mut vendors = HashMap::new();
+        for (vendor, v) in &self.vendor_fee_percent {
+            let key = format!("vendor_fee_percent.{vendor}");
+            let id = VendorId::from_str(vendor)
+                .map_err(|_| format!("invalid configuration: `{key}`: not a vendor id"))?;
+            vendors.insert(id, percent(&key, v)?);
+        }
+        Ok((default, vendors))
+    }
+
+    /// `clock_start`, parsed.
+    pub fn clock_start(&self) -> Result<Option<time::OffsetDateTime>, String> {
+        self.clock_start
+            .as_deref()
+            .map(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| {
+                        format!("invalid configuration: `clock_start` is not an RFC 3339 time: {e}")
+                    })
+            })
+            .transpose()
     }
 
     /// The delivery settings of the workers.
@@ -226,6 +280,8 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
         }
+        self.fee_percents()?;
+        self.clock_start()?;
         if let Some(admin) = &self.admin {
             wharf_core::credentials::parse_email(&admin.email)
                 .map_err(|e| format!("invalid configuration: `admin.email` {e}"))?;

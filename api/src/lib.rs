@@ -45,6 +45,7 @@ Pipeline expressions are CEL over the variable `record`; window aggregates may c
         (name = "reference", description = "Reference data for enrich rules"),
         (name = "catalog", description = "Public catalog of published feeds"),
         (name = "subscriptions", description = "Subscriptions and delivery channels"),
+        (name = "billing", description = "Billing runs, invoices and vendor payouts"),
         (name = "operations", description = "Health and readiness")
     )
 )]
@@ -77,6 +78,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(routes::catalog::router())
         .merge(routes::subscriptions::router())
         .merge(routes::records::router())
+        .merge(routes::billing::router())
         .merge(routes::live::router())
         .merge(routes::ops::router())
 }

@@ -46,6 +46,14 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// A list with nothing in it.
+    pub fn empty() -> Page<T> {
+        Page {
+            items: Vec::new(),
+            next_cursor: None,
+        }
+    }
+
     /// Converts the items, keeping the cursor.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {

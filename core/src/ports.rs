@@ -4,8 +4,8 @@
 
 use crate::domain::*;
 use crate::{
-    ApiKeyId, CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, TenantId, Timestamp,
-    UserId, VendorId,
+    ApiKeyId, CoreError, FeedId, InvoiceId, Page, PageRequest, SourceId, SubscriptionId, TenantId,
+    Timestamp, UserId, VendorId,
 };
 use async_trait::async_trait;
 use std::net::IpAddr;
@@ -158,6 +158,8 @@ pub trait SubscriptionStore: Send + Sync {
     ) -> Result<()>;
     /// Active subscriptions across tenants, oldest first (for the local shape's deliverer).
     async fn list_active_subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>>;
+    /// Every subscription across tenants whatever its status, oldest first (billing runs).
+    async fn list_all_subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>>;
     /// The sealed signing secrets of a subscription, newest first.
     async fn get_signing_secrets(
         &self,
@@ -426,6 +428,57 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<Vec<UsageRow>>;
 }
 
+/// Which invoices to list; `None` matches any.
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceFilter {
+    /// Only this month (`YYYY-MM`).
+    pub period: Option<String>,
+    /// Only this vendor's.
+    pub vendor: Option<VendorId>,
+    /// Only this subscriber's.
+    pub subscriber: Option<UserId>,
+    /// Only in this state.
+    pub status: Option<InvoiceStatus>,
+}
+
+/// Billing runs, invoices and payouts. Invoices and payouts have derived ids and are written
+/// once: storing one whose id exists changes nothing, which is what makes a run repeatable.
+#[async_trait]
+pub trait BillingStore: Send + Sync {
+    /// Every billing run, oldest period first.
+    async fn list_billing_runs(&self) -> Result<Vec<BillingRun>>;
+    /// Creates or replaces the run of `run.period`.
+    async fn put_billing_run(&self, run: &BillingRun) -> Result<()>;
+    /// Stores an invoice with its lines unless its id is stored; returns whether it was new.
+    async fn put_invoice(&self, invoice: &Invoice) -> Result<bool>;
+    /// Reads an invoice; `NotFound` if absent.
+    async fn get_invoice(&self, id: &InvoiceId) -> Result<Invoice>;
+    /// Invoices matching `filter`, by id.
+    async fn list_invoices(
+        &self,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>>;
+    /// Sets an invoice's payment state and, when given, its Stripe id.
+    async fn set_invoice_status(
+        &self,
+        id: &InvoiceId,
+        status: InvoiceStatus,
+        stripe_invoice_id: Option<&str>,
+    ) -> Result<()>;
+    /// Deliveries already billed for a subscription (usage and adjustment lines of every
+    /// invoice), per service month `YYYY-MM`.
+    async fn billed_deliveries(&self, subscription: &SubscriptionId) -> Result<Vec<(String, u64)>>;
+    /// Stores a payout unless its id is stored; returns whether it was new.
+    async fn put_payout(&self, payout: &Payout) -> Result<bool>;
+    /// Payouts of a month (all months when `None`), optionally of one vendor, by id.
+    async fn list_payouts(
+        &self,
+        period: Option<&str>,
+        vendor: Option<&VendorId>,
+    ) -> Result<Vec<Payout>>;
+}
+
 /// Everything the services store, as one handle.
 pub trait Store:
     AccountStore
@@ -437,6 +490,7 @@ pub trait Store:
     + IdempotencyStore
     + RecordStore
     + DeliveryStore
+    + BillingStore
 {
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> Result<()>;

@@ -121,6 +121,9 @@ impl TestClock {
         let mut now = self.0.lock().unwrap();
         *now += by;
     }
+    pub fn set(&self, to: OffsetDateTime) {
+        *self.0.lock().unwrap() = to;
+    }
 }
 
 impl Clock for TestClock {

@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_pipeline.sql"),
     include_str!("../migrations/0003_raw_dedup_key.sql"),
+    include_str!("../migrations/0004_billing.sql"),
 ];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.

@@ -2,6 +2,7 @@
 //! (`db`) backs the store port (`store`, with records and the change feed in `records` and
 //! delivery state and usage in `deliveries`) and the other local adapters.
 
+mod billing;
 pub mod db;
 mod deliveries;
 mod records;

@@ -58,7 +58,7 @@ impl SqliteStore {
     /// Reads one page of a list. `sql` selects the id first and must end with
     /// `id > ? ORDER BY id LIMIT ?`; `args` fill its earlier placeholders in order. `I` is the
     /// kind of id listed, so a cursor from another list is refused.
-    async fn list<T, I>(
+    pub(crate) async fn list<T, I>(
         &self,
         sql: &'static str,
         args: Vec<String>,
@@ -91,7 +91,7 @@ impl SqliteStore {
 }
 
 /// Decodes a list row of the shape `SELECT id, doc …`.
-fn decode_doc<T: DeserializeOwned>(row: &Row<'_>) -> Result<T> {
+pub(crate) fn decode_doc<T: DeserializeOwned>(row: &Row<'_>) -> Result<T> {
     from_doc(&row.get::<_, String>(1).map_err(sql_error)?)
 }
 
@@ -1015,6 +1015,16 @@ impl SubscriptionStore for SqliteStore {
             "SELECT id, doc FROM subscriptions
              WHERE json_extract(doc, '$.status') = 'active' AND id > ?
              ORDER BY id LIMIT ?",
+            vec![],
+            page,
+            decode_doc,
+        )
+        .await
+    }
+
+    async fn list_all_subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>> {
+        self.list::<_, SubscriptionId>(
+            "SELECT id, doc FROM subscriptions WHERE id > ? ORDER BY id LIMIT ?",
             vec![],
             page,
             decode_doc,

@@ -1,6 +1,7 @@
 //! One module per resource, each with its own `router()`.
 
 pub mod api_keys;
+pub mod billing;
 pub mod catalog;
 pub mod feeds;
 pub mod identity;

@@ -1,11 +1,13 @@
 //! Domain entities and their validation rules.
 
+pub mod billing;
 pub mod feed;
 pub mod identity;
 pub mod record;
 pub mod source;
 pub mod subscription;
 
+pub use billing::*;
 pub use feed::*;
 pub use identity::*;
 pub use record::*;

@@ -2,6 +2,7 @@
 //! once over the ports and shared by the API and the workers of both shapes.
 
 mod accounts;
+mod billing;
 mod catalog;
 mod records;
 mod subscriptions;
@@ -25,6 +26,10 @@ pub struct Settings {
     pub allow_private_webhooks: bool,
     /// How long a rotated-out webhook secret keeps signing deliveries.
     pub secret_overlap: Duration,
+    /// The platform's share of each vendor's gross, in percent.
+    pub platform_fee_percent: rust_decimal::Decimal,
+    /// Per-vendor exceptions to `platform_fee_percent`.
+    pub vendor_fee_percent: std::collections::HashMap<crate::VendorId, rust_decimal::Decimal>,
 }
 
 impl Default for Settings {
@@ -34,6 +39,8 @@ impl Default for Settings {
             require_vendor_approval: false,
             allow_private_webhooks: false,
             secret_overlap: Duration::from_secs(24 * 3600),
+            platform_fee_percent: rust_decimal::Decimal::from(20),
+            vendor_fee_percent: std::collections::HashMap::new(),
         }
     }
 }

@@ -1,0 +1,265 @@
+//! The billing port on SQLite. Invoices and payouts are JSON documents keyed by their derived
+//! ids and inserted with `ON CONFLICT DO NOTHING`, so a repeated run stores nothing twice; an
+//! invoice's billed usage quantities go into `billed_usage` in the same transaction.
+
+use crate::db::sql_error;
+use crate::store::{SqliteStore, decode_doc, from_doc, run, to_doc};
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, LineKind, Payout};
+use wharf_core::ports::{BillingStore, InvoiceFilter};
+use wharf_core::{CoreError, InvoiceId, Page, PageRequest, SubscriptionId, VendorId};
+
+type Result<T> = std::result::Result<T, CoreError>;
+
+/// The whole-number deliveries of a usage or adjustment line.
+fn deliveries(quantity: &wharf_core::money::Amount) -> Result<i64> {
+    quantity
+        .0
+        .trunc()
+        .to_string()
+        .parse()
+        .map_err(CoreError::internal)
+}
+
+#[async_trait]
+impl BillingStore for SqliteStore {
+    async fn list_billing_runs(&self) -> Result<Vec<BillingRun>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT doc FROM billing_runs ORDER BY period")
+                    .map_err(sql_error)?;
+                let mut rows = stmt.query([]).map_err(sql_error)?;
+                let mut runs = Vec::new();
+                while let Some(row) = rows.next().map_err(sql_error)? {
+                    runs.push(from_doc(&row.get::<_, String>(0).map_err(sql_error)?)?);
+                }
+                Ok(runs)
+            })
+            .await
+    }
+
+    async fn put_billing_run(&self, billing_run: &BillingRun) -> Result<()> {
+        let (period, doc) = (billing_run.period.clone(), to_doc(billing_run)?);
+        self.db
+            .write(move |tx| {
+                run(
+                    tx,
+                    "INSERT INTO billing_runs (period, doc) VALUES (?, ?)
+                     ON CONFLICT (period) DO UPDATE SET doc = excluded.doc",
+                    params![period, doc],
+                )
+                .map(|_| ())
+            })
+            .await
+    }
+
+    async fn put_invoice(&self, invoice: &Invoice) -> Result<bool> {
+        let doc = to_doc(invoice)?;
+        let status = invoice.status.as_str();
+        let invoice = invoice.clone();
+        let billed = invoice
+            .lines
+            .iter()
+            .filter(|l| matches!(l.kind, LineKind::Usage | LineKind::Adjustment))
+            .map(|l| {
+                Ok((
+                    l.subscription_id.to_string(),
+                    l.service_period.clone(),
+                    deliveries(&l.quantity)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.db
+            .write(move |tx| {
+                let new = run(
+                    tx,
+                    "INSERT INTO invoices (id, period, vendor_id, subscriber_id, status, doc)
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    params![
+                        invoice.id.as_str(),
+                        invoice.period,
+                        invoice.vendor_id.as_str(),
+                        invoice.subscriber_id.as_str(),
+                        status,
+                        doc
+                    ],
+                )? == 1;
+                if new {
+                    for (sub, period, n) in &billed {
+                        run(
+                            tx,
+                            "INSERT INTO billed_usage (invoice_id, subscription_id, service_period, deliveries)
+                             VALUES (?, ?, ?, ?)",
+                            params![invoice.id.as_str(), sub, period, n],
+                        )?;
+                    }
+                }
+                Ok(new)
+            })
+            .await
+    }
+
+    async fn get_invoice(&self, id: &InvoiceId) -> Result<Invoice> {
+        let id = id.clone();
+        self.db
+            .read(move |c| {
+                let doc: Option<String> = c
+                    .query_row(
+                        "SELECT doc FROM invoices WHERE id = ?",
+                        [id.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_error)?;
+                doc.map(|d| from_doc(&d))
+                    .transpose()?
+                    .ok_or(CoreError::NotFound("invoice"))
+            })
+            .await
+    }
+
+    async fn list_invoices(
+        &self,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>> {
+        let period = filter.period.clone().unwrap_or_default();
+        let vendor = filter
+            .vendor
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let subscriber = filter
+            .subscriber
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let status = filter
+            .status
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        self.list::<_, InvoiceId>(
+            "SELECT id, doc FROM invoices
+             WHERE (? = '' OR period = ?) AND (? = '' OR vendor_id = ?)
+               AND (? = '' OR subscriber_id = ?) AND (? = '' OR status = ?) AND id > ?
+             ORDER BY id LIMIT ?",
+            vec![
+                period.clone(),
+                period,
+                vendor.clone(),
+                vendor,
+                subscriber.clone(),
+                subscriber,
+                status.clone(),
+                status,
+            ],
+            page,
+            decode_doc,
+        )
+        .await
+    }
+
+    async fn set_invoice_status(
+        &self,
+        id: &InvoiceId,
+        status: InvoiceStatus,
+        stripe_invoice_id: Option<&str>,
+    ) -> Result<()> {
+        let id = id.clone();
+        let stripe = stripe_invoice_id.map(str::to_owned);
+        self.db
+            .write(move |tx| {
+                let doc: Option<String> = tx
+                    .query_row(
+                        "SELECT doc FROM invoices WHERE id = ?",
+                        [id.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_error)?;
+                let mut invoice: Invoice = from_doc(&doc.ok_or(CoreError::NotFound("invoice"))?)?;
+                invoice.status = status;
+                if stripe.is_some() {
+                    invoice.stripe_invoice_id = stripe;
+                }
+                run(
+                    tx,
+                    "UPDATE invoices SET status = ?, doc = ? WHERE id = ?",
+                    params![status.as_str(), to_doc(&invoice)?, id.as_str()],
+                )
+                .map(|_| ())
+            })
+            .await
+    }
+
+    async fn billed_deliveries(&self, subscription: &SubscriptionId) -> Result<Vec<(String, u64)>> {
+        let sub = subscription.clone();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT service_period, SUM(deliveries) FROM billed_usage
+                         WHERE subscription_id = ? GROUP BY service_period ORDER BY service_period",
+                    )
+                    .map_err(sql_error)?;
+                let mut rows = stmt.query([sub.as_str()]).map_err(sql_error)?;
+                let mut billed = Vec::new();
+                while let Some(row) = rows.next().map_err(sql_error)? {
+                    let n: i64 = row.get(1).map_err(sql_error)?;
+                    billed.push((
+                        row.get(0).map_err(sql_error)?,
+                        u64::try_from(n).map_err(CoreError::internal)?,
+                    ));
+                }
+                Ok(billed)
+            })
+            .await
+    }
+
+    async fn put_payout(&self, payout: &Payout) -> Result<bool> {
+        let doc = to_doc(payout)?;
+        let payout = payout.clone();
+        self.db
+            .write(move |tx| {
+                Ok(run(
+                    tx,
+                    "INSERT INTO payouts (id, vendor_id, period, doc) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![
+                        payout.id.as_str(),
+                        payout.vendor_id.as_str(),
+                        payout.period,
+                        doc
+                    ],
+                )? == 1)
+            })
+            .await
+    }
+
+    async fn list_payouts(
+        &self,
+        period: Option<&str>,
+        vendor: Option<&VendorId>,
+    ) -> Result<Vec<Payout>> {
+        let period = period.unwrap_or_default().to_owned();
+        let vendor = vendor.map(|v| v.to_string()).unwrap_or_default();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT doc FROM payouts WHERE (?1 = '' OR period = ?1)
+                         AND (?2 = '' OR vendor_id = ?2) ORDER BY period, vendor_id, id",
+                    )
+                    .map_err(sql_error)?;
+                let mut rows = stmt.query(params![period, vendor]).map_err(sql_error)?;
+                let mut payouts = Vec::new();
+                while let Some(row) = rows.next().map_err(sql_error)? {
+                    payouts.push(from_doc(&row.get::<_, String>(0).map_err(sql_error)?)?);
+                }
+                Ok(payouts)
+            })
+            .await
+    }
+}

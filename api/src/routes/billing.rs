@@ -1,0 +1,224 @@
+//! Finance: billing runs, invoices (JSON or CSV) and vendor payouts.
+
+use crate::AppState;
+use crate::extract::{ApiPath, ApiQuery, Caller, JsonBody};
+use crate::problem::{ApiError, ReadErrors, WriteErrors};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, Payout};
+use wharf_core::ports::InvoiceFilter;
+use wharf_core::{InvoiceId, Page, PageRequest, UserId, VendorId};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(run_billing))
+        .routes(routes!(list_invoices))
+        .routes(routes!(get_invoice))
+        .routes(routes!(list_payouts))
+}
+
+/// The month to close.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    /// A calendar month in UTC, `YYYY-MM`, that has ended.
+    #[schema(example = "2026-11")]
+    period: String,
+}
+
+/// Closes a month (platform finance): invoices per subscriber, vendor and currency, and vendor
+/// payouts. Idempotent: 201 when this call created invoices or payouts, 200 when the month
+/// was already closed. Months close in order; late usage of a closed month is billed as an
+/// adjustment on the next one.
+#[utoipa::path(post, path = "/v1/billing/runs", tag = "billing", request_body = RunRequest,
+    security(("bearer" = [])),
+    responses((status = 201, body = BillingRun), (status = 200, body = BillingRun), WriteErrors))]
+async fn run_billing(
+    State(s): State<AppState>,
+    who: Caller,
+    body: JsonBody<RunRequest>,
+) -> Result<(StatusCode, Json<BillingRun>), ApiError> {
+    let (run, created) = s.services.run_billing(&who, &body.value.period).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(run)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct InvoiceQuery {
+    /// Only this month (`YYYY-MM`).
+    period: Option<String>,
+    /// Only this vendor's.
+    #[param(value_type = Option<String>)]
+    vendor_id: Option<VendorId>,
+    /// Only this subscriber's.
+    #[param(value_type = Option<String>)]
+    subscriber_id: Option<UserId>,
+    /// Only in this state.
+    status: Option<InvoiceStatus>,
+    /// Page size, 1 to 200 (default 50). Ignored for CSV, which carries every match.
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Whether the client asked for CSV.
+fn wants_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("text/csv"))
+}
+
+const CSV_HEADER: [&str; 12] = [
+    "invoice_id",
+    "period",
+    "vendor_id",
+    "subscriber_id",
+    "subscription_id",
+    "kind",
+    "service_period",
+    "description",
+    "quantity",
+    "unit_price",
+    "amount",
+    "currency",
+];
+
+/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Invoices as RFC 4180 CSV: a header, then one row per line item (CRLF line ends).
+fn csv(invoices: &[Invoice]) -> Response {
+    let mut out = CSV_HEADER.join(",");
+    out.push_str("\r\n");
+    for inv in invoices {
+        for line in &inv.lines {
+            let row = [
+                inv.id.to_string(),
+                inv.period.clone(),
+                inv.vendor_id.to_string(),
+                inv.subscriber_id.to_string(),
+                line.subscription_id.to_string(),
+                serde_json::to_value(line.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                line.service_period.clone(),
+                line.description.clone(),
+                line.quantity.to_string(),
+                line.unit_price.to_string(),
+                line.amount.to_string(),
+                inv.currency.to_string(),
+            ];
+            let row: Vec<String> = row.iter().map(|f| field(f)).collect();
+            out.push_str(&row.join(","));
+            out.push_str("\r\n");
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Invoices the caller may see: platform finance all, vendor finance its tenant's, a
+/// subscriber its own. JSON pages, or with `Accept: text/csv` every match as CSV with one row
+/// per line item.
+#[utoipa::path(get, path = "/v1/invoices", tag = "billing", params(InvoiceQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<Invoice>, content_type = "application/json"),
+        (status = 200, body = String, content_type = "text/csv"), ReadErrors))]
+async fn list_invoices(
+    State(s): State<AppState>,
+    who: Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<InvoiceQuery>,
+) -> Result<Response, ApiError> {
+    let filter = InvoiceFilter {
+        period: q.period,
+        vendor: q.vendor_id,
+        subscriber: q.subscriber_id,
+        status: q.status,
+    };
+    if !wants_csv(&headers) {
+        let page = PageRequest {
+            limit: q.limit.unwrap_or(0),
+            cursor: q.cursor,
+        };
+        return Ok(Json(s.services.list_invoices(&who, filter, &page).await?).into_response());
+    }
+    let mut all = Vec::new();
+    let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
+    loop {
+        let got = s
+            .services
+            .list_invoices(&who, filter.clone(), &page)
+            .await?;
+        all.extend(got.items);
+        match got.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(csv(&all)),
+        }
+    }
+}
+
+/// One invoice, as JSON or (with `Accept: text/csv`) CSV; 404 unless the caller may see it.
+#[utoipa::path(get, path = "/v1/invoices/{id}", tag = "billing", params(("id" = InvoiceId, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = Invoice, content_type = "application/json"),
+        (status = 200, body = String, content_type = "text/csv"), ReadErrors))]
+async fn get_invoice(
+    State(s): State<AppState>,
+    who: Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<InvoiceId>,
+) -> Result<Response, ApiError> {
+    let invoice = s.services.get_invoice(&who, &id).await?;
+    Ok(if wants_csv(&headers) {
+        csv(std::slice::from_ref(&invoice))
+    } else {
+        Json(invoice).into_response()
+    })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PayoutQuery {
+    /// Only this month (`YYYY-MM`).
+    period: Option<String>,
+}
+
+/// What each vendor is paid per month and currency: gross, platform fee, net. Platform
+/// finance sees every vendor; vendor finance its own.
+#[utoipa::path(get, path = "/v1/payouts", tag = "billing", params(PayoutQuery),
+    security(("bearer" = [])), responses((status = 200, body = Vec<Payout>), ReadErrors))]
+async fn list_payouts(
+    State(s): State<AppState>,
+    who: Caller,
+    ApiQuery(q): ApiQuery<PayoutQuery>,
+) -> Result<Json<Vec<Payout>>, ApiError> {
+    Ok(Json(
+        s.services.list_payouts(&who, q.period.as_deref()).await?,
+    ))
+}

@@ -1,0 +1,480 @@
+//! Billing runs, invoices and payouts: who may see what, and how a month is closed.
+//!
+//! A run of month P, once P has ended:
+//! 1. every subscription that existed during P gets a fee line (the plan's fee prorated by the
+//!    share of P it was active) and a usage line (its acknowledged deliveries of P, rated);
+//! 2. deliveries of earlier closed months counted after their run (late acknowledgements)
+//!    get an adjustment line priced at the tiers they fall in; what is billed per month is
+//!    read back from stored invoices, so nothing is billed twice or dropped;
+//! 3. lines are grouped per (subscriber, vendor, currency) into invoices with derived ids,
+//!    stored only if absent; then payouts per (vendor, currency) from the stored invoices.
+//!
+//! Every step is idempotent, so a run interrupted by a crash is finished by running it again,
+//! and a completed run asked again creates nothing. Months close in order, so late usage of
+//! a month can only be billed after that month's own run.
+
+use super::Services;
+use crate::billing::{self, Period};
+use crate::domain::{
+    BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, Plan, Principal, Role,
+    RunStatus, Subscription,
+};
+use crate::money::{Amount, Currency};
+use crate::ports::{InvoiceFilter, UsageFilter};
+use crate::{
+    CoreError, FeedId, InvoiceId, Page, PageRequest, PayoutId, SubscriptionId, UserId, VendorId,
+};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+
+/// Who may see which invoices.
+enum Scope {
+    All,
+    Vendor(VendorId),
+    Subscriber(UserId),
+}
+
+fn scope(who: &Principal) -> Result<Scope, CoreError> {
+    if who.has_role(Role::PlatformFinance) || who.has_role(Role::PlatformAdmin) {
+        return Ok(Scope::All);
+    }
+    if let Ok(t) = who.tenant_with(Role::VendorFinance) {
+        return Ok(Scope::Vendor(t.clone()));
+    }
+    if let Ok(u) = who.user_with(Role::Subscriber) {
+        return Ok(Scope::Subscriber(u.clone()));
+    }
+    Err(CoreError::Forbidden(
+        "invoices are for finance roles and the subscriber billed".into(),
+    ))
+}
+
+fn amount(d: Decimal) -> Amount {
+    Amount(d.normalize().max(Decimal::ZERO))
+}
+
+fn money(d: Decimal, currency: Currency) -> Amount {
+    // Keeps the minor-unit digits ("49.00", not "49") so amounts read as money.
+    let mut d = billing::round(d, currency);
+    d.rescale(currency.minor_units());
+    Amount(d)
+}
+
+/// One subscription's lines of a run, before grouping into invoices.
+struct Charged {
+    subscriber: UserId,
+    vendor: VendorId,
+    currency: Currency,
+    lines: Vec<InvoiceLine>,
+}
+
+impl Services {
+    /// Closes `period` (platform finance): creates its invoices and payouts. Returns the run
+    /// and whether this call created anything.
+    pub async fn run_billing(
+        &self,
+        who: &Principal,
+        period: &str,
+    ) -> Result<(BillingRun, bool), CoreError> {
+        who.require(Role::PlatformFinance)?;
+        let period = Period::parse(period).map_err(|e| CoreError::invalid("period", e))?;
+        let now = self.clock.now();
+        if period.end() > now {
+            return Err(CoreError::invalid(
+                "period",
+                format!(
+                    "{period} has not ended; it can be closed from {}",
+                    period
+                        .end()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        let runs = self.store.list_billing_runs().await?;
+        let label = period.to_string();
+        let existing = runs.iter().find(|r| r.period == label).cloned();
+        if let Some(done) = existing
+            .as_ref()
+            .filter(|r| r.status == RunStatus::Completed)
+        {
+            return Ok((done.clone(), false));
+        }
+        if existing.is_none()
+            && let Some(last) = runs.last()
+        {
+            let next = Period::parse(&last.period)
+                .map_err(CoreError::internal)?
+                .next();
+            if last.status != RunStatus::Completed || period != next {
+                return Err(CoreError::Conflict(format!(
+                    "months close in order: the next one to close is {}",
+                    if last.status == RunStatus::Completed {
+                        next.to_string()
+                    } else {
+                        last.period.clone()
+                    }
+                )));
+            }
+        }
+        let mut run = existing.unwrap_or(BillingRun {
+            period: label.clone(),
+            status: RunStatus::Running,
+            invoices: 0,
+            started_at: now,
+            completed_at: None,
+        });
+        self.store.put_billing_run(&run).await?;
+        let closed: Vec<Period> = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Completed)
+            .filter_map(|r| Period::parse(&r.period).ok())
+            .filter(|p| *p < period)
+            .collect();
+        let charged = self.charge_all(period, &closed).await?;
+        let mut created = false;
+        for invoice in group(period, charged, now) {
+            created |= self.store.put_invoice(&invoice).await?;
+        }
+        created |= self.pay_out(period).await?;
+        let invoices = self.count_invoices(&label).await?;
+        run.status = RunStatus::Completed;
+        run.invoices = invoices;
+        run.completed_at = Some(self.clock.now());
+        self.store.put_billing_run(&run).await?;
+        Ok((run, created))
+    }
+
+    async fn charge_all(
+        &self,
+        period: Period,
+        closed: &[Period],
+    ) -> Result<Vec<Charged>, CoreError> {
+        let mut counted: HashMap<SubscriptionId, u64> = HashMap::new();
+        for row in self
+            .store
+            .usage(&UsageFilter::default(), period.start(), period.end())
+            .await?
+        {
+            *counted.entry(row.subscription_id).or_default() += row.count;
+        }
+        let mut feeds: HashMap<FeedId, Feed> = HashMap::new();
+        let mut charged = Vec::new();
+        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
+        loop {
+            let subs = self.store.list_all_subscriptions(&page).await?;
+            for sub in subs.items {
+                if sub.created_at >= period.end() {
+                    continue;
+                }
+                if !feeds.contains_key(&sub.feed_id) {
+                    let feed = self.store.get_feed(&sub.tenant_id, &sub.feed_id).await?;
+                    feeds.insert(sub.feed_id.clone(), feed);
+                }
+                let Some(feed) = feeds.get(&sub.feed_id) else {
+                    continue;
+                };
+                let plan = feed
+                    .plans
+                    .iter()
+                    .find(|p| p.id == sub.plan_id)
+                    .ok_or_else(|| {
+                        CoreError::Conflict(format!(
+                            "subscription {} is on plan `{}`, which feed {} no longer has",
+                            sub.id, sub.plan_id, feed.id
+                        ))
+                    })?;
+                let deliveries = counted.get(&sub.id).copied().unwrap_or(0);
+                let mut lines = self.lines(&sub, feed, plan, period, deliveries);
+                lines.extend(self.adjustments(&sub, plan, closed).await?);
+                if !lines.is_empty() {
+                    charged.push(Charged {
+                        subscriber: sub.subscriber_id.clone(),
+                        vendor: sub.tenant_id.clone(),
+                        currency: plan.currency,
+                        lines,
+                    });
+                }
+            }
+            match subs.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(charged)
+    }
+
+    /// The fee and usage lines of one subscription for `period`.
+    fn lines(
+        &self,
+        sub: &Subscription,
+        feed: &Feed,
+        plan: &Plan,
+        period: Period,
+        deliveries: u64,
+    ) -> Vec<InvoiceLine> {
+        let share = billing::active_share(&sub.history, period);
+        let line = |kind, description: String, quantity, unit_price, amount| InvoiceLine {
+            subscription_id: sub.id.clone(),
+            feed_id: feed.id.clone(),
+            plan_id: plan.id.clone(),
+            kind,
+            service_period: period.to_string(),
+            description,
+            quantity,
+            unit_price,
+            amount,
+        };
+        let mut lines = Vec::new();
+        if share > Decimal::ZERO {
+            let percent = (share * Decimal::ONE_HUNDRED).round_dp(2);
+            lines.push(line(
+                LineKind::Fee,
+                format!(
+                    "{} plan of {}, {period}: monthly fee, active {percent}% of the month",
+                    plan.name, feed.name
+                ),
+                amount(share.round_dp(6)),
+                money(plan.monthly_fee.0, plan.currency),
+                money(billing::prorated_fee(plan, share), plan.currency),
+            ));
+        }
+        if share > Decimal::ZERO || deliveries > 0 {
+            let total = billing::usage_amount(plan, deliveries);
+            let unit = if deliveries == 0 {
+                Decimal::ZERO
+            } else {
+                (billing::usage_price(plan, deliveries) / Decimal::from(deliveries)).round_dp(8)
+            };
+            lines.push(line(
+                LineKind::Usage,
+                format!(
+                    "{} plan of {}, {period}: {deliveries} deliveries ({} included)",
+                    plan.name, feed.name, plan.included_deliveries
+                ),
+                amount(Decimal::from(deliveries)),
+                amount(unit),
+                money(total, plan.currency),
+            ));
+        }
+        lines
+    }
+
+    /// Adjustment lines for deliveries of closed months counted after their run.
+    async fn adjustments(
+        &self,
+        sub: &Subscription,
+        plan: &Plan,
+        closed: &[Period],
+    ) -> Result<Vec<InvoiceLine>, CoreError> {
+        let Some(first) = closed.first() else {
+            return Ok(Vec::new());
+        };
+        let Some(last) = closed.last() else {
+            return Ok(Vec::new());
+        };
+        let billed: HashMap<String, u64> = self
+            .store
+            .billed_deliveries(&sub.id)
+            .await?
+            .into_iter()
+            .collect();
+        let filter = UsageFilter {
+            subscription: Some(sub.id.clone()),
+            ..UsageFilter::default()
+        };
+        let mut counted: BTreeMap<Period, u64> = BTreeMap::new();
+        for row in self.store.usage(&filter, first.start(), last.end()).await? {
+            *counted.entry(Period::of(row.hour)).or_default() += row.count;
+        }
+        let mut lines = Vec::new();
+        for month in closed {
+            let now_counted = counted.get(month).copied().unwrap_or(0);
+            let already = billed.get(&month.to_string()).copied().unwrap_or(0);
+            if now_counted <= already {
+                continue;
+            }
+            let late = now_counted - already;
+            let price = billing::adjustment_amount(plan, already, now_counted);
+            lines.push(InvoiceLine {
+                subscription_id: sub.id.clone(),
+                feed_id: sub.feed_id.clone(),
+                plan_id: plan.id.clone(),
+                kind: LineKind::Adjustment,
+                service_period: month.to_string(),
+                description: format!(
+                    "{} plan: {late} deliveries of {month} counted after it was billed",
+                    plan.name
+                ),
+                quantity: amount(Decimal::from(late)),
+                unit_price: amount((price / Decimal::from(late)).round_dp(8)),
+                amount: money(price, plan.currency),
+            });
+        }
+        Ok(lines)
+    }
+
+    /// Stores the payouts of `period` from its stored invoices; whether any was new.
+    async fn pay_out(&self, period: Period) -> Result<bool, CoreError> {
+        let label = period.to_string();
+        let mut totals: BTreeMap<(VendorId, &'static str), (Currency, Decimal, u64)> =
+            BTreeMap::new();
+        let filter = InvoiceFilter {
+            period: Some(label.clone()),
+            ..InvoiceFilter::default()
+        };
+        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
+        loop {
+            let invoices = self.store.list_invoices(&filter, &page).await?;
+            for inv in invoices.items {
+                let entry = totals
+                    .entry((inv.vendor_id.clone(), inv.currency.code()))
+                    .or_insert((inv.currency, Decimal::ZERO, 0));
+                entry.1 += inv.total.0;
+                entry.2 += 1;
+            }
+            match invoices.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut created = false;
+        for ((vendor, code), (currency, gross, count)) in totals {
+            let percent = self
+                .settings
+                .vendor_fee_percent
+                .get(&vendor)
+                .copied()
+                .unwrap_or(self.settings.platform_fee_percent);
+            let fee = billing::platform_fee(gross, percent, currency);
+            let payout = Payout {
+                id: PayoutId::from_uuid(crate::id::derive(&["pay", &label, vendor.as_str(), code])),
+                vendor_id: vendor,
+                period: label.clone(),
+                currency,
+                gross: money(gross, currency),
+                platform_fee_percent: amount(percent),
+                platform_fee: money(fee, currency),
+                net: money(gross - fee, currency),
+                invoices: count,
+            };
+            created |= self.store.put_payout(&payout).await?;
+        }
+        Ok(created)
+    }
+
+    async fn count_invoices(&self, period: &str) -> Result<u64, CoreError> {
+        let filter = InvoiceFilter {
+            period: Some(period.to_owned()),
+            ..InvoiceFilter::default()
+        };
+        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
+        let mut n = 0;
+        loop {
+            let invoices = self.store.list_invoices(&filter, &page).await?;
+            n += invoices.items.len() as u64;
+            match invoices.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// Invoices the caller may see, filtered.
+    pub async fn list_invoices(
+        &self,
+        who: &Principal,
+        mut filter: InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>, CoreError> {
+        match scope(who)? {
+            Scope::All => {}
+            Scope::Vendor(v) => {
+                if filter.vendor.as_ref().is_some_and(|f| *f != v) {
+                    return Ok(Page::empty());
+                }
+                filter.vendor = Some(v);
+            }
+            Scope::Subscriber(u) => {
+                if filter.subscriber.as_ref().is_some_and(|f| *f != u) {
+                    return Ok(Page::empty());
+                }
+                filter.subscriber = Some(u);
+            }
+        }
+        if let Some(p) = &filter.period {
+            Period::parse(p).map_err(|e| CoreError::invalid("period", e))?;
+        }
+        self.store.list_invoices(&filter, page).await
+    }
+
+    /// One invoice, if the caller may see it; 404 otherwise.
+    pub async fn get_invoice(&self, who: &Principal, id: &InvoiceId) -> Result<Invoice, CoreError> {
+        let scope = scope(who)?;
+        let invoice = self.store.get_invoice(id).await?;
+        let visible = match scope {
+            Scope::All => true,
+            Scope::Vendor(v) => invoice.vendor_id == v,
+            Scope::Subscriber(u) => invoice.subscriber_id == u,
+        };
+        if visible {
+            Ok(invoice)
+        } else {
+            Err(CoreError::NotFound("invoice"))
+        }
+    }
+
+    /// Payouts: platform finance sees every vendor's, vendor finance its own.
+    pub async fn list_payouts(
+        &self,
+        who: &Principal,
+        period: Option<&str>,
+    ) -> Result<Vec<Payout>, CoreError> {
+        if let Some(p) = period {
+            Period::parse(p).map_err(|e| CoreError::invalid("period", e))?;
+        }
+        if who.has_role(Role::PlatformFinance) || who.has_role(Role::PlatformAdmin) {
+            return self.store.list_payouts(period, None).await;
+        }
+        let vendor = who.tenant_with(Role::VendorFinance).map_err(|_| {
+            CoreError::Forbidden("payouts are for platform and vendor finance".into())
+        })?;
+        self.store.list_payouts(period, Some(vendor)).await
+    }
+}
+
+/// Groups charged subscriptions into invoices per (subscriber, vendor, currency).
+fn group(period: Period, charged: Vec<Charged>, now: crate::Timestamp) -> Vec<Invoice> {
+    let label = period.to_string();
+    let mut by_key: BTreeMap<(UserId, VendorId, &'static str), Invoice> = BTreeMap::new();
+    for c in charged {
+        let key = (c.subscriber.clone(), c.vendor.clone(), c.currency.code());
+        let invoice = by_key.entry(key).or_insert_with(|| Invoice {
+            id: InvoiceId::from_uuid(crate::id::derive(&[
+                "inv",
+                &label,
+                c.subscriber.as_str(),
+                c.vendor.as_str(),
+                c.currency.code(),
+            ])),
+            period: label.clone(),
+            vendor_id: c.vendor.clone(),
+            subscriber_id: c.subscriber.clone(),
+            currency: c.currency,
+            lines: Vec::new(),
+            total: Amount::default(),
+            status: InvoiceStatus::Open,
+            created_at: now,
+            stripe_invoice_id: None,
+        });
+        invoice.lines.extend(c.lines);
+    }
+    by_key
+        .into_values()
+        .map(|mut inv| {
+            let total: Decimal = inv.lines.iter().map(|l| l.amount.0).sum();
+            inv.total = money(total, inv.currency);
+            inv
+        })
+        .collect()
+}

@@ -1,0 +1,339 @@
+//! Billing end to end: records delivered through the pipeline become usage, a billing run
+//! turns usage into invoices whose quantities equal the acknowledged deliveries, the CSV
+//! export parses back to the same numbers, late usage is billed once on the next month, and
+//! payouts split the gross.
+
+use crate::helpers::*;
+use crate::receiver::{TestClock, eventually};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::str::FromStr;
+use time::macros::datetime;
+use wharf_core::domain::Role;
+
+fn dec(v: &Value) -> Decimal {
+    Decimal::from_str(
+        v.as_str()
+            .unwrap_or_else(|| panic!("not a decimal string: {v}")),
+    )
+    .unwrap()
+}
+
+/// A minimal RFC 4180 reader: quoted fields with doubled quotes, CRLF rows.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut field, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
+}
+
+async fn pulled(app: &TestApp, token: &str, sub: &str, n: usize) {
+    let path = format!("/v1/subscriptions/{sub}/records?after=0");
+    eventually(&format!("{n} records are pulled"), || async {
+        app.get(&path, Some(token)).await.body["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == n
+    })
+    .await;
+}
+
+fn trades(ids: &[&str]) -> Value {
+    json!({"records": ids.iter().map(|id| json!({"id": id, "data": {"sym": "AAPL", "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()})
+}
+
+#[tokio::test]
+async fn delivered_records_are_invoiced_exported_adjusted_and_paid_out() {
+    let clock = TestClock::new();
+    clock.set(datetime!(2026-11-20 12:00 UTC));
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    // Tokens expire as the clock jumps, so everyone logs in again after each jump.
+    let signed_up = app
+        .post(
+            "/v1/vendors",
+            None,
+            json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(signed_up.status, 201);
+    for (name, email) in [("Bob", "bob@sub.example"), ("Eve", "eve@sub.example")] {
+        let res = app
+            .post(
+                "/v1/subscribers",
+                None,
+                json!({"name": name, "email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(res.status, 201);
+    }
+    let bob_id = app
+        .get("/v1/me", Some(&app.login("bob@sub.example").await))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vendor = app.login("acme@vendor.example").await;
+    let source = app.source(&vendor).await;
+    let mut body = feed_body(&source, "Trades");
+    body["plans"] = json!([{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "30.00",
+        "included_deliveries": 2, "tiers": [{"up_to": null, "unit_price": "0.0150"}]}]);
+    let feed = app.post("/v1/feeds", Some(&vendor), body).await;
+    assert_eq!(feed.status, 201, "{:?}", feed.body);
+    let feed = feed.body["id"].as_str().unwrap().to_owned();
+    let bob = app.login("bob@sub.example").await;
+    let sub = app.subscribe(&bob, &feed).await;
+    let records = format!("/v1/sources/{source}/records");
+    let pushed = app
+        .post(&records, Some(&vendor), trades(&["a", "b", "c", "d", "e"]))
+        .await;
+    assert_eq!(pushed.status, 202);
+    pulled(&app, &bob, &sub, 5).await;
+    let finance = app.platform(Role::PlatformFinance).await;
+
+    // Not before the month has ended, and only for platform finance.
+    let early = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(early.status, 422, "{:?}", early.body);
+    assert_eq!(early.body["errors"][0]["path"], "period");
+    let not_finance = app
+        .post(
+            "/v1/billing/runs",
+            Some(&vendor),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(not_finance.status, 403);
+    let bad = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-13"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+
+    clock.set(datetime!(2026-12-01 01:00 UTC));
+    let finance = app.platform(Role::PlatformFinance).await;
+    let (vendor, bob, eve) = (
+        app.login("acme@vendor.example").await,
+        app.login("bob@sub.example").await,
+        app.login("eve@sub.example").await,
+    );
+    let run = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(run.status, 201, "{:?}", run.body);
+    assert_eq!(run.body["status"], "completed");
+    assert_eq!(run.body["invoices"], 1);
+    let again = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "a second run creates nothing");
+
+    let list = app.get("/v1/invoices?period=2026-11", Some(&finance)).await;
+    assert_eq!(list.status, 200);
+    let invoices = list.body["items"].as_array().unwrap();
+    assert_eq!(
+        invoices.len(),
+        1,
+        "one invoice, whatever the number of runs"
+    );
+    let invoice = &invoices[0];
+    assert_eq!(invoice["subscriber_id"], bob_id.as_str());
+    assert_eq!(invoice["status"], "open");
+    let lines = invoice["lines"].as_array().unwrap();
+    let fee = lines.iter().find(|l| l["kind"] == "fee").unwrap();
+    let usage = lines.iter().find(|l| l["kind"] == "usage").unwrap();
+    // Subscribed at 12:00 on the 20th: 10.5 of 30 days = 0.35 of 30.00 = 10.50.
+    assert_eq!(dec(&fee["quantity"]), Decimal::from_str("0.35").unwrap());
+    assert_eq!(dec(&fee["amount"]), Decimal::from_str("10.50").unwrap());
+    // 5 acknowledged deliveries, 2 included: 3 × 0.015 = 0.045 → 0.05 (half-up).
+    assert_eq!(dec(&usage["quantity"]), Decimal::from(5));
+    assert_eq!(dec(&usage["amount"]), Decimal::from_str("0.05").unwrap());
+    assert_eq!(dec(&invoice["total"]), Decimal::from_str("10.55").unwrap());
+    let usage_api = app
+        .get(
+            "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z",
+            Some(&bob),
+        )
+        .await;
+    let counted: u64 = usage_api
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["deliveries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counted, 5,
+        "invoice quantity equals the acknowledged deliveries"
+    );
+
+    // The CSV carries the same numbers, one row per line item.
+    let id = invoice["id"].as_str().unwrap();
+    let csv = app
+        .client
+        .get(app.url("/v1/invoices?period=2026-11"))
+        .bearer_auth(&finance)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let rows = parse_csv(&csv.text().await.unwrap());
+    assert_eq!(rows[0][..3], ["invoice_id", "period", "vendor_id"]);
+    assert_eq!(rows.len(), 1 + lines.len());
+    let col = |name: &str| rows[0].iter().position(|h| h == name).unwrap();
+    let csv_total: Decimal = rows[1..]
+        .iter()
+        .map(|r| Decimal::from_str(&r[col("amount")]).unwrap())
+        .sum();
+    assert_eq!(csv_total, dec(&invoice["total"]));
+    let usage_row = rows[1..]
+        .iter()
+        .find(|r| r[col("kind")] == "usage")
+        .unwrap();
+    assert_eq!(usage_row[col("invoice_id")], id);
+    assert_eq!(usage_row[col("quantity")], "5");
+    assert_eq!(usage_row[col("currency")], "usd");
+
+    // Scoping: the subscriber sees its own, another subscriber nothing.
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{id}"), Some(&bob))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{id}"), Some(&eve))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.get("/v1/invoices", Some(&eve)).await.body["items"],
+        json!([])
+    );
+    // The vendor's first admin also holds vendor_finance: it sees its tenant's invoices;
+    // another vendor sees none of them.
+    let own = app.get("/v1/invoices", Some(&vendor)).await;
+    assert_eq!(own.body["items"][0]["id"], id);
+    let (_, other) = app.vendor("Other").await;
+    assert_eq!(
+        app.get("/v1/invoices", Some(&other)).await.body["items"],
+        json!([])
+    );
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{id}"), Some(&other))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(app.get("/v1/payouts", Some(&other)).await.body, json!([]));
+    assert_eq!(app.get("/v1/payouts", Some(&bob)).await.status, 403);
+
+    // Payouts: 20% platform fee by default.
+    let payouts = app.get("/v1/payouts?period=2026-11", Some(&finance)).await;
+    assert_eq!(payouts.status, 200);
+    let payout = &payouts.body[0];
+    assert_eq!(dec(&payout["gross"]), Decimal::from_str("10.55").unwrap());
+    assert_eq!(
+        dec(&payout["platform_fee"]),
+        Decimal::from_str("2.11").unwrap()
+    );
+    assert_eq!(dec(&payout["net"]), Decimal::from_str("8.44").unwrap());
+
+    // Two deliveries of November acknowledged after its run: billed once, on December.
+    clock.set(datetime!(2026-11-30 23:00 UTC));
+    let (vendor, bob) = (
+        app.login("acme@vendor.example").await,
+        app.login("bob@sub.example").await,
+    );
+    let late = app.post(&records, Some(&vendor), trades(&["f", "g"])).await;
+    assert_eq!(late.status, 202);
+    pulled(&app, &bob, &sub, 7).await;
+    clock.set(datetime!(2027-01-01 00:30 UTC));
+    let (finance, bob) = (
+        app.platform(Role::PlatformFinance).await,
+        app.login("bob@sub.example").await,
+    );
+    let unended = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2027-01"}),
+        )
+        .await;
+    assert_eq!(unended.status, 422, "January has not ended");
+    let out_of_order = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-10"}),
+        )
+        .await;
+    assert_eq!(out_of_order.status, 409, "{:?}", out_of_order.body);
+    let december = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-12"}),
+        )
+        .await;
+    assert_eq!(december.status, 201, "{:?}", december.body);
+    let dec_invoices = app.get("/v1/invoices?period=2026-12", Some(&bob)).await;
+    let dec_lines = dec_invoices.body["items"][0]["lines"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let adjustment = dec_lines
+        .iter()
+        .find(|l| l["kind"] == "adjustment")
+        .unwrap();
+    assert_eq!(adjustment["service_period"], "2026-11");
+    assert_eq!(dec(&adjustment["quantity"]), Decimal::from(2));
+    // Billed 5 (0.045 before rounding); 7 cost 5 × 0.015 = 0.075; the difference 0.030.
+    assert_eq!(
+        dec(&adjustment["amount"]),
+        Decimal::from_str("0.03").unwrap()
+    );
+    let dec_fee = dec_lines.iter().find(|l| l["kind"] == "fee").unwrap();
+    assert_eq!(dec(&dec_fee["amount"]), Decimal::from_str("30.00").unwrap());
+}
