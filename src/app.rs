@@ -81,6 +81,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
             secret_overlap: Duration::from_secs(config.secret_overlap_secs),
             platform_fee_percent,
             vendor_fee_percent,
+            stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.0.clone()),
         },
     };
     Ok(Local {

@@ -54,6 +54,23 @@ pub struct BootstrapAdmin {
     pub password: Secret,
 }
 
+/// Stripe, when invoices are to be collected through it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// The secret API key (`sk_…`).
+    pub secret_key: Secret,
+    /// The signing secret of the webhook endpoint (`whsec_…`).
+    pub webhook_secret: Secret,
+    /// Stripe's API (a fake Stripe in tests).
+    #[serde(default = "stripe_api")]
+    pub api_base: String,
+}
+
+fn stripe_api() -> String {
+    "https://api.stripe.com".into()
+}
+
 /// How `SmtpConfig` secures its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +144,9 @@ pub struct Config {
     /// For tests and demos only: the server's clock starts at this RFC 3339 instant and
     /// advances in real time from there (`WHARF_CLOCK_START`).
     pub clock_start: Option<String>,
+    /// Stripe (`WHARF_STRIPE__SECRET_KEY`, `WHARF_STRIPE__WEBHOOK_SECRET`,
+    /// `WHARF_STRIPE__API_BASE`); absent: invoices stay in Wharf.
+    pub stripe: Option<StripeConfig>,
 }
 
 impl Default for Config {
@@ -152,6 +172,7 @@ impl Default for Config {
             platform_fee_percent: "20".into(),
             vendor_fee_percent: std::collections::BTreeMap::new(),
             clock_start: None,
+            stripe: None,
         }
     }
 }
@@ -180,6 +201,7 @@ const SETTINGS: &[&str] = &[
     "platform_fee_percent",
     "vendor_fee_percent",
     "clock_start",
+    "stripe",
 ];
 
 impl Config {

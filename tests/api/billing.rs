@@ -56,6 +56,29 @@ async fn pulled(app: &TestApp, token: &str, sub: &str, n: usize) {
     .await;
 }
 
+const WEBHOOK_SECRET: &str = "whsec_billing_test";
+
+fn id_of(invoice: &Value) -> String {
+    invoice["id"].as_str().unwrap().to_owned()
+}
+
+/// POSTs a Stripe event signed with `secret` at unix time `t`: (status, body).
+async fn stripe_post(app: &TestApp, event: &Value, t: i64, secret: &str) -> (u16, Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    let signature = wharf_core::stripe::sign(secret, &body, t).unwrap();
+    let res = app
+        .client
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
 fn trades(ids: &[&str]) -> Value {
     json!({"records": ids.iter().map(|id| json!({"id": id, "data": {"sym": "AAPL", "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()})
 }
@@ -64,7 +87,17 @@ fn trades(ids: &[&str]) -> Value {
 async fn delivered_records_are_invoiced_exported_adjusted_and_paid_out() {
     let clock = TestClock::new();
     clock.set(datetime!(2026-11-20 12:00 UTC));
-    let app = spawn_on(|_| {}, clock.clone()).await;
+    let app = spawn_on(
+        |c| {
+            c.stripe = Some(wharf::config::StripeConfig {
+                secret_key: wharf::config::Secret("sk_test_unused".into()),
+                webhook_secret: wharf::config::Secret(WEBHOOK_SECRET.into()),
+                api_base: "http://127.0.0.1:9".into(),
+            })
+        },
+        clock.clone(),
+    )
+    .await;
     // Tokens expire as the clock jumps, so everyone logs in again after each jump.
     let signed_up = app
         .post(
@@ -279,6 +312,76 @@ async fn delivered_records_are_invoiced_exported_adjusted_and_paid_out() {
         Decimal::from_str("2.11").unwrap()
     );
     assert_eq!(dec(&payout["net"]), Decimal::from_str("8.44").unwrap());
+
+    // Stripe's signed payment events move the invoice, once per event id.
+    let event = |id: &str, kind: &str| {
+        json!({"id": id, "type": kind, "data": {"object": {"id": "in_test_1", "object": "invoice",
+            "metadata": {"wharf_invoice_id": id_of(invoice)}}}})
+    };
+    let now = datetime!(2026-12-01 01:00 UTC).unix_timestamp();
+    let failed = stripe_post(
+        &app,
+        &event("evt_1", "invoice.payment_failed"),
+        now,
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(
+        (failed.0, failed.1["outcome"].clone()),
+        (200, json!("applied"))
+    );
+    let read = app.get(&format!("/v1/invoices/{id}"), Some(&bob)).await;
+    assert_eq!(read.body["status"], "failed");
+    assert_eq!(read.body["stripe_invoice_id"], "in_test_1");
+    let paid = stripe_post(&app, &event("evt_2", "invoice.paid"), now, WEBHOOK_SECRET).await;
+    assert_eq!(paid.1["outcome"], "applied");
+    let replayed = stripe_post(
+        &app,
+        &event("evt_1", "invoice.payment_failed"),
+        now,
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(
+        replayed.1["outcome"], "duplicate",
+        "a redelivered event changes nothing"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{id}"), Some(&bob))
+            .await
+            .body["status"],
+        "paid"
+    );
+    let forged = stripe_post(
+        &app,
+        &event("evt_3", "invoice.payment_failed"),
+        now,
+        "whsec_wrong",
+    )
+    .await;
+    assert_eq!(forged.0, 401);
+    let stale = stripe_post(
+        &app,
+        &event("evt_4", "invoice.payment_failed"),
+        now - 3600,
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(stale.0, 401, "outside the 5-minute tolerance");
+    let other = stripe_post(
+        &app,
+        &json!({"id": "evt_5", "type": "customer.created", "data": {"object": {}}}),
+        now,
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(other.1["outcome"], "ignored");
+    assert_eq!(
+        app.get(&format!("/v1/invoices/{id}"), Some(&bob))
+            .await
+            .body["status"],
+        "paid"
+    );
 
     // Two deliveries of November acknowledged after its run: billed once, on December.
     clock.set(datetime!(2026-11-30 23:00 UTC));

@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_invoices))
         .routes(routes!(get_invoice))
         .routes(routes!(list_payouts))
+        .routes(routes!(stripe_webhook))
 }
 
 /// The month to close.
@@ -147,8 +148,8 @@ fn csv(invoices: &[Invoice]) -> Response {
 /// per line item.
 #[utoipa::path(get, path = "/v1/invoices", tag = "billing", params(InvoiceQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = Page<Invoice>, content_type = "application/json"),
-        (status = 200, body = String, content_type = "text/csv"), ReadErrors))]
+    responses((status = 200, description = "Invoices; CSV under `Accept: text/csv`",
+        content((Page<Invoice> = "application/json"), (String = "text/csv"))), ReadErrors))]
 async fn list_invoices(
     State(s): State<AppState>,
     who: Caller,
@@ -186,8 +187,8 @@ async fn list_invoices(
 /// One invoice, as JSON or (with `Accept: text/csv`) CSV; 404 unless the caller may see it.
 #[utoipa::path(get, path = "/v1/invoices/{id}", tag = "billing", params(("id" = InvoiceId, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = Invoice, content_type = "application/json"),
-        (status = 200, body = String, content_type = "text/csv"), ReadErrors))]
+    responses((status = 200, description = "The invoice; CSV under `Accept: text/csv`",
+        content((Invoice = "application/json"), (String = "text/csv"))), ReadErrors))]
 async fn get_invoice(
     State(s): State<AppState>,
     who: Caller,
@@ -221,4 +222,41 @@ async fn list_payouts(
     Ok(Json(
         s.services.list_payouts(&who, q.period.as_deref()).await?,
     ))
+}
+
+/// What Wharf did with a Stripe event.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct StripeReceipt {
+    /// Always true on a 200.
+    received: bool,
+    /// `applied`, `duplicate` (seen before) or `ignored` (not an invoice payment event).
+    outcome: String,
+}
+
+/// Stripe's payment events (`invoice.paid`, `invoice.payment_succeeded`,
+/// `invoice.payment_failed`), signed with the endpoint secret (`Stripe-Signature`, checked
+/// with a 5-minute tolerance). Each event id is applied once. 404 when Stripe is not
+/// configured.
+#[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "billing",
+    request_body(content = Object, content_type = "application/json"),
+    params(("Stripe-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256>")),
+    responses((status = 200, body = StripeReceipt), ReadErrors))]
+async fn stripe_webhook(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<StripeReceipt>, ApiError> {
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    let outcome = s.services.stripe_event(signature, &body).await?;
+    Ok(Json(StripeReceipt {
+        received: true,
+        outcome: match outcome {
+            wharf_core::services::StripeEventOutcome::Applied => "applied",
+            wharf_core::services::StripeEventOutcome::Duplicate => "duplicate",
+            wharf_core::services::StripeEventOutcome::Ignored => "ignored",
+        }
+        .into(),
+    }))
 }

@@ -478,3 +478,87 @@ fn group(period: Period, charged: Vec<Charged>, now: crate::Timestamp) -> Vec<In
         })
         .collect()
 }
+
+/// What a Stripe webhook call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeEventOutcome {
+    /// The invoice's status changed.
+    Applied,
+    /// Seen before (Stripe retries); nothing changed.
+    Duplicate,
+    /// Not an event Wharf acts on, or not about a Wharf invoice.
+    Ignored,
+}
+
+impl Services {
+    /// Applies a signed Stripe event: `invoice.paid` / `invoice.payment_succeeded` mark the
+    /// invoice named in the Stripe invoice's `metadata.wharf_invoice_id` paid,
+    /// `invoice.payment_failed` failed. Each event id is applied once.
+    pub async fn stripe_event(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<StripeEventOutcome, CoreError> {
+        let secret = self
+            .settings
+            .stripe_webhook_secret
+            .as_deref()
+            .ok_or(CoreError::NotFound("Stripe webhook endpoint"))?;
+        let signature = signature
+            .ok_or_else(|| CoreError::Unauthenticated("missing Stripe-Signature header".into()))?;
+        crate::stripe::verify(secret, signature, body, self.clock.now().unix_timestamp())
+            .map_err(|e| CoreError::Unauthenticated(format!("Stripe-Signature: {e}")))?;
+        let event: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| CoreError::invalid("", format!("not a Stripe event: {e}")))?;
+        let id = event["id"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| CoreError::invalid("id", "a Stripe event has an id"))?;
+        let status = match event["type"].as_str() {
+            Some("invoice.paid" | "invoice.payment_succeeded") => InvoiceStatus::Paid,
+            Some("invoice.payment_failed") => InvoiceStatus::Failed,
+            _ => return Ok(StripeEventOutcome::Ignored),
+        };
+        let object = &event["data"]["object"];
+        let Some(invoice) = object["metadata"]["wharf_invoice_id"]
+            .as_str()
+            .and_then(|s| s.parse::<InvoiceId>().ok())
+        else {
+            return Ok(StripeEventOutcome::Ignored);
+        };
+        const SCOPE: &str = "stripe-event";
+        match self.store.begin(SCOPE, id, id, self.clock.now()).await? {
+            crate::ports::IdempotencyState::Completed(_) => {
+                return Ok(StripeEventOutcome::Duplicate);
+            }
+            crate::ports::IdempotencyState::Conflict => {
+                return Err(CoreError::Conflict(format!(
+                    "event {id} is being applied; Stripe will retry"
+                )));
+            }
+            crate::ports::IdempotencyState::Started => {}
+        }
+        let applied = self
+            .store
+            .set_invoice_status(&invoice, status, object["id"].as_str())
+            .await;
+        match applied {
+            Ok(()) => {
+                let done = crate::ports::StoredResponse {
+                    status: 200,
+                    body: Vec::new(),
+                };
+                self.store.complete(SCOPE, id, &done).await?;
+                Ok(StripeEventOutcome::Applied)
+            }
+            Err(CoreError::NotFound(_)) => {
+                self.store.abandon(SCOPE, id).await?;
+                Ok(StripeEventOutcome::Ignored)
+            }
+            Err(e) => {
+                self.store.abandon(SCOPE, id).await?;
+                Err(e)
+            }
+        }
+    }
+}

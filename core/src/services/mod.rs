@@ -8,6 +8,7 @@ mod records;
 mod subscriptions;
 
 pub use accounts::*;
+pub use billing::StripeEventOutcome;
 pub use records::*;
 
 use crate::domain::Shape;
@@ -30,6 +31,8 @@ pub struct Settings {
     pub platform_fee_percent: rust_decimal::Decimal,
     /// Per-vendor exceptions to `platform_fee_percent`.
     pub vendor_fee_percent: std::collections::HashMap<crate::VendorId, rust_decimal::Decimal>,
+    /// The secret Stripe signs its webhook calls with; `None` when Stripe is not configured.
+    pub stripe_webhook_secret: Option<String>,
 }
 
 impl Default for Settings {
@@ -41,6 +44,7 @@ impl Default for Settings {
             secret_overlap: Duration::from_secs(24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),
             vendor_fee_percent: std::collections::HashMap::new(),
+            stripe_webhook_secret: None,
         }
     }
 }
