@@ -70,6 +70,13 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),
+        payments: match &config.stripe {
+            Some(stripe) => Some(Arc::new(wharf_stripe::StripeClient::new(
+                &stripe.api_base,
+                &stripe.secret_key.0,
+            )?)),
+            None => None,
+        },
         secrets: Arc::new(
             FileSecretBox::load_or_create(&config.data_dir)
                 .context("cannot load the secret key")?,

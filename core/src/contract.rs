@@ -2985,6 +2985,36 @@ pub async fn run_billing(store: &dyn Store) {
     a_billing_run_is_replaced_by_its_period(store).await;
     payouts_are_stored_once_and_filter_by_period_and_vendor(store).await;
     every_subscription_is_listed_whatever_its_status(store).await;
+    a_subscribers_payment_customer_is_recorded_once(store).await;
+}
+
+pub async fn a_subscribers_payment_customer_is_recorded_once(store: &dyn Store) {
+    let subscriber = UserId::new();
+    assert_eq!(store.payment_customer(&subscriber).await.unwrap(), None);
+    assert_eq!(
+        store
+            .put_payment_customer(&subscriber, "cus_first")
+            .await
+            .unwrap(),
+        "cus_first"
+    );
+    assert_eq!(
+        store
+            .put_payment_customer(&subscriber, "cus_second")
+            .await
+            .unwrap(),
+        "cus_first",
+        "a second customer made by a racing push is not recorded"
+    );
+    assert_eq!(
+        store
+            .payment_customer(&subscriber)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cus_first")
+    );
+    assert_eq!(store.payment_customer(&UserId::new()).await.unwrap(), None);
 }
 
 pub async fn an_invoice_is_stored_once_and_reads_back_equal(store: &dyn Store) {

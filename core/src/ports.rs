@@ -477,6 +477,33 @@ pub trait BillingStore: Send + Sync {
         period: Option<&str>,
         vendor: Option<&VendorId>,
     ) -> Result<Vec<Payout>>;
+    /// The payment processor's customer of a subscriber, once it has one.
+    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<String>>;
+    /// Records a subscriber's customer unless one is recorded; returns the recorded one.
+    async fn put_payment_customer(&self, subscriber: &UserId, customer: &str) -> Result<String>;
+}
+
+/// The payment processor invoices are collected through (Stripe). Every call carries an
+/// idempotency key chosen by the caller: the processor answers a repeated key with the first
+/// call's result, so a push retried after a crash or a timeout never charges twice.
+#[async_trait]
+pub trait Payments: Send + Sync {
+    /// Creates a customer for `subscriber`; returns its id.
+    async fn create_customer(&self, key: &str, subscriber: &UserId, email: &str) -> Result<String>;
+    /// Creates a draft invoice for `customer` tagged with Wharf's invoice id; returns its id.
+    async fn create_invoice(&self, key: &str, customer: &str, invoice: &Invoice) -> Result<String>;
+    /// Adds one line to a draft invoice: `amount_minor` in the currency's minor unit.
+    async fn add_invoice_item(
+        &self,
+        key: &str,
+        customer: &str,
+        processor_invoice: &str,
+        amount_minor: i64,
+        currency: &str,
+        description: &str,
+    ) -> Result<()>;
+    /// Finalizes a draft invoice so it can be paid.
+    async fn finalize_invoice(&self, key: &str, processor_invoice: &str) -> Result<()>;
 }
 
 /// Everything the services store, as one handle.

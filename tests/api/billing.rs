@@ -440,3 +440,237 @@ async fn delivered_records_are_invoiced_exported_adjusted_and_paid_out() {
     let dec_fee = dec_lines.iter().find(|l| l["kind"] == "fee").unwrap();
     assert_eq!(dec(&dec_fee["amount"]), Decimal::from_str("30.00").unwrap());
 }
+
+/// A fake Stripe: customers, draft invoices, invoice items and finalize, with Stripe's
+/// idempotency (a repeated key answers the first result) and a switch to fail finalizing.
+mod fake_stripe {
+    use axum::body::Bytes;
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use serde_json::{Value, json};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct Books {
+        /// Answers by idempotency key.
+        pub answers: HashMap<String, Value>,
+        pub customers: Vec<Value>,
+        pub invoices: HashMap<String, Value>,
+        pub items: Vec<Value>,
+        pub failing_finalizes: u32,
+        pub unauthorized: u32,
+    }
+
+    pub type Shared = Arc<Mutex<Books>>;
+
+    fn form(body: &[u8]) -> HashMap<String, String> {
+        url::form_urlencoded::parse(body).into_owned().collect()
+    }
+
+    fn once(
+        books: &Shared,
+        headers: &HeaderMap,
+        make: impl FnOnce(&mut Books) -> Result<Value, StatusCode>,
+    ) -> Result<axum::Json<Value>, StatusCode> {
+        let mut b = books.lock().unwrap();
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sk_test_fake")
+        {
+            b.unauthorized += 1;
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(StatusCode::BAD_REQUEST)?
+            .to_owned();
+        if let Some(v) = b.answers.get(&key) {
+            return Ok(axum::Json(v.clone()));
+        }
+        let v = make(&mut b)?;
+        b.answers.insert(key, v.clone());
+        Ok(axum::Json(v))
+    }
+
+    pub async fn start() -> (String, Shared) {
+        let books: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/v1/customers",
+                post(|State(b): State<Shared>, h: HeaderMap, body: Bytes| async move {
+                    let f = form(&body);
+                    once(&b, &h, |books| {
+                        let c = json!({"id": format!("cus_{}", books.customers.len() + 1), "object": "customer",
+                            "email": f["email"], "metadata": {"wharf_subscriber_id": f["metadata[wharf_subscriber_id]"]}});
+                        books.customers.push(c.clone());
+                        Ok(c)
+                    })
+                }),
+            )
+            .route(
+                "/v1/invoices",
+                post(|State(b): State<Shared>, h: HeaderMap, body: Bytes| async move {
+                    let f = form(&body);
+                    once(&b, &h, |books| {
+                        let id = format!("in_{}", books.invoices.len() + 1);
+                        let inv = json!({"id": id, "object": "invoice", "status": "draft", "customer": f["customer"],
+                            "currency": f["currency"], "metadata": {"wharf_invoice_id": f["metadata[wharf_invoice_id]"]}});
+                        books.invoices.insert(id, inv.clone());
+                        Ok(inv)
+                    })
+                }),
+            )
+            .route(
+                "/v1/invoiceitems",
+                post(|State(b): State<Shared>, h: HeaderMap, body: Bytes| async move {
+                    let f = form(&body);
+                    once(&b, &h, |books| {
+                        if books.invoices.get(&f["invoice"]).is_none_or(|i| i["status"] != "draft") {
+                            return Err(StatusCode::BAD_REQUEST);
+                        }
+                        let item = json!({"id": format!("ii_{}", books.items.len() + 1), "invoice": f["invoice"],
+                            "customer": f["customer"], "amount": f["amount"].parse::<i64>().unwrap(),
+                            "currency": f["currency"], "description": f["description"]});
+                        books.items.push(item.clone());
+                        Ok(item)
+                    })
+                }),
+            )
+            .route(
+                "/v1/invoices/{id}/finalize",
+                post(|State(b): State<Shared>, h: HeaderMap, Path(id): Path<String>| async move {
+                    once(&b, &h, |books| {
+                        if books.failing_finalizes > 0 {
+                            books.failing_finalizes -= 1;
+                            return Err(StatusCode::SERVICE_UNAVAILABLE);
+                        }
+                        let inv = books.invoices.get_mut(&id).ok_or(StatusCode::NOT_FOUND)?;
+                        inv["status"] = json!("open");
+                        Ok(inv.clone())
+                    })
+                }),
+            )
+            .with_state(books.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, books)
+    }
+}
+
+#[tokio::test]
+async fn invoices_are_pushed_to_stripe_once_even_when_a_push_is_retried() {
+    let (stripe_url, books) = fake_stripe::start().await;
+    books.lock().unwrap().failing_finalizes = 1;
+    let clock = TestClock::new();
+    clock.set(datetime!(2026-11-01 00:00 UTC));
+    let app = spawn_on(
+        |c| {
+            c.stripe = Some(wharf::config::StripeConfig {
+                secret_key: wharf::config::Secret("sk_test_fake".into()),
+                webhook_secret: wharf::config::Secret(WEBHOOK_SECRET.into()),
+                api_base: stripe_url.clone(),
+            })
+        },
+        clock.clone(),
+    )
+    .await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let source = app.source(&vendor).await;
+    let mut body = feed_body(&source, "Trades");
+    body["plans"] = json!([{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "30.00",
+        "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.25"}]}]);
+    let feed = app.post("/v1/feeds", Some(&vendor), body).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (bob_id, bob) = app.subscriber("bob").await;
+    let sub = app.subscribe(&bob, &feed).await;
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            trades(&["a", "b", "c"]),
+        )
+        .await;
+    assert_eq!(pushed.status, 202);
+    pulled(&app, &bob, &sub, 3).await;
+
+    clock.set(datetime!(2026-12-01 00:05 UTC));
+    let finance = app.platform(Role::PlatformFinance).await;
+    let run = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(run.status, 201, "{:?}", run.body);
+    let list = app.get("/v1/invoices?period=2026-11", Some(&finance)).await;
+    let invoice = list.body["items"][0].clone();
+    assert_eq!(
+        invoice["stripe_invoice_id"],
+        Value::Null,
+        "finalizing failed: not pushed yet"
+    );
+    assert_eq!(dec(&invoice["total"]), Decimal::from_str("30.75").unwrap());
+
+    // Asking for the run again retries the push with the same keys: nothing is doubled.
+    let again = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    let read = app
+        .get(&format!("/v1/invoices/{}", id_of(&invoice)), Some(&finance))
+        .await;
+    {
+        let b = books.lock().unwrap();
+        assert_eq!(
+            read.body["stripe_invoice_id"],
+            "in_1",
+            "failing {} customers {:?} invoices {:?} items {:?} keys {:?}",
+            b.failing_finalizes,
+            b.customers,
+            b.invoices,
+            b.items,
+            b.answers.keys().collect::<Vec<_>>()
+        );
+    }
+    let third = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(third.status, 200);
+    let b = books.lock().unwrap();
+    assert_eq!(b.unauthorized, 0);
+    assert_eq!(b.customers.len(), 1, "one customer per subscriber");
+    assert_eq!(
+        b.customers[0]["metadata"]["wharf_subscriber_id"],
+        bob_id.as_str()
+    );
+    assert_eq!(b.invoices.len(), 1, "one Stripe invoice per invoice");
+    assert_eq!(b.invoices["in_1"]["status"], "open", "finalized");
+    assert_eq!(
+        b.invoices["in_1"]["metadata"]["wharf_invoice_id"],
+        invoice["id"]
+    );
+    let mut cents: Vec<i64> = b
+        .items
+        .iter()
+        .map(|i| i["amount"].as_i64().unwrap())
+        .collect();
+    cents.sort_unstable();
+    assert_eq!(
+        cents,
+        vec![75, 3000],
+        "fee 30.00 and 3 × 0.25 in cents, once each"
+    );
+}

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, LineKind, Payout};
 use wharf_core::ports::{BillingStore, InvoiceFilter};
-use wharf_core::{CoreError, InvoiceId, Page, PageRequest, SubscriptionId, VendorId};
+use wharf_core::{CoreError, InvoiceId, Page, PageRequest, SubscriptionId, UserId, VendorId};
 
 type Result<T> = std::result::Result<T, CoreError>;
 
@@ -259,6 +259,41 @@ impl BillingStore for SqliteStore {
                     payouts.push(from_doc(&row.get::<_, String>(0).map_err(sql_error)?)?);
                 }
                 Ok(payouts)
+            })
+            .await
+    }
+
+    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<String>> {
+        let subscriber = subscriber.clone();
+        self.db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT customer_id FROM payment_customers WHERE subscriber_id = ?",
+                    [subscriber.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_error)
+            })
+            .await
+    }
+
+    async fn put_payment_customer(&self, subscriber: &UserId, customer: &str) -> Result<String> {
+        let (subscriber, customer) = (subscriber.clone(), customer.to_owned());
+        self.db
+            .write(move |tx| {
+                run(
+                    tx,
+                    "INSERT INTO payment_customers (subscriber_id, customer_id) VALUES (?, ?)
+                     ON CONFLICT (subscriber_id) DO NOTHING",
+                    params![subscriber.as_str(), customer],
+                )?;
+                tx.query_row(
+                    "SELECT customer_id FROM payment_customers WHERE subscriber_id = ?",
+                    [subscriber.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(sql_error)
             })
             .await
     }

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_pipeline.sql"),
     include_str!("../migrations/0003_raw_dedup_key.sql"),
     include_str!("../migrations/0004_billing.sql"),
+    include_str!("../migrations/0005_payment_customers.sql"),
 ];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.

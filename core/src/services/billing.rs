@@ -98,6 +98,8 @@ impl Services {
             .as_ref()
             .filter(|r| r.status == RunStatus::Completed)
         {
+            // Pushes that failed last time (the processor was down) are retried here.
+            self.push_invoices(&label).await;
             return Ok((done.clone(), false));
         }
         if existing.is_none()
@@ -142,7 +144,98 @@ impl Services {
         run.invoices = invoices;
         run.completed_at = Some(self.clock.now());
         self.store.put_billing_run(&run).await?;
+        self.push_invoices(&label).await;
         Ok((run, created))
+    }
+
+    /// Pushes the period's invoices that the payment processor does not have yet, when one is
+    /// configured. A failure is logged and left for the next run call of the period, which
+    /// pushes again with the same idempotency keys.
+    async fn push_invoices(&self, period: &str) {
+        let Some(payments) = self.payments.clone() else {
+            return;
+        };
+        let filter = InvoiceFilter {
+            period: Some(period.to_owned()),
+            ..InvoiceFilter::default()
+        };
+        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
+        loop {
+            let invoices = match self.store.list_invoices(&filter, &page).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(error = %e, period, "cannot list invoices to push");
+                    return;
+                }
+            };
+            for inv in invoices.items {
+                if inv.stripe_invoice_id.is_some() || inv.total.0.is_zero() {
+                    continue;
+                }
+                if let Err(e) = self.push_invoice(payments.as_ref(), &inv).await {
+                    tracing::warn!(invoice.id = %inv.id, error = %e, "pushing an invoice failed; the next run call retries");
+                }
+            }
+            match invoices.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => return,
+            }
+        }
+    }
+
+    /// One invoice to the processor: its subscriber's customer (made once), a draft invoice,
+    /// one item per line, finalized. Keys derive from Wharf's ids, so a retry repeats nothing.
+    async fn push_invoice(
+        &self,
+        payments: &dyn crate::ports::Payments,
+        inv: &Invoice,
+    ) -> Result<(), CoreError> {
+        use rust_decimal::prelude::ToPrimitive;
+        let customer = match self.store.payment_customer(&inv.subscriber_id).await? {
+            Some(c) => c,
+            None => {
+                let subscriber = self.store.get_subscriber(&inv.subscriber_id).await?;
+                let made = payments
+                    .create_customer(
+                        &format!("wharf-customer-{}", inv.subscriber_id),
+                        &inv.subscriber_id,
+                        &subscriber.email,
+                    )
+                    .await?;
+                self.store
+                    .put_payment_customer(&inv.subscriber_id, &made)
+                    .await?
+            }
+        };
+        let key = format!("wharf-{}", inv.id);
+        let remote = payments
+            .create_invoice(&format!("{key}-invoice"), &customer, inv)
+            .await?;
+        let scale = Decimal::from(10u64.pow(inv.currency.minor_units()));
+        for (n, line) in inv.lines.iter().enumerate() {
+            if line.amount.0.is_zero() {
+                continue;
+            }
+            let minor = (line.amount.0 * scale)
+                .to_i64()
+                .ok_or_else(|| CoreError::internal(format!("{} is too large", line.amount)))?;
+            payments
+                .add_invoice_item(
+                    &format!("{key}-line-{n}"),
+                    &customer,
+                    &remote,
+                    minor,
+                    inv.currency.code(),
+                    &line.description,
+                )
+                .await?;
+        }
+        payments
+            .finalize_invoice(&format!("{key}-finalize"), &remote)
+            .await?;
+        self.store
+            .set_invoice_status(&inv.id, inv.status, Some(&remote))
+            .await
     }
 
     async fn charge_all(

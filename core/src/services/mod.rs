@@ -68,6 +68,8 @@ pub struct Services {
     pub http: Arc<dyn OutboundHttp>,
     /// Sends email.
     pub mailer: Arc<dyn Mailer>,
+    /// The payment processor, when one is configured.
+    pub payments: Option<Arc<dyn crate::ports::Payments>>,
     /// Business settings.
     pub settings: Settings,
 }
