@@ -184,3 +184,95 @@ fn openapi_prints_the_committed_document() {
     .unwrap();
     assert_eq!(printed, committed);
 }
+
+/// A finance user made with `admin create --role platform_finance` closes a month on a server
+/// whose clock `WHARF_CLOCK_START` put after that month; a month still running is refused.
+#[tokio::test]
+async fn a_platform_finance_user_closes_a_month_on_a_clock_started_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let created = wharf(
+        &[
+            "admin",
+            "create",
+            "--email",
+            "fin@example.com",
+            "--password",
+            "correct horse battery",
+            "--role",
+            "platform_finance",
+            "--data-dir",
+            data_arg,
+        ],
+        dir.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&created.stdout).contains("with role platform_finance"),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir", data_arg, "--listen", "127.0.0.1:0"])
+        .env("WHARF_LOG", "warn")
+        .env("WHARF_CLOCK_START", "2031-02-01T00:00:05Z")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .starts_with("Wharf is ready in")
+    );
+    let api = lines.next().unwrap().unwrap();
+    let base = api
+        .trim()
+        .trim_start_matches("API")
+        .trim()
+        .trim_end_matches("/v1")
+        .to_owned();
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{base}/v1/auth/token"))
+        .json(&serde_json::json!({"email": "fin@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        login.status(),
+        200,
+        "tokens are issued on the started clock too"
+    );
+    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = |period: &'static str| {
+        client
+            .post(format!("{base}/v1/billing/runs"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"period": period}))
+            .send()
+    };
+    let running = run("2031-02").await.unwrap();
+    assert_eq!(
+        running.status(),
+        422,
+        "February 2031 has just begun on this clock"
+    );
+    let closed = run("2031-01").await.unwrap();
+    assert_eq!(closed.status(), 201);
+    let body: serde_json::Value = closed.json().await.unwrap();
+    assert_eq!(body["status"], "completed");
+    assert!(
+        body["completed_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2031-02-01T00:00")
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -34,7 +34,7 @@ struct RunRequest {
 }
 
 /// Closes a month (platform finance): invoices per subscriber, vendor and currency, and vendor
-/// payouts. Idempotent: 201 when this call created invoices or payouts, 200 when the month
+/// payouts. Idempotent: 201 when this call closed the month (with or without invoices), 200 when it
 /// was already closed. Months close in order; late usage of a closed month is billed as an
 /// adjustment on the next one.
 #[utoipa::path(post, path = "/v1/billing/runs", tag = "billing", request_body = RunRequest,

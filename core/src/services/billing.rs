@@ -70,7 +70,7 @@ struct Charged {
 
 impl Services {
     /// Closes `period` (platform finance): creates its invoices and payouts. Returns the run
-    /// and whether this call created anything.
+    /// and whether this call closed the month (false when it was closed before).
     pub async fn run_billing(
         &self,
         who: &Principal,
@@ -134,18 +134,18 @@ impl Services {
             .filter(|p| *p < period)
             .collect();
         let charged = self.charge_all(period, &closed).await?;
-        let mut created = false;
         for invoice in group(period, charged, now) {
-            created |= self.store.put_invoice(&invoice).await?;
+            self.store.put_invoice(&invoice).await?;
         }
-        created |= self.pay_out(period).await?;
+        self.pay_out(period).await?;
         let invoices = self.count_invoices(&label).await?;
         run.status = RunStatus::Completed;
         run.invoices = invoices;
         run.completed_at = Some(self.clock.now());
         self.store.put_billing_run(&run).await?;
         self.push_invoices(&label).await;
-        Ok((run, created))
+        // This call closed the month (a month with nothing to bill is closed all the same).
+        Ok((run, true))
     }
 
     /// Pushes the period's invoices that the payment processor does not have yet, when one is
@@ -407,8 +407,8 @@ impl Services {
         Ok(lines)
     }
 
-    /// Stores the payouts of `period` from its stored invoices; whether any was new.
-    async fn pay_out(&self, period: Period) -> Result<bool, CoreError> {
+    /// Stores the payouts of `period` from its stored invoices (a payout already stored stays).
+    async fn pay_out(&self, period: Period) -> Result<(), CoreError> {
         let label = period.to_string();
         let mut totals: BTreeMap<(VendorId, &'static str), (Currency, Decimal, u64)> =
             BTreeMap::new();
@@ -431,7 +431,6 @@ impl Services {
                 None => break,
             }
         }
-        let mut created = false;
         for ((vendor, code), (currency, gross, count)) in totals {
             let percent = self
                 .settings
@@ -451,9 +450,9 @@ impl Services {
                 net: money(gross - fee, currency),
                 invoices: count,
             };
-            created |= self.store.put_payout(&payout).await?;
+            self.store.put_payout(&payout).await?;
         }
-        Ok(created)
+        Ok(())
     }
 
     async fn count_invoices(&self, period: &str) -> Result<u64, CoreError> {
