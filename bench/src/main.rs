@@ -8,9 +8,12 @@
 //!   open-loop latency of the feed route at a fixed rate.
 //! - `start`: time from spawn to a 200 on `/readyz` with an existing data dir.
 //! - `ingest`: records/s over HTTP against a bare batched SQLite insert.
+//! - `billing`: one billing run over 10,000 subscriptions with a month of hourly counters,
+//!   against the bare SQL under it.
 //! - `deliver`: end-to-end acknowledged deliveries/s to 10 webhook sinks, with and without
 //!   batching, latency at half that rate, and the server's peak memory.
 
+mod billing;
 mod deliver;
 mod ingest;
 mod load;
@@ -52,6 +55,8 @@ enum Command {
     Ingest(IngestArgs),
     /// End-to-end deliveries to 10 webhook sinks, latency and peak memory.
     Deliver(DeliverArgs),
+    /// One billing run over many subscriptions with a month of hourly usage counters.
+    Billing(BillingArgs),
     /// The baseline for `api`: one axum route `GET /` answering static JSON, nothing else.
     BareServer {
         #[arg(long)]
@@ -118,6 +123,16 @@ struct DeliverArgs {
 }
 
 #[derive(Args)]
+struct BillingArgs {
+    /// The `wharf` binary to measure.
+    #[arg(long)]
+    binary: PathBuf,
+    /// Subscriptions billed, each by its own subscriber.
+    #[arg(long, default_value_t = 10_000)]
+    subscriptions: u64,
+}
+
+#[derive(Args)]
 struct StartArgs {
     /// The `wharf` binary to measure.
     #[arg(long)]
@@ -137,6 +152,7 @@ fn main() -> anyhow::Result<()> {
         Command::Start(args) => client_runtime(1)?.block_on(interruptible(start(args))),
         Command::Ingest(args) => client_runtime(1)?.block_on(interruptible(ingest_bench(args))),
         Command::Deliver(args) => client_runtime(1)?.block_on(interruptible(deliver_bench(args))),
+        Command::Billing(args) => client_runtime(1)?.block_on(interruptible(billing_bench(args))),
     }
 }
 
@@ -473,6 +489,14 @@ async fn deliver_bench(args: DeliverArgs) -> anyhow::Result<()> {
     println!(
         "| deliveries acknowledged by the sinks = usage counted by the server | {acknowledged} = {counted} | |"
     );
+    Ok(())
+}
+
+async fn billing_bench(args: BillingArgs) -> anyhow::Result<()> {
+    let binary = absolute(&args.binary)?;
+    let outcome = billing::run(&binary, args.subscriptions).await?;
+    println!("| Measure | Wharf | Baseline | Bar |\n|---|---|---|---|");
+    billing::report(&outcome);
     Ok(())
 }
 

@@ -53,9 +53,26 @@ impl Child {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::spawn_with_env(program, args, cwd, addr, capture_stdout, &[])
+    }
+
+    /// As [`Child::spawn`], with extra environment variables.
+    pub fn spawn_with_env<I, S>(
+        program: &Path,
+        args: I,
+        cwd: &Path,
+        addr: SocketAddr,
+        capture_stdout: bool,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Child>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             // A `wharf.toml` in the caller's directory must not change what is measured.
             .current_dir(cwd)
             .env("WHARF_LOG", "warn")

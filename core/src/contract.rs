@@ -2788,6 +2788,32 @@ pub async fn usage_filters_by_tenant_subscriber_subscription_and_hour(store: &dy
         .filter(|r| [&a.id, &b.id, &c.id].contains(&&r.subscription_id))
         .collect();
     assert_eq!(everyone.len(), 6, "no filter keeps every subscription");
+
+    let ids = [a.id.clone(), b.id.clone(), c.id.clone()];
+    let ids = &ids;
+    let totals = |from: i64, to: i64| async move {
+        let all = store
+            .usage_totals(at(from * HOUR), at(to * HOUR))
+            .await
+            .unwrap();
+        ids.iter()
+            .filter_map(|s| all.iter().find(|(id, _)| id == s).cloned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        totals(0, 24).await,
+        vec![(a.id.clone(), 3), (b.id.clone(), 7), (c.id.clone(), 11)],
+        "totals sum every hour of the range per subscription"
+    );
+    assert_eq!(
+        totals(11, 12).await,
+        vec![(a.id.clone(), 2), (b.id.clone(), 4), (c.id.clone(), 6)],
+        "the range is `from <= hour < to`"
+    );
+    assert!(
+        totals(12, 24).await.is_empty(),
+        "subscriptions with nothing in the range are left out"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2981,7 +3007,7 @@ pub async fn run_billing(store: &dyn Store) {
     an_invoice_is_stored_once_and_reads_back_equal(store).await;
     invoices_list_by_period_vendor_subscriber_and_status_across_pages(store).await;
     an_invoice_status_change_keeps_its_lines_and_records_the_stripe_id(store).await;
-    billed_deliveries_sum_usage_and_adjustment_lines_per_service_month(store).await;
+    billed_totals_sum_usage_and_adjustment_lines_per_subscription(store).await;
     a_billing_run_is_replaced_by_its_period(store).await;
     payouts_are_stored_once_and_filter_by_period_and_vendor(store).await;
     every_subscription_is_listed_whatever_its_status(store).await;
@@ -3028,20 +3054,27 @@ pub async fn an_invoice_is_stored_once_and_reads_back_equal(store: &dyn Store) {
             line(&sub, LineKind::Usage, "2026-11", "120"),
         ],
     );
-    assert!(store.put_invoice(&first).await.unwrap());
+    assert_eq!(
+        store
+            .put_invoices(std::slice::from_ref(&first))
+            .await
+            .unwrap(),
+        1
+    );
     let changed = Invoice {
         total: money("99.00"),
         lines: vec![line(&sub, LineKind::Usage, "2026-11", "999")],
         ..first.clone()
     };
-    assert!(
-        !store.put_invoice(&changed).await.unwrap(),
+    assert_eq!(
+        store.put_invoices(&[changed]).await.unwrap(),
+        0,
         "the id is taken"
     );
     assert_eq!(store.get_invoice(&first.id).await.unwrap(), first);
     assert_eq!(
-        store.billed_deliveries(&sub).await.unwrap(),
-        vec![("2026-11".to_owned(), 120)],
+        billed(store, "2026-11", &[&sub]).await,
+        vec![(sub.clone(), 120)],
         "the refused copy billed nothing"
     );
     assert_not_found(store.get_invoice(&crate::InvoiceId::new()).await, "invoice");
@@ -3055,9 +3088,13 @@ pub async fn invoices_list_by_period_vendor_subscriber_and_status_across_pages(s
     let a = invoice(&v1, &s1, "2026-10", lines());
     let b = invoice(&v1, &s2, "2026-11", lines());
     let c = invoice(&v2, &s1, "2026-11", lines());
-    for i in [&a, &b, &c] {
-        store.put_invoice(i).await.unwrap();
-    }
+    assert_eq!(
+        store
+            .put_invoices(&[a.clone(), b.clone(), c.clone()])
+            .await
+            .unwrap(),
+        3
+    );
     store
         .set_invoice_status(&c.id, InvoiceStatus::Paid, None)
         .await
@@ -3131,7 +3168,10 @@ pub async fn an_invoice_status_change_keeps_its_lines_and_records_the_stripe_id(
         "2026-11",
         vec![line(&sub, LineKind::Usage, "2026-11", "7")],
     );
-    store.put_invoice(&inv).await.unwrap();
+    store
+        .put_invoices(std::slice::from_ref(&inv))
+        .await
+        .unwrap();
     store
         .set_invoice_status(&inv.id, InvoiceStatus::Open, Some("in_123"))
         .await
@@ -3157,7 +3197,7 @@ pub async fn an_invoice_status_change_keeps_its_lines_and_records_the_stripe_id(
     );
 }
 
-pub async fn billed_deliveries_sum_usage_and_adjustment_lines_per_service_month(store: &dyn Store) {
+pub async fn billed_totals_sum_usage_and_adjustment_lines_per_subscription(store: &dyn Store) {
     let sub = SubscriptionId::new();
     let other = SubscriptionId::new();
     let (v, s) = (VendorId::new(), UserId::new());
@@ -3180,19 +3220,31 @@ pub async fn billed_deliveries_sum_usage_and_adjustment_lines_per_service_month(
             line(&sub, LineKind::Adjustment, "2026-10", "3"),
         ],
     );
-    store.put_invoice(&october).await.unwrap();
-    store.put_invoice(&november).await.unwrap();
+    assert_eq!(store.put_invoices(&[october]).await.unwrap(), 1);
+    assert_eq!(store.put_invoices(&[november]).await.unwrap(), 1);
+    let stranger = SubscriptionId::new();
     assert_eq!(
-        store.billed_deliveries(&sub).await.unwrap(),
-        vec![("2026-10".to_owned(), 103), ("2026-11".to_owned(), 40)]
+        billed(store, "2026-10", &[&sub, &other, &stranger]).await,
+        vec![(sub.clone(), 103), (other.clone(), 5)]
     );
-    assert!(
-        store
-            .billed_deliveries(&SubscriptionId::new())
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(
+        billed(store, "2026-11", &[&sub, &other, &stranger]).await,
+        vec![(sub.clone(), 40)]
     );
+    assert!(billed(store, "2026-09", &[&sub]).await.is_empty());
+}
+
+/// `billed_totals` of `period` for `subs` only (a shared store holds others' too), in the
+/// order of `subs`.
+async fn billed(
+    store: &dyn Store,
+    period: &str,
+    subs: &[&SubscriptionId],
+) -> Vec<(SubscriptionId, u64)> {
+    let all = store.billed_totals(period).await.unwrap();
+    subs.iter()
+        .filter_map(|s| all.iter().find(|(id, _)| id == *s).cloned())
+        .collect()
 }
 
 pub async fn a_billing_run_is_replaced_by_its_period(store: &dyn Store) {

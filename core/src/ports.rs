@@ -419,6 +419,13 @@ pub trait DeliveryStore: Send + Sync {
         status: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<DeliveryAttempt>>;
+    /// Acknowledged deliveries with `from <= hour < to`, summed per subscription; those with
+    /// none are left out. Costs what that range's counters cost, however long the history.
+    async fn usage_totals(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(SubscriptionId, u64)>>;
     /// Usage rows matching `filter` with `from <= hour < to`, by subscription then hour.
     async fn usage(
         &self,
@@ -449,8 +456,9 @@ pub trait BillingStore: Send + Sync {
     async fn list_billing_runs(&self) -> Result<Vec<BillingRun>>;
     /// Creates or replaces the run of `run.period`.
     async fn put_billing_run(&self, run: &BillingRun) -> Result<()>;
-    /// Stores an invoice with its lines unless its id is stored; returns whether it was new.
-    async fn put_invoice(&self, invoice: &Invoice) -> Result<bool>;
+    /// Stores each invoice with its billed quantities unless its id is stored, many in one
+    /// write (a run stores thousands); returns how many were new.
+    async fn put_invoices(&self, invoices: &[Invoice]) -> Result<u64>;
     /// Reads an invoice; `NotFound` if absent.
     async fn get_invoice(&self, id: &InvoiceId) -> Result<Invoice>;
     /// Invoices matching `filter`, by id.
@@ -466,9 +474,9 @@ pub trait BillingStore: Send + Sync {
         status: InvoiceStatus,
         stripe_invoice_id: Option<&str>,
     ) -> Result<()>;
-    /// Deliveries already billed for a subscription (usage and adjustment lines of every
-    /// invoice), per service month `YYYY-MM`.
-    async fn billed_deliveries(&self, subscription: &SubscriptionId) -> Result<Vec<(String, u64)>>;
+    /// Deliveries already billed for the service month `YYYY-MM` (usage and adjustment lines
+    /// of every invoice), per subscription; subscriptions with none are left out.
+    async fn billed_totals(&self, service_period: &str) -> Result<Vec<(SubscriptionId, u64)>>;
     /// Stores a payout unless its id is stored; returns whether it was new.
     async fn put_payout(&self, payout: &Payout) -> Result<bool>;
     /// Payouts of a month (all months when `None`), optionally of one vendor, by id.

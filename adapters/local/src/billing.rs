@@ -55,39 +55,47 @@ impl BillingStore for SqliteStore {
             .await
     }
 
-    async fn put_invoice(&self, invoice: &Invoice) -> Result<bool> {
-        let doc = to_doc(invoice)?;
-        let status = invoice.status.as_str();
-        let invoice = invoice.clone();
-        let billed = invoice
-            .lines
+    async fn put_invoices(&self, invoices: &[Invoice]) -> Result<u64> {
+        let rows = invoices
             .iter()
-            .filter(|l| matches!(l.kind, LineKind::Usage | LineKind::Adjustment))
-            .map(|l| {
-                Ok((
-                    l.subscription_id.to_string(),
-                    l.service_period.clone(),
-                    deliveries(&l.quantity)?,
-                ))
+            .map(|invoice| {
+                let billed = invoice
+                    .lines
+                    .iter()
+                    .filter(|l| matches!(l.kind, LineKind::Usage | LineKind::Adjustment))
+                    .map(|l| {
+                        Ok((
+                            l.subscription_id.to_string(),
+                            l.service_period.clone(),
+                            deliveries(&l.quantity)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((invoice.clone(), to_doc(invoice)?, billed))
             })
             .collect::<Result<Vec<_>>>()?;
         self.db
             .write(move |tx| {
-                let new = run(
-                    tx,
-                    "INSERT INTO invoices (id, period, vendor_id, subscriber_id, status, doc)
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    params![
-                        invoice.id.as_str(),
-                        invoice.period,
-                        invoice.vendor_id.as_str(),
-                        invoice.subscriber_id.as_str(),
-                        status,
-                        doc
-                    ],
-                )? == 1;
-                if new {
-                    for (sub, period, n) in &billed {
+                let mut stored = 0;
+                for (invoice, doc, billed) in &rows {
+                    let new = run(
+                        tx,
+                        "INSERT INTO invoices (id, period, vendor_id, subscriber_id, status, doc)
+                         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                        params![
+                            invoice.id.as_str(),
+                            invoice.period,
+                            invoice.vendor_id.as_str(),
+                            invoice.subscriber_id.as_str(),
+                            invoice.status.as_str(),
+                            doc
+                        ],
+                    )? == 1;
+                    if !new {
+                        continue;
+                    }
+                    stored += 1;
+                    for (sub, period, n) in billed {
                         run(
                             tx,
                             "INSERT INTO billed_usage (invoice_id, subscription_id, service_period, deliveries)
@@ -96,7 +104,7 @@ impl BillingStore for SqliteStore {
                         )?;
                     }
                 }
-                Ok(new)
+                Ok(stored)
             })
             .await
     }
@@ -194,22 +202,23 @@ impl BillingStore for SqliteStore {
             .await
     }
 
-    async fn billed_deliveries(&self, subscription: &SubscriptionId) -> Result<Vec<(String, u64)>> {
-        let sub = subscription.clone();
+    async fn billed_totals(&self, service_period: &str) -> Result<Vec<(SubscriptionId, u64)>> {
+        let period = service_period.to_owned();
         self.db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT service_period, SUM(deliveries) FROM billed_usage
-                         WHERE subscription_id = ? GROUP BY service_period ORDER BY service_period",
+                        "SELECT subscription_id, SUM(deliveries) FROM billed_usage
+                         WHERE service_period = ? GROUP BY subscription_id ORDER BY subscription_id",
                     )
                     .map_err(sql_error)?;
-                let mut rows = stmt.query([sub.as_str()]).map_err(sql_error)?;
+                let mut rows = stmt.query([period]).map_err(sql_error)?;
                 let mut billed = Vec::new();
                 while let Some(row) = rows.next().map_err(sql_error)? {
+                    let id: String = row.get(0).map_err(sql_error)?;
                     let n: i64 = row.get(1).map_err(sql_error)?;
                     billed.push((
-                        row.get(0).map_err(sql_error)?,
+                        SubscriptionId::parse(&id).map_err(CoreError::internal)?,
                         u64::try_from(n).map_err(CoreError::internal)?,
                     ));
                 }

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_raw_dedup_key.sql"),
     include_str!("../migrations/0004_billing.sql"),
     include_str!("../migrations/0005_payment_customers.sql"),
+    include_str!("../migrations/0006_billed_by_period.sql"),
 ];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.

@@ -407,4 +407,29 @@ impl DeliveryStore for SqliteStore {
             })
             .await
     }
+
+    async fn usage_totals(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(SubscriptionId, u64)>> {
+        let (from, to) = (micros(from)?, micros(to)?);
+        // One range seek per subscription on the primary key, so the cost is the range's
+        // counters and not the whole history (a scan filtered on `hour` would read it all).
+        self.db
+            .read(move |c| {
+                collect(
+                    c,
+                    "SELECT id, n FROM (
+                         SELECT s.id AS id,
+                                (SELECT SUM(u.count) FROM usage u
+                                 WHERE u.subscription_id = s.id AND u.hour >= ?1 AND u.hour < ?2) AS n
+                         FROM subscriptions s)
+                     WHERE n > 0 ORDER BY id",
+                    params![from, to],
+                    |row| Ok((id_column(row, 0)?, unsigned(column(row, 1)?)?)),
+                )
+            })
+            .await
+    }
 }

@@ -3,9 +3,10 @@
 //! A run of month P, once P has ended:
 //! 1. every subscription that existed during P gets a fee line (the plan's fee prorated by the
 //!    share of P it was active) and a usage line (its acknowledged deliveries of P, rated);
-//! 2. deliveries of earlier closed months counted after their run (late acknowledgements)
-//!    get an adjustment line priced at the tiers they fall in; what is billed per month is
-//!    read back from stored invoices, so nothing is billed twice or dropped;
+//! 2. deliveries of the last three closed months counted after their run (acknowledgements
+//!    in flight while a month closed) get an adjustment line priced at the tiers they fall
+//!    in; what is billed per month is read back from stored invoices, so nothing is billed
+//!    twice;
 //! 3. lines are grouped per (subscriber, vendor, currency) into invoices with derived ids,
 //!    stored only if absent; then payouts per (vendor, currency) from the stored invoices.
 //!
@@ -20,12 +21,17 @@ use crate::domain::{
     RunStatus, Subscription,
 };
 use crate::money::{Amount, Currency};
-use crate::ports::{InvoiceFilter, UsageFilter};
+use crate::ports::InvoiceFilter;
 use crate::{
     CoreError, FeedId, InvoiceId, Page, PageRequest, PayoutId, SubscriptionId, UserId, VendorId,
 };
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
+
+/// Closed months compared with their counters again by each run, for late usage.
+const LATE_USAGE_MONTHS: usize = 3;
+/// Invoices stored per write: a run of 10,000 subscriptions is 20 writes, not 10,000.
+const INVOICES_PER_WRITE: usize = 500;
 
 /// Who may see which invoices.
 enum Scope {
@@ -134,8 +140,9 @@ impl Services {
             .filter(|p| *p < period)
             .collect();
         let charged = self.charge_all(period, &closed).await?;
-        for invoice in group(period, charged, now) {
-            self.store.put_invoice(&invoice).await?;
+        let invoices = group(period, charged, now);
+        for chunk in invoices.chunks(INVOICES_PER_WRITE) {
+            self.store.put_invoices(chunk).await?;
         }
         self.pay_out(period).await?;
         let invoices = self.count_invoices(&label).await?;
@@ -243,14 +250,13 @@ impl Services {
         period: Period,
         closed: &[Period],
     ) -> Result<Vec<Charged>, CoreError> {
-        let mut counted: HashMap<SubscriptionId, u64> = HashMap::new();
-        for row in self
+        let counted: HashMap<SubscriptionId, u64> = self
             .store
-            .usage(&UsageFilter::default(), period.start(), period.end())
+            .usage_totals(period.start(), period.end())
             .await?
-        {
-            *counted.entry(row.subscription_id).or_default() += row.count;
-        }
+            .into_iter()
+            .collect();
+        let late = self.late_usage(closed).await?;
         let mut feeds: HashMap<FeedId, Feed> = HashMap::new();
         let mut charged = Vec::new();
         let mut page = PageRequest::first(crate::page::MAX_LIMIT);
@@ -279,7 +285,9 @@ impl Services {
                     })?;
                 let deliveries = counted.get(&sub.id).copied().unwrap_or(0);
                 let mut lines = self.lines(&sub, feed, plan, period, deliveries);
-                lines.extend(self.adjustments(&sub, plan, closed).await?);
+                if let Some(months) = late.get(&sub.id) {
+                    lines.extend(adjustments(&sub, plan, months));
+                }
                 if !lines.is_empty() {
                     charged.push(Charged {
                         subscriber: sub.subscriber_id.clone(),
@@ -353,58 +361,34 @@ impl Services {
         lines
     }
 
-    /// Adjustment lines for deliveries of closed months counted after their run.
-    async fn adjustments(
+    /// Deliveries of recently closed months counted after their run: per subscription, each
+    /// such month with (billed, counted now). Usage is counted in the hour it is acknowledged,
+    /// so a closed month gains counts only from acknowledgements in flight while it closed;
+    /// the last [`LATE_USAGE_MONTHS`] closed months are compared, which bounds a run's cost
+    /// by those months' counters instead of the whole history.
+    async fn late_usage(
         &self,
-        sub: &Subscription,
-        plan: &Plan,
         closed: &[Period],
-    ) -> Result<Vec<InvoiceLine>, CoreError> {
-        let Some(first) = closed.first() else {
-            return Ok(Vec::new());
-        };
-        let Some(last) = closed.last() else {
-            return Ok(Vec::new());
-        };
-        let billed: HashMap<String, u64> = self
-            .store
-            .billed_deliveries(&sub.id)
-            .await?
-            .into_iter()
-            .collect();
-        let filter = UsageFilter {
-            subscription: Some(sub.id.clone()),
-            ..UsageFilter::default()
-        };
-        let mut counted: BTreeMap<Period, u64> = BTreeMap::new();
-        for row in self.store.usage(&filter, first.start(), last.end()).await? {
-            *counted.entry(Period::of(row.hour)).or_default() += row.count;
-        }
-        let mut lines = Vec::new();
-        for month in closed {
-            let now_counted = counted.get(month).copied().unwrap_or(0);
-            let already = billed.get(&month.to_string()).copied().unwrap_or(0);
-            if now_counted <= already {
-                continue;
+    ) -> Result<HashMap<SubscriptionId, Vec<(Period, u64, u64)>>, CoreError> {
+        let mut late: HashMap<SubscriptionId, Vec<(Period, u64, u64)>> = HashMap::new();
+        let recent = &closed[closed.len().saturating_sub(LATE_USAGE_MONTHS)..];
+        for month in recent {
+            let billed: HashMap<SubscriptionId, u64> = self
+                .store
+                .billed_totals(&month.to_string())
+                .await?
+                .into_iter()
+                .collect();
+            for (sub, counted) in self.store.usage_totals(month.start(), month.end()).await? {
+                let already = billed.get(&sub).copied().unwrap_or(0);
+                if counted > already {
+                    late.entry(sub)
+                        .or_default()
+                        .push((*month, already, counted));
+                }
             }
-            let late = now_counted - already;
-            let price = billing::adjustment_amount(plan, already, now_counted);
-            lines.push(InvoiceLine {
-                subscription_id: sub.id.clone(),
-                feed_id: sub.feed_id.clone(),
-                plan_id: plan.id.clone(),
-                kind: LineKind::Adjustment,
-                service_period: month.to_string(),
-                description: format!(
-                    "{} plan: {late} deliveries of {month} counted after it was billed",
-                    plan.name
-                ),
-                quantity: amount(Decimal::from(late)),
-                unit_price: amount((price / Decimal::from(late)).round_dp(8)),
-                amount: money(price, plan.currency),
-            });
         }
-        Ok(lines)
+        Ok(late)
     }
 
     /// Stores the payouts of `period` from its stored invoices (a payout already stored stays).
@@ -653,4 +637,28 @@ impl Services {
             }
         }
     }
+}
+
+/// Adjustment lines for a subscription's late deliveries: per month, (billed, counted now).
+fn adjustments(sub: &Subscription, plan: &Plan, months: &[(Period, u64, u64)]) -> Vec<InvoiceLine> {
+    let mut lines = Vec::new();
+    for &(month, already, now_counted) in months {
+        let late = now_counted - already;
+        let price = billing::adjustment_amount(plan, already, now_counted);
+        lines.push(InvoiceLine {
+            subscription_id: sub.id.clone(),
+            feed_id: sub.feed_id.clone(),
+            plan_id: plan.id.clone(),
+            kind: LineKind::Adjustment,
+            service_period: month.to_string(),
+            description: format!(
+                "{} plan: {late} deliveries of {month} counted after it was billed",
+                plan.name
+            ),
+            quantity: amount(Decimal::from(late)),
+            unit_price: amount((price / Decimal::from(late)).round_dp(8)),
+            amount: money(price, plan.currency),
+        });
+    }
+    lines
 }
