@@ -45,6 +45,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// The route exists but not with this method.
     MethodNotAllowed,
+    /// A signed callback (Stripe's) whose signature is missing, wrong or stale.
+    BadSignature(String),
 }
 
 impl From<CoreError> for ApiError {
@@ -140,6 +142,13 @@ impl IntoResponse for ApiError {
                 S::BAD_REQUEST,
                 "malformed",
                 "Malformed request",
+                Some(detail),
+                vec![],
+            ),
+            ApiError::BadSignature(detail) => problem(
+                S::BAD_REQUEST,
+                "bad-signature",
+                "Signature not valid",
                 Some(detail),
                 vec![],
             ),
@@ -242,6 +251,13 @@ error_set!(
     413 => "Body too large",
     415 => "Body is not application/json",
     422 => "Invalid fields; `errors` names each one",
+    503 => "Temporarily unavailable; retry",
+);
+error_set!(
+    /// Errors of signed callbacks from a payment processor.
+    CallbackErrors:
+    400 => "Missing, wrong or stale signature; nothing changed",
+    404 => "No payment processor configured",
     503 => "Temporarily unavailable; retry",
 );
 error_set!(

@@ -359,7 +359,7 @@ async fn delivered_records_are_invoiced_exported_adjusted_and_paid_out() {
         "whsec_wrong",
     )
     .await;
-    assert_eq!(forged.0, 401);
+    assert_eq!(forged.0, 400, "a wrong signature is a bad request");
     let stale = stripe_post(
         &app,
         &event("evt_4", "invoice.payment_failed"),
@@ -367,7 +367,17 @@ async fn delivered_records_are_invoiced_exported_adjusted_and_paid_out() {
         WEBHOOK_SECRET,
     )
     .await;
-    assert_eq!(stale.0, 401, "outside the 5-minute tolerance");
+    assert_eq!(stale.0, 400, "outside the 5-minute tolerance");
+    assert_eq!(stale.1["type"], "/problems/bad-signature");
+    let unsigned = app
+        .client
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&event("evt_6", "invoice.payment_failed")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 400, "no Stripe-Signature header");
     let other = stripe_post(
         &app,
         &json!({"id": "evt_5", "type": "customer.created", "data": {"object": {}}}),

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::extract::{ApiPath, ApiQuery, Caller, JsonBody};
-use crate::problem::{ApiError, ReadErrors, WriteErrors};
+use crate::problem::{ApiError, CallbackErrors, ReadErrors, WriteErrors};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, Payout};
 use wharf_core::ports::InvoiceFilter;
-use wharf_core::{InvoiceId, Page, PageRequest, UserId, VendorId};
+use wharf_core::{CoreError, InvoiceId, Page, PageRequest, UserId, VendorId};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -240,7 +240,7 @@ struct StripeReceipt {
 #[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "billing",
     request_body(content = Object, content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256>")),
-    responses((status = 200, body = StripeReceipt), ReadErrors))]
+    responses((status = 200, body = StripeReceipt), CallbackErrors))]
 async fn stripe_webhook(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -249,7 +249,15 @@ async fn stripe_webhook(
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    let outcome = s.services.stripe_event(signature, &body).await?;
+    let outcome = s
+        .services
+        .stripe_event(signature, &body)
+        .await
+        .map_err(|e| match e {
+            // Stripe's convention: a signature that does not verify is a bad request.
+            CoreError::Unauthenticated(detail) => ApiError::BadSignature(detail),
+            e => ApiError::Core(e),
+        })?;
     Ok(Json(StripeReceipt {
         received: true,
         outcome: match outcome {
