@@ -84,24 +84,37 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-/// Keeps glibc's malloc from holding on to memory the server no longer uses. By default a
-/// freed large block (a password hash's 19 MiB work area, a 1 MiB request body) raises the
-/// threshold above which blocks are mapped, so later ones are carved from the heaps and stay
-/// resident, and each thread that allocates may get its own heap: together they took the
-/// server from 40 MiB to over 450 MiB in a few dozen sign-ups. A fixed threshold maps and
-/// unmaps such blocks, and four arenas bound the heaps.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// mimalloc instead of glibc's malloc: glibc kept freed large blocks (a password hash's
+/// 19 MiB work area) resident in per-thread heaps, taking the server past 450 MiB in a few
+/// dozen sign-ups, and its allocator was a fifth of the server's CPU time under ingest.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Option numbers of mimalloc's `mi_option_e` (v3, as bundled by libmimalloc-sys 0.1.49);
+/// a test checks them against their documented defaults so an upgrade that moves them fails.
+#[cfg(target_os = "linux")]
+mod mimalloc_option {
+    pub const PURGE_DELAY: i32 = 15;
+    pub const ALLOW_THP: i32 = 43;
+}
+
+/// Returns freed memory to the OS at once and keeps transparent huge pages out of the
+/// process: with mimalloc's defaults (purge after a second, 2 MiB huge pages) the server's peak
+/// resident memory under a delivery load was 297 MiB; with these, 105 MiB, and faster.
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn tune_allocator() {
-    // SAFETY: `mallopt` only sets allocator parameters; it is called first thing in `main`,
-    // before any other thread exists.
+    // SAFETY: both calls only set process-wide parameters and take plain integers; this runs
+    // first thing in `main`, before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
+        libmimalloc_sys::mi_option_set(mimalloc_option::PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(mimalloc_option::ALLOW_THP, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(target_os = "linux"))]
 fn tune_allocator() {}
 
 fn main() -> anyhow::Result<()> {
@@ -221,5 +234,25 @@ fn describe(e: &wharf_core::CoreError) -> String {
             .collect::<Vec<_>>()
             .join("; "),
         other => other.to_string(),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::mimalloc_option;
+
+    #[test]
+    fn mimalloc_option_numbers_name_the_options_meant() {
+        // The test binary runs on mimalloc too, untuned: the documented defaults show that the
+        // numbers still name purge_delay (1000 ms) and allow_thp (on).
+        // SAFETY: reads two process-wide integers.
+        #[allow(unsafe_code)]
+        let (purge_delay, allow_thp) = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(mimalloc_option::PURGE_DELAY),
+                libmimalloc_sys::mi_option_get(mimalloc_option::ALLOW_THP),
+            )
+        };
+        assert_eq!((purge_delay, allow_thp), (1000, 1));
     }
 }
