@@ -41,8 +41,28 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The aws shape.
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// Create the DynamoDB table and SQS queues the aws shape needs, in an emulator or a
+    /// development account (credentials and region come from the AWS environment). Running
+    /// it again changes nothing.
+    Bootstrap {
+        /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
+        #[arg(long)]
+        aws_endpoint_url: Option<String>,
+        /// The table's name.
+        #[arg(long, default_value = "wharf")]
+        table: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,6 +213,34 @@ fn main() -> anyhow::Result<()> {
                     user.id,
                     role.as_str()
                 );
+                Ok(())
+            }
+            Command::Aws {
+                command:
+                    AwsCommand::Bootstrap {
+                        aws_endpoint_url,
+                        table,
+                    },
+            } => {
+                let clients = wharf_aws::Clients::connect(wharf_aws::AwsSettings {
+                    endpoint_url: aws_endpoint_url,
+                    table,
+                    ..wharf_aws::AwsSettings::default()
+                })
+                .await;
+                let done = wharf_aws::bootstrap::bootstrap(&clients)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+                    .context("cannot bootstrap the aws shape")?;
+                let table_state = if done.table_created {
+                    "created"
+                } else {
+                    "already there"
+                };
+                println!("table         {} ({table_state})", done.table);
+                println!("stream        {}", done.stream_arn);
+                println!("ingest queue  {}", done.ingest_queue_url);
+                println!("dead letters  {}", done.ingest_dlq_url);
                 Ok(())
             }
             Command::Openapi => Ok(()),

@@ -1,0 +1,67 @@
+//! Every AWS call the process makes, counted by service and operation: the figures the cost
+//! per million records is priced from, and what `/metrics` shows.
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Counts of calls per (service, operation). Cloning shares the counts.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter {
+    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+}
+
+impl CallCounter {
+    /// The counts so far, ordered by service, then operation.
+    pub fn snapshot(&self) -> Vec<(String, String, u64)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((service, op), n)| (service.clone(), op.clone(), *n))
+            .collect()
+    }
+
+    /// Calls to one operation so far.
+    pub fn count(&self, service: &str, operation: &str) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(service.to_owned(), operation.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn add(&self, service: &str, operation: &str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((service.to_owned(), operation.to_owned()))
+            .or_default() += 1;
+    }
+}
+
+/// Counts each attempt sent, so a retried call counts (and is billed) as AWS counts it.
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "WharfCallCounter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>() {
+            self.add(meta.service(), meta.name());
+        }
+        Ok(())
+    }
+}

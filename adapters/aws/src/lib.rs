@@ -1,0 +1,9 @@
+//! Wharf's ports on AWS's own services. See `README.md` in this crate for the table's key
+//! design.
+
+pub mod bootstrap;
+pub mod calls;
+pub mod clients;
+
+pub use calls::CallCounter;
+pub use clients::{AwsSettings, Clients};
