@@ -86,6 +86,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
             require_vendor_approval: config.require_vendor_approval,
             allow_private_webhooks: config.allow_private_webhooks,
             secret_overlap: Duration::from_secs(config.secret_overlap_secs),
+            log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
             platform_fee_percent,
             vendor_fee_percent,
             stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.0.clone()),

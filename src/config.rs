@@ -129,6 +129,8 @@ pub struct Config {
     pub webhook_timeout_secs: u64,
     /// Days an endpoint may fail before its subscription is paused.
     pub webhook_disable_after_days: u64,
+    /// Days the delivery log and feed error lists keep an entry.
+    pub log_retention_days: u64,
     /// The mail server; absent: mail is written to `outbox/` in the data dir.
     pub smtp: Option<SmtpConfig>,
     /// Sender of the email channel's messages.
@@ -165,6 +167,7 @@ impl Default for Config {
             webhook_retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
             webhook_timeout_secs: 10,
             webhook_disable_after_days: 5,
+            log_retention_days: 30,
             smtp: None,
             mail_from: "Wharf <wharf@localhost>".into(),
             log_format: LogFormat::Text,
@@ -194,6 +197,7 @@ const SETTINGS: &[&str] = &[
     "webhook_retry_schedule_secs",
     "webhook_timeout_secs",
     "webhook_disable_after_days",
+    "log_retention_days",
     "log_format",
     "admin",
     "smtp",

@@ -98,6 +98,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     the_output_head_is_the_newest_position_of_the_feed(s).await;
     output_records_read_by_id_come_in_the_order_asked(s).await;
     feed_errors_list_newest_first_across_pages_per_tenant_and_feed(s).await;
+    feed_errors_recorded_before_the_cut_expire(s).await;
     expiring_removes_only_expired_records_and_never_reuses_positions(s).await;
 
     a_new_subscription_starts_at_its_feeds_output_head(s).await;
@@ -111,6 +112,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     dropping_a_pending_delivery_removes_it_without_counting(s).await;
     skipping_to_head_moves_the_position_to_the_feeds_newest_output(s).await;
     the_delivery_log_lists_newest_first_and_filters_by_status(s).await;
+    delivery_attempts_logged_before_the_cut_expire(s).await;
     usage_filters_by_tenant_subscriber_subscription_and_hour(s).await;
 
     malformed_cursors_are_rejected(s).await;
@@ -2124,6 +2126,38 @@ pub async fn feed_errors_list_newest_first_across_pages_per_tenant_and_feed(stor
     assert_eq!((listed, sizes), (vec![], vec![0]));
 }
 
+/// `expire_feed_errors(before)` deletes the errors recorded before the cut, keeps the rest,
+/// and a second call finds nothing more to delete.
+pub async fn feed_errors_recorded_before_the_cut_expire(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let errors: Vec<FeedError> = [1000, 2000, 3000]
+        .into_iter()
+        .map(|n| feed_error(&f, n))
+        .collect();
+    for e in &errors {
+        store
+            .record_feed_errors(&f.tenant_id, std::slice::from_ref(e))
+            .await
+            .unwrap();
+    }
+    let listed = async || {
+        all_pages(10, async |p| {
+            store.list_feed_errors(&f.tenant_id, &f.id, &p).await
+        })
+        .await
+        .0
+    };
+    assert!(store.expire_feed_errors(at(2500)).await.unwrap() >= 2);
+    assert_eq!(listed().await, vec![errors[2].clone()]);
+    assert_eq!(store.expire_feed_errors(at(2500)).await.unwrap(), 0);
+    assert_eq!(
+        store.expire_feed_errors(at(3000)).await.unwrap(),
+        0,
+        "not before the cut"
+    );
+    assert_eq!(listed().await, vec![errors[2].clone()]);
+}
+
 /// `expire_records(now)` deletes exactly the raw and output records with `expires_at < now`,
 /// and a deleted newest record's position is never handed out again.
 pub async fn expiring_removes_only_expired_records_and_never_reuses_positions(store: &dyn Store) {
@@ -2653,6 +2687,40 @@ pub async fn the_delivery_log_lists_newest_first_and_filters_by_status(store: &d
         (vec![], vec![0])
     );
     assert_eq!(list(None, VendorId::new()).await, (vec![], vec![0]));
+}
+
+/// `expire_attempts(before)` deletes the attempts logged before the cut, keeps the rest, and
+/// a second call finds nothing more to delete.
+pub async fn delivery_attempts_logged_before_the_cut_expire(store: &dyn Store) {
+    let (f, sub) = subscribed(store).await;
+    let attempts: Vec<DeliveryAttempt> = [1000, 2000, 3000]
+        .into_iter()
+        .map(|n| attempt(&sub, n, "delivered"))
+        .collect();
+    store
+        .log_attempts(&f.tenant_id, &attempts[..2])
+        .await
+        .unwrap();
+    store
+        .log_attempts(&f.tenant_id, &attempts[2..])
+        .await
+        .unwrap();
+    let listed = async || {
+        all_pages(10, async |p| {
+            store.list_attempts(&f.tenant_id, &sub.id, None, &p).await
+        })
+        .await
+        .0
+    };
+    assert!(store.expire_attempts(at(2500)).await.unwrap() >= 2);
+    assert_eq!(listed().await, vec![attempts[2].clone()]);
+    assert_eq!(store.expire_attempts(at(2500)).await.unwrap(), 0);
+    assert_eq!(
+        store.expire_attempts(at(3000)).await.unwrap(),
+        0,
+        "not before the cut"
+    );
+    assert_eq!(listed().await, vec![attempts[2].clone()]);
 }
 
 /// `usage` keeps rows with `from <= hour < to` that match every filter given, ordered by

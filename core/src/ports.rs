@@ -277,6 +277,9 @@ pub trait RecordStore: Send + Sync {
     ) -> Result<()>;
     /// Deletes raw and output records whose `expires_at` is before `now`; returns how many.
     async fn expire_records(&self, now: Timestamp) -> Result<usize>;
+    /// Deletes the pipeline errors, of every tenant, recorded before the first one whose `at`
+    /// is not before `before`; returns how many. Errors are recorded in time order.
+    async fn expire_feed_errors(&self, before: Timestamp) -> Result<usize>;
 }
 
 /// The local shape's change feed: raw records in the order they were stored, and durable
@@ -411,6 +414,9 @@ pub trait DeliveryStore: Send + Sync {
     async fn drop_pending(&self, delivery: &crate::DeliveryId) -> Result<()>;
     /// Appends to the delivery log.
     async fn log_attempts(&self, tenant: &TenantId, attempts: &[DeliveryAttempt]) -> Result<()>;
+    /// Deletes the delivery log's attempts, of every tenant, logged before the first one whose
+    /// `at` is not before `before`; returns how many. Attempts are logged in time order.
+    async fn expire_attempts(&self, before: Timestamp) -> Result<usize>;
     /// A subscription's delivery log, newest first, optionally by status.
     async fn list_attempts(
         &self,

@@ -327,6 +327,10 @@ impl DeliveryStore for SqliteStore {
             .await
     }
 
+    async fn expire_attempts(&self, before: Timestamp) -> Result<usize> {
+        self.expire_log(DELIVERY_ATTEMPTS, before).await
+    }
+
     async fn list_attempts(
         &self,
         tenant: &TenantId,

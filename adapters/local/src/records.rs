@@ -12,7 +12,9 @@
 //! - tenant-owned reads filter on `tenant_id` besides the source or feed, so another tenant's
 //!   id reads as empty. The change feed is global on purpose: it serves the pipeline worker;
 //! - the append-only logs (feed errors here, delivery attempts in `deliveries`) list newest
-//!   first by their sequence number, which is also the cursor.
+//!   first by their sequence number, which is also the cursor. Entries are appended in time
+//!   order, so retention cuts a log at the first entry not older than the cut, found by a
+//!   binary search over the sequence: nothing on the write path pays for an index on time.
 
 use crate::db::sql_error;
 use crate::store::{SqliteStore, from_doc, run, to_doc};
@@ -219,6 +221,29 @@ impl SqliteStore {
             .await
     }
 
+    /// Deletes the entries of the append-only log `table` (`seq`, and a `doc` with an `at`)
+    /// appended before the first one whose `at` is not before `before`; returns how many.
+    pub(crate) async fn expire_log(&self, table: &'static str, before: Timestamp) -> Result<usize> {
+        let cut = self.db.read(move |c| log_cut(c, table, before)).await?;
+        let delete_chunk = format!(
+            "DELETE FROM {table} WHERE seq IN
+                 (SELECT seq FROM {table} WHERE seq < ?1 ORDER BY seq LIMIT ?2)"
+        );
+        let chunk = bound(EXPIRE_CHUNK);
+        let mut total = 0;
+        loop {
+            let sql = delete_chunk.clone();
+            let deleted = self
+                .db
+                .write(move |tx| run(tx, &sql, params![cut, chunk]))
+                .await?;
+            total += deleted;
+            if deleted < EXPIRE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Runs `delete_chunk` (which deletes at most `?2` rows that expired before `?1`) in one
     /// transaction per chunk until a chunk comes out short; returns the rows deleted.
     async fn expire(&self, delete_chunk: &'static str, now: i64) -> Result<usize> {
@@ -235,6 +260,46 @@ impl SqliteStore {
             }
         }
     }
+}
+
+/// The `seq` of the first entry of log `table` whose `at` is not before `before` (one past
+/// the last entry when there is none): a binary search over the sequence, reading one entry
+/// per step, since entries are appended in time order.
+fn log_cut(c: &Connection, table: &str, before: Timestamp) -> Result<i64> {
+    #[derive(serde::Deserialize)]
+    struct At {
+        #[serde(with = "time::serde::rfc3339")]
+        at: Timestamp,
+    }
+    let (first, last): (Option<i64>, Option<i64>) = c
+        .query_row(
+            &format!("SELECT min(seq), max(seq) FROM {table}"),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sql_error)?;
+    let (Some(mut lo), Some(last)) = (first, last) else {
+        return Ok(0);
+    };
+    let mut hi = last + 1;
+    let mut probe = c
+        .prepare(&format!(
+            "SELECT seq, doc FROM {table} WHERE seq >= ? ORDER BY seq LIMIT 1"
+        ))
+        .map_err(sql_error)?;
+    // Entries before `lo` are older than the cut; the cut is at most `hi`.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let found = probe
+            .query_row([mid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .optional()
+            .map_err(sql_error)?;
+        match found {
+            Some((seq, doc)) if from_doc::<At>(&doc)?.at < before => lo = seq + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
 }
 
 /// A raw record as column values, computed before taking the writer.
@@ -594,6 +659,10 @@ impl RecordStore for SqliteStore {
             )
             .await?;
         Ok(raw + output)
+    }
+
+    async fn expire_feed_errors(&self, before: Timestamp) -> Result<usize> {
+        self.expire_log(FEED_ERRORS, before).await
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Settings {
     pub allow_private_webhooks: bool,
     /// How long a rotated-out webhook secret keeps signing deliveries.
     pub secret_overlap: Duration,
+    /// How long the delivery log and feed error lists keep an entry.
+    pub log_retention: Duration,
     /// The platform's share of each vendor's gross, in percent.
     pub platform_fee_percent: rust_decimal::Decimal,
     /// Per-vendor exceptions to `platform_fee_percent`.
@@ -42,6 +44,7 @@ impl Default for Settings {
             require_vendor_approval: false,
             allow_private_webhooks: false,
             secret_overlap: Duration::from_secs(24 * 3600),
+            log_retention: Duration::from_secs(30 * 24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),
             vendor_fee_percent: std::collections::HashMap::new(),
             stripe_webhook_secret: None,
