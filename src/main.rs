@@ -52,7 +52,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AwsCommand {
-    /// Create the DynamoDB table and SQS queues the aws shape needs, in an emulator or a
+    /// Create the DynamoDB table, SQS queues and Cognito user pool the aws shape needs, in an emulator or a
     /// development account (credentials and region come from the AWS environment). Running
     /// it again changes nothing.
     Bootstrap {
@@ -241,6 +241,12 @@ fn main() -> anyhow::Result<()> {
                 println!("stream        {}", done.stream_arn);
                 println!("ingest queue  {}", done.ingest_queue_url);
                 println!("dead letters  {}", done.ingest_dlq_url);
+                let pool = wharf_aws::cognito::bootstrap_user_pool(&clients, "wharf")
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+                    .context("cannot bootstrap the user pool")?;
+                println!("user pool     {}", pool.pool_id);
+                println!("app client    {}", pool.client_id);
                 Ok(())
             }
             Command::Openapi => Ok(()),

@@ -34,6 +34,7 @@ impl Default for AwsSettings {
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub cognito: aws_sdk_cognitoidentityprovider::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub calls: CallCounter,
     pub settings: AwsSettings,
@@ -66,6 +67,11 @@ impl Clients {
                 .interceptor(calls.clone())
                 .build(),
         );
+        let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
+            aws_sdk_cognitoidentityprovider::config::Builder::from(&shared)
+                .interceptor(calls.clone())
+                .build(),
+        );
         let sqs = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&shared)
                 .interceptor(calls.clone())
@@ -73,6 +79,7 @@ impl Clients {
         );
         Clients {
             dynamodb,
+            cognito,
             sqs,
             calls,
             settings,

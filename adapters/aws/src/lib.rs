@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod calls;
 pub mod clients;
+pub mod cognito;
 
 pub use calls::CallCounter;
 pub use clients::{AwsSettings, Clients};

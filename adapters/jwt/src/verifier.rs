@@ -306,10 +306,15 @@ fn numeric_date(v: &Value) -> Option<i64> {
 
 /// Maps verified claims to the caller: the local issuer's claims and Cognito's alike.
 fn principal_from(c: &Map<String, Value>) -> Result<Principal, &'static str> {
-    // Cognito's `sub` is its own UUID, so the Wharf id then travels in a custom attribute.
+    // Cognito's `sub` is its own UUID; a Cognito user's Wharf id is that UUID with the user
+    // prefix (or travels in a custom attribute).
     let id = ["sub", "custom:user_id", "user_id"]
         .iter()
         .find_map(|k| c.get(*k)?.as_str().and_then(|s| UserId::parse(s).ok()))
+        .or_else(|| {
+            let sub = c.get("sub")?.as_str()?;
+            uuid::Uuid::parse_str(sub).ok().map(UserId::from_uuid)
+        })
         .ok_or("token names no Wharf user")?;
 
     let mut roles: Vec<Role> = Vec::new();

@@ -470,11 +470,23 @@ fn cognito_style_claims_map_to_the_principal() {
     let token = sign_ed(&key, Some("pool-key"), &plain);
     assert!(verifier.verify(&token, NOW).is_ok());
 
-    // A UUID `sub` with no Wharf id anywhere names nobody.
-    let mut anonymous = claims.clone();
-    anonymous.as_object_mut().unwrap().remove("custom:user_id");
+    // With no Wharf id anywhere, a UUID `sub` names the user with that UUID.
+    let mut by_sub = claims.clone();
+    by_sub.as_object_mut().unwrap().remove("custom:user_id");
+    let token = sign_ed(&key, Some("pool-key"), &by_sub);
+    let sub = uuid::Uuid::parse_str(claims["sub"].as_str().unwrap()).unwrap();
+    assert!(matches!(
+        verifier.verify(&token, NOW).unwrap(),
+        Principal::User { id, .. } if id == UserId::from_uuid(sub)
+    ));
+    // A `sub` that is neither a Wharf id nor a UUID names nobody.
+    let mut anonymous = by_sub.clone();
+    anonymous["sub"] = json!("not-a-uuid");
     let token = sign_ed(&key, Some("pool-key"), &anonymous);
-    assert_refused(verifier.verify(&token, NOW), &token);
+    assert_eq!(
+        assert_refused(verifier.verify(&token, NOW), &token),
+        "token names no Wharf user"
+    );
 }
 
 #[test]
