@@ -52,9 +52,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AwsCommand {
-    /// Create the DynamoDB table, SQS queues and Cognito user pool the aws shape needs, in an emulator or a
-    /// development account (credentials and region come from the AWS environment). Running
-    /// it again changes nothing.
+    /// Create the DynamoDB table, SQS queues, Cognito user pool and S3 bucket the aws shape
+    /// needs, in an emulator or a development account (credentials and region come from the
+    /// AWS environment). Running it again changes nothing.
     Bootstrap {
         /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
         #[arg(long)]
@@ -247,6 +247,11 @@ fn main() -> anyhow::Result<()> {
                     .context("cannot bootstrap the user pool")?;
                 println!("user pool     {}", pool.pool_id);
                 println!("app client    {}", pool.client_id);
+                wharf_aws::s3::bootstrap_bucket(&clients)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+                    .context("cannot bootstrap the object bucket")?;
+                println!("bucket        {}", clients.settings.bucket);
                 Ok(())
             }
             Command::Openapi => Ok(()),

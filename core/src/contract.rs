@@ -3432,3 +3432,123 @@ pub async fn every_subscription_is_listed_whatever_its_status(store: &dyn Store)
             .any(|s| s.id == cancelled.id && s.status == SubscriptionStatus::Cancelled)
     );
 }
+
+/// The object store contract, run by every adapter of `ObjectStore`. Keys are under a fresh
+/// prefix, so it can share a bucket or directory with other runs.
+pub async fn run_objects(objects: &dyn crate::ports::ObjectStore) {
+    use crate::ports::ObjectStore;
+    let root = format!("contract-{}", nonce());
+    let key = |k: &str| format!("{root}/{k}");
+    let objects: &dyn ObjectStore = objects;
+
+    // Round trip, including bytes that are not UTF-8, and an empty object.
+    let model: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    objects
+        .put(&key("t1/models/m.onnx"), model.clone())
+        .await
+        .unwrap();
+    assert_eq!(objects.get(&key("t1/models/m.onnx")).await.unwrap(), model);
+    objects.put(&key("t1/empty"), Vec::new()).await.unwrap();
+    assert_eq!(
+        objects.get(&key("t1/empty")).await.unwrap(),
+        Vec::<u8>::new()
+    );
+
+    // A put replaces.
+    objects
+        .put(&key("t1/models/m.onnx"), b"v2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(objects.get(&key("t1/models/m.onnx")).await.unwrap(), b"v2");
+
+    // Missing objects are NotFound, also where a "directory" exists.
+    assert!(matches!(
+        objects.get(&key("t1/models/other.onnx")).await,
+        Err(CoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        objects.get(&key("t1/models")).await,
+        Err(CoreError::NotFound(_))
+    ));
+
+    // Listing: sorted, only under the prefix, a sibling prefix with the same start left out.
+    objects
+        .put(&key("t1/exports/2031-01.csv"), b"a".to_vec())
+        .await
+        .unwrap();
+    objects
+        .put(&key("t10/exports/2031-01.csv"), b"b".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        objects.list(&format!("{root}/t1/")).await.unwrap(),
+        vec![
+            key("t1/empty"),
+            key("t1/exports/2031-01.csv"),
+            key("t1/models/m.onnx")
+        ]
+    );
+    assert_eq!(
+        objects.list(&format!("{root}/t1/exports/")).await.unwrap(),
+        vec![key("t1/exports/2031-01.csv")]
+    );
+    assert_eq!(
+        objects.list(&format!("{root}/nobody/")).await.unwrap(),
+        Vec::<String>::new()
+    );
+    let all = objects.list("").await.unwrap();
+    assert!(all.contains(&key("t10/exports/2031-01.csv")));
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "sorted: {all:?}");
+
+    // Delete, twice.
+    objects.delete(&key("t1/models/m.onnx")).await.unwrap();
+    objects.delete(&key("t1/models/m.onnx")).await.unwrap();
+    assert!(matches!(
+        objects.get(&key("t1/models/m.onnx")).await,
+        Err(CoreError::NotFound(_))
+    ));
+    assert_eq!(
+        objects.list(&format!("{root}/t1/")).await.unwrap(),
+        vec![key("t1/empty"), key("t1/exports/2031-01.csv")]
+    );
+
+    // Keys that could escape or are ambiguous are refused, and nothing is written.
+    let too_long = format!("{root}/{}", "a".repeat(crate::ports::MAX_OBJECT_KEY));
+    for bad in [
+        "",
+        "/abs",
+        "a//b",
+        "a/../b",
+        "../b",
+        "a/./b",
+        "a/",
+        "a b",
+        "a\\b",
+        too_long.as_str(),
+    ] {
+        assert!(
+            matches!(
+                objects.put(bad, b"x".to_vec()).await,
+                Err(CoreError::Validation(_))
+            ),
+            "put {bad:?}"
+        );
+        assert!(
+            matches!(objects.get(bad).await, Err(CoreError::Validation(_))),
+            "get {bad:?}"
+        );
+    }
+    assert!(matches!(
+        objects.list("../").await,
+        Err(CoreError::Validation(_))
+    ));
+    assert!(matches!(
+        objects.list(&root).await,
+        Err(CoreError::Validation(_))
+    ));
+    assert_eq!(
+        objects.list(&format!("{root}/")).await.unwrap().len(),
+        3,
+        "no bad key was stored"
+    );
+}

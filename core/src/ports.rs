@@ -537,6 +537,58 @@ pub trait Store:
     fn ping(&self) -> Result<()>;
 }
 
+/// Blobs by key: ONNX models, exports. Keys are `/`-separated paths checked by
+/// [`check_object_key`]; a tenant's objects live under its id. Files in the data dir, or S3.
+/// Wharf never stores `a/b` beside `a` (a key that is also the path of others): files cannot
+/// hold both, so the local shape refuses it as a `Conflict`, while S3 would accept it.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Stores `body` under `key`, replacing what was there; readers see the old or the new
+    /// object, never a part.
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<()>;
+    /// The object under `key`; `NotFound` if there is none.
+    async fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Removes the object under `key`; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// The keys under `prefix` (a key prefix ending in `/`, or empty for all), sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+}
+
+/// Longest object key, in bytes (S3 allows 1024).
+pub const MAX_OBJECT_KEY: usize = 512;
+
+/// Checks an object key: 1 to 512 bytes of segments joined by `/`, each made of ASCII
+/// letters, digits, `.`, `_` and `-` and neither `.` nor `..`. This is what keeps a key from
+/// naming a file outside the object directory of the local shape.
+pub fn check_object_key(key: &str) -> Result<()> {
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if key.is_empty() || key.len() > MAX_OBJECT_KEY || !key.split('/').all(segment_ok) {
+        return Err(CoreError::invalid(
+            "key",
+            "must be 1 to 512 bytes of `/`-separated segments of letters, digits, `.`, `_` and `-`",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a listing prefix: empty, or a valid key followed by `/`.
+pub fn check_object_prefix(prefix: &str) -> Result<()> {
+    match prefix.strip_suffix('/') {
+        _ if prefix.is_empty() => Ok(()),
+        Some(key) => check_object_key(key),
+        None => Err(CoreError::invalid(
+            "prefix",
+            "must be empty or end with `/`",
+        )),
+    }
+}
+
 /// User accounts, credentials and tokens: the local issuer, or Cognito.
 #[async_trait]
 pub trait Identity: Send + Sync {

@@ -14,6 +14,8 @@ pub struct AwsSettings {
     pub table: String,
     /// The prefix of every queue's name.
     pub queue_prefix: String,
+    /// The bucket of the object store.
+    pub bucket: String,
     /// An access key id and secret instead of the environment's credentials (an emulator).
     pub credentials: Option<(String, String)>,
 }
@@ -25,6 +27,7 @@ impl Default for AwsSettings {
             region: None,
             table: "wharf".into(),
             queue_prefix: "wharf".into(),
+            bucket: "wharf-objects".into(),
             credentials: None,
         }
     }
@@ -36,6 +39,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub cognito: aws_sdk_cognitoidentityprovider::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
     pub calls: CallCounter,
     pub settings: AwsSettings,
 }
@@ -77,8 +81,16 @@ impl Clients {
                 .interceptor(calls.clone())
                 .build(),
         );
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .interceptor(calls.clone())
+                // Emulators serve buckets under the path, not as host names.
+                .force_path_style(settings.endpoint_url.is_some())
+                .build(),
+        );
         Clients {
             dynamodb,
+            s3,
             cognito,
             sqs,
             calls,

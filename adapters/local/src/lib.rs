@@ -12,12 +12,14 @@ pub use db::{Db, Durability};
 pub use store::SqliteStore;
 pub mod identity;
 pub mod mail;
+pub mod objects;
 pub mod resolve;
 pub mod seal;
 pub mod webhook;
 
 pub use identity::LocalIdentity;
 pub use mail::{OutboxMailer, SmtpMailer, SmtpSecurity};
+pub use objects::FsObjects;
 pub use resolve::SystemResolver;
 pub use seal::FileSecretBox;
 pub use webhook::HttpWebhookSender;

@@ -1,0 +1,31 @@
+//! The object store contract on a real moto S3 bucket.
+
+mod moto;
+
+use wharf_aws::s3::{S3Objects, bootstrap_bucket};
+use wharf_aws::{AwsSettings, Clients};
+
+#[tokio::test]
+async fn s3_objects_honour_the_object_store_contract() {
+    let moto = moto::Moto::start();
+    let clients = Clients::connect(AwsSettings {
+        endpoint_url: Some(moto.url()),
+        region: Some("us-east-1".into()),
+        credentials: Some(("testing".into(), "testing".into())),
+        ..AwsSettings::default()
+    })
+    .await;
+    bootstrap_bucket(&clients).await.expect("bucket");
+    bootstrap_bucket(&clients).await.expect("bucket again");
+    let objects = S3Objects::new(&clients);
+    wharf_core::contract::run_objects(&objects).await;
+    // Five objects stored; the refused keys never reached S3.
+    let puts: u64 = clients
+        .calls
+        .snapshot()
+        .iter()
+        .filter(|(_, op, _)| op == "PutObject")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(puts, 5);
+}
