@@ -6,6 +6,7 @@ pub mod calls;
 pub mod clients;
 pub mod cognito;
 pub mod s3;
+pub mod table;
 
 pub use calls::CallCounter;
 pub use clients::{AwsSettings, Clients};
