@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod expr;
 pub mod id;
+pub mod ingest_queue;
 pub mod money;
 pub mod net;
 pub mod page;

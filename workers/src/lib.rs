@@ -3,6 +3,7 @@
 //! a batch of work and the services, so the local loops and the Lambda entry points share them.
 
 pub mod deliver;
+pub mod ingest;
 pub mod poll;
 pub mod process;
 pub mod schedule;
