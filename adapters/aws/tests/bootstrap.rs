@@ -5,22 +5,11 @@ mod moto;
 use aws_sdk_dynamodb::types::{KeyType, StreamViewType};
 use aws_sdk_sqs::types::QueueAttributeName;
 use wharf_aws::bootstrap::{INDEXES, MAX_RECEIVES, TTL_ATTRIBUTE, bootstrap};
-use wharf_aws::{AwsSettings, Clients};
-
-async fn clients(moto: &moto::Moto) -> Clients {
-    Clients::connect(AwsSettings {
-        endpoint_url: Some(moto.url()),
-        region: Some("us-east-1".into()),
-        credentials: Some(("testing".into(), "testing".into())),
-        ..AwsSettings::default()
-    })
-    .await
-}
 
 #[tokio::test]
 async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing() {
     let moto = moto::Moto::start();
-    let clients = clients(&moto).await;
+    let clients = moto.clients().await;
 
     let first = bootstrap(&clients).await.expect("first bootstrap");
     assert!(first.table_created);
@@ -125,7 +114,7 @@ async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing
 #[tokio::test]
 async fn every_call_is_counted_by_service_and_operation() {
     let moto = moto::Moto::start();
-    let clients = clients(&moto).await;
+    let clients = moto.clients().await;
     bootstrap(&clients).await.expect("bootstrap");
     let calls = clients.calls.snapshot();
     let count = |op: &str| {

@@ -6,8 +6,8 @@ mod moto;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::sync::{Arc, Mutex};
+use wharf_aws::Clients;
 use wharf_aws::cognito::{CognitoIdentity, TENANT_ATTRIBUTE, UserPool, bootstrap_user_pool};
-use wharf_aws::{AwsSettings, Clients};
 use wharf_core::domain::identity::{NewUser, Principal, Role};
 use wharf_core::ports::{Clock, Identity};
 use wharf_core::{CoreError, VendorId};
@@ -37,13 +37,7 @@ fn sorted(p: Principal) -> Principal {
 }
 
 async fn setup(moto: &moto::Moto) -> (Clients, UserPool, Arc<TestClock>, CognitoIdentity) {
-    let clients = Clients::connect(AwsSettings {
-        endpoint_url: Some(moto.url()),
-        region: Some("us-east-1".into()),
-        credentials: Some(("testing".into(), "testing".into())),
-        ..AwsSettings::default()
-    })
-    .await;
+    let clients = moto.clients().await;
     let pool = bootstrap_user_pool(&clients, "wharf-test")
         .await
         .expect("pool");

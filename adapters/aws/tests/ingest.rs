@@ -7,7 +7,6 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use wharf_aws::bootstrap::bootstrap;
 use wharf_aws::ingest::SqsIngestQueue;
-use wharf_aws::{AwsSettings, Clients};
 use wharf_core::domain::RawRecord;
 use wharf_core::ports::{ChangeLog, Notifier};
 use wharf_core::{SourceId, VendorId};
@@ -44,13 +43,7 @@ fn records(n: usize) -> Vec<RawRecord> {
 #[tokio::test]
 async fn queued_records_are_stored_once_and_a_poison_message_fails_alone() {
     let moto = moto::Moto::start();
-    let clients = Clients::connect(AwsSettings {
-        endpoint_url: Some(moto.url()),
-        region: Some("us-east-1".into()),
-        credentials: Some(("testing".into(), "testing".into())),
-        ..AwsSettings::default()
-    })
-    .await;
+    let clients = moto.clients().await;
     let queues = bootstrap(&clients).await.expect("bootstrap");
     let queue = SqsIngestQueue::new(&clients, &queues.ingest_queue_url);
 

@@ -4,19 +4,12 @@ mod moto;
 
 use wharf_aws::bootstrap::bootstrap;
 use wharf_aws::metering::{Acknowledged, count_once, hourly_count};
-use wharf_aws::{AwsSettings, Clients};
 use wharf_core::{DeliveryId, SubscriptionId, UserId, VendorId};
 
 #[tokio::test]
 async fn a_delivery_counts_once_however_often_and_concurrently_it_is_acknowledged() {
     let moto = moto::Moto::start();
-    let clients = Clients::connect(AwsSettings {
-        endpoint_url: Some(moto.url()),
-        region: Some("us-east-1".into()),
-        credentials: Some(("testing".into(), "testing".into())),
-        ..AwsSettings::default()
-    })
-    .await;
+    let clients = moto.clients().await;
     bootstrap(&clients).await.expect("bootstrap");
     let at = time::macros::datetime!(2031-01-15 10:20 UTC);
     let ack = |delivery: &DeliveryId, records: u64, tenant: &VendorId, sub: &SubscriptionId| {

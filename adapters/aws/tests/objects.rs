@@ -3,18 +3,11 @@
 mod moto;
 
 use wharf_aws::s3::{S3Objects, bootstrap_bucket};
-use wharf_aws::{AwsSettings, Clients};
 
 #[tokio::test]
 async fn s3_objects_honour_the_object_store_contract() {
     let moto = moto::Moto::start();
-    let clients = Clients::connect(AwsSettings {
-        endpoint_url: Some(moto.url()),
-        region: Some("us-east-1".into()),
-        credentials: Some(("testing".into(), "testing".into())),
-        ..AwsSettings::default()
-    })
-    .await;
+    let clients = moto.clients().await;
     bootstrap_bucket(&clients).await.expect("bucket");
     bootstrap_bucket(&clients).await.expect("bucket again");
     let objects = S3Objects::new(&clients);

@@ -5,7 +5,6 @@ mod moto;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use wharf_aws::bootstrap::bootstrap;
 use wharf_aws::table::{batch_write, decode_cursor, encode_cursor};
-use wharf_aws::{AwsSettings, Clients};
 
 fn put(pk: &str, sk: &str) -> WriteRequest {
     WriteRequest::builder()
@@ -22,13 +21,7 @@ fn put(pk: &str, sk: &str) -> WriteRequest {
 #[tokio::test]
 async fn batch_writes_land_every_item_and_pages_resume_from_their_cursor() {
     let moto = moto::Moto::start();
-    let clients = Clients::connect(AwsSettings {
-        endpoint_url: Some(moto.url()),
-        region: Some("us-east-1".into()),
-        credentials: Some(("testing".into(), "testing".into())),
-        ..AwsSettings::default()
-    })
-    .await;
+    let clients = moto.clients().await;
     bootstrap(&clients).await.expect("bootstrap");
 
     let requests: Vec<_> = (0..60)

@@ -41,6 +41,17 @@ impl Moto {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Clients of every service pointed at this server, with test credentials.
+    pub async fn clients(&self) -> wharf_aws::Clients {
+        wharf_aws::Clients::connect(wharf_aws::AwsSettings {
+            endpoint_url: Some(self.url()),
+            region: Some("us-east-1".into()),
+            credentials: Some(("testing".into(), "testing".into())),
+            ..wharf_aws::AwsSettings::default()
+        })
+        .await
+    }
 }
 
 impl Drop for Moto {
