@@ -2,7 +2,7 @@
 //! a development account (production deploys the SAM template). Running it again changes
 //! nothing.
 
-use crate::Clients;
+use crate::{Clients, aws_error};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
@@ -53,10 +53,6 @@ pub async fn bootstrap(clients: &Clients) -> Result<Bootstrapped, CoreError> {
         ingest_queue_url,
         ingest_dlq_url,
     })
-}
-
-fn unavailable(what: &str, e: impl std::fmt::Display) -> CoreError {
-    CoreError::unavailable(format!("{what}: {e}"))
 }
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, CoreError> {
@@ -120,10 +116,7 @@ async fn create_table(clients: &Clients, table: &str) -> Result<bool, CoreError>
         {
             Ok(false)
         }
-        Err(e) => Err(unavailable(
-            "creating the table",
-            aws_sdk_dynamodb::error::DisplayErrorContext(e),
-        )),
+        Err(e) => Err(aws_error("creating the table", e)),
     }
 }
 
@@ -136,12 +129,7 @@ async fn wait_active(clients: &Clients, table: &str) -> Result<String, CoreError
             .table_name(table)
             .send()
             .await
-            .map_err(|e| {
-                unavailable(
-                    "describing the table",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| aws_error("describing the table", e))?;
         let t = described
             .table
             .ok_or_else(|| CoreError::internal("DescribeTable answered no table"))?;
@@ -173,12 +161,7 @@ async fn enable_ttl(clients: &Clients, table: &str) -> Result<(), CoreError> {
         .table_name(table)
         .send()
         .await
-        .map_err(|e| {
-            unavailable(
-                "describing the table's TTL",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?;
+        .map_err(|e| aws_error("describing the table's TTL", e))?;
     let on = current
         .time_to_live_description
         .is_some_and(|d| d.attribute_name.as_deref() == Some(TTL_ATTRIBUTE));
@@ -198,12 +181,7 @@ async fn enable_ttl(clients: &Clients, table: &str) -> Result<(), CoreError> {
         )
         .send()
         .await
-        .map_err(|e| {
-            unavailable(
-                "enabling the table's TTL",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?;
+        .map_err(|e| aws_error("enabling the table's TTL", e))?;
     Ok(())
 }
 
@@ -230,12 +208,7 @@ async fn create_queue(
         .set_attributes(Some(attributes))
         .send()
         .await
-        .map_err(|e| {
-            unavailable(
-                &format!("creating queue {name}"),
-                aws_sdk_sqs::error::DisplayErrorContext(e),
-            )
-        })?;
+        .map_err(|e| aws_error(&format!("creating queue {name}"), e))?;
     created
         .queue_url
         .ok_or_else(|| CoreError::internal(format!("CreateQueue {name} answered no URL")))
@@ -249,12 +222,7 @@ async fn queue_arn(clients: &Clients, url: &str) -> Result<String, CoreError> {
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| {
-            unavailable(
-                "reading a queue's ARN",
-                aws_sdk_sqs::error::DisplayErrorContext(e),
-            )
-        })?;
+        .map_err(|e| aws_error("reading a queue's ARN", e))?;
     attributes
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))

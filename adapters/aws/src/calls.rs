@@ -37,6 +37,17 @@ impl CallCounter {
             .unwrap_or(0)
     }
 
+    /// Calls to an operation so far, whatever service it belongs to.
+    pub fn operation(&self, operation: &str) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|((_, op), _)| op == operation)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     fn add(&self, service: &str, operation: &str) {
         *self
             .counts

@@ -14,10 +14,9 @@
 //! - Cognito's refresh tokens are reusable until they expire (it does not rotate them), so
 //!   `refresh` answers the same refresh token: weaker than the local shape's single-use ones.
 
-use crate::Clients;
+use crate::{Clients, aws_error};
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::Client;
-use aws_sdk_cognitoidentityprovider::error::DisplayErrorContext;
 use aws_sdk_cognitoidentityprovider::types::{
     AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, MessageActionType,
     PasswordPolicyType, SchemaAttributeType, UserPoolPolicyType, UsernameAttributeType,
@@ -53,10 +52,6 @@ pub struct UserPool {
     pub client_id: String,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> CoreError {
-    CoreError::unavailable(format!("{what}: {e}"))
-}
-
 /// Creates (or finds, by name) the user pool, its app client and a group per role.
 pub async fn bootstrap_user_pool(clients: &Clients, name: &str) -> Result<UserPool> {
     let cognito = &clients.cognito;
@@ -80,7 +75,7 @@ pub async fn bootstrap_user_pool(clients: &Clients, name: &str) -> Result<UserPo
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_group_exists_exception()) => {}
-            Err(e) => return Err(unavailable("creating a group", DisplayErrorContext(e))),
+            Err(e) => return Err(aws_error("creating a group", e)),
         }
     }
     Ok(UserPool { pool_id, client_id })
@@ -95,7 +90,7 @@ async fn find_pool(cognito: &Client, name: &str) -> Result<Option<String>> {
             .set_next_token(next)
             .send()
             .await
-            .map_err(|e| unavailable("listing user pools", DisplayErrorContext(e)))?;
+            .map_err(|e| aws_error("listing user pools", e))?;
         if let Some(pool) = page.user_pools().iter().find(|p| p.name() == Some(name)) {
             return Ok(pool.id().map(str::to_owned));
         }
@@ -134,7 +129,7 @@ async fn create_pool(cognito: &Client, name: &str) -> Result<String> {
         )
         .send()
         .await
-        .map_err(|e| unavailable("creating the user pool", DisplayErrorContext(e)))?;
+        .map_err(|e| aws_error("creating the user pool", e))?;
     created
         .user_pool
         .and_then(|p| p.id)
@@ -148,7 +143,7 @@ async fn find_client(cognito: &Client, pool_id: &str) -> Result<Option<String>> 
         .max_results(60)
         .send()
         .await
-        .map_err(|e| unavailable("listing app clients", DisplayErrorContext(e)))?;
+        .map_err(|e| aws_error("listing app clients", e))?;
     Ok(listed
         .user_pool_clients()
         .iter()
@@ -171,7 +166,7 @@ async fn create_client(cognito: &Client, pool_id: &str) -> Result<String> {
         .write_attributes("email")
         .send()
         .await
-        .map_err(|e| unavailable("creating the app client", DisplayErrorContext(e)))?;
+        .map_err(|e| aws_error("creating the app client", e))?;
     created
         .user_pool_client
         .and_then(|c| c.client_id)
@@ -249,15 +244,16 @@ impl CognitoIdentity {
         })
     }
 
-    /// Refetches the pool's keys when a token names one not seen yet (Cognito rotated),
-    /// at most once a minute so unknown `kid`s cannot make us hammer the endpoint.
-    async fn refresh_keys_for(&self, token: &str) {
+    /// Refetches the pool's keys when a refused token names one not seen yet (Cognito
+    /// rotated), at most once a minute so unknown `kid`s cannot make us hammer the endpoint.
+    /// `true` when new keys are in place and the token is worth verifying again.
+    async fn refresh_keys_for(&self, token: &str) -> bool {
         let Ok(header) = jsonwebtoken::decode_header(token) else {
-            return;
+            return false;
         };
-        let Some(kid) = header.kid else { return };
+        let Some(kid) = header.kid else { return false };
         if self.verifier.has_kid(&kid) {
-            return;
+            return false;
         }
         {
             let mut last = self
@@ -265,17 +261,22 @@ impl CognitoIdentity {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if last.elapsed() < JWKS_REFETCH_EVERY {
-                return;
+                return false;
             }
             *last = Instant::now();
         }
         match fetch_jwks(&self.http, &self.jwks_url).await {
-            Ok(jwks) => {
-                if let Err(e) = self.verifier.replace_keys(&jwks) {
+            Ok(jwks) => match self.verifier.replace_keys(&jwks) {
+                Ok(()) => true,
+                Err(e) => {
                     tracing::warn!(error = %e, "the user pool's keys are unusable; keeping the old ones");
+                    false
                 }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot refetch the user pool's keys");
+                false
             }
-            Err(e) => tracing::warn!(error = %e, "cannot refetch the user pool's keys"),
         }
     }
 
@@ -304,7 +305,7 @@ impl CognitoIdentity {
             if refused {
                 CoreError::Unauthenticated("invalid email or password".into())
             } else {
-                unavailable("signing in", DisplayErrorContext(e))
+                aws_error("signing in", e)
             }
         })?;
         let result = answer
@@ -327,7 +328,7 @@ async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<serde_json::Val
         .get(url)
         .send()
         .await
-        .map_err(|e| unavailable("fetching the user pool's keys", e))?;
+        .map_err(|e| aws_error("fetching the user pool's keys", e))?;
     if !answer.status().is_success() {
         return Err(CoreError::unavailable(format!(
             "fetching the user pool's keys: HTTP {}",
@@ -337,7 +338,7 @@ async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<serde_json::Val
     answer
         .json()
         .await
-        .map_err(|e| unavailable("reading the user pool's keys", e))
+        .map_err(|e| aws_error("reading the user pool's keys", e))
 }
 
 #[async_trait]
@@ -360,7 +361,7 @@ impl Identity for CognitoIdentity {
             {
                 CoreError::Conflict("email is already registered".into())
             } else {
-                unavailable("creating the user", DisplayErrorContext(e))
+                aws_error("creating the user", e)
             }
         })?;
         let sub = created
@@ -419,8 +420,14 @@ impl Identity for CognitoIdentity {
     }
 
     async fn verify(&self, access_token: &str) -> Result<Principal> {
-        self.refresh_keys_for(access_token).await;
-        self.verifier.verify(access_token, self.clock.now())
+        // The common case, a known key (often a token already verified), costs no header
+        // parsing: only a refused token is looked at for an unknown key.
+        match self.verifier.verify(access_token, self.clock.now()) {
+            Err(_) if self.refresh_keys_for(access_token).await => {
+                self.verifier.verify(access_token, self.clock.now())
+            }
+            verified => verified,
+        }
     }
 
     fn jwks(&self) -> Option<serde_json::Value> {
@@ -444,7 +451,7 @@ impl CognitoIdentity {
                 {
                     CoreError::invalid("password", "is not accepted by the identity provider")
                 } else {
-                    unavailable("setting the password", DisplayErrorContext(e))
+                    aws_error("setting the password", e)
                 }
             })?;
         for role in &user.roles {
@@ -455,7 +462,7 @@ impl CognitoIdentity {
                 .group_name(role.as_str())
                 .send()
                 .await
-                .map_err(|e| unavailable("granting a role", DisplayErrorContext(e)))?;
+                .map_err(|e| aws_error("granting a role", e))?;
         }
         Ok(())
     }
@@ -476,7 +483,7 @@ impl CognitoIdentity {
             {
                 Ok(())
             }
-            Err(e) => Err(unavailable("deleting the user", DisplayErrorContext(e))),
+            Err(e) => Err(aws_error("deleting the user", e)),
         }
     }
 }

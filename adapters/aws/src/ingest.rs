@@ -2,8 +2,7 @@
 //! messages (as many records per message as fit) and sent with `SendMessageBatch` (up to 10
 //! messages and 256 KiB per call). The endpoint answers 202 once every message is queued.
 
-use crate::Clients;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use crate::{Clients, aws_error};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use wharf_core::CoreError;
 use wharf_core::domain::RawRecord;
@@ -76,9 +75,7 @@ impl SqsIngestQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| {
-                    CoreError::unavailable(format!("queueing records: {}", DisplayErrorContext(e)))
-                })?;
+                .map_err(|e| aws_error("queueing records", e))?;
             let failed: Vec<&str> = answer.failed().iter().map(|f| f.id()).collect();
             if let Some(f) = answer.failed().iter().find(|f| f.sender_fault()) {
                 return Err(CoreError::internal(format!(

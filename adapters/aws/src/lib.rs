@@ -12,3 +12,12 @@ pub mod table;
 
 pub use calls::CallCounter;
 pub use clients::{AwsSettings, Clients};
+
+/// A failed AWS call (or a fetch from an AWS endpoint) as `Unavailable`, naming what was being
+/// done and carrying the error's whole chain: the SDK's own `Display` shows only the top.
+pub(crate) fn aws_error(what: &str, e: impl std::error::Error) -> wharf_core::CoreError {
+    wharf_core::CoreError::unavailable(format!(
+        "{what}: {}",
+        aws_smithy_types::error::display::DisplayErrorContext(e)
+    ))
+}

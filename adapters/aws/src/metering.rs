@@ -3,9 +3,8 @@
 //! `TransactWriteItems`, so a delivery acknowledged twice, or by two workers at once, counts
 //! once. Item keys follow the key design in this crate's README.
 
-use crate::Clients;
 use crate::bootstrap::TTL_ATTRIBUTE;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use crate::{Clients, aws_error};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use wharf_core::ports::Result;
 use wharf_core::{CoreError, DeliveryId, SubscriptionId, TenantId, Timestamp, UserId};
@@ -27,6 +26,11 @@ pub struct Acknowledged {
     pub records: u64,
 }
 
+/// The start of the UTC hour of `at`, in epoch seconds: the usage counter's sort key.
+fn hour_start(at: Timestamp) -> i64 {
+    at.unix_timestamp().div_euclid(3600) * 3600
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -40,7 +44,7 @@ fn n(v: impl ToString) -> AttributeValue {
 /// conflict: that is `Unavailable`, and the retry then finds the mark and answers `false`.
 pub async fn count_once(clients: &Clients, ack: &Acknowledged) -> Result<bool> {
     let table = &clients.settings.table;
-    let hour = ack.at.unix_timestamp().div_euclid(3600) * 3600;
+    let hour = hour_start(ack.at);
     let month = ack
         .at
         .format(&time::macros::format_description!("[year]-[month]"))
@@ -97,10 +101,7 @@ pub async fn count_once(clients: &Clients, ack: &Acknowledged) -> Result<bool> {
             if already {
                 Ok(false)
             } else {
-                Err(CoreError::unavailable(format!(
-                    "counting a delivery: {}",
-                    DisplayErrorContext(e)
-                )))
+                Err(aws_error("counting a delivery", e))
             }
         }
     }
@@ -113,7 +114,7 @@ pub async fn hourly_count(
     subscription: &SubscriptionId,
     at: Timestamp,
 ) -> Result<u64> {
-    let hour = at.unix_timestamp().div_euclid(3600) * 3600;
+    let hour = hour_start(at);
     let item = clients
         .dynamodb
         .get_item()
@@ -123,7 +124,7 @@ pub async fn hourly_count(
         .consistent_read(true)
         .send()
         .await
-        .map_err(|e| CoreError::unavailable(format!("reading usage: {}", DisplayErrorContext(e))))?
+        .map_err(|e| aws_error("reading usage", e))?
         .item;
     let Some(item) = item else { return Ok(0) };
     item.get("count")

@@ -1,16 +1,11 @@
 //! The object port on an S3 bucket.
 
-use crate::Clients;
+use crate::{Clients, aws_error};
 use async_trait::async_trait;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use wharf_core::CoreError;
 use wharf_core::ports::{ObjectStore, Result, check_object_key, check_object_prefix};
-
-fn unavailable(what: &str, e: impl std::fmt::Display) -> CoreError {
-    CoreError::unavailable(format!("{what}: {e}"))
-}
 
 /// Creates the bucket unless this account already has it.
 pub async fn bootstrap_bucket(clients: &Clients) -> Result<()> {
@@ -34,10 +29,7 @@ pub async fn bootstrap_bucket(clients: &Clients) -> Result<()> {
         {
             Ok(())
         }
-        Err(e) => Err(unavailable(
-            &format!("creating bucket {bucket}"),
-            DisplayErrorContext(e),
-        )),
+        Err(e) => Err(aws_error(&format!("creating bucket {bucket}"), e)),
     }
 }
 
@@ -68,7 +60,7 @@ impl ObjectStore for S3Objects {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| unavailable("storing an object", DisplayErrorContext(e)))?;
+            .map_err(|e| aws_error("storing an object", e))?;
         Ok(())
     }
 
@@ -85,14 +77,14 @@ impl ObjectStore for S3Objects {
                 if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
                     CoreError::NotFound("object")
                 } else {
-                    unavailable("reading an object", DisplayErrorContext(e))
+                    aws_error("reading an object", e)
                 }
             })?;
         let body = object
             .body
             .collect()
             .await
-            .map_err(|e| unavailable("reading an object", e))?;
+            .map_err(|e| aws_error("reading an object", e))?;
         Ok(body.into_bytes().to_vec())
     }
 
@@ -104,7 +96,7 @@ impl ObjectStore for S3Objects {
             .key(key)
             .send()
             .await
-            .map_err(|e| unavailable("deleting an object", DisplayErrorContext(e)))?;
+            .map_err(|e| aws_error("deleting an object", e))?;
         Ok(())
     }
 
@@ -121,7 +113,7 @@ impl ObjectStore for S3Objects {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| unavailable("listing objects", DisplayErrorContext(e)))?;
+                .map_err(|e| aws_error("listing objects", e))?;
             keys.extend(
                 page.contents()
                     .iter()

@@ -2,8 +2,7 @@
 //! write sharding of hot record partitions, opaque page cursors over `LastEvaluatedKey`, and
 //! `BatchWriteItem` that retries unprocessed items and throttling with backoff.
 
-use crate::Clients;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use crate::{Clients, aws_error};
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -131,10 +130,7 @@ pub async fn batch_write(
                 }
                 Err(e) if is_throttling(&e) => {}
                 Err(e) => {
-                    return Err(CoreError::unavailable(format!(
-                        "writing a batch: {}",
-                        DisplayErrorContext(e)
-                    )));
+                    return Err(aws_error("writing a batch", e));
                 }
             }
         }

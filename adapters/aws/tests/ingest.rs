@@ -51,13 +51,7 @@ async fn queued_records_are_stored_once_and_a_poison_message_fails_alone() {
     let sent = records(1000);
     let messages = queue.send(&sent).await.expect("send");
     assert!(messages >= 4, "{messages} messages");
-    let batch_calls: u64 = clients
-        .calls
-        .snapshot()
-        .iter()
-        .filter(|(_, op, _)| op == "SendMessageBatch")
-        .map(|(_, _, n)| n)
-        .sum();
+    let batch_calls = clients.calls.operation("SendMessageBatch");
     // Each full message is nearly 256 KiB, a call's whole allowance: one message per call.
     assert_eq!(batch_calls, messages as u64);
     clients
