@@ -16,6 +16,32 @@ fn wharf(args: &[&str], dir: &std::path::Path) -> std::process::Output {
         .unwrap()
 }
 
+/// Starts `wharf serve` on `data_arg` with `env` on a free port, waits for its ready line and
+/// answers the process and the API's base URL.
+fn serve(data_arg: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir", data_arg, "--listen", "127.0.0.1:0"])
+        .env("WHARF_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.starts_with("Wharf is ready in"), "{ready}");
+    let api = lines.next().unwrap().unwrap();
+    let base = api
+        .trim()
+        .trim_start_matches("API")
+        .trim()
+        .trim_end_matches("/v1")
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{api}");
+    // Keep reading what the server prints, so it never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, base)
+}
+
 #[tokio::test]
 async fn serve_creates_the_data_dir_prints_its_urls_and_admin_create_adds_a_platform_admin() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,24 +104,8 @@ async fn serve_creates_the_data_dir_prints_its_urls_and_admin_create_adds_a_plat
         String::from_utf8_lossy(&weak.stderr)
     );
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--data-dir", data_arg, "--listen", "127.0.0.1:0"])
-        .env("WHARF_LOG", "warn")
-        .env("WHARF_VENV", "/tools/venv") // not a setting: ignored, never fatal
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = lines.next().unwrap().unwrap();
-    assert!(ready.starts_with("Wharf is ready in"), "{ready}");
-    let api = lines.next().unwrap().unwrap();
-    let base = api
-        .trim()
-        .trim_start_matches("API")
-        .trim()
-        .trim_end_matches("/v1")
-        .to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "{api}");
+    // WHARF_VENV is not a setting: ignored, never fatal.
+    let (mut child, base) = serve(data_arg, &[("WHARF_VENV", "/tools/venv")]);
     let client = reqwest::Client::new();
     let login = client
         .post(format!("{base}/v1/auth/token"))
@@ -212,28 +222,7 @@ async fn a_platform_finance_user_closes_a_month_on_a_clock_started_by_the_enviro
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--data-dir", data_arg, "--listen", "127.0.0.1:0"])
-        .env("WHARF_LOG", "warn")
-        .env("WHARF_CLOCK_START", "2031-02-01T00:00:05Z")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .starts_with("Wharf is ready in")
-    );
-    let api = lines.next().unwrap().unwrap();
-    let base = api
-        .trim()
-        .trim_start_matches("API")
-        .trim()
-        .trim_end_matches("/v1")
-        .to_owned();
+    let (mut child, base) = serve(data_arg, &[("WHARF_CLOCK_START", "2031-02-01T00:00:05Z")]);
     let client = reqwest::Client::new();
     let login = client
         .post(format!("{base}/v1/auth/token"))

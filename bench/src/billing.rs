@@ -9,7 +9,7 @@
 //! one row per invoice in one transaction.
 
 use crate::server::{Child, call, free_addr};
-use crate::{PASSWORD, READY_TIMEOUT, expect, field, seed};
+use crate::{PASSWORD, READY_TIMEOUT, expect, field, login, seed};
 use anyhow::{Context, bail, ensure};
 use hyper::{Method, StatusCode};
 use rusqlite::{Connection, params};
@@ -57,20 +57,6 @@ async fn server(binary: &Path, dir: &Path, clock: &str) -> anyhow::Result<Child>
     )?;
     child.wait_ready("/readyz", READY_TIMEOUT).await?;
     Ok(child)
-}
-
-async fn login(child: &Child, email: &str) -> anyhow::Result<String> {
-    field(
-        &expect(
-            child.addr,
-            "/v1/auth/token",
-            None,
-            &json!({"email": email, "password": PASSWORD}),
-            StatusCode::OK,
-        )
-        .await?,
-        "access_token",
-    )
 }
 
 /// An id of the same kind as `like`, unique per `n`, sorting after it.
@@ -225,7 +211,7 @@ pub async fn run(binary: &Path, n: u64) -> anyhow::Result<Outcome> {
         StatusCode::CREATED,
     )
     .await?;
-    let token = login(&setup, email).await?;
+    let token = login(setup.addr, email).await?;
     let sub = field(
         &expect(
             setup.addr,
@@ -269,7 +255,7 @@ pub async fn run(binary: &Path, n: u64) -> anyhow::Result<Outcome> {
     );
 
     let closing = server(binary, dir.path(), "2031-02-01T00:00:05Z").await?;
-    let finance = login(&closing, "finance@bench.example").await?;
+    let finance = login(closing.addr, "finance@bench.example").await?;
     let started = Instant::now();
     let (status, body) = call(
         closing.addr,

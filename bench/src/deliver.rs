@@ -227,17 +227,7 @@ pub async fn fixture(
             StatusCode::CREATED,
         )
         .await?;
-        let sub_token = crate::field(
-            &crate::expect(
-                addr,
-                "/v1/auth/token",
-                None,
-                &json!({"email": email, "password": crate::PASSWORD}),
-                StatusCode::OK,
-            )
-            .await?,
-            "access_token",
-        )?;
+        let sub_token = crate::login(addr, &email).await?;
         let mut subscription = json!({"feed_id": feed, "plan_id": "pro",
             "channel": {"type": "webhook", "url": format!("http://{sink}/")}});
         if let Some(b) = &batch {

@@ -235,6 +235,21 @@ fn field(v: &Value, name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no `{name}` in {v}"))
 }
 
+/// An access token for a user of the bench's password.
+async fn login(addr: SocketAddr, email: &str) -> anyhow::Result<String> {
+    field(
+        &expect(
+            addr,
+            "/v1/auth/token",
+            None,
+            &json!({"email": email, "password": PASSWORD}),
+            StatusCode::OK,
+        )
+        .await?,
+        "access_token",
+    )
+}
+
 /// A vendor with one push source and one published feed; returns (admin token, feed id).
 async fn seed(addr: SocketAddr) -> anyhow::Result<(String, String)> {
     let email = "bench@vendor.example";
@@ -246,17 +261,7 @@ async fn seed(addr: SocketAddr) -> anyhow::Result<(String, String)> {
         StatusCode::CREATED,
     )
     .await?;
-    let token = field(
-        &expect(
-            addr,
-            "/v1/auth/token",
-            None,
-            &json!({"email": email, "password": PASSWORD}),
-            StatusCode::OK,
-        )
-        .await?,
-        "access_token",
-    )?;
+    let token = login(addr, email).await?;
     let source = field(
         &expect(
             addr,
