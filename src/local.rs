@@ -172,27 +172,26 @@ async fn poll_loop(services: Services) {
 async fn retention_loop(services: Services) {
     loop {
         let now = services.clock.now();
-        match services.store.expire_records(now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(records = n, "expired records removed"),
-            Err(e) => tracing::warn!(error = %e, "record retention failed"),
-        }
+        report_expired("records", services.store.expire_records(now).await);
         // A retention too long to subtract from now keeps everything.
         let cut = time::Duration::try_from(services.settings.log_retention)
             .ok()
             .and_then(|keep| now.checked_sub(keep));
         if let Some(cut) = cut {
-            match services.store.expire_attempts(cut).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(attempts = n, "expired delivery log entries removed"),
-                Err(e) => tracing::warn!(error = %e, "delivery log retention failed"),
-            }
-            match services.store.expire_feed_errors(cut).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(errors = n, "expired feed errors removed"),
-                Err(e) => tracing::warn!(error = %e, "feed error retention failed"),
-            }
+            report_expired(
+                "delivery log entries",
+                services.store.expire_attempts(cut).await,
+            );
+            report_expired("feed errors", services.store.expire_feed_errors(cut).await);
         }
         tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}
+
+fn report_expired(what: &str, expired: Result<usize, wharf_core::CoreError>) {
+    match expired {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "expired {what} removed"),
+        Err(e) => tracing::warn!(error = %e, "expiring {what} failed"),
     }
 }
