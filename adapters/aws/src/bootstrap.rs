@@ -16,7 +16,7 @@ use wharf_core::CoreError;
 /// The attribute DynamoDB's TTL reads (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires";
 /// The global secondary indexes, each keyed by `{name}pk` / `{name}sk`.
-pub const INDEXES: [&str; 2] = ["gsi1", "gsi2"];
+pub const INDEXES: [&str; 3] = ["gsi1", "gsi2", "gsi3"];
 /// Receives after which an ingest message goes to the dead-letter queue.
 pub const MAX_RECEIVES: u32 = 5;
 

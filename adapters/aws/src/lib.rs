@@ -8,10 +8,12 @@ pub mod cognito;
 pub mod ingest;
 pub mod metering;
 pub mod s3;
+pub mod store;
 pub mod table;
 
 pub use calls::CallCounter;
 pub use clients::{AwsSettings, Clients};
+pub use store::DynamoStore;
 
 /// A failed AWS call (or a fetch from an AWS endpoint) as `Unavailable`, naming what was being
 /// done and carrying the error's whole chain: the SDK's own `Display` shows only the top.

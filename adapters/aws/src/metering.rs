@@ -27,7 +27,7 @@ pub struct Acknowledged {
 }
 
 /// The start of the UTC hour of `at`, in epoch seconds: the usage counter's sort key.
-fn hour_start(at: Timestamp) -> i64 {
+pub(crate) fn hour_start(at: Timestamp) -> i64 {
     at.unix_timestamp().div_euclid(3600) * 3600
 }
 
@@ -45,10 +45,6 @@ fn n(v: impl ToString) -> AttributeValue {
 pub async fn count_once(clients: &Clients, ack: &Acknowledged) -> Result<bool> {
     let table = &clients.settings.table;
     let hour = hour_start(ack.at);
-    let month = ack
-        .at
-        .format(&time::macros::format_description!("[year]-[month]"))
-        .map_err(CoreError::internal)?;
     let mark = Put::builder()
         .table_name(table)
         .item(
@@ -61,25 +57,14 @@ pub async fn count_once(clients: &Clients, ack: &Acknowledged) -> Result<bool> {
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .map_err(CoreError::internal)?;
-    let counter = Update::builder()
-        .table_name(table)
-        .key(
-            "pk",
-            s(format!("T#{}#USE#{}", ack.tenant, ack.subscription)),
-        )
-        .key("sk", s(format!("{hour:012}")))
-        .update_expression(
-            "ADD #count :n SET tenant_id = :tenant, subscriber_id = :subscriber, \
-             gsi1pk = :month, gsi1sk = :order",
-        )
-        .expression_attribute_names("#count", "count")
-        .expression_attribute_values(":n", n(ack.records))
-        .expression_attribute_values(":tenant", s(ack.tenant.to_string()))
-        .expression_attribute_values(":subscriber", s(ack.subscriber.to_string()))
-        .expression_attribute_values(":month", s(format!("USAGE#{month}")))
-        .expression_attribute_values(":order", s(format!("{}#{hour:012}", ack.subscription)))
-        .build()
-        .map_err(CoreError::internal)?;
+    let counter = counter_update(
+        table,
+        &ack.tenant,
+        &ack.subscription,
+        ack.subscriber.as_str(),
+        ack.at,
+        ack.records,
+    )?;
     let sent = clients
         .dynamodb
         .transact_write_items()
@@ -107,6 +92,51 @@ pub async fn count_once(clients: &Clients, ack: &Acknowledged) -> Result<bool> {
     }
 }
 
+/// The update that adds `count` to a subscription's usage counter for the UTC hour of `at`,
+/// creating it with what usage rows show (and its place in the month's index) if needed.
+pub(crate) fn counter_update(
+    table: &str,
+    tenant: &TenantId,
+    subscription: &SubscriptionId,
+    subscriber: &str,
+    at: Timestamp,
+    count: u64,
+) -> Result<Update> {
+    let hour = hour_start(at);
+    let month = at
+        .format(&time::macros::format_description!("[year]-[month]"))
+        .map_err(CoreError::internal)?;
+    Update::builder()
+        .table_name(table)
+        .key("pk", s(usage_pk(tenant, subscription)))
+        .key("sk", s(hour_key(hour)))
+        .update_expression(
+            "ADD #count :n SET tenant_id = :tenant, subscriber_id = :subscriber, \
+             subscription_id = :subscription, #kind = :kind, gsi1pk = :month, gsi1sk = :order",
+        )
+        .expression_attribute_names("#count", "count")
+        .expression_attribute_names("#kind", "kind")
+        .expression_attribute_values(":n", n(count))
+        .expression_attribute_values(":tenant", s(tenant.to_string()))
+        .expression_attribute_values(":subscriber", s(subscriber))
+        .expression_attribute_values(":subscription", s(subscription.to_string()))
+        .expression_attribute_values(":kind", s("usage"))
+        .expression_attribute_values(":month", s(format!("USAGE#{month}")))
+        .expression_attribute_values(":order", s(format!("{subscription}#{}", hour_key(hour))))
+        .build()
+        .map_err(CoreError::internal)
+}
+
+/// The partition of a subscription's usage counters.
+pub(crate) fn usage_pk(tenant: &TenantId, subscription: &SubscriptionId) -> String {
+    format!("T#{tenant}#USE#{subscription}")
+}
+
+/// A usage counter's sort key: the hour's start in epoch seconds, fixed width.
+pub(crate) fn hour_key(hour: i64) -> String {
+    format!("{hour:012}")
+}
+
 /// The usage counted for a subscription in the hour containing `at`.
 pub async fn hourly_count(
     clients: &Clients,
@@ -119,8 +149,8 @@ pub async fn hourly_count(
         .dynamodb
         .get_item()
         .table_name(&clients.settings.table)
-        .key("pk", s(format!("T#{tenant}#USE#{subscription}")))
-        .key("sk", s(format!("{hour:012}")))
+        .key("pk", s(usage_pk(tenant, subscription)))
+        .key("sk", s(hour_key(hour)))
         .consistent_read(true)
         .send()
         .await

@@ -1,0 +1,216 @@
+//! Billing runs, invoices, billed usage, payouts and payment customers.
+//!
+//! An invoice is written in one transaction with one billed-usage item per usage or
+//! adjustment line (under the line's service month), and only if its id is new, so a run
+//! repeated after a crash stores nothing twice and `billed_totals` never counts twice.
+
+use super::*;
+use async_trait::async_trait;
+use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, LineKind, Payout};
+use wharf_core::ports::{BillingStore, InvoiceFilter};
+use wharf_core::{InvoiceId, SubscriptionId, UserId, VendorId};
+
+fn invoice_pk(id: &InvoiceId) -> String {
+    format!("INV#{id}")
+}
+
+fn invoice_item(invoice: &Invoice) -> Result<Item> {
+    let mut item = item(invoice_pk(&invoice.id), "INVOICE", "invoice", invoice)?;
+    item.insert("gsi1pk".into(), s(format!("INVOICES#{}", invoice.period)));
+    item.insert("gsi1sk".into(), s(invoice.id.as_str()));
+    item.insert("gsi2pk".into(), s("INVOICES"));
+    item.insert("gsi2sk".into(), s(invoice.id.as_str()));
+    Ok(item)
+}
+
+/// Whole deliveries of a usage quantity.
+fn deliveries(quantity: &wharf_core::money::Amount) -> Result<u64> {
+    quantity
+        .0
+        .trunc()
+        .to_string()
+        .parse()
+        .map_err(CoreError::internal)
+}
+
+fn payouts_pk(vendor: &VendorId) -> String {
+    format!("T#{vendor}#PAYOUT")
+}
+
+#[async_trait]
+impl BillingStore for DynamoStore {
+    async fn list_billing_runs(&self) -> Result<Vec<BillingRun>> {
+        let query = Query::table("BILLING").sort(Sort::BeginsWith("RUN#".into()));
+        self.query_all(&query, None)
+            .await?
+            .iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn put_billing_run(&self, run: &BillingRun) -> Result<()> {
+        self.put(item(
+            "BILLING",
+            format!("RUN#{}", run.period),
+            "billing_run",
+            run,
+        )?)
+        .await
+    }
+
+    async fn put_invoices(&self, invoices: &[Invoice]) -> Result<u64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut groups = Vec::new();
+        for invoice in invoices.iter().filter(|i| seen.insert(i.id.clone())) {
+            let mut group = vec![put_op(invoice_item(invoice)?, self.table(), true)?];
+            for line in &invoice.lines {
+                if !matches!(line.kind, LineKind::Usage | LineKind::Adjustment) {
+                    continue;
+                }
+                let mut billed = key(
+                    format!("BILLED#{}", line.service_period),
+                    format!("{}#{}#{}", line.subscription_id, invoice.id, group.len()),
+                );
+                billed.insert("kind".into(), s("billed"));
+                billed.insert("subscription_id".into(), s(line.subscription_id.as_str()));
+                billed.insert("deliveries".into(), n(deliveries(&line.quantity)?));
+                group.push(put_op(billed, self.table(), false)?);
+            }
+            groups.push(group);
+        }
+        let written = self.write_new_groups(groups).await?;
+        Ok(written as u64)
+    }
+
+    async fn get_invoice(&self, id: &InvoiceId) -> Result<Invoice> {
+        self.get_doc(&invoice_pk(id), "INVOICE", "invoice").await
+    }
+
+    async fn list_invoices(
+        &self,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>> {
+        let query = match &filter.period {
+            Some(period) => Query::index("gsi1", format!("INVOICES#{period}")),
+            None => Query::index("gsi2", "INVOICES"),
+        };
+        let page = self
+            .query_page(&query, page, |items: Vec<Item>| {
+                let mut kept = Vec::new();
+                for item in items {
+                    let invoice: Invoice = match from_item(&item) {
+                        Ok(invoice) => invoice,
+                        Err(e) => return ready(Err(e)),
+                    };
+                    if filter
+                        .vendor
+                        .as_ref()
+                        .is_none_or(|v| *v == invoice.vendor_id)
+                        && filter
+                            .subscriber
+                            .as_ref()
+                            .is_none_or(|s| *s == invoice.subscriber_id)
+                        && filter.status.is_none_or(|s| s == invoice.status)
+                    {
+                        kept.push(item);
+                    }
+                }
+                ready(Ok(kept))
+            })
+            .await?;
+        docs(page)
+    }
+
+    async fn set_invoice_status(
+        &self,
+        id: &InvoiceId,
+        status: InvoiceStatus,
+        stripe_invoice_id: Option<&str>,
+    ) -> Result<()> {
+        let mut invoice = self.get_invoice(id).await?;
+        invoice.status = status;
+        if let Some(stripe) = stripe_invoice_id {
+            invoice.stripe_invoice_id = Some(stripe.to_owned());
+        }
+        self.put(invoice_item(&invoice)?).await
+    }
+
+    async fn billed_totals(&self, service_period: &str) -> Result<Vec<(SubscriptionId, u64)>> {
+        let mut totals: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for item in self
+            .query_all(&Query::table(format!("BILLED#{service_period}")), None)
+            .await?
+        {
+            *totals
+                .entry(str_attr(&item, "subscription_id")?.to_owned())
+                .or_default() += num_attr(&item, "deliveries")?;
+        }
+        totals
+            .into_iter()
+            .map(|(id, n)| Ok((SubscriptionId::parse(&id).map_err(CoreError::internal)?, n)))
+            .collect()
+    }
+
+    async fn put_payout(&self, payout: &Payout) -> Result<bool> {
+        let mut item = item(
+            payouts_pk(&payout.vendor_id),
+            format!("{}#{}", payout.period, payout.id),
+            "payout",
+            payout,
+        )?;
+        item.insert("gsi1pk".into(), s("PAYOUTS"));
+        item.insert(
+            "gsi1sk".into(),
+            s(format!(
+                "{}#{}#{}",
+                payout.period, payout.vendor_id, payout.id
+            )),
+        );
+        match self.put_new(item, "payout").await {
+            Ok(()) => Ok(true),
+            Err(CoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_payouts(
+        &self,
+        period: Option<&str>,
+        vendor: Option<&VendorId>,
+    ) -> Result<Vec<Payout>> {
+        let prefix = period.map(|p| format!("{p}#"));
+        let mut query = match vendor {
+            Some(vendor) => Query::table(payouts_pk(vendor)),
+            None => Query::index("gsi1", "PAYOUTS"),
+        };
+        if let Some(prefix) = prefix {
+            query = query.sort(Sort::BeginsWith(prefix));
+        }
+        self.query_all(&query, None)
+            .await?
+            .iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<String>> {
+        match self.get(&format!("S#{subscriber}"), "PAYCUST").await? {
+            Some(item) => Ok(Some(str_attr(&item, "customer")?.to_owned())),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_payment_customer(&self, subscriber: &UserId, customer: &str) -> Result<String> {
+        let mut item = key(format!("S#{subscriber}"), "PAYCUST");
+        item.insert("kind".into(), s("payment_customer"));
+        item.insert("customer".into(), s(customer));
+        match self.put_new(item, "payment customer").await {
+            Ok(()) | Err(CoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.payment_customer(subscriber)
+            .await?
+            .ok_or_else(|| CoreError::internal("a payment customer vanished after it was stored"))
+    }
+}
