@@ -537,6 +537,21 @@ pub trait Store:
     fn ping(&self) -> Result<()>;
 }
 
+/// Where the aws shape's ingest endpoint puts accepted records: a queue (SQS) the ingest
+/// handler drains into the store with dedup. Absent in the local shape, which stores them at
+/// once.
+#[async_trait]
+pub trait IngestQueue: Send + Sync {
+    /// Queues `records` durably; when this returns, they will be stored.
+    async fn enqueue(&self, records: &[RawRecord]) -> Result<()>;
+}
+
+/// Figures a running process adds to `/metrics`, in Prometheus' text format.
+pub trait Metrics: Send + Sync {
+    /// Lines of `# HELP`, `# TYPE` and samples, each ending in a newline.
+    fn render(&self) -> String;
+}
+
 /// Blobs by key: ONNX models, exports. Keys are `/`-separated paths checked by
 /// [`check_object_key`]; a tenant's objects live under its id. Files in the data dir, or S3.
 /// Wharf never stores `a/b` beside `a` (a key that is also the path of others): files cannot

@@ -76,3 +76,30 @@ impl Intercept for CallCounter {
         Ok(())
     }
 }
+
+/// `/metrics` shows every count as `wharf_aws_calls_total{service, operation}`.
+impl wharf_core::ports::Metrics for CallCounter {
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP wharf_aws_calls_total AWS API calls made (attempts), by service and operation.\n\
+             # TYPE wharf_aws_calls_total counter\n",
+        );
+        for (service, operation, n) in self.snapshot() {
+            out.push_str(&format!(
+                "wharf_aws_calls_total{{service=\"{service}\",operation=\"{operation}\"}} {n}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// The ingest endpoint of the aws shape queues what it accepted.
+#[async_trait::async_trait]
+impl wharf_core::ports::IngestQueue for crate::ingest::SqsIngestQueue {
+    async fn enqueue(
+        &self,
+        records: &[wharf_core::domain::RawRecord],
+    ) -> wharf_core::ports::Result<()> {
+        self.send(records).await.map(|_| ())
+    }
+}

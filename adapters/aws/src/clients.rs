@@ -37,6 +37,8 @@ impl Default for AwsSettings {
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The table's stream (read by `wharf serve --backend aws` in place of Lambda).
+    pub streams: aws_sdk_dynamodbstreams::Client,
     pub cognito: aws_sdk_cognitoidentityprovider::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
@@ -71,6 +73,11 @@ impl Clients {
                 .interceptor(calls.clone())
                 .build(),
         );
+        let streams = aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::config::Builder::from(&shared)
+                .interceptor(calls.clone())
+                .build(),
+        );
         let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
             aws_sdk_cognitoidentityprovider::config::Builder::from(&shared)
                 .interceptor(calls.clone())
@@ -90,6 +97,7 @@ impl Clients {
         );
         Clients {
             dynamodb,
+            streams,
             s3,
             cognito,
             sqs,

@@ -336,6 +336,8 @@ fn principal_from(c: &Map<String, Value>) -> Result<Principal, &'static str> {
             Some(_) => return Err("malformed roles"),
         }
     }
+    // One order whatever the issuer listed them in (Cognito lists groups as it likes).
+    roles.sort_by_key(|r| *r as u8);
 
     let mut tenant: Option<VendorId> = None;
     for claim in ["tenant_id", "custom:tenant_id"] {

@@ -26,6 +26,21 @@ impl FileSecretBox {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
         })
     }
+
+    /// A box under a key given as URL-safe base64 of 32 bytes (where there is no data dir to
+    /// keep one, as on Lambda).
+    pub fn from_encoded_key(encoded: &str) -> Result<Self, CoreError> {
+        let key = URL_SAFE_NO_PAD
+            .decode(encoded.trim().trim_end_matches('='))
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                CoreError::invalid("secret_key", "must be 32 bytes in URL-safe base64")
+            })?;
+        Ok(FileSecretBox {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        })
+    }
 }
 
 impl SecretBox for FileSecretBox {

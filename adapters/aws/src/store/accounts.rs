@@ -159,8 +159,8 @@ impl ApiKeyStore for DynamoStore {
                 put_op(lookup, self.table(), true)?,
             ]])
             .await?;
-        match written {
-            1 => Ok(()),
+        match written.as_slice() {
+            [true] => Ok(()),
             _ => Err(CoreError::Conflict("api key already exists".into())),
         }
     }

@@ -79,7 +79,7 @@ impl BillingStore for DynamoStore {
             groups.push(group);
         }
         let written = self.write_new_groups(groups).await?;
-        Ok(written as u64)
+        Ok(written.iter().filter(|w| **w).count() as u64)
     }
 
     async fn get_invoice(&self, id: &InvoiceId) -> Result<Invoice> {

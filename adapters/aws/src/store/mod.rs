@@ -164,50 +164,59 @@ impl DynamoStore {
     /// Writes groups of items, each group atomically and only if its first item's condition
     /// holds (a group whose first item fails is skipped, as a duplicate). Groups share
     /// transactions of up to 100 items; when one is cancelled, the groups that failed are
-    /// dropped and the rest written again. Returns how many groups were written.
-    async fn write_new_groups(&self, groups: Vec<Vec<TransactWriteItem>>) -> Result<usize> {
-        let mut written = 0;
-        let mut batch: Vec<Vec<TransactWriteItem>> = Vec::new();
+    /// dropped and the rest written again. Answers, per group, whether it was written.
+    async fn write_new_groups(&self, groups: Vec<Vec<TransactWriteItem>>) -> Result<Vec<bool>> {
+        let mut written = vec![false; groups.len()];
+        let mut batch: Vec<(usize, Vec<TransactWriteItem>)> = Vec::new();
         let mut size = 0;
-        for group in groups {
+        for (index, group) in groups.into_iter().enumerate() {
             if group.len() > TRANSACTION_ITEMS {
                 return Err(CoreError::internal(
                     "a write group larger than a transaction",
                 ));
             }
             if size + group.len() > TRANSACTION_ITEMS {
-                written += self.write_group_batch(std::mem::take(&mut batch)).await?;
+                for i in self.write_group_batch(std::mem::take(&mut batch)).await? {
+                    written[i] = true;
+                }
                 size = 0;
             }
             size += group.len();
-            batch.push(group);
+            batch.push((index, group));
         }
         if !batch.is_empty() {
-            written += self.write_group_batch(batch).await?;
+            for i in self.write_group_batch(batch).await? {
+                written[i] = true;
+            }
         }
         Ok(written)
     }
 
-    async fn write_group_batch(&self, mut batch: Vec<Vec<TransactWriteItem>>) -> Result<usize> {
+    /// Writes one transaction's groups; answers the indexes of those written.
+    async fn write_group_batch(
+        &self,
+        mut batch: Vec<(usize, Vec<TransactWriteItem>)>,
+    ) -> Result<Vec<usize>> {
         while !batch.is_empty() {
-            let flat: Vec<TransactWriteItem> = batch.iter().flatten().cloned().collect();
+            let flat: Vec<TransactWriteItem> =
+                batch.iter().flat_map(|(_, g)| g.iter().cloned()).collect();
             let Some(codes) = self.transact(flat).await? else {
-                return Ok(batch.len());
+                return Ok(batch.into_iter().map(|(i, _)| i).collect());
             };
             let mut offset = 0;
             let mut kept = Vec::with_capacity(batch.len());
-            for group in batch {
+            for (index, group) in batch {
                 let failed = codes
                     .get(offset..offset + group.len())
                     .is_some_and(|c| c.iter().any(|c| c == "ConditionalCheckFailed"));
                 offset += group.len();
                 if !failed {
-                    kept.push(group);
+                    kept.push((index, group));
                 }
             }
             batch = kept;
         }
-        Ok(0)
+        Ok(Vec::new())
     }
 
     /// The items at `keys`, read consistently, keyed by (pk, sk); missing ones are absent.
@@ -393,7 +402,7 @@ impl DynamoStore {
         &self,
         filter: &str,
         values: Vec<(&str, AttributeValue)>,
-        counted: impl Fn(&Item) -> bool,
+        mut counted: impl FnMut(&Item) -> bool,
     ) -> Result<usize> {
         let mut start = None;
         let mut count = 0;
@@ -403,7 +412,7 @@ impl DynamoStore {
                 .scan()
                 .table_name(self.table())
                 .filter_expression(filter)
-                .projection_expression("pk, sk, #kind")
+                .projection_expression("pk, sk, #kind, pos")
                 .expression_attribute_names("#kind", "kind")
                 .set_exclusive_start_key(start);
             for (name, value) in &values {

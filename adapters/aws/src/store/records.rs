@@ -6,6 +6,8 @@
 //! (what `output_by_ids` reads), and the record in its feed's partition, sorted by position.
 //! Positions come from a per-feed counter that only grows, so they are never handed out
 //! twice, even after the newest record expires. Both record partitions are write-sharded.
+//! Ids already stored are looked up (one `BatchGetItem` per 100) and left out before the
+//! transactions, which then fail only when two writers race on one id.
 
 use super::accounts::tenant_pk;
 use super::*;
@@ -70,6 +72,27 @@ fn nonce() -> String {
 }
 
 impl DynamoStore {
+    /// The first of each id among `records` whose mark (at `mark_pk`, sorted by id) is absent.
+    async fn not_stored<'a, T>(
+        &self,
+        records: &'a [T],
+        id: impl Fn(&T) -> &RecordId,
+        mark_pk: impl Fn(&T) -> String,
+    ) -> Result<Vec<&'a T>> {
+        let unique = first_of_each(records, &id);
+        if unique.is_empty() {
+            return Ok(unique);
+        }
+        let keys = |r: &T| (mark_pk(r), id(r).to_string());
+        let stored = self
+            .batch_get(unique.iter().map(|r| keys(r)).collect())
+            .await?;
+        Ok(unique
+            .into_iter()
+            .filter(|r| !stored.contains_key(&keys(r)))
+            .collect())
+    }
+
     /// Reserves `count` positions of a feed; returns the first.
     async fn reserve_positions(&self, tenant: &TenantId, feed: &FeedId, count: u64) -> Result<u64> {
         let answer = self
@@ -95,8 +118,38 @@ impl DynamoStore {
         Ok(last + 1 - count)
     }
 
-    /// A feed's output records in position order after `after` whose `keep` holds, up to
-    /// `limit`: the first `limit` of each shard, merged.
+    /// A put of a gap marker at a feed's `position`: a position that holds no record (lost
+    /// to a race, or its record expired), kept a week so readers behind it pass it at once.
+    fn gap_request(
+        &self,
+        pk: String,
+        position: u64,
+    ) -> Result<aws_sdk_dynamodb::types::WriteRequest> {
+        let now = time::OffsetDateTime::now_utc();
+        let mut gap = key(pk, position_key(position));
+        gap.insert("kind".into(), s("gap"));
+        gap.insert("pos".into(), n(position));
+        gap.insert("written_us".into(), n(micros(now)));
+        gap.insert(TTL_ATTRIBUTE.into(), n(now.unix_timestamp() + GAP_TTL_SECS));
+        Ok(aws_sdk_dynamodb::types::WriteRequest::builder()
+            .put_request(
+                aws_sdk_dynamodb::types::PutRequest::builder()
+                    .set_item(Some(gap))
+                    .build()
+                    .map_err(CoreError::internal)?,
+            )
+            .build())
+    }
+
+    /// A feed's output records after position `after` whose `keep` holds, in position order,
+    /// up to `limit`, stopping at the first position that may still be being written.
+    ///
+    /// Writers reserve positions before they store, and two writers of one feed may commit
+    /// out of order (or one transaction become visible shard by shard), so a reader can see
+    /// position 7 before 6. Handing out 7 would let a subscriber move past 6 for good; so the
+    /// records come in an unbroken run from `after + 1`, where a position counts as passed
+    /// when it holds a record or a gap marker, or when the record after it was written more
+    /// than `SETTLE` ago (its writer died between reserving and storing).
     async fn outputs_in_order(
         &self,
         tenant: &TenantId,
@@ -105,7 +158,14 @@ impl DynamoStore {
         limit: usize,
         keep: impl Fn(&OutputRecord) -> bool,
     ) -> Result<Vec<(u64, OutputRecord)>> {
-        let mut rows = Vec::new();
+        struct Row {
+            position: u64,
+            record: Option<OutputRecord>,
+            written_us: i64,
+        }
+        let mut rows: Vec<Row> = Vec::new();
+        // Beyond the last row read from a shard that had more, positions are unknown.
+        let mut known_up_to = u64::MAX;
         for shard in 0..RECORD_SHARDS {
             let query =
                 Query::table(output_pk(tenant, feed, shard)).sort(Sort::After(position_key(after)));
@@ -113,29 +173,73 @@ impl DynamoStore {
             let mut kept = 0;
             loop {
                 let (items, next) = self.query_once(&query, start, Some(limit.max(1))).await?;
+                let mut last = None;
                 for item in items {
-                    let record: OutputRecord = from_item(&item)?;
-                    if keep(&record) {
-                        rows.push((num_attr(&item, "pos")?, record));
+                    let position = num_attr(&item, "pos")?;
+                    last = Some(position);
+                    let written_us = item
+                        .get("written_us")
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let record = match str_attr(&item, "kind")? {
+                        "gap" => None,
+                        _ => Some(from_item::<OutputRecord>(&item)?).filter(|r| keep(r)),
+                    };
+                    if record.is_some() {
                         kept += 1;
                     }
+                    rows.push(Row {
+                        position,
+                        record,
+                        written_us,
+                    });
                 }
                 match next {
                     Some(next) if kept < limit => start = Some(next),
-                    _ => break,
+                    Some(_) => {
+                        known_up_to = known_up_to.min(last.unwrap_or(after));
+                        break;
+                    }
+                    None => break,
                 }
             }
         }
-        rows.sort_by_key(|(position, _)| *position);
-        rows.truncate(limit);
-        Ok(rows)
+        rows.sort_by_key(|r| r.position);
+        let settled = micros(time::OffsetDateTime::now_utc())
+            - i64::try_from(SETTLE.as_micros()).unwrap_or(i64::MAX);
+        let mut expected = after + 1;
+        let mut out = Vec::new();
+        for row in rows {
+            if row.position > known_up_to || out.len() == limit {
+                break;
+            }
+            if row.position != expected && row.written_us > settled {
+                break; // a position before this one may still land
+            }
+            expected = row.position + 1;
+            if let Some(record) = row.record {
+                out.push((row.position, record));
+            }
+        }
+        Ok(out)
     }
 }
+
+/// How long a missing position may hold readers back before it counts as lost.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a gap marker is kept.
+const GAP_TTL_SECS: i64 = 7 * 86_400;
 
 #[async_trait]
 impl RecordStore for DynamoStore {
     async fn append_raw(&self, records: &[RawRecord]) -> Result<usize> {
-        let groups = first_of_each(records, |r| &r.id)
+        // Known ids are left out before writing: a transaction a duplicate cancels still
+        // costs every item's write, and resends are common.
+        let fresh = self
+            .not_stored(records, |r| &r.id, |r| raw_mark_pk(&r.tenant_id, &r.id))
+            .await?;
+        let groups = fresh
             .into_iter()
             .map(|r| {
                 let mut mark = key(raw_mark_pk(&r.tenant_id, &r.id), r.id.as_str());
@@ -156,7 +260,12 @@ impl RecordStore for DynamoStore {
                 ])
             })
             .collect::<Result<Vec<_>>>()?;
-        self.write_new_groups(groups).await
+        Ok(self
+            .write_new_groups(groups)
+            .await?
+            .into_iter()
+            .filter(|w| *w)
+            .count())
     }
 
     async fn raw_between(
@@ -184,25 +293,13 @@ impl RecordStore for DynamoStore {
     }
 
     async fn append_output(&self, records: &[OutputRecord]) -> Result<usize> {
-        let unique = first_of_each(records, |r| &r.id);
-        if unique.is_empty() {
+        // Leave out what is stored already, so positions are reserved only for new records.
+        let fresh = self
+            .not_stored(records, |r| &r.id, |r| output_mark_pk(&r.tenant_id, &r.id))
+            .await?;
+        if fresh.is_empty() {
             return Ok(0);
         }
-        // Leave out what is stored already, so positions are reserved only for new records.
-        let stored = self
-            .batch_get(
-                unique
-                    .iter()
-                    .map(|r| (output_mark_pk(&r.tenant_id, &r.id), r.id.to_string()))
-                    .collect(),
-            )
-            .await?;
-        let fresh: Vec<&OutputRecord> = unique
-            .into_iter()
-            .filter(|r| {
-                !stored.contains_key(&(output_mark_pk(&r.tenant_id, &r.id), r.id.to_string()))
-            })
-            .collect();
         let mut per_feed: Vec<((TenantId, FeedId), Vec<&OutputRecord>)> = Vec::new();
         for r in fresh {
             let feed = (r.tenant_id.clone(), r.feed_id.clone());
@@ -212,6 +309,8 @@ impl RecordStore for DynamoStore {
             }
         }
         let mut groups = Vec::new();
+        let mut places = Vec::new();
+        let written_us = n(micros(time::OffsetDateTime::now_utc()));
         for ((tenant, feed), list) in per_feed {
             let first = self
                 .reserve_positions(&tenant, &feed, list.len() as u64)
@@ -230,14 +329,28 @@ impl RecordStore for DynamoStore {
                 record.insert("doc".into(), doc);
                 record.insert("pos".into(), n(position));
                 record.insert("tenant_id".into(), s(tenant.as_str()));
+                record.insert("written_us".into(), written_us.clone());
                 let record = expiring(record, r.expires_at);
                 groups.push(vec![
                     put_op(mark, self.table(), true)?,
                     put_op(record, self.table(), false)?,
                 ]);
+                places.push((tenant.clone(), feed.clone(), shard, position));
             }
         }
-        self.write_new_groups(groups).await
+        let written = self.write_new_groups(groups).await?;
+        // A position reserved for a record another writer stored first is marked as a gap,
+        // so readers pass it at once instead of waiting for it to settle.
+        let gaps = written
+            .iter()
+            .zip(&places)
+            .filter(|(w, _)| !**w)
+            .map(|(_, (tenant, feed, shard, position))| {
+                self.gap_request(output_pk(tenant, feed, *shard), *position)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::table::batch_write(&self.clients, self.table(), gaps).await?;
+        Ok(written.into_iter().filter(|w| *w).count())
     }
 
     async fn output_after(
@@ -361,18 +474,35 @@ impl RecordStore for DynamoStore {
     }
 
     async fn expire_records(&self, now: Timestamp) -> Result<usize> {
-        self.scan_delete(
-            "#kind IN (:raw, :raw_id, :output, :output_id) AND exp_us < :now",
-            vec![
-                (":raw", s("raw")),
-                (":raw_id", s("raw_id")),
-                (":output", s("output")),
-                (":output_id", s("output_id")),
-                (":now", n(micros(now))),
-            ],
-            |i| str_attr(i, "kind").is_ok_and(|k| k == "raw" || k == "output"),
-        )
-        .await
+        let filter = "#kind IN (:raw, :raw_id, :output, :output_id) AND exp_us < :now";
+        let values = vec![
+            (":raw", s("raw")),
+            (":raw_id", s("raw_id")),
+            (":output", s("output")),
+            (":output_id", s("output_id")),
+            (":now", n(micros(now))),
+        ];
+        let mut expired_outputs = Vec::new();
+        let count = self
+            .scan_delete(filter, values, |i| match str_attr(i, "kind") {
+                Ok("raw") => true,
+                Ok("output") => {
+                    expired_outputs.push(i.clone());
+                    true
+                }
+                _ => false,
+            })
+            .await?;
+        // An expired record leaves a gap marker, so readers behind it pass at once.
+        let gaps = expired_outputs
+            .iter()
+            .map(|item| {
+                let position = str_attr(item, "sk")?.parse().map_err(CoreError::internal)?;
+                self.gap_request(str_attr(item, "pk")?.to_owned(), position)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::table::batch_write(&self.clients, self.table(), gaps).await?;
+        Ok(count)
     }
 
     async fn expire_feed_errors(&self, before: Timestamp) -> Result<usize> {
