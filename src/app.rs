@@ -1,7 +1,7 @@
 //! The composition root: picks the adapters from the configuration once, builds the
 //! services and the router, and runs the server until a shutdown signal.
 
-use crate::config::{Config, Durability, SmtpTls};
+use crate::config::{Backend, Config, Durability, SmtpTls};
 use crate::local::LocalNotifier;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -37,8 +37,6 @@ pub fn local_services(config: &Config) -> anyhow::Result<Services> {
 
 /// Opens the local shape's adapters with a given clock.
 pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
-    let (platform_fee_percent, vendor_fee_percent) =
-        config.fee_percents().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let durability = match config.durability {
@@ -70,27 +68,14 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),
-        payments: match &config.stripe {
-            Some(stripe) => Some(Arc::new(wharf_stripe::StripeClient::new(
-                &stripe.api_base,
-                &stripe.secret_key.0,
-            )?)),
-            None => None,
-        },
+        payments: payments(config)?,
         secrets: Arc::new(
             FileSecretBox::load_or_create(&config.data_dir)
                 .context("cannot load the secret key")?,
         ),
-        settings: Settings {
-            shape: Shape::Local,
-            require_vendor_approval: config.require_vendor_approval,
-            allow_private_webhooks: config.allow_private_webhooks,
-            secret_overlap: Duration::from_secs(config.secret_overlap_secs),
-            log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
-            platform_fee_percent,
-            vendor_fee_percent,
-            stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.0.clone()),
-        },
+        ingest_queue: None,
+        metrics: Vec::new(),
+        settings: settings(config, Shape::Local)?,
     };
     Ok(Local {
         services,
@@ -99,8 +84,35 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
     })
 }
 
+/// The business settings both shapes share.
+pub fn settings(config: &Config, shape: Shape) -> anyhow::Result<Settings> {
+    let (platform_fee_percent, vendor_fee_percent) =
+        config.fee_percents().map_err(anyhow::Error::msg)?;
+    Ok(Settings {
+        shape,
+        require_vendor_approval: config.require_vendor_approval,
+        allow_private_webhooks: config.allow_private_webhooks,
+        secret_overlap: Duration::from_secs(config.secret_overlap_secs),
+        log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
+        platform_fee_percent,
+        vendor_fee_percent,
+        stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.0.clone()),
+    })
+}
+
+/// Stripe, when configured.
+pub fn payments(config: &Config) -> anyhow::Result<Option<Arc<dyn wharf_core::ports::Payments>>> {
+    Ok(match &config.stripe {
+        Some(stripe) => Some(Arc::new(wharf_stripe::StripeClient::new(
+            &stripe.api_base,
+            &stripe.secret_key.0,
+        )?)),
+        None => None,
+    })
+}
+
 /// The SMTP mailer when a server is configured, else the outbox in the data dir.
-fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
+pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
     Ok(match &config.smtp {
         Some(smtp) => {
             let security = match smtp.tls {
@@ -143,13 +155,24 @@ pub async fn bootstrap_admin(services: &Services, config: &Config) -> anyhow::Re
     Ok(())
 }
 
+/// What runs the pipeline beside the API.
+enum Workers {
+    /// The local shape's loops, following the change log.
+    Local {
+        log: Arc<dyn ChangeLog>,
+        notifier: Arc<LocalNotifier>,
+    },
+    /// The aws shape's handlers, fed by stand-ins for Lambda's event sources.
+    Aws(Box<crate::aws::AwsShape>),
+}
+
 /// A server bound to its address, not yet serving.
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
-    log: Arc<dyn ChangeLog>,
-    notifier: Arc<LocalNotifier>,
+    workers: Workers,
     delivery: wharf_workers::deliver::DeliveryConfig,
+    data_dir: std::path::PathBuf,
     /// The services the server runs on.
     pub services: Services,
 }
@@ -170,11 +193,21 @@ impl Server {
 
     /// Builds everything on `clock` (tests move time forward with it) and binds.
     pub async fn bind_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
-        let Local {
-            services,
-            log,
-            notifier,
-        } = local(config, clock)?;
+        let (services, workers) = match config.backend {
+            Backend::Local => {
+                let Local {
+                    services,
+                    log,
+                    notifier,
+                } = local(config, clock)?;
+                (services, Workers::Local { log, notifier })
+            }
+            Backend::Aws => {
+                let shape =
+                    crate::aws::aws_shape(config, clock, crate::aws::Resources::Bootstrap).await?;
+                (shape.services.clone(), Workers::Aws(Box::new(shape)))
+            }
+        };
         bootstrap_admin(&services, config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -184,9 +217,9 @@ impl Server {
             listener,
             router,
             services,
-            log,
-            notifier,
+            workers,
             delivery: config.delivery(),
+            data_dir: config.data_dir.clone(),
         })
     }
 
@@ -200,12 +233,19 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let workers = crate::local::spawn_workers(
-            self.services.clone(),
-            self.log,
-            self.notifier,
-            self.delivery,
-        );
+        let workers = match self.workers {
+            Workers::Local { log, notifier } => {
+                crate::local::spawn_workers(self.services.clone(), log, notifier, self.delivery)
+            }
+            Workers::Aws(shape) => {
+                let handlers = Arc::new(crate::aws::handlers::Handlers::new(
+                    shape.services.clone(),
+                    self.delivery,
+                    crate::aws::handlers::Deliveries::Detached(Default::default()),
+                ));
+                crate::aws::emulate::spawn(&shape, handlers, &self.data_dir)
+            }
+        };
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -99,10 +99,77 @@ pub struct SmtpConfig {
     pub password: Option<Secret>,
 }
 
+/// Where a process keeps its state and runs its pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// SQLite in the data dir, workers in the process.
+    #[default]
+    Local,
+    /// DynamoDB, SQS, Cognito and S3 (AWS or an emulator); in `wharf serve`, the process
+    /// also stands in for Lambda's event sources.
+    Aws,
+}
+
+/// The aws shape's resources (`WHARF_AWS__*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
+    pub endpoint_url: Option<String>,
+    /// The region; from the AWS environment when unset.
+    pub region: Option<String>,
+    /// The DynamoDB table.
+    pub table: String,
+    /// Prefix of the queues' names.
+    pub queue_prefix: String,
+    /// The object bucket.
+    pub bucket: String,
+    /// The Cognito user pool's name (`wharf serve` creates or finds it by name).
+    pub user_pool_name: String,
+    /// The user pool's id and app client id; on Lambda they must be set (the template sets
+    /// them), `wharf serve` looks them up by name otherwise.
+    pub user_pool_id: Option<String>,
+    /// The app client's id.
+    pub client_id: Option<String>,
+    /// The ingest queue's URL; on Lambda it must be set, `wharf serve` bootstraps it.
+    pub ingest_queue_url: Option<String>,
+    /// The 256-bit key sealing webhook signing secrets (URL-safe base64); on Lambda it must be
+    /// set, `wharf serve` keeps one in the data dir otherwise.
+    pub secret_key: Option<Secret>,
+    /// An access key for an emulator; on AWS leave it unset and the SDK finds the role's.
+    pub access_key_id: Option<String>,
+    /// The secret of `access_key_id`.
+    pub secret_access_key: Option<Secret>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            endpoint_url: None,
+            region: None,
+            table: "wharf".into(),
+            queue_prefix: "wharf".into(),
+            bucket: "wharf-objects".into(),
+            user_pool_name: "wharf".into(),
+            user_pool_id: None,
+            client_id: None,
+            ingest_queue_url: None,
+            secret_key: None,
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+}
+
 /// Everything a `wharf` process is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `local` (SQLite) or `aws` (DynamoDB, SQS, Cognito, S3).
+    pub backend: Backend,
+    /// The aws shape's resources, used with `backend = "aws"`.
+    pub aws: AwsConfig,
     /// Where the SQLite database and keys live.
     pub data_dir: PathBuf,
     /// Address the HTTP server binds.
@@ -154,6 +221,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            backend: Backend::Local,
+            aws: AwsConfig::default(),
             data_dir: PathBuf::from("wharf-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             require_vendor_approval: false,
@@ -184,6 +253,8 @@ impl Default for Config {
 /// (the log filter, the config file path, tools' own variables) are not settings: they are
 /// ignored here rather than refused, so an unrelated variable never stops the server.
 const SETTINGS: &[&str] = &[
+    "backend",
+    "aws",
     "data_dir",
     "listen",
     "require_vendor_approval",

@@ -2,6 +2,7 @@
 //! `main.rs` is a thin shell over this library so tests can start the real app in-process.
 
 pub mod app;
+pub mod aws;
 pub mod config;
 pub mod demo;
 pub mod local;

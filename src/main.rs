@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
-use wharf::config::{Config, LogFormat};
+use wharf::config::{Backend, Config, LogFormat};
 use wharf_core::domain::Role;
 
 #[derive(Parser)]
@@ -21,8 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API (local shape: SQLite in the data dir).
+    /// Run the API and the pipeline in one process: the local shape (SQLite in the data dir),
+    /// or the aws shape against AWS or an emulator.
     Serve {
+        /// `local` (SQLite, the default) or `aws` (DynamoDB, SQS, Cognito, S3; this process
+        /// stands in for Lambda's event sources).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
+        #[arg(long)]
+        aws_endpoint_url: Option<String>,
         /// Data directory (default ./wharf-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -85,6 +93,12 @@ enum AdminCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Local,
+    Aws,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum PlatformRole {
     #[value(name = "platform_admin")]
     PlatformAdmin,
@@ -139,6 +153,9 @@ fn tune_allocator() {}
 
 fn main() -> anyhow::Result<()> {
     tune_allocator();
+    if wharf::aws::lambda::is_lambda() {
+        return lambda_main();
+    }
     let started = Instant::now();
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
@@ -157,6 +174,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve {
+                backend,
+                aws_endpoint_url,
                 data_dir,
                 listen,
                 allow_private_webhooks,
@@ -165,13 +184,29 @@ fn main() -> anyhow::Result<()> {
                 config.data_dir = data_dir.unwrap_or(config.data_dir);
                 config.listen = listen.unwrap_or(config.listen);
                 config.allow_private_webhooks |= allow_private_webhooks;
+                match backend {
+                    Some(BackendArg::Local) => config.backend = Backend::Local,
+                    Some(BackendArg::Aws) => config.backend = Backend::Aws,
+                    None => {}
+                }
+                if aws_endpoint_url.is_some() {
+                    config.aws.endpoint_url = aws_endpoint_url;
+                }
                 let server = wharf::Server::bind(&config).await?;
                 let addr = server.local_addr()?;
-                println!(
-                    "Wharf is ready in {} ms (data in {})",
-                    started.elapsed().as_millis(),
-                    config.data_dir.display()
-                );
+                match config.backend {
+                    Backend::Local => println!(
+                        "Wharf is ready in {} ms (data in {})",
+                        started.elapsed().as_millis(),
+                        config.data_dir.display()
+                    ),
+                    Backend::Aws => println!(
+                        "Wharf (aws shape, table {} at {}) is ready in {} ms",
+                        config.aws.table,
+                        config.aws.endpoint_url.as_deref().unwrap_or("AWS"),
+                        started.elapsed().as_millis()
+                    ),
+                }
                 println!("  API      http://{addr}/v1");
                 println!("  Docs     http://{addr}/docs");
                 println!("  OpenAPI  http://{addr}/openapi.json");
@@ -257,6 +292,24 @@ fn main() -> anyhow::Result<()> {
             Command::Openapi => Ok(()),
         }
     })
+}
+
+/// Lambda: JSON logs, one runtime, the handler `_HANDLER` names.
+fn lambda_main() -> anyhow::Result<()> {
+    let mut config = match Config::load() {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("wharf: {message}");
+            std::process::exit(2);
+        }
+    };
+    config.backend = Backend::Aws;
+    // Only /tmp is writable on Lambda.
+    if config.data_dir.is_relative() {
+        config.data_dir = std::env::temp_dir().join("wharf-data");
+    }
+    init_logs(LogFormat::Json);
+    tokio::runtime::Runtime::new()?.block_on(wharf::aws::lambda::run(config))
 }
 
 fn print_demo(d: &wharf::demo::Demo, addr: std::net::SocketAddr) {

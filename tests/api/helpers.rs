@@ -4,10 +4,20 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use wharf::Config;
+pub use wharf::config::Backend;
+
+/// The shape the tests of this binary run on.
+pub const BACKEND_UNDER_TEST: Backend = crate::BACKEND;
 use wharf_core::Services;
 use wharf_core::domain::Role;
 
-pub const PASSWORD: &str = "correct horse battery";
+/// The test users' password. The aws shape's tests run on moto's Cognito, which asks for
+/// every character class (the SDK does not send the pool's `false` class flags, and moto
+/// takes their absence as `true`).
+pub const PASSWORD: &str = match crate::BACKEND {
+    Backend::Local => "correct horse battery",
+    Backend::Aws => "Correct horse battery 9!",
+};
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -52,8 +62,13 @@ pub async fn spawn_on(
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        backend: crate::BACKEND,
         ..Config::default()
     };
+    if crate::BACKEND == Backend::Aws {
+        // Every app gets its own table, queues, pool and bucket on the shared emulator.
+        config.aws = moto::fresh_aws_config();
+    }
     adjust(&mut config);
     let server = wharf::Server::bind_with_clock(&config, clock)
         .await
@@ -243,3 +258,6 @@ pub fn feed_body(source: &str, name: &str) -> Value {
         "sample": {"symbol": "AAPL", "usd": 201.5}
     })
 }
+
+#[path = "../support/moto.rs"]
+pub mod moto;

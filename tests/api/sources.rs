@@ -128,7 +128,7 @@ async fn source_rules_are_checked() {
         sqs.body["errors"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("aws")
+            .contains("not available")
     );
     let kind = app
         .post(

@@ -105,7 +105,7 @@ async fn bad_subscriptions_are_422s_that_name_the_field() {
         sqs.body["errors"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("aws shape")
+            .contains("not available")
     );
     let cases = [
         (

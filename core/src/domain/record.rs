@@ -52,9 +52,11 @@ pub struct Rejected {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IngestResult {
-    /// New records stored durably.
+    /// New records stored durably (in the aws shape: records queued durably, whose repeats of
+    /// earlier requests the ingest handler then skips).
     pub accepted: usize,
-    /// Records whose id the source had already seen.
+    /// Records whose id the source had already seen (in the aws shape: repeats within the
+    /// request).
     pub duplicates: usize,
     /// Records refused, with reasons; the others were kept.
     pub rejected: Vec<Rejected>,

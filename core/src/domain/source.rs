@@ -23,7 +23,9 @@ impl SourceKind {
     /// Shapes that can run this kind of source.
     pub fn shapes(self) -> &'static [Shape] {
         match self {
-            SourceKind::Sqs => &[Shape::Aws],
+            // A queue of the source's own in the aws shape: not served by any shape yet, so
+            // refused rather than accepted and never read.
+            SourceKind::Sqs => &[],
             SourceKind::Push | SourceKind::HttpPoll => &[Shape::Local, Shape::Aws],
         }
     }
@@ -167,6 +169,9 @@ impl Source {
 
 /// "is only available in the aws shape" and the like.
 pub(crate) fn shape_message(shapes: &[Shape]) -> String {
+    if shapes.is_empty() {
+        return "is not available in this version of Wharf".to_owned();
+    }
     let names: Vec<&str> = shapes.iter().map(|s| s.as_str()).collect();
     format!(
         "is only available in the {} shape; this server runs another one",

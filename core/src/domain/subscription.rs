@@ -41,7 +41,9 @@ impl Channel {
     /// Shapes that can serve this channel.
     pub fn shapes(&self) -> &'static [Shape] {
         match self {
-            Channel::Sqs { .. } | Channel::MobilePush { .. } => &[Shape::Aws],
+            // The aws shape's native SNS channels: not delivered by any shape yet, so refused
+            // rather than accepted and never served.
+            Channel::Sqs { .. } | Channel::MobilePush { .. } => &[],
             _ => &[Shape::Local, Shape::Aws],
         }
     }

@@ -73,6 +73,10 @@ pub struct Services {
     pub mailer: Arc<dyn Mailer>,
     /// The payment processor, when one is configured.
     pub payments: Option<Arc<dyn crate::ports::Payments>>,
+    /// The aws shape's ingest queue; `None` stores ingested records at once (local shape).
+    pub ingest_queue: Option<Arc<dyn crate::ports::IngestQueue>>,
+    /// Figures `/metrics` shows besides the process's own.
+    pub metrics: Vec<Arc<dyn crate::ports::Metrics>>,
     /// Business settings.
     pub settings: Settings,
 }

@@ -177,10 +177,15 @@ impl Services {
                 data: r.data,
             });
         }
-        let accepted = if raw.is_empty() {
-            0
-        } else {
-            self.store.append_raw(&raw).await?
+        let accepted = match &self.ingest_queue {
+            _ if raw.is_empty() => 0,
+            // Queued records are deduplicated when the ingest handler stores them, so only
+            // the repeats within this request can be reported as duplicates now.
+            Some(queue) => {
+                queue.enqueue(&raw).await?;
+                raw.len()
+            }
+            None => self.store.append_raw(&raw).await?,
         };
         if accepted > 0 {
             self.notifier.raw_appended();

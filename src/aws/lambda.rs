@@ -1,0 +1,104 @@
+//! The Lambda entry point: the `wharf` binary is the bootstrap of every function. With
+//! `AWS_LAMBDA_RUNTIME_API` set it runs the handler `_HANDLER` names: `api` (the REST API's
+//! axum router through lambda_http), or `ingest`, `stream` and `schedule` (the pipeline's
+//! handlers through lambda_runtime, on `aws_lambda_events` types). The services are built
+//! once per cold start and shared by every invocation.
+
+use super::handlers::{Deliveries, Handlers};
+use super::{Resources, aws_shape};
+use crate::config::Config;
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use std::sync::Arc;
+use wharf_core::ports::SystemClock;
+
+/// The handlers a function may name.
+pub const HANDLERS: [&str; 4] = ["api", "ingest", "stream", "schedule"];
+
+/// Whether this process was started by Lambda.
+pub fn is_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+/// Runs the handler `_HANDLER` names until Lambda ends the process. A cold start that fails
+/// is reported to the Runtime API's init error endpoint, so Lambda shows why.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let handler = std::env::var("_HANDLER").unwrap_or_default();
+    let shape = match cold_start(&config, &handler).await {
+        Ok(shape) => shape,
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::error!(error = %message, "cold start failed");
+            if let Err(report) = report_init_error(&message) {
+                tracing::error!(error = %report, "cannot report the failed cold start");
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(handler, "cold start done");
+    let handlers = Arc::new(Handlers::new(
+        shape.services.clone(),
+        config.delivery(),
+        Deliveries::Awaited,
+    ));
+    let result =
+        match handler.as_str() {
+            "api" => lambda_http::run(wharf_api::router(shape.services)).await,
+            "ingest" => lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+                let handlers = handlers.clone();
+                async move { Ok::<_, lambda_runtime::Error>(handlers.ingest(event.payload).await) }
+            }))
+            .await,
+            "stream" => lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| {
+                let handlers = handlers.clone();
+                async move { Ok::<_, lambda_runtime::Error>(handlers.stream(event.payload).await) }
+            }))
+            .await,
+            _ => {
+                lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
+                    let handlers = handlers.clone();
+                    async move {
+                        handlers
+                            .schedule(event.payload)
+                            .await
+                            .map_err(|e| lambda_runtime::Error::from(e.to_string()))
+                    }
+                }))
+                .await
+            }
+        };
+    result.map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
+}
+
+async fn cold_start(config: &Config, handler: &str) -> anyhow::Result<super::AwsShape> {
+    if !HANDLERS.contains(&handler) {
+        anyhow::bail!(
+            "_HANDLER is {handler:?}; it must name one of {}",
+            HANDLERS.join(", ")
+        );
+    }
+    aws_shape(config, Arc::new(SystemClock), Resources::Configured).await
+}
+
+/// Posts `message` to `/runtime/init/error` of the Runtime API (plain HTTP/1.1 on the
+/// address Lambda gives; the runtime client is not running yet).
+fn report_init_error(message: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let api = std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(std::io::Error::other)?;
+    let body =
+        serde_json::json!({"errorMessage": message, "errorType": "Runtime.InitError"}).to_string();
+    let mut stream = std::net::TcpStream::connect(&api)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\n\
+         Lambda-Runtime-Function-Error-Type: Runtime.InitError\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = [0u8; 64];
+    let _ = stream.read(&mut answer)?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The aws shape: the same services on DynamoDB, SQS, Cognito and S3, the Lambda handlers
+//! that run the pipeline from AWS's event sources, the Lambda entry point, and, for
+//! `wharf serve --backend aws`, stand-ins for those event sources in one process.
+
+pub mod emulate;
+pub mod handlers;
+pub mod lambda;
+
+use crate::config::Config;
+use anyhow::Context;
+use std::sync::Arc;
+use wharf_aws::cognito::{CognitoIdentity, UserPool};
+use wharf_aws::ingest::SqsIngestQueue;
+use wharf_aws::{AwsSettings, Clients, DynamoStore};
+use wharf_core::Services;
+use wharf_core::domain::Shape;
+use wharf_core::ports::{Clock, NoNotifier, SystemClock};
+use wharf_local::{FileSecretBox, HttpWebhookSender, SystemResolver};
+
+/// The aws shape's services and where its resources are.
+#[derive(Clone)]
+pub struct AwsShape {
+    /// The services, on the aws adapters.
+    pub services: Services,
+    /// The AWS clients (and their call counts).
+    pub clients: Clients,
+    /// The ingest queue.
+    pub ingest_queue_url: String,
+}
+
+/// How the resources are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resources {
+    /// Create what is missing (`wharf aws bootstrap`'s work): an emulator or a dev account.
+    Bootstrap,
+    /// Everything is named in the configuration (Lambda, deployed by the template).
+    Configured,
+}
+
+/// The clients for `config.aws`.
+pub async fn clients(config: &Config) -> Clients {
+    let aws = &config.aws;
+    Clients::connect(AwsSettings {
+        endpoint_url: aws.endpoint_url.clone(),
+        region: aws.region.clone(),
+        table: aws.table.clone(),
+        queue_prefix: aws.queue_prefix.clone(),
+        bucket: aws.bucket.clone(),
+        credentials: aws
+            .access_key_id
+            .clone()
+            .zip(aws.secret_access_key.as_ref().map(|s| s.0.clone())),
+    })
+    .await
+}
+
+/// Builds the aws shape's services once (per process, or per Lambda cold start).
+pub async fn aws_shape(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    resources: Resources,
+) -> anyhow::Result<AwsShape> {
+    let clients = clients(config).await;
+    let aws = &config.aws;
+    let (pool, ingest_queue_url) = match resources {
+        Resources::Bootstrap => {
+            let done = wharf_aws::bootstrap::bootstrap(&clients)
+                .await
+                .context("cannot create the table and queues")?;
+            let pool = wharf_aws::cognito::bootstrap_user_pool(&clients, &aws.user_pool_name)
+                .await
+                .context("cannot create the user pool")?;
+            wharf_aws::s3::bootstrap_bucket(&clients)
+                .await
+                .context("cannot create the object bucket")?;
+            (pool, done.ingest_queue_url)
+        }
+        Resources::Configured => {
+            let missing = |name: &str| anyhow::anyhow!("`aws.{name}` must be set on Lambda");
+            let pool = UserPool {
+                pool_id: aws
+                    .user_pool_id
+                    .clone()
+                    .ok_or_else(|| missing("user_pool_id"))?,
+                client_id: aws.client_id.clone().ok_or_else(|| missing("client_id"))?,
+            };
+            let queue = aws
+                .ingest_queue_url
+                .clone()
+                .ok_or_else(|| missing("ingest_queue_url"))?;
+            (pool, queue)
+        }
+    };
+    // Cognito issues tokens on real time, whatever clock the business runs on.
+    let identity = CognitoIdentity::new(&clients, pool, Arc::new(SystemClock))
+        .await
+        .context("cannot reach the user pool")?;
+    let secrets = match &aws.secret_key {
+        Some(key) => FileSecretBox::from_encoded_key(&key.0).context("invalid `aws.secret_key`")?,
+        None if resources == Resources::Configured => {
+            anyhow::bail!("`aws.secret_key` must be set on Lambda")
+        }
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create the data dir {}", config.data_dir.display())
+            })?;
+            FileSecretBox::load_or_create(&config.data_dir).context("cannot load the secret key")?
+        }
+    };
+    let services = Services {
+        store: Arc::new(DynamoStore::new(clients.clone())),
+        identity: Arc::new(identity),
+        clock,
+        resolver: Arc::new(SystemResolver),
+        secrets: Arc::new(secrets),
+        notifier: Arc::new(NoNotifier),
+        http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
+        mailer: crate::app::mailer(config)?,
+        payments: crate::app::payments(config)?,
+        ingest_queue: Some(Arc::new(SqsIngestQueue::new(
+            &clients,
+            ingest_queue_url.clone(),
+        ))),
+        metrics: vec![Arc::new(clients.calls.clone())],
+        settings: crate::app::settings(config, Shape::Aws)?,
+    };
+    Ok(AwsShape {
+        services,
+        clients,
+        ingest_queue_url,
+    })
+}

@@ -1,0 +1,33 @@
+//! The black-box tests of `tests/api`, unchanged, on the aws shape: each app is
+//! `wharf serve --backend aws` in-process (DynamoDB, SQS, Cognito and S3 on a real moto
+//! server; the process stands in for Lambda's event sources).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+const BACKEND: helpers::Backend = helpers::Backend::Aws;
+
+#[path = "../api/billing.rs"]
+mod billing;
+#[path = "../api/catalog.rs"]
+mod catalog;
+#[path = "../api/feeds.rs"]
+mod feeds;
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[path = "../api/identity.rs"]
+mod identity;
+#[path = "../api/isolation.rs"]
+mod isolation;
+#[path = "../api/ops.rs"]
+mod ops;
+#[path = "../api/pipeline.rs"]
+mod pipeline;
+#[path = "../api/receiver.rs"]
+mod receiver;
+#[path = "../api/sources.rs"]
+mod sources;
+#[path = "../api/subscriptions.rs"]
+mod subscriptions;
+// `tokens.rs` stays with the local shape: it forges tokens with the local issuer's key
+// from the data dir. The aws shape's token checks (signature, algorithm, issuer, audience,
+// expiry and use of Cognito's tokens, tampered ones refused) are in
+// `adapters/aws/tests/cognito.rs`, against moto's real pool.
