@@ -74,6 +74,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
                 .context("cannot load the secret key")?,
         ),
         ingest_queue: None,
+        source_queues: None,
         metrics: Vec::new(),
         settings: settings(config, Shape::Local)?,
     };
@@ -239,7 +240,7 @@ impl Server {
             }
             Workers::Aws(shape) => {
                 let handlers = Arc::new(crate::aws::handlers::Handlers::new(
-                    shape.services.clone(),
+                    &shape,
                     self.delivery,
                     crate::aws::handlers::Deliveries::Detached(Default::default()),
                 ));

@@ -41,11 +41,7 @@ async fn shape(config: &Config) -> (AwsShape, Handlers) {
     let shape = aws_shape(config, Arc::new(SystemClock), Resources::Bootstrap)
         .await
         .unwrap();
-    let handlers = Handlers::new(
-        shape.services.clone(),
-        config.delivery(),
-        Deliveries::Awaited,
-    );
+    let handlers = Handlers::new(&shape, config.delivery(), Deliveries::Awaited);
     (shape, handlers)
 }
 
@@ -135,6 +131,17 @@ async fn call(url: &str, path: &str, token: Option<&str>, body: Value) -> Value 
     let body: Value = response.json().await.unwrap();
     assert!(status.is_success(), "{path}: {status} {body}");
     body
+}
+
+async fn get(url: &str, path: &str, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn login(url: &str, email: &str) -> String {
@@ -473,4 +480,175 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
         "received {receives} times before it was moved"
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqs_source_gets_its_own_queue_whose_messages_are_stored_and_refusals_shown() {
+    let config = config();
+    let server = wharf::Server::bind(&config).await.unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let clients = wharf::aws::clients(&config).await;
+    tokio::spawn(server.run(std::future::pending()));
+
+    call(
+        &url,
+        "/v1/vendors",
+        None,
+        json!({"name": "Acme", "admin_email": "v@vendor.example", "admin_password": PASSWORD}),
+    )
+    .await;
+    let vendor = login(&url, "v@vendor.example").await;
+    let source = call(
+        &url,
+        "/v1/sources",
+        Some(&vendor),
+        json!({
+            "name": "queue", "kind": "sqs",
+            "schema": {"type": "object", "required": ["price"]}
+        }),
+    )
+    .await;
+    let source_id = source["id"].as_str().unwrap().to_owned();
+    let queue = source["queue_url"].as_str().unwrap().to_owned();
+    let feed = call(
+        &url,
+        "/v1/feeds",
+        Some(&vendor),
+        json!({
+            "name": "Large trades", "source_id": source_id, "description": "from a queue",
+            "pipeline": {"rules": [{"type": "filter", "expr": "record.price > 100.0"}]},
+            "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "10.00",
+                       "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.01"}]}],
+            "visibility": "public", "status": "published"
+        }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    call(
+        &url,
+        "/v1/subscribers",
+        None,
+        json!({"name": "Bob", "email": "b@sub.example", "password": PASSWORD}),
+    )
+    .await;
+    let bob = login(&url, "b@sub.example").await;
+    let sub = call(
+        &url,
+        "/v1/subscriptions",
+        Some(&bob),
+        json!({
+            "feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}
+        }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // What the vendor's own systems send to the queue.
+    for body in [
+        r#"{"records": [{"id": "a", "data": {"price": 150}}, {"id": "b", "data": {"size": 1}}]}"#,
+        r#"{"id": "c", "data": {"price": 300}}"#,
+        r#"{"id": "a", "data": {"price": 150}}"#,
+        "not json at all",
+    ] {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut prices = Vec::new();
+    for _ in 0..100 {
+        let (_, page) = get(
+            &url,
+            &format!("/v1/subscriptions/{sub}/records?after=0"),
+            &bob,
+        )
+        .await;
+        prices = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["record"]["data"]["price"].as_f64().unwrap())
+            .collect();
+        if prices.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    prices.sort_by(f64::total_cmp);
+    assert_eq!(
+        prices,
+        vec![150.0, 300.0],
+        "a and c, once each; b is refused by the schema"
+    );
+    let (_, shown) = get(&url, &format!("/v1/sources/{source_id}"), &vendor).await;
+    let last_error = shown["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(last_error.contains("record 1"), "{shown}");
+
+    // The message that is not records stays on the queue for its retries (then the
+    // dead-letter queue), not lost.
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    let count = |name: aws_sdk_sqs::types::QueueAttributeName| -> u32 {
+        attributes.get(&name).unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        1
+    );
+
+    // Deleting a source deletes its queue.
+    let spare = call(
+        &url,
+        "/v1/sources",
+        Some(&vendor),
+        json!({"name": "spare", "kind": "sqs"}),
+    )
+    .await;
+    let spare_queue = spare["queue_url"].as_str().unwrap().to_owned();
+    let name = spare_queue.rsplit('/').next().unwrap().to_owned();
+    assert!(
+        clients
+            .sqs
+            .get_queue_url()
+            .queue_name(&name)
+            .send()
+            .await
+            .is_ok()
+    );
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{url}/v1/sources/{}",
+            spare["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&vendor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert!(
+        clients
+            .sqs
+            .get_queue_url()
+            .queue_name(&name)
+            .send()
+            .await
+            .is_err()
+    );
 }

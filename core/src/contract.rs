@@ -183,6 +183,7 @@ fn source(tenant: &VendorId) -> Source {
         name: "ticks".into(),
         kind: SourceKind::Push,
         url: None,
+        queue_url: None,
         every: None,
         schema: Some(json!({"type": "object", "properties": {"px": {"type": "number"}}})),
         retention_days: 30,

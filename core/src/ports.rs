@@ -546,6 +546,16 @@ pub trait IngestQueue: Send + Sync {
     async fn enqueue(&self, records: &[RawRecord]) -> Result<()>;
 }
 
+/// The queues of `sqs` sources (aws shape): each such source gets its own queue, which the
+/// vendor sends records to and the ingest handler drains.
+#[async_trait]
+pub trait SourceQueues: Send + Sync {
+    /// Creates the queue of `source`; answers its URL.
+    async fn create_queue(&self, source: &Source) -> Result<String>;
+    /// Deletes the queue of `source`; a queue already gone is not an error.
+    async fn delete_queue(&self, source: &Source) -> Result<()>;
+}
+
 /// Figures a running process adds to `/metrics`, in Prometheus' text format.
 pub trait Metrics: Send + Sync {
     /// Lines of `# HELP`, `# TYPE` and samples, each ending in a newline.

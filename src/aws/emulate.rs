@@ -11,7 +11,6 @@
 use super::AwsShape;
 use super::handlers::{Handlers, RETENTION_RULE_SUFFIX};
 use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use wharf_aws::Clients;
+pub use wharf_aws::bootstrap::queue_arn;
 
 const TICK: Duration = Duration::from_millis(500);
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
@@ -39,7 +39,6 @@ pub fn spawn(shape: &AwsShape, handlers: Arc<Handlers>, data_dir: &Path) -> Vec<
         tokio::spawn(ingest_loop(
             shape.clients.clone(),
             shape.ingest_queue_url.clone(),
-            region.clone(),
             handlers.clone(),
         )),
         tokio::spawn(stream_loop(
@@ -52,7 +51,7 @@ pub fn spawn(shape: &AwsShape, handlers: Arc<Handlers>, data_dir: &Path) -> Vec<
     ]
 }
 
-async fn ingest_loop(clients: Clients, queue_url: String, region: String, handlers: Arc<Handlers>) {
+async fn ingest_loop(clients: Clients, queue_url: String, handlers: Arc<Handlers>) {
     let arn = loop {
         match queue_arn(&clients, &queue_url).await {
             Ok(arn) => break arn,
@@ -63,77 +62,11 @@ async fn ingest_loop(clients: Clients, queue_url: String, region: String, handle
         }
     };
     loop {
-        if let Err(e) = ingest_once(&clients, &queue_url, &arn, &region, &handlers).await {
+        if let Err(e) = handlers.poll_queue(&queue_url, &arn, 1).await {
             tracing::error!(error = %e, "ingest queue poll failed; retrying");
             tokio::time::sleep(RETRY_WAIT).await;
         }
     }
-}
-
-/// The ARN of the queue at `queue_url`.
-pub async fn queue_arn(clients: &Clients, queue_url: &str) -> anyhow::Result<String> {
-    let attributes = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await?;
-    attributes
-        .attributes
-        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .ok_or_else(|| anyhow::anyhow!("the queue has no ARN"))
-}
-
-/// One long poll, handed to the handler as Lambda's SQS event; deletes what succeeded.
-async fn ingest_once(
-    clients: &Clients,
-    queue_url: &str,
-    arn: &str,
-    region: &str,
-    handlers: &Handlers,
-) -> anyhow::Result<()> {
-    let received = clients
-        .sqs
-        .receive_message()
-        .queue_url(queue_url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .send()
-        .await?;
-    let messages = received.messages.unwrap_or_default();
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let event = serde_json::from_value(sqs_event(&messages, arn, region))?;
-    let response = handlers.ingest(event).await;
-    let failed: Vec<String> = response
-        .batch_item_failures
-        .into_iter()
-        .filter_map(|f| f.item_identifier)
-        .collect();
-    let entries = messages
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.message_id.as_ref().is_some_and(|id| !failed.contains(id)))
-        .map(|(i, m)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .set_receipt_handle(m.receipt_handle.clone())
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if !entries.is_empty() {
-        clients
-            .sqs
-            .delete_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await?;
-    }
-    Ok(())
 }
 
 /// Lambda's SQS event for `messages` of the queue `arn`, as the JSON Lambda sends.

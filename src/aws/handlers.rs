@@ -11,16 +11,21 @@
 //! Every step is idempotent (records and outputs keep derived ids, positions move on a
 //! condition, metering marks deliveries), so a batch handled twice changes nothing twice.
 
+use super::AwsShape;
 use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, SqsBatchItemFailure, SqsEventResponse,
 };
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use wharf_core::domain::{Channel, OutputRecord, RawRecord, SubscriptionStatus};
-use wharf_core::{CoreError, FeedId, PageRequest, Services, SubscriptionId, TenantId};
+use wharf_aws::Clients;
+use wharf_aws::ingest::SqsSourceQueues;
+use wharf_core::domain::{Channel, OutputRecord, RawRecord, Subscription, SubscriptionStatus};
+use wharf_core::domain::{IngestBatch, IngestRecord};
+use wharf_core::{CoreError, FeedId, PageRequest, Services, SourceId, SubscriptionId, TenantId};
 use wharf_workers::deliver::{self, DeliveryConfig};
 use wharf_workers::ingest::Message;
 use wharf_workers::process::Processor;
@@ -50,51 +55,68 @@ pub struct Running {
 /// The handlers with what they keep across invocations of one cold start.
 pub struct Handlers {
     services: Services,
+    clients: Clients,
     processor: Processor,
     delivery: DeliveryConfig,
     deliveries: Deliveries,
+    /// The tenant and source of each source queue seen, by queue name.
+    source_queues: Mutex<HashMap<String, (TenantId, SourceId)>>,
 }
 
 impl Handlers {
-    /// Handlers on `services`.
-    pub fn new(services: Services, delivery: DeliveryConfig, deliveries: Deliveries) -> Handlers {
+    /// Handlers on the aws shape's services.
+    pub fn new(shape: &AwsShape, delivery: DeliveryConfig, deliveries: Deliveries) -> Handlers {
         Handlers {
-            services,
+            services: shape.services.clone(),
+            clients: shape.clients.clone(),
             processor: Processor::default(),
             delivery,
             deliveries,
+            source_queues: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The SQS ingest handler.
+    /// The SQS ingest handler: messages of the ingest queue carry records the ingest endpoint
+    /// accepted; messages of an `sqs` source's own queue carry what its vendor sent (one
+    /// record, or `{"records": [...]}`), checked like a push.
     pub async fn ingest(&self, event: SqsEvent) -> SqsEventResponse {
-        let messages: Vec<Message> = event
-            .records
-            .into_iter()
-            .filter_map(|m| {
-                Some(Message {
-                    id: m.message_id?,
-                    body: m.body.unwrap_or_default(),
-                })
-            })
-            .collect();
+        let prefix = SqsSourceQueues::name_prefix(&self.clients);
+        let mut queued: Vec<Message> = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
+        for m in event.records {
+            let Some(id) = m.message_id else { continue };
+            let body = m.body.unwrap_or_default();
+            let queue = m
+                .event_source_arn
+                .as_deref()
+                .and_then(|arn| arn.rsplit(':').next())
+                .unwrap_or_default()
+                .to_owned();
+            if queue.starts_with(&prefix) {
+                if let Err(e) = self.ingest_source_message(&queue, &id, &body).await {
+                    tracing::warn!(message = %id, queue, error = %e, "source queue message not stored");
+                    failed.push(id);
+                }
+            } else {
+                queued.push(Message { id, body });
+            }
+        }
         let done = wharf_workers::ingest::handle(
             self.services.store.as_ref(),
             self.services.notifier.as_ref(),
-            &messages,
+            &queued,
         )
         .await;
         tracing::info!(
-            messages = messages.len(),
+            messages = queued.len(),
             new = done.new,
             duplicates = done.duplicates,
             failed = done.outcome.failed.len(),
             "ingest batch"
         );
+        failed.extend(done.outcome.failed);
         let mut response = SqsEventResponse::default();
-        response.batch_item_failures = done
-            .outcome
-            .failed
+        response.batch_item_failures = failed
             .into_iter()
             .map(|id| {
                 let mut failure = SqsBatchItemFailure::default();
@@ -103,6 +125,135 @@ impl Handlers {
             })
             .collect();
         response
+    }
+
+    /// Stores one message a vendor sent to its source's queue. Records the source's schema
+    /// refuses are kept out and named in the source's `last_error`; a message that is not
+    /// records at all fails, so the queue retries it and then dead-letters it.
+    async fn ingest_source_message(
+        &self,
+        queue: &str,
+        id: &str,
+        body: &str,
+    ) -> Result<(), CoreError> {
+        let (tenant, source_id) = self.source_of_queue(queue).await?;
+        let mut source = self.services.store.get_source(&tenant, &source_id).await?;
+        let records = parse_source_message(body)?;
+        let result = self
+            .services
+            .ingest_from_source_queue(&source, records)
+            .await?;
+        if let Some(first) = result.rejected.first() {
+            source.last_error = Some(format!(
+                "message {id}: {} of its records refused; record {}: {}",
+                result.rejected.len(),
+                first.index,
+                first.error
+            ));
+            source.updated_at = self.services.clock.now();
+            self.services.store.update_source(&source).await?;
+        }
+        Ok(())
+    }
+
+    async fn source_of_queue(&self, queue: &str) -> Result<(TenantId, SourceId), CoreError> {
+        if let Some(found) = self
+            .source_queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(queue)
+        {
+            return Ok(found.clone());
+        }
+        let url = self
+            .clients
+            .sqs
+            .get_queue_url()
+            .queue_name(queue)
+            .send()
+            .await
+            .map_err(|e| CoreError::unavailable(format!("finding queue {queue}: {e}")))?
+            .queue_url
+            .ok_or_else(|| CoreError::internal("GetQueueUrl answered no URL"))?;
+        let found = SqsSourceQueues::source_of(&self.clients, &url).await?;
+        self.source_queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(queue.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// Receives one batch from the queue at `url` (waiting up to `wait_secs` for it), hands
+    /// it to `ingest` as Lambda's SQS event, and deletes the messages that succeeded; failed
+    /// ones come back after the queue's visibility timeout. Answers how many were received.
+    pub async fn poll_queue(&self, url: &str, arn: &str, wait_secs: i32) -> anyhow::Result<usize> {
+        let sqs = &self.clients.sqs;
+        let messages = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_secs)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let region = self
+            .clients
+            .settings
+            .region
+            .as_deref()
+            .unwrap_or("us-east-1");
+        let event = serde_json::from_value(super::emulate::sqs_event(&messages, arn, region))?;
+        let failed: Vec<String> = self
+            .ingest(event)
+            .await
+            .batch_item_failures
+            .into_iter()
+            .filter_map(|f| f.item_identifier)
+            .collect();
+        let entries = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.message_id.as_ref().is_some_and(|id| !failed.contains(id)))
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .set_receipt_handle(m.receipt_handle.clone())
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !entries.is_empty() {
+            sqs.delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await?;
+        }
+        Ok(messages.len())
+    }
+
+    /// Drains the queues of `sqs` sources, a bounded number of batches each (the schedule's
+    /// share of the work: records sent to a source queue are stored within a tick).
+    async fn drain_source_queues(&self) -> Result<usize, CoreError> {
+        let mut received = 0;
+        for url in SqsSourceQueues::list(&self.clients).await? {
+            let arn = wharf_aws::bootstrap::queue_arn(&self.clients, &url).await?;
+            for _ in 0..MAX_PASSES {
+                match self.poll_queue(&url, &arn, 0).await {
+                    Ok(0) => break,
+                    Ok(n) => received += n,
+                    Err(e) => {
+                        tracing::warn!(queue = url, error = %e, "cannot drain a source queue");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(received)
     }
 
     /// The DynamoDB Streams handler.
@@ -186,41 +337,31 @@ impl Handlers {
                 .list_subscriptions_of_feed(tenant, feed, &page)
                 .await?;
             for sub in subs.items {
-                let pushed = matches!(sub.channel, Channel::Webhook { .. } | Channel::Email { .. });
-                if !pushed || sub.status != SubscriptionStatus::Active {
+                self.deliver_to(sub, &mut awaited);
+            }
+            match subs.next_cursor {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        join_all(awaited).await
+    }
+
+    /// Delivers what waits for active push subscriptions: a batch held for its `max_wait_ms`,
+    /// or records a failed publish left (the schedule's share of delivery).
+    async fn flush_waiting(&self) -> Result<(), CoreError> {
+        let store = &self.services.store;
+        let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
+        let mut awaited = tokio::task::JoinSet::new();
+        loop {
+            let subs = store.list_active_subscriptions(&page).await?;
+            for sub in subs.items {
+                if !is_pushed(&sub) {
                     continue;
                 }
-                let (services, config) = (self.services.clone(), self.delivery.clone());
-                match &self.deliveries {
-                    Deliveries::Awaited => {
-                        awaited.spawn(async move { drain(&services, &sub, &config).await });
-                    }
-                    Deliveries::Detached(running_map) => {
-                        let mut running =
-                            running_map.lock().unwrap_or_else(PoisonError::into_inner);
-                        if let Some(r) = running.get_mut(&sub.id) {
-                            r.again = true; // its task passes once more before it ends
-                            continue;
-                        }
-                        running.insert(sub.id.clone(), Running { again: false });
-                        let registry = Arc::clone(running_map);
-                        tokio::spawn(async move {
-                            loop {
-                                if let Err(e) = drain(&services, &sub, &config).await {
-                                    tracing::warn!(subscription.id = %sub.id, error = %e, "delivery failed");
-                                }
-                                let mut running =
-                                    registry.lock().unwrap_or_else(PoisonError::into_inner);
-                                match running.get_mut(&sub.id) {
-                                    Some(r) if r.again => r.again = false,
-                                    _ => {
-                                        running.remove(&sub.id);
-                                        break;
-                                    }
-                                }
-                            }
-                        });
-                    }
+                let position = store.delivery_position(&sub.tenant_id, &sub.id).await?;
+                if position < store.output_head(&sub.tenant_id, &sub.feed_id).await? {
+                    self.deliver_to(sub, &mut awaited);
                 }
             }
             match subs.next_cursor {
@@ -228,15 +369,49 @@ impl Handlers {
                 None => break,
             }
         }
-        let mut outcome = Ok(());
-        while let Some(done) = awaited.join_next().await {
-            let done =
-                done.map_err(|e| CoreError::internal(format!("a delivery task failed: {e}")));
-            if let Err(e) = done.and_then(|r| r) {
-                outcome = Err(e);
+        join_all(awaited).await
+    }
+
+    /// Starts delivering to `sub` if it is an active push subscription: in `awaited` (on
+    /// Lambda), or in its own task that goes on while there is work (`wharf serve`).
+    fn deliver_to(
+        &self,
+        sub: Subscription,
+        awaited: &mut tokio::task::JoinSet<Result<(), CoreError>>,
+    ) {
+        if !is_pushed(&sub) {
+            return;
+        }
+        let (services, config) = (self.services.clone(), self.delivery.clone());
+        match &self.deliveries {
+            Deliveries::Awaited => {
+                awaited.spawn(async move { drain(&services, &sub, &config).await });
+            }
+            Deliveries::Detached(running_map) => {
+                let mut running = running_map.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(r) = running.get_mut(&sub.id) {
+                    r.again = true; // its task passes once more before it ends
+                    return;
+                }
+                running.insert(sub.id.clone(), Running { again: false });
+                let registry = Arc::clone(running_map);
+                tokio::spawn(async move {
+                    loop {
+                        if let Err(e) = drain(&services, &sub, &config).await {
+                            tracing::warn!(subscription.id = %sub.id, error = %e, "delivery failed");
+                        }
+                        let mut running = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                        match running.get_mut(&sub.id) {
+                            Some(r) if r.again => r.again = false,
+                            _ => {
+                                running.remove(&sub.id);
+                                break;
+                            }
+                        }
+                    }
+                });
             }
         }
-        outcome
     }
 
     /// The EventBridge schedule handler.
@@ -251,6 +426,8 @@ impl Handlers {
             }
         }
         let polled = wharf_workers::poll::poll_due(services).await?;
+        let from_queues = self.drain_source_queues().await?;
+        self.flush_waiting().await?;
         let retention = event
             .resources
             .iter()
@@ -271,8 +448,8 @@ impl Handlers {
             };
             tracing::info!(records, attempts, errors, "retention sweep");
         }
-        if windows + retried + polled > 0 {
-            tracing::info!(windows, retried, polled, "schedule tick");
+        if windows + retried + polled + from_queues > 0 {
+            tracing::info!(windows, retried, polled, from_queues, "schedule tick");
         }
         Ok(())
     }
@@ -281,7 +458,7 @@ impl Handlers {
 /// Delivery passes over one subscription while there is work (at most `MAX_PASSES`).
 async fn drain(
     services: &Services,
-    sub: &wharf_core::domain::Subscription,
+    sub: &Subscription,
     config: &DeliveryConfig,
 ) -> Result<(), CoreError> {
     for _ in 0..MAX_PASSES {
@@ -294,4 +471,39 @@ async fn drain(
         }
     }
     Ok(())
+}
+
+/// The records of a source queue message: `{"records": [...]}` or one record.
+fn parse_source_message(body: &str) -> Result<Vec<IngestRecord>, CoreError> {
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| CoreError::invalid("body", format!("is not JSON: {e}")))?;
+    let parsed = if value.get("records").is_some() {
+        serde_json::from_value::<IngestBatch>(value).map(|b| b.records)
+    } else {
+        serde_json::from_value::<IngestRecord>(value).map(|r| vec![r])
+    };
+    parsed.map_err(|e| {
+        CoreError::invalid(
+            "body",
+            format!("is neither a record nor {{\"records\": [...]}}: {e}"),
+        )
+    })
+}
+
+/// Whether `sub` is delivered by push (webhook or email) and active.
+fn is_pushed(sub: &Subscription) -> bool {
+    matches!(sub.channel, Channel::Webhook { .. } | Channel::Email { .. })
+        && sub.status == SubscriptionStatus::Active
+}
+
+/// Waits for every delivery in `tasks`; the last error, if any.
+async fn join_all(mut tasks: tokio::task::JoinSet<Result<(), CoreError>>) -> Result<(), CoreError> {
+    let mut outcome = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let done = done.map_err(|e| CoreError::internal(format!("a delivery task failed: {e}")));
+        if let Err(e) = done.and_then(|r| r) {
+            outcome = Err(e);
+        }
+    }
+    outcome
 }

@@ -39,7 +39,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(handler, "cold start done");
     let handlers = Arc::new(Handlers::new(
-        shape.services.clone(),
+        &shape,
         config.delivery(),
         Deliveries::Awaited,
     ));

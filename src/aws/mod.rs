@@ -10,7 +10,7 @@ use crate::config::Config;
 use anyhow::Context;
 use std::sync::Arc;
 use wharf_aws::cognito::{CognitoIdentity, UserPool};
-use wharf_aws::ingest::SqsIngestQueue;
+use wharf_aws::ingest::{SqsIngestQueue, SqsSourceQueues};
 use wharf_aws::{AwsSettings, Clients, DynamoStore};
 use wharf_core::Services;
 use wharf_core::domain::Shape;
@@ -121,6 +121,7 @@ pub async fn aws_shape(
             &clients,
             ingest_queue_url.clone(),
         ))),
+        source_queues: Some(Arc::new(SqsSourceQueues::new(&clients))),
         metrics: vec![Arc::new(clients.calls.clone())],
         settings: crate::app::settings(config, Shape::Aws)?,
     };

@@ -186,7 +186,7 @@ async fn enable_ttl(clients: &Clients, table: &str) -> Result<(), CoreError> {
 }
 
 /// Creates a queue (or finds it, when its attributes match) and answers its URL.
-async fn create_queue(
+pub(crate) async fn create_queue(
     clients: &Clients,
     name: &str,
     redrive: Option<String>,
@@ -214,7 +214,8 @@ async fn create_queue(
         .ok_or_else(|| CoreError::internal(format!("CreateQueue {name} answered no URL")))
 }
 
-async fn queue_arn(clients: &Clients, url: &str) -> Result<String, CoreError> {
+/// The ARN of the queue at `url`.
+pub async fn queue_arn(clients: &Clients, url: &str) -> Result<String, CoreError> {
     let attributes = clients
         .sqs
         .get_queue_attributes()

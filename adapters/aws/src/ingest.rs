@@ -94,3 +94,124 @@ impl SqsIngestQueue {
         )))
     }
 }
+
+/// The queues of `sqs` sources: `{prefix}-{source id}`, tagged with the tenant and source
+/// they feed, dead-lettering to the ingest queue's dead-letter queue after the same number of
+/// receives.
+#[derive(Debug, Clone)]
+pub struct SqsSourceQueues {
+    clients: Clients,
+}
+
+/// Tags naming what a source queue feeds.
+const TENANT_TAG: &str = "wharf:tenant";
+const SOURCE_TAG: &str = "wharf:source";
+
+impl SqsSourceQueues {
+    pub fn new(clients: &Clients) -> SqsSourceQueues {
+        SqsSourceQueues {
+            clients: clients.clone(),
+        }
+    }
+
+    /// The prefix of every source queue's name.
+    pub fn name_prefix(clients: &Clients) -> String {
+        format!("{}-src_", clients.settings.queue_prefix)
+    }
+
+    /// The URLs of every source queue.
+    pub async fn list(clients: &Clients) -> Result<Vec<String>> {
+        let mut urls = Vec::new();
+        let mut token = None;
+        loop {
+            let page = clients
+                .sqs
+                .list_queues()
+                .queue_name_prefix(Self::name_prefix(clients))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| aws_error("listing source queues", e))?;
+            urls.extend(page.queue_urls.unwrap_or_default());
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(urls),
+            }
+        }
+    }
+
+    /// The tenant and source a source queue feeds, from its tags.
+    pub async fn source_of(
+        clients: &Clients,
+        queue_url: &str,
+    ) -> Result<(wharf_core::TenantId, wharf_core::SourceId)> {
+        let tags = clients
+            .sqs
+            .list_queue_tags()
+            .queue_url(queue_url)
+            .send()
+            .await
+            .map_err(|e| aws_error("reading a source queue's tags", e))?
+            .tags
+            .unwrap_or_default();
+        let tag = |name: &str| {
+            tags.get(name)
+                .cloned()
+                .ok_or_else(|| CoreError::internal(format!("queue {queue_url} lacks tag {name}")))
+        };
+        Ok((
+            wharf_core::TenantId::parse(&tag(TENANT_TAG)?).map_err(CoreError::internal)?,
+            wharf_core::SourceId::parse(&tag(SOURCE_TAG)?).map_err(CoreError::internal)?,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl wharf_core::ports::SourceQueues for SqsSourceQueues {
+    async fn create_queue(&self, source: &wharf_core::domain::Source) -> Result<String> {
+        let clients = &self.clients;
+        let prefix = &clients.settings.queue_prefix;
+        let dlq = clients
+            .sqs
+            .get_queue_url()
+            .queue_name(format!("{prefix}-ingest-dlq"))
+            .send()
+            .await
+            .map_err(|e| aws_error("finding the dead-letter queue", e))?
+            .queue_url
+            .ok_or_else(|| CoreError::internal("GetQueueUrl answered no URL"))?;
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": crate::bootstrap::queue_arn(clients, &dlq).await?,
+            "maxReceiveCount": crate::bootstrap::MAX_RECEIVES.to_string(),
+        })
+        .to_string();
+        let name = format!("{prefix}-{}", source.id);
+        let url = crate::bootstrap::create_queue(clients, &name, Some(redrive)).await?;
+        clients
+            .sqs
+            .tag_queue()
+            .queue_url(&url)
+            .tags(TENANT_TAG, source.tenant_id.as_str())
+            .tags(SOURCE_TAG, source.id.as_str())
+            .send()
+            .await
+            .map_err(|e| aws_error("tagging a source queue", e))?;
+        Ok(url)
+    }
+
+    async fn delete_queue(&self, source: &wharf_core::domain::Source) -> Result<()> {
+        let Some(url) = &source.queue_url else {
+            return Ok(());
+        };
+        match self.clients.sqs.delete_queue().queue_url(url).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_queue_does_not_exist()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws_error("deleting a source queue", e)),
+        }
+    }
+}

@@ -30,6 +30,7 @@ async fn reopening_a_data_dir_keeps_its_data_and_does_not_migrate_again() -> Tes
         name: "ticks".into(),
         kind: wharf_core::domain::SourceKind::Push,
         url: None,
+        queue_url: None,
         every: None,
         schema: None,
         retention_days: 30,

@@ -23,9 +23,7 @@ impl SourceKind {
     /// Shapes that can run this kind of source.
     pub fn shapes(self) -> &'static [Shape] {
         match self {
-            // A queue of the source's own in the aws shape: not served by any shape yet, so
-            // refused rather than accepted and never read.
-            SourceKind::Sqs => &[],
+            SourceKind::Sqs => &[Shape::Aws],
             SourceKind::Push | SourceKind::HttpPoll => &[Shape::Local, Shape::Aws],
         }
     }
@@ -49,6 +47,10 @@ pub struct Source {
     pub kind: SourceKind,
     /// For `http_poll`: the URL fetched.
     pub url: Option<String>,
+    /// The queue to send records to (`sqs` sources): made by Wharf when the source is
+    /// created, one JSON record or `{"records": [...]}` per message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_url: Option<String>,
     /// For `http_poll`: the polling interval, e.g. `5m`.
     pub every: Option<String>,
     /// JSON Schema every record's `data` must satisfy.

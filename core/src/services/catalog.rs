@@ -23,6 +23,7 @@ impl Services {
             name: input.name.trim().to_owned(),
             kind: input.kind,
             url: input.url,
+            queue_url: None,
             every: input.every,
             schema: input.schema,
             retention_days: input.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
@@ -33,6 +34,21 @@ impl Services {
             updated_at: now,
         };
         source.validate(self.settings.shape)?;
+        let mut source = source;
+        if source.kind == SourceKind::Sqs {
+            let queues = self.source_queues.as_ref().ok_or_else(|| {
+                CoreError::invalid("kind", "`sqs` sources are not served by this server")
+            })?;
+            source.queue_url = Some(queues.create_queue(&source).await?);
+            // A source that cannot be stored leaves no queue behind.
+            if let Err(e) = self.store.create_source(&source).await {
+                if let Err(cleanup) = queues.delete_queue(&source).await {
+                    tracing::warn!(source.id = %source.id, error = %cleanup, "cannot remove the queue of a failed source");
+                }
+                return Err(e);
+            }
+            return Ok(source);
+        }
         self.store.create_source(&source).await?;
         Ok(source)
     }
@@ -87,9 +103,16 @@ impl Services {
 
     /// Deletes a source of the caller's tenant that no feed uses.
     pub async fn delete_source(&self, who: &Principal, id: &SourceId) -> Result<(), CoreError> {
-        self.store
-            .delete_source(who.tenant_with(Role::VendorAdmin)?, id)
-            .await
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        let source = self.store.get_source(tenant, id).await?;
+        self.store.delete_source(tenant, id).await?;
+        if let (SourceKind::Sqs, Some(queues)) = (source.kind, &self.source_queues)
+            && let Err(e) = queues.delete_queue(&source).await
+        {
+            // The source is gone and nothing reads its queue; the queue is only left over.
+            tracing::warn!(source.id = %source.id, error = %e, "cannot delete the source's queue");
+        }
+        Ok(())
     }
 
     /// Defines a feed in the caller's tenant.

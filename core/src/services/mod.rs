@@ -75,6 +75,8 @@ pub struct Services {
     pub payments: Option<Arc<dyn crate::ports::Payments>>,
     /// The aws shape's ingest queue; `None` stores ingested records at once (local shape).
     pub ingest_queue: Option<Arc<dyn crate::ports::IngestQueue>>,
+    /// The queues of `sqs` sources; `None` where no shape serves them (local).
+    pub source_queues: Option<Arc<dyn crate::ports::SourceQueues>>,
     /// Figures `/metrics` shows besides the process's own.
     pub metrics: Vec<Arc<dyn crate::ports::Metrics>>,
     /// Business settings.

@@ -107,11 +107,33 @@ impl Services {
         self.ingest_into(&source, records).await
     }
 
-    /// Stores records into `source` (already authorized: a push by its tenant, or its poller).
+    /// Stores records into `source` (already authorized: a push by its tenant, or its poller);
+    /// in the aws shape they are queued and stored by the ingest handler.
     pub async fn ingest_into(
         &self,
         source: &Source,
         records: Vec<IngestRecord>,
+    ) -> Result<IngestResult, CoreError> {
+        self.ingest_checked(source, records, self.ingest_queue.as_deref())
+            .await
+    }
+
+    /// Stores records that arrived on `source`'s own queue (an `sqs` source), at once: they
+    /// already passed through a queue.
+    pub async fn ingest_from_source_queue(
+        &self,
+        source: &Source,
+        records: Vec<IngestRecord>,
+    ) -> Result<IngestResult, CoreError> {
+        self.ingest_checked(source, records, None).await
+    }
+
+    /// Checks records and stores them, or queues them on `queue`.
+    async fn ingest_checked(
+        &self,
+        source: &Source,
+        records: Vec<IngestRecord>,
+        queue: Option<&dyn crate::ports::IngestQueue>,
     ) -> Result<IngestResult, CoreError> {
         let (tenant, source_id) = (&source.tenant_id, &source.id);
         if records.len() > MAX_RECORDS_PER_REQUEST {
@@ -177,7 +199,7 @@ impl Services {
                 data: r.data,
             });
         }
-        let accepted = match &self.ingest_queue {
+        let accepted = match queue {
             _ if raw.is_empty() => 0,
             // Queued records are deduplicated when the ingest handler stores them, so only
             // the repeats within this request can be reported as duplicates now.
