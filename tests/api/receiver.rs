@@ -138,7 +138,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    for _ in 0..400 {
+    // A minute: the aws shape on its emulator is slower than the local shape, never wrong.
+    for _ in 0..1200 {
         if check().await {
             return;
         }
