@@ -455,14 +455,20 @@ impl Handlers {
     }
 }
 
-/// Delivery passes over one subscription while there is work (at most `MAX_PASSES`).
+/// Delivery passes over one subscription while there is work (at most `MAX_PASSES`),
+/// each on the subscription as it is stored then.
 async fn drain(
     services: &Services,
     sub: &Subscription,
     config: &DeliveryConfig,
 ) -> Result<(), CoreError> {
     for _ in 0..MAX_PASSES {
-        match deliver::deliver_push(services, sub, config).await {
+        // Read each pass: the subscription may have been paused, changed or cancelled since.
+        let sub = services
+            .store
+            .get_subscription(&sub.tenant_id, &sub.id)
+            .await?;
+        match deliver::deliver_push(services, &sub, config).await {
             Ok(0) => break,
             Ok(_) => {}
             // Another invocation moved the position first: it delivers.

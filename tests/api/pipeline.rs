@@ -535,6 +535,7 @@ async fn batched_subscriptions_get_arrays_and_paused_ones_miss_what_came_meanwhi
         json!({"batch": {"max_records": 2, "max_wait_ms": 200}}),
     )
     .await;
+    let probe = app.subscribe(&sub_token, &feed).await;
     app.post(
         &format!("/v1/sources/{source}/records"),
         Some(&vendor),
@@ -564,13 +565,15 @@ async fn batched_subscriptions_get_arrays_and_paused_ones_miss_what_came_meanwhi
         trades(&[("d", 150.0)]),
     )
     .await;
-    let source_feed_head = || async {
-        app.get(&format!("/v1/feeds/{feed}/errors"), Some(&vendor))
-            .await
-            .status
-            == 200
-    };
-    eventually("the feed answers", source_feed_head).await;
+    // d's output exists (a pull subscription on the feed sees it) before the resume, so it
+    // came while paused whatever the pipeline's latency.
+    let probe = format!("/v1/subscriptions/{probe}/records?after=0&limit=100");
+    eventually("d reaches the feed", || async {
+        app.get(&probe, Some(&sub_token)).await.body["items"]
+            .as_array()
+            .is_some_and(|items| items.len() == 4)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.hits().len(), 2, "nothing while paused");
     app.patch(&path, Some(&sub_token), json!({"status": "active"}))
