@@ -141,6 +141,26 @@ impl DynamoStore {
             .build())
     }
 
+    /// Puts a gap marker at each place that holds nothing (a conditional put each: a record
+    /// that did land stays). A marker that cannot be written only costs readers the settle
+    /// time, so failures are logged, not returned.
+    async fn mark_gaps<'a>(&self, places: impl Iterator<Item = &'a (TenantId, FeedId, u32, u64)>) {
+        for (tenant, feed, shard, position) in places {
+            let now = time::OffsetDateTime::now_utc();
+            let mut gap = key(output_pk(tenant, feed, *shard), position_key(*position));
+            gap.insert("kind".into(), s("gap"));
+            gap.insert("pos".into(), n(*position));
+            gap.insert("written_us".into(), n(micros(now)));
+            gap.insert(TTL_ATTRIBUTE.into(), n(now.unix_timestamp() + GAP_TTL_SECS));
+            match self.put_new(gap, "output").await {
+                Ok(()) | Err(CoreError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::warn!(feed.id = %feed, position, error = %e, "cannot mark a gap")
+                }
+            }
+        }
+    }
+
     /// A feed's output records after position `after` whose `keep` holds, in position order,
     /// up to `limit`, stopping at the first position that may still be being written.
     ///
@@ -338,18 +358,25 @@ impl RecordStore for DynamoStore {
                 places.push((tenant.clone(), feed.clone(), shard, position));
             }
         }
-        let written = self.write_new_groups(groups).await?;
-        // A position reserved for a record another writer stored first is marked as a gap,
-        // so readers pass it at once instead of waiting for it to settle.
-        let gaps = written
-            .iter()
-            .zip(&places)
-            .filter(|(w, _)| !**w)
-            .map(|(_, (tenant, feed, shard, position))| {
-                self.gap_request(output_pk(tenant, feed, *shard), *position)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        crate::table::batch_write(&self.clients, self.table(), gaps).await?;
+        // A position reserved for a record that was not stored (another writer stored it
+        // first, or the write failed) is marked as a gap, so readers pass it at once instead
+        // of waiting for it to settle.
+        let written = match self.write_new_groups(groups).await {
+            Ok(written) => written,
+            Err(e) => {
+                // Some transactions may have landed: the markers go only where nothing is.
+                self.mark_gaps(places.iter()).await;
+                return Err(e);
+            }
+        };
+        self.mark_gaps(
+            written
+                .iter()
+                .zip(&places)
+                .filter(|(w, _)| !**w)
+                .map(|(_, place)| place),
+        )
+        .await;
         Ok(written.into_iter().filter(|w| *w).count())
     }
 
