@@ -117,16 +117,10 @@ async fn delivery_loop(services: Services, notifier: Arc<LocalNotifier>, config:
                 running.insert(
                     id,
                     tokio::spawn(async move {
-                        // Keep passing while there is work, so a busy feed is drained quickly.
-                        loop {
-                            match deliver::deliver_push(&services, &sub, &config).await {
-                                Ok(0) => break,
-                                Ok(_) => {}
-                                Err(e) => {
-                                    tracing::warn!(subscription.id = %sub.id, error = %e, "delivery pass failed");
-                                    break;
-                                }
-                            }
+                        // Keep passing while there is work, so a busy feed is drained quickly;
+                        // each pass reads the subscription, which may be paused meanwhile.
+                        if let Err(e) = deliver::drain(&services, &sub, &config, usize::MAX).await {
+                            tracing::warn!(subscription.id = %sub.id, error = %e, "delivery pass failed");
                         }
                     }),
                 );

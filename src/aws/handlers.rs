@@ -455,28 +455,15 @@ impl Handlers {
     }
 }
 
-/// Delivery passes over one subscription while there is work (at most `MAX_PASSES`),
-/// each on the subscription as it is stored then.
+/// Delivery passes over one subscription while there is work (at most `MAX_PASSES`).
 async fn drain(
     services: &Services,
     sub: &Subscription,
     config: &DeliveryConfig,
 ) -> Result<(), CoreError> {
-    for _ in 0..MAX_PASSES {
-        // Read each pass: the subscription may have been paused, changed or cancelled since.
-        let sub = services
-            .store
-            .get_subscription(&sub.tenant_id, &sub.id)
-            .await?;
-        match deliver::deliver_push(services, &sub, config).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            // Another invocation moved the position first: it delivers.
-            Err(CoreError::Conflict(_)) => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    deliver::drain(services, sub, config, MAX_PASSES)
+        .await
+        .map(|_| ())
 }
 
 /// The records of a source queue message: `{"records": [...]}` or one record.

@@ -452,6 +452,32 @@ pub async fn deliver_push(
     Ok(rows.iter().filter(|(p, _)| *p <= to).count())
 }
 
+/// Delivery passes over one subscription while there is work, at most `max_passes`, each on
+/// the subscription as stored then: it may have been paused, changed or cancelled since the
+/// caller read it. A `Conflict` (another worker moved the position first) ends the passes,
+/// as that worker delivers. Returns the records moved past.
+pub async fn drain(
+    services: &Services,
+    sub: &Subscription,
+    config: &DeliveryConfig,
+    max_passes: usize,
+) -> Result<usize, CoreError> {
+    let mut moved = 0;
+    for _ in 0..max_passes {
+        let current = services
+            .store
+            .get_subscription(&sub.tenant_id, &sub.id)
+            .await?;
+        match deliver_push(services, &current, config).await {
+            Ok(0) => break,
+            Ok(n) => moved += n,
+            Err(CoreError::Conflict(_)) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(moved)
+}
+
 /// Retries the pending deliveries that are due. Returns how many were attempted.
 pub async fn retry_due(
     services: &Services,
