@@ -132,6 +132,16 @@ impl utoipa::ToSchema for Currency {}
 pub struct Amount(pub Decimal);
 
 impl Amount {
+    /// The whole units of a quantity (the deliveries of a usage or adjustment line), or an
+    /// internal error for a negative or oversized one.
+    pub fn whole_units(&self) -> Result<u64, crate::CoreError> {
+        self.0
+            .trunc()
+            .to_string()
+            .parse()
+            .map_err(crate::CoreError::internal)
+    }
+
     /// Parses a plain decimal string: digits, optionally a point and more digits.
     pub fn parse(s: &str) -> Result<Amount, String> {
         let (int, frac) = s.split_once('.').unwrap_or((s, ""));

@@ -12,14 +12,9 @@ use wharf_core::{CoreError, InvoiceId, Page, PageRequest, SubscriptionId, UserId
 
 type Result<T> = std::result::Result<T, CoreError>;
 
-/// The whole-number deliveries of a usage or adjustment line.
+/// The whole-number deliveries of a usage or adjustment line, as SQLite stores integers.
 fn deliveries(quantity: &wharf_core::money::Amount) -> Result<i64> {
-    quantity
-        .0
-        .trunc()
-        .to_string()
-        .parse()
-        .map_err(CoreError::internal)
+    i64::try_from(quantity.whole_units()?).map_err(CoreError::internal)
 }
 
 #[async_trait]

@@ -75,17 +75,12 @@ impl AccountStore for DynamoStore {
             .expression_attribute_values(":from", s(label(&from)?))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(vendor),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(CoreError::Conflict(
-                    "the vendor's status changed concurrently; retry".into(),
-                ))
-            }
-            Err(e) => Err(aws_error("changing a vendor's status", e)),
+        if written(sent, "changing a vendor's status")? {
+            Ok(vendor)
+        } else {
+            Err(CoreError::Conflict(
+                "the vendor's status changed concurrently; retry".into(),
+            ))
         }
     }
 
@@ -236,15 +231,10 @@ impl SourceStore for DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(CoreError::NotFound("source"))
-            }
-            Err(e) => Err(aws_error("updating a source", e)),
+        if written(sent, "updating a source")? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound("source"))
         }
     }
 
@@ -810,15 +800,10 @@ impl IdempotencyStore for DynamoStore {
             .expression_attribute_values(":old", n(reserved_us))
             .send()
             .await;
-        match taken {
-            Ok(_) => Ok(IdempotencyState::Started),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(IdempotencyState::Conflict)
-            }
-            Err(e) => Err(aws_error("taking over an idempotency key", e)),
+        if written(taken, "taking over an idempotency key")? {
+            Ok(IdempotencyState::Started)
+        } else {
+            Ok(IdempotencyState::Conflict)
         }
     }
 
@@ -839,15 +824,10 @@ impl IdempotencyStore for DynamoStore {
             )
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(CoreError::NotFound("idempotency key"))
-            }
-            Err(e) => Err(aws_error("completing an idempotency key", e)),
+        if written(sent, "completing an idempotency key")? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound("idempotency key"))
         }
     }
 
@@ -862,16 +842,9 @@ impl IdempotencyStore for DynamoStore {
             .expression_attribute_names("#status", "status")
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(aws_error("abandoning an idempotency key", e)),
-        }
+        // A completed key fails the condition and stays.
+        written(sent, "abandoning an idempotency key")?;
+        Ok(())
     }
 }
 

@@ -23,16 +23,6 @@ fn invoice_item(invoice: &Invoice) -> Result<Item> {
     Ok(item)
 }
 
-/// Whole deliveries of a usage quantity.
-fn deliveries(quantity: &wharf_core::money::Amount) -> Result<u64> {
-    quantity
-        .0
-        .trunc()
-        .to_string()
-        .parse()
-        .map_err(CoreError::internal)
-}
-
 fn payouts_pk(vendor: &VendorId) -> String {
     format!("T#{vendor}#PAYOUT")
 }
@@ -73,7 +63,7 @@ impl BillingStore for DynamoStore {
                 );
                 billed.insert("kind".into(), s("billed"));
                 billed.insert("subscription_id".into(), s(line.subscription_id.as_str()));
-                billed.insert("deliveries".into(), n(deliveries(&line.quantity)?));
+                billed.insert("deliveries".into(), n(line.quantity.whole_units()?));
                 group.push(put_op(billed, self.table(), false)?);
             }
             groups.push(group);

@@ -205,15 +205,10 @@ impl DeliveryStore for DynamoStore {
             .expression_attribute_values(":head", n(head))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(CoreError::NotFound("subscription"))
-            }
-            Err(e) => Err(aws_error("moving a delivery position", e)),
+        if written(sent, "moving a delivery position")? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound("subscription"))
         }
     }
 
@@ -282,17 +277,9 @@ impl DeliveryStore for DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        match sent {
-            // A delivery no longer pending stays gone.
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(aws_error("rescheduling a delivery", e)),
-        }
+        // A delivery no longer pending stays gone.
+        written(sent, "rescheduling a delivery")?;
+        Ok(())
     }
 
     async fn drop_pending(&self, delivery: &DeliveryId) -> Result<()> {
@@ -300,7 +287,7 @@ impl DeliveryStore for DynamoStore {
     }
 
     async fn log_attempts(&self, tenant: &TenantId, attempts: &[DeliveryAttempt]) -> Result<()> {
-        let requests = attempts
+        let items = attempts
             .iter()
             .enumerate()
             .map(|(index, a)| {
@@ -312,18 +299,10 @@ impl DeliveryStore for DynamoStore {
                 )?;
                 item.insert("status".into(), s(a.status.as_str()));
                 item.insert("at_us".into(), n(micros(a.at)));
-                Ok(aws_sdk_dynamodb::types::WriteRequest::builder()
-                    .put_request(
-                        aws_sdk_dynamodb::types::PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(CoreError::internal)?,
-                    )
-                    .build())
+                Ok(item)
             })
             .collect::<Result<Vec<_>>>()?;
-        crate::table::batch_write(&self.clients, self.table(), requests).await?;
-        Ok(())
+        self.put_all(items).await
     }
 
     async fn expire_attempts(&self, before: Timestamp) -> Result<usize> {

@@ -17,7 +17,9 @@ mod records;
 use crate::table::{decode_cursor, encode_cursor};
 use crate::{Clients, aws_error};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, TransactWriteItem, WriteRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -95,16 +97,30 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(CoreError::Conflict(format!("{what} already exists")))
-            }
-            Err(e) => Err(aws_error("storing an item", e)),
+        if written(sent, "storing an item")? {
+            Ok(())
+        } else {
+            Err(CoreError::Conflict(format!("{what} already exists")))
         }
+    }
+
+    /// Stores `items`, replacing what is there, in batches (`BatchWriteItem`).
+    async fn put_all(&self, items: Vec<Item>) -> Result<()> {
+        let requests = items
+            .into_iter()
+            .map(|item| {
+                Ok(WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(CoreError::internal)?,
+                    )
+                    .build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::table::batch_write(&self.clients, self.table(), requests).await?;
+        Ok(())
     }
 
     /// Stores `item`, replacing what is there.
@@ -431,9 +447,9 @@ impl DynamoStore {
                         .iter()
                         .filter_map(|n| item.get(*n).map(|v| ((*n).to_owned(), v.clone())))
                         .collect();
-                    Ok(aws_sdk_dynamodb::types::WriteRequest::builder()
+                    Ok(WriteRequest::builder()
                         .delete_request(
-                            aws_sdk_dynamodb::types::DeleteRequest::builder()
+                            DeleteRequest::builder()
                                 .set_key(Some(key))
                                 .build()
                                 .map_err(CoreError::internal)?,
@@ -517,6 +533,28 @@ impl Query {
             Some("gsi2") => vec!["pk", "sk", "gsi2pk", "gsi2sk"],
             Some(_) => vec!["pk", "sk", "gsi3pk", "gsi3sk"],
         }
+    }
+}
+
+/// Whether a conditional write happened: `false` when its condition failed, an error for any
+/// other failure.
+fn written<T, E, R>(
+    sent: std::result::Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+    what: &str,
+) -> Result<bool>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e)
+            if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(aws_error(what, e)),
     }
 }
 

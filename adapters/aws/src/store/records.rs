@@ -118,40 +118,12 @@ impl DynamoStore {
         Ok(last + 1 - count)
     }
 
-    /// A put of a gap marker at a feed's `position`: a position that holds no record (lost
-    /// to a race, or its record expired), kept a week so readers behind it pass it at once.
-    fn gap_request(
-        &self,
-        pk: String,
-        position: u64,
-    ) -> Result<aws_sdk_dynamodb::types::WriteRequest> {
-        let now = time::OffsetDateTime::now_utc();
-        let mut gap = key(pk, position_key(position));
-        gap.insert("kind".into(), s("gap"));
-        gap.insert("pos".into(), n(position));
-        gap.insert("written_us".into(), n(micros(now)));
-        gap.insert(TTL_ATTRIBUTE.into(), n(now.unix_timestamp() + GAP_TTL_SECS));
-        Ok(aws_sdk_dynamodb::types::WriteRequest::builder()
-            .put_request(
-                aws_sdk_dynamodb::types::PutRequest::builder()
-                    .set_item(Some(gap))
-                    .build()
-                    .map_err(CoreError::internal)?,
-            )
-            .build())
-    }
-
     /// Puts a gap marker at each place that holds nothing (a conditional put each: a record
     /// that did land stays). A marker that cannot be written only costs readers the settle
     /// time, so failures are logged, not returned.
     async fn mark_gaps<'a>(&self, places: impl Iterator<Item = &'a (TenantId, FeedId, u32, u64)>) {
         for (tenant, feed, shard, position) in places {
-            let now = time::OffsetDateTime::now_utc();
-            let mut gap = key(output_pk(tenant, feed, *shard), position_key(*position));
-            gap.insert("kind".into(), s("gap"));
-            gap.insert("pos".into(), n(*position));
-            gap.insert("written_us".into(), n(micros(now)));
-            gap.insert(TTL_ATTRIBUTE.into(), n(now.unix_timestamp() + GAP_TTL_SECS));
+            let gap = gap_item(output_pk(tenant, feed, *shard), *position);
             match self.put_new(gap, "output").await {
                 Ok(()) | Err(CoreError::Conflict(_)) => {}
                 Err(e) => {
@@ -162,7 +134,7 @@ impl DynamoStore {
     }
 
     /// A feed's output records after position `after` whose `keep` holds, in position order,
-    /// up to `limit`, stopping at the first position that may still be being written.
+    /// up to `limit` (fewer when a shard has more to read), stopping at the first position that may still be being written.
     ///
     /// Writers reserve positions before they store, and two writers of one feed may commit
     /// out of order (or one transaction become visible shard by shard), so a reader can see
@@ -184,15 +156,22 @@ impl DynamoStore {
             written_us: i64,
         }
         let mut rows: Vec<Row> = Vec::new();
-        // Beyond the last row read from a shard that had more, positions are unknown.
+        // Beyond the last row read from a shard that had more, positions are unknown. Each
+        // shard is read for about twice its share of `limit` (ids spread records evenly), not
+        // for all of it: a shorter page only means the caller reads on, while reading `limit`
+        // from every shard would read eight times what is returned.
         let mut known_up_to = u64::MAX;
+        let per_shard = (limit / RECORD_SHARDS as usize + 1)
+            .saturating_mul(2)
+            .min(limit)
+            .max(1);
         for shard in 0..RECORD_SHARDS {
             let query =
                 Query::table(output_pk(tenant, feed, shard)).sort(Sort::After(position_key(after)));
             let mut start = None;
             let mut kept = 0;
             loop {
-                let (items, next) = self.query_once(&query, start, Some(limit.max(1))).await?;
+                let (items, next) = self.query_once(&query, start, Some(per_shard)).await?;
                 let mut last = None;
                 for item in items {
                     let position = num_attr(&item, "pos")?;
@@ -216,7 +195,7 @@ impl DynamoStore {
                     });
                 }
                 match next {
-                    Some(next) if kept < limit => start = Some(next),
+                    Some(next) if kept < per_shard => start = Some(next),
                     Some(_) => {
                         known_up_to = known_up_to.min(last.unwrap_or(after));
                         break;
@@ -248,6 +227,18 @@ impl DynamoStore {
 
 /// How long a missing position may hold readers back before it counts as lost.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// A gap marker at a feed's `position`: a position that holds no record (lost to a race or a
+/// failed write, or its record expired), kept a week so readers behind it pass it at once.
+fn gap_item(pk: String, position: u64) -> Item {
+    let now = time::OffsetDateTime::now_utc();
+    let mut gap = key(pk, position_key(position));
+    gap.insert("kind".into(), s("gap"));
+    gap.insert("pos".into(), n(position));
+    gap.insert("written_us".into(), n(micros(now)));
+    gap.insert(TTL_ATTRIBUTE.into(), n(now.unix_timestamp() + GAP_TTL_SECS));
+    gap
+}
+
 /// How long a gap marker is kept.
 const GAP_TTL_SECS: i64 = 7 * 86_400;
 
@@ -428,7 +419,7 @@ impl RecordStore for DynamoStore {
     }
 
     async fn record_feed_errors(&self, tenant: &TenantId, errors: &[FeedError]) -> Result<()> {
-        let requests = errors
+        let items = errors
             .iter()
             .enumerate()
             .map(|(index, e)| {
@@ -439,18 +430,10 @@ impl RecordStore for DynamoStore {
                     e,
                 )?;
                 item.insert("at_us".into(), n(micros(e.at)));
-                Ok(aws_sdk_dynamodb::types::WriteRequest::builder()
-                    .put_request(
-                        aws_sdk_dynamodb::types::PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(CoreError::internal)?,
-                    )
-                    .build())
+                Ok(item)
             })
             .collect::<Result<Vec<_>>>()?;
-        crate::table::batch_write(&self.clients, self.table(), requests).await?;
-        Ok(())
+        self.put_all(items).await
     }
 
     async fn list_feed_errors(
@@ -525,10 +508,10 @@ impl RecordStore for DynamoStore {
             .iter()
             .map(|item| {
                 let position = str_attr(item, "sk")?.parse().map_err(CoreError::internal)?;
-                self.gap_request(str_attr(item, "pk")?.to_owned(), position)
+                Ok(gap_item(str_attr(item, "pk")?.to_owned(), position))
             })
             .collect::<Result<Vec<_>>>()?;
-        crate::table::batch_write(&self.clients, self.table(), gaps).await?;
+        self.put_all(gaps).await?;
         Ok(count)
     }
 
