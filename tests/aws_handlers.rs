@@ -157,6 +157,43 @@ async fn login(url: &str, email: &str) -> String {
         .to_owned()
 }
 
+/// Signs up the vendor Acme; answers its admin's token.
+async fn vendor(url: &str) -> String {
+    let body =
+        json!({"name": "Acme", "admin_email": "v@vendor.example", "admin_password": PASSWORD});
+    call(url, "/v1/vendors", None, body).await;
+    login(url, "v@vendor.example").await
+}
+
+/// A published feed on `source` keeping records priced over 100; answers its id.
+async fn large_trades_feed(url: &str, vendor: &str, source: &str) -> String {
+    let body = json!({
+        "name": "Large trades", "source_id": source, "description": "big ones",
+        "pipeline": {"rules": [{"type": "filter", "expr": "record.price > 100.0"}]},
+        "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "10.00",
+                   "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.01"}]}],
+        "visibility": "public", "status": "published"
+    });
+    call(url, "/v1/feeds", Some(vendor), body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Signs up the subscriber Bob and subscribes him to `feed` on `channel`; answers his token
+/// and the subscription's id.
+async fn bob_subscribes(url: &str, feed: &str, channel: Value) -> (String, String) {
+    let body = json!({"name": "Bob", "email": "b@sub.example", "password": PASSWORD});
+    call(url, "/v1/subscribers", None, body).await;
+    let bob = login(url, "b@sub.example").await;
+    let body = json!({"feed_id": feed, "plan_id": "pro", "channel": channel});
+    let sub = call(url, "/v1/subscriptions", Some(&bob), body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (bob, sub)
+}
+
 /// Every record of the table's stream from `after` on (by sequence number), oldest first.
 async fn stream_records(
     shape: &AwsShape,
@@ -222,14 +259,7 @@ async fn stream_records(
 async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_count_per_record() {
     let (shape, handlers) = shape(&config()).await;
     let url = api(&shape).await;
-    call(
-        &url,
-        "/v1/vendors",
-        None,
-        json!({"name": "Acme", "admin_email": "v@vendor.example", "admin_password": PASSWORD}),
-    )
-    .await;
-    let vendor = login(&url, "v@vendor.example").await;
+    let vendor = vendor(&url).await;
     let source = call(
         &url,
         "/v1/sources",
@@ -240,43 +270,10 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
         .as_str()
         .unwrap()
         .to_owned();
-    let feed = call(
-        &url,
-        "/v1/feeds",
-        Some(&vendor),
-        json!({
-            "name": "Large trades", "source_id": source, "description": "big ones",
-            "pipeline": {"rules": [{"type": "filter", "expr": "record.price > 100.0"}]},
-            "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "10.00",
-                       "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.01"}]}],
-            "visibility": "public", "status": "published"
-        }),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    call(
-        &url,
-        "/v1/subscribers",
-        None,
-        json!({"name": "Bob", "email": "b@sub.example", "password": PASSWORD}),
-    )
-    .await;
-    let bob = login(&url, "b@sub.example").await;
+    let feed = large_trades_feed(&url, &vendor, &source).await;
     let receiver = receiver::Receiver::start(vec![]).await;
-    let sub = call(
-        &url,
-        "/v1/subscriptions",
-        Some(&bob),
-        json!({
-            "feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": receiver.url}
-        }),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, sub) =
+        bob_subscribes(&url, &feed, json!({"type": "webhook", "url": receiver.url})).await;
 
     let pushed = call(
         &url,
@@ -479,7 +476,6 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
         receives >= 5,
         "received {receives} times before it was moved"
     );
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,14 +486,7 @@ async fn an_sqs_source_gets_its_own_queue_whose_messages_are_stored_and_refusals
     let clients = wharf::aws::clients(&config).await;
     tokio::spawn(server.run(std::future::pending()));
 
-    call(
-        &url,
-        "/v1/vendors",
-        None,
-        json!({"name": "Acme", "admin_email": "v@vendor.example", "admin_password": PASSWORD}),
-    )
-    .await;
-    let vendor = login(&url, "v@vendor.example").await;
+    let vendor = vendor(&url).await;
     let source = call(
         &url,
         "/v1/sources",
@@ -510,42 +499,8 @@ async fn an_sqs_source_gets_its_own_queue_whose_messages_are_stored_and_refusals
     .await;
     let source_id = source["id"].as_str().unwrap().to_owned();
     let queue = source["queue_url"].as_str().unwrap().to_owned();
-    let feed = call(
-        &url,
-        "/v1/feeds",
-        Some(&vendor),
-        json!({
-            "name": "Large trades", "source_id": source_id, "description": "from a queue",
-            "pipeline": {"rules": [{"type": "filter", "expr": "record.price > 100.0"}]},
-            "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "10.00",
-                       "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.01"}]}],
-            "visibility": "public", "status": "published"
-        }),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    call(
-        &url,
-        "/v1/subscribers",
-        None,
-        json!({"name": "Bob", "email": "b@sub.example", "password": PASSWORD}),
-    )
-    .await;
-    let bob = login(&url, "b@sub.example").await;
-    let sub = call(
-        &url,
-        "/v1/subscriptions",
-        Some(&bob),
-        json!({
-            "feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}
-        }),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let feed = large_trades_feed(&url, &vendor, &source_id).await;
+    let (bob, sub) = bob_subscribes(&url, &feed, json!({"type": "pull"})).await;
 
     // What the vendor's own systems send to the queue.
     for body in [
