@@ -75,6 +75,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         ),
         ingest_queue: None,
         source_queues: None,
+        fanout: None,
         metrics: Vec::new(),
         settings: settings(config, Shape::Local)?,
     };

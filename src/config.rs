@@ -134,6 +134,13 @@ pub struct AwsConfig {
     pub client_id: Option<String>,
     /// The ingest queue's URL; on Lambda it must be set, `wharf serve` bootstraps it.
     pub ingest_queue_url: Option<String>,
+    /// The webhook delivery queue's URL (fed by every feed topic); on Lambda it must be set,
+    /// `wharf serve` bootstraps it.
+    pub delivery_queue_url: Option<String>,
+    /// The API Gateway WebSocket API's management endpoint
+    /// (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`), where the publisher posts
+    /// to connected sockets; unset under `wharf serve`, which serves WebSockets itself.
+    pub websocket_endpoint: Option<String>,
     /// The 256-bit key sealing webhook signing secrets (URL-safe base64); on Lambda it must be
     /// set, `wharf serve` keeps one in the data dir otherwise.
     pub secret_key: Option<Secret>,
@@ -155,6 +162,8 @@ impl Default for AwsConfig {
             user_pool_id: None,
             client_id: None,
             ingest_queue_url: None,
+            delivery_queue_url: None,
+            websocket_endpoint: None,
             secret_key: None,
             access_key_id: None,
             secret_access_key: None,

@@ -60,6 +60,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AwsCommand {
+    /// Measure the cost per million records delivered: run records through the aws shape's
+    /// handlers against an emulator (moto) to `sqs` subscribers, count the AWS calls, Lambda
+    /// invocations and API requests they made, and price them with AWS's list prices.
+    Cost {
+        /// The emulator's endpoint (such as `http://127.0.0.1:5000` for `moto_server`).
+        #[arg(long)]
+        aws_endpoint_url: String,
+        /// Records to push.
+        #[arg(long, default_value_t = 1000)]
+        records: usize,
+        /// Subscribers, each on its own SQS queue.
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+    },
     /// Create the DynamoDB table, SQS queues, Cognito user pool and S3 bucket the aws shape
     /// needs, in an emulator or a development account (credentials and region come from the
     /// AWS environment). Running it again changes nothing.
@@ -247,6 +261,34 @@ fn main() -> anyhow::Result<()> {
                     user.email,
                     user.id,
                     role.as_str()
+                );
+                Ok(())
+            }
+            Command::Aws {
+                command:
+                    AwsCommand::Cost {
+                        aws_endpoint_url,
+                        records,
+                        subscribers,
+                    },
+            } => {
+                use wharf::aws::cost;
+                let m = cost::measure(&aws_endpoint_url, records, subscribers).await?;
+                let (lines, per_million) = cost::price(&m);
+                println!(
+                    "{} records to {} subscribers in {:.1} s ({}):",
+                    m.records,
+                    m.subscribers,
+                    m.elapsed.as_secs_f64(),
+                    cost::prices::AS_OF
+                );
+                for l in &lines {
+                    println!("  {:<48} {:>14.1} {:>12.6} USD", l.item, l.quantity, l.usd);
+                }
+                println!("cost per 1M records: {per_million:.2} USD");
+                println!(
+                    "naive per-record design, same prices: {:.2} USD per 1M records",
+                    cost::naive_per_million(subscribers)
                 );
                 Ok(())
             }

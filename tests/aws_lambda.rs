@@ -127,6 +127,10 @@ async fn the_binary_runs_each_handler_under_the_lambda_runtime_api() {
         ("WHARF_AWS__USER_POOL_ID", pool.pool_id.clone()),
         ("WHARF_AWS__CLIENT_ID", pool.client_id.clone()),
         ("WHARF_AWS__INGEST_QUEUE_URL", done.ingest_queue_url.clone()),
+        (
+            "WHARF_AWS__DELIVERY_QUEUE_URL",
+            done.delivery_queue_url.clone(),
+        ),
         ("WHARF_AWS__SECRET_KEY", "A".repeat(43)),
     ];
 
@@ -170,6 +174,41 @@ async fn the_binary_runs_each_handler_under_the_lambda_runtime_api() {
         stream,
         ("req-1/response".into(), json!({"batchItemFailures": []}))
     );
+
+    // A delivery message that names no feed is failed, so it ends in the dead-letter queue.
+    let sender = invoke(
+        &config,
+        &deployed,
+        "sender",
+        json!({"Records": [{
+            "messageId": "d-stray", "receiptHandle": "h", "body": "{}",
+            "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+            "md5OfBody": "x", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:wharf-delivery", "awsRegion": "us-east-1"
+        }]}),
+    )
+    .await;
+    assert_eq!(
+        sender.1,
+        json!({"batchItemFailures": [{"itemIdentifier": "d-stray"}]})
+    );
+
+    // A socket that brings no token is refused at $connect.
+    let websocket = invoke(
+        &config,
+        &deployed,
+        "websocket",
+        json!({
+            "requestContext": {"routeKey": "$connect", "eventType": "CONNECT", "connectionId": "c1",
+                               "stage": "prod", "apiId": "abc", "requestId": "r", "connectedAt": 0,
+                               "requestTimeEpoch": 0, "identity": {"sourceIp": "127.0.0.1"}},
+            "queryStringParameters": {"subscription_id": "sub_x"}, "headers": {},
+            "isBase64Encoded": false
+        }),
+    )
+    .await;
+    assert_eq!(websocket.0, "req-1/response", "{websocket:?}");
+    assert_eq!(websocket.1["statusCode"], 401, "{websocket:?}");
 
     let schedule = invoke(
         &config,

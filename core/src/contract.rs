@@ -276,6 +276,7 @@ fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         failing_since: None,
+        native: None,
         history: vec![StatusChange {
             status: SubscriptionStatus::Active,
             at: at(5),

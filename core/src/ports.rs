@@ -556,6 +556,24 @@ pub trait SourceQueues: Send + Sync {
     async fn delete_queue(&self, source: &Source) -> Result<()>;
 }
 
+/// Fan-out through a topic per published feed (aws shape: SNS). The native channels (`sqs`,
+/// `email`, `mobile_push`) are subscriptions of that topic, which deliver without Wharf.
+#[async_trait]
+pub trait Fanout: Send + Sync {
+    /// Creates the topic of a feed being published; one that exists is kept.
+    async fn open_topic(&self, feed: &Feed) -> Result<()>;
+    /// Deletes the topic of a feed archived or deleted, and with it every subscription of it;
+    /// a topic already gone is not an error.
+    async fn close_topic(&self, feed: &Feed) -> Result<()>;
+    /// Subscribes the native channel of `sub` to its feed's topic, with its filter where the
+    /// topic can apply it; answers the link to keep on the subscription.
+    async fn subscribe(&self, sub: &Subscription) -> Result<NativeLink>;
+    /// Removes a link `subscribe` made; one already gone is not an error.
+    async fn unsubscribe(&self, link: &NativeLink) -> Result<()>;
+    /// The link as the topic sees it now (an email recipient may have confirmed since).
+    async fn refresh(&self, link: &NativeLink) -> Result<NativeLink>;
+}
+
 /// Figures a running process adds to `/metrics`, in Prometheus' text format.
 pub trait Metrics: Send + Sync {
     /// Lines of `# HELP`, `# TYPE` and samples, each ending in a newline.

@@ -1,5 +1,5 @@
 //! `wharf serve --backend aws` runs the pipeline in one process by standing in for Lambda's
-//! event sources: it long-polls the ingest queue, reads the table's stream shard by shard,
+//! event sources: it long-polls the ingest and delivery queues, reads the table's stream shard by shard,
 //! and fires the schedule on a timer. Each batch becomes the very event Lambda would deliver
 //! (built as Lambda's JSON and parsed into the same `aws_lambda_events` types) and goes to the
 //! same handler, and the partial-failure answer is honoured as Lambda honours it: failed
@@ -29,41 +29,62 @@ const CHECKPOINT_FILE: &str = "stream-checkpoints.json";
 
 /// Starts the stand-ins; they run until the process ends.
 pub fn spawn(shape: &AwsShape, handlers: Arc<Handlers>, data_dir: &Path) -> Vec<JoinHandle<()>> {
-    let region = shape
+    let mut tasks = spawn_sources(shape, handlers.clone(), data_dir);
+    tasks.push(tokio::spawn(schedule_loop(region(shape), handlers)));
+    tasks
+}
+
+fn region(shape: &AwsShape) -> String {
+    shape
         .clients
         .settings
         .region
         .clone()
-        .unwrap_or_else(|| "us-east-1".into());
+        .unwrap_or_else(|| "us-east-1".into())
+}
+
+/// Starts the queue and stream stand-ins only (no schedule: `wharf cost` counts the work
+/// records cause, not the schedule's).
+pub fn spawn_sources(
+    shape: &AwsShape,
+    handlers: Arc<Handlers>,
+    data_dir: &Path,
+) -> Vec<JoinHandle<()>> {
+    let region = region(shape);
     vec![
-        tokio::spawn(ingest_loop(
+        tokio::spawn(queue_loop(
             shape.clients.clone(),
             shape.ingest_queue_url.clone(),
             handlers.clone(),
         )),
+        tokio::spawn(queue_loop(
+            shape.clients.clone(),
+            shape.delivery_queue_url.clone(),
+            handlers.clone(),
+        )),
         tokio::spawn(stream_loop(
             shape.clients.clone(),
-            region.clone(),
-            handlers.clone(),
+            region,
+            handlers,
             data_dir.join(CHECKPOINT_FILE),
         )),
-        tokio::spawn(schedule_loop(region, handlers)),
     ]
 }
 
-async fn ingest_loop(clients: Clients, queue_url: String, handlers: Arc<Handlers>) {
+/// Long-polls a queue and hands each batch to its handler, as Lambda's event source mapping.
+async fn queue_loop(clients: Clients, queue_url: String, handlers: Arc<Handlers>) {
     let arn = loop {
         match queue_arn(&clients, &queue_url).await {
             Ok(arn) => break arn,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the ingest queue; retrying");
+                tracing::error!(error = %e, queue = queue_url, "cannot read a queue; retrying");
                 tokio::time::sleep(RETRY_WAIT).await;
             }
         }
     };
     loop {
         if let Err(e) = handlers.poll_queue(&queue_url, &arn, 1).await {
-            tracing::error!(error = %e, "ingest queue poll failed; retrying");
+            tracing::error!(error = %e, queue = queue_url, "queue poll failed; retrying");
             tokio::time::sleep(RETRY_WAIT).await;
         }
     }
@@ -80,13 +101,27 @@ pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str, region: &s
                 .flatten()
                 .map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone())))
                 .collect();
+            let message_attributes: Map<String, Value> = m
+                .message_attributes
+                .iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let value = json!({
+                        "stringValue": v.string_value,
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": v.data_type,
+                    });
+                    (k.clone(), value)
+                })
+                .collect();
             json!({
                 "messageId": m.message_id,
                 "receiptHandle": m.receipt_handle,
                 "body": m.body,
                 "md5OfBody": m.md5_of_body,
                 "attributes": attributes,
-                "messageAttributes": {},
+                "messageAttributes": message_attributes,
                 "eventSource": "aws:sqs",
                 "eventSourceARN": arn,
                 "awsRegion": region,

@@ -12,6 +12,8 @@
 //! condition, metering marks deliveries), so a batch handled twice changes nothing twice.
 
 use super::AwsShape;
+use super::publish::Publisher;
+use aws_lambda_events::event::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -56,11 +58,16 @@ pub struct Running {
 pub struct Handlers {
     services: Services,
     clients: Clients,
+    store: Arc<wharf_aws::DynamoStore>,
+    publisher: Publisher,
+    delivery_queue_url: String,
     processor: Processor,
     delivery: DeliveryConfig,
     deliveries: Deliveries,
     /// The tenant and source of each source queue seen, by queue name.
     source_queues: Mutex<HashMap<String, (TenantId, SourceId)>>,
+    /// Invocations and their time, by handler (what Lambda would bill).
+    invocations: Mutex<std::collections::BTreeMap<&'static str, (u64, std::time::Duration)>>,
 }
 
 impl Handlers {
@@ -69,17 +76,48 @@ impl Handlers {
         Handlers {
             services: shape.services.clone(),
             clients: shape.clients.clone(),
+            store: shape.store.clone(),
+            publisher: Publisher::new(shape),
+            delivery_queue_url: shape.delivery_queue_url.clone(),
             processor: Processor::default(),
             delivery,
             deliveries,
             source_queues: Mutex::new(HashMap::new()),
+            invocations: Mutex::default(),
         }
+    }
+
+    /// Invocations so far and their total time, by handler.
+    pub fn invocations(&self) -> Vec<(&'static str, u64, std::time::Duration)> {
+        self.invocations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, (n, time))| (*name, *n, *time))
+            .collect()
+    }
+
+    fn invoked(&self, handler: &'static str, started: std::time::Instant) {
+        let mut all = self
+            .invocations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = all.entry(handler).or_default();
+        entry.0 += 1;
+        entry.1 += started.elapsed();
     }
 
     /// The SQS ingest handler: messages of the ingest queue carry records the ingest endpoint
     /// accepted; messages of an `sqs` source's own queue carry what its vendor sent (one
     /// record, or `{"records": [...]}`), checked like a push.
     pub async fn ingest(&self, event: SqsEvent) -> SqsEventResponse {
+        let started = std::time::Instant::now();
+        let answer = self.ingest_batch(event).await;
+        self.invoked("ingest", started);
+        answer
+    }
+
+    async fn ingest_batch(&self, event: SqsEvent) -> SqsEventResponse {
         let prefix = SqsSourceQueues::name_prefix(&self.clients);
         let mut queued: Vec<Message> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
@@ -115,16 +153,7 @@ impl Handlers {
             "ingest batch"
         );
         failed.extend(done.outcome.failed);
-        let mut response = SqsEventResponse::default();
-        response.batch_item_failures = failed
-            .into_iter()
-            .map(|id| {
-                let mut failure = SqsBatchItemFailure::default();
-                failure.item_identifier = Some(id);
-                failure
-            })
-            .collect();
-        response
+        sqs_failures(failed)
     }
 
     /// Stores one message a vendor sent to its source's queue. Records the source's schema
@@ -184,7 +213,7 @@ impl Handlers {
     }
 
     /// Receives one batch from the queue at `url` (waiting up to `wait_secs` for it), hands
-    /// it to `ingest` as Lambda's SQS event, and deletes the messages that succeeded; failed
+    /// it to `sender` (the delivery queue) or `ingest` (any other) as Lambda's SQS event, and deletes the messages that succeeded; failed
     /// ones come back after the queue's visibility timeout. Answers how many were received.
     pub async fn poll_queue(&self, url: &str, arn: &str, wait_secs: i32) -> anyhow::Result<usize> {
         let sqs = &self.clients.sqs;
@@ -194,6 +223,7 @@ impl Handlers {
             .max_number_of_messages(10)
             .wait_time_seconds(wait_secs)
             .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
             .send()
             .await?
             .messages
@@ -208,9 +238,12 @@ impl Handlers {
             .as_deref()
             .unwrap_or("us-east-1");
         let event = serde_json::from_value(super::emulate::sqs_event(&messages, arn, region))?;
-        let failed: Vec<String> = self
-            .ingest(event)
-            .await
+        let handled = if url == self.delivery_queue_url {
+            self.sender(event).await
+        } else {
+            self.ingest(event).await
+        };
+        let failed: Vec<String> = handled
             .batch_item_failures
             .into_iter()
             .filter_map(|f| f.item_identifier)
@@ -258,6 +291,13 @@ impl Handlers {
 
     /// The DynamoDB Streams handler.
     pub async fn stream(&self, event: StreamEvent) -> DynamoDbEventResponse {
+        let started = std::time::Instant::now();
+        let answer = self.stream_batch(event).await;
+        self.invoked("stream", started);
+        answer
+    }
+
+    async fn stream_batch(&self, event: StreamEvent) -> DynamoDbEventResponse {
         let mut raws: Vec<(String, RawRecord)> = Vec::new();
         let mut outputs: Vec<(String, OutputRecord)> = Vec::new();
         for record in event.records {
@@ -307,7 +347,17 @@ impl Handlers {
             .map(|(_, o)| (o.tenant_id.clone(), o.feed_id.clone()))
             .collect();
         for (tenant, feed) in feeds {
-            if let Err(e) = self.publish(&tenant, &feed).await {
+            let published = self.publisher.publish(&tenant, &feed).await;
+            if let Ok(done) = published {
+                tracing::info!(
+                    feed.id = %feed,
+                    records = done.records,
+                    metered = done.metered,
+                    posted = done.posted,
+                    "published"
+                );
+            }
+            if let Err(e) = published {
                 tracing::warn!(feed.id = %feed, error = %e, "publishing failed; retried");
                 if let Some((seq, _)) = outputs.iter().find(|(_, o)| o.feed_id == feed) {
                     failed.push(seq.clone());
@@ -326,8 +376,51 @@ impl Handlers {
         response
     }
 
-    /// Delivers a feed's new outputs to its active push subscriptions.
-    async fn publish(&self, tenant: &TenantId, feed: &FeedId) -> Result<(), CoreError> {
+    /// The webhook sender: each message of the delivery queue is a record a feed's topic
+    /// passed on (`wharf.wake`), and wakes delivery to that feed's webhook subscriptions,
+    /// which read their records from the table, batch, sign, retry and meter as the local
+    /// shape does. A feed whose delivery fails has its messages reported failed.
+    pub async fn sender(&self, event: SqsEvent) -> SqsEventResponse {
+        let started = std::time::Instant::now();
+        let answer = self.sender_batch(event).await;
+        self.invoked("sender", started);
+        answer
+    }
+
+    async fn sender_batch(&self, event: SqsEvent) -> SqsEventResponse {
+        let mut feeds: std::collections::BTreeMap<(TenantId, FeedId), Vec<String>> =
+            Default::default();
+        let mut failed: Vec<String> = Vec::new();
+        for m in event.records {
+            let Some(id) = m.message_id else { continue };
+            let attribute = |name: &str| {
+                m.message_attributes
+                    .get(name)
+                    .and_then(|a| a.string_value.clone())
+            };
+            let parsed = attribute("wharf.tenant")
+                .zip(attribute("wharf.feed"))
+                .and_then(|(t, f)| TenantId::parse(&t).ok().zip(FeedId::parse(&f).ok()));
+            match parsed {
+                Some(key) => feeds.entry(key).or_default().push(id),
+                None => {
+                    // Not a topic's message: left to the dead-letter queue, where it is seen.
+                    tracing::warn!(message = %id, "delivery message without a feed");
+                    failed.push(id);
+                }
+            }
+        }
+        for ((tenant, feed), ids) in feeds {
+            if let Err(e) = self.wake_webhooks(&tenant, &feed).await {
+                tracing::warn!(feed.id = %feed, error = %e, "webhook delivery failed; retried");
+                failed.extend(ids);
+            }
+        }
+        sqs_failures(failed)
+    }
+
+    /// Delivers a feed's new outputs to its active webhook subscriptions.
+    async fn wake_webhooks(&self, tenant: &TenantId, feed: &FeedId) -> Result<(), CoreError> {
         let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
         let mut awaited = tokio::task::JoinSet::new();
         loop {
@@ -414,6 +507,74 @@ impl Handlers {
         }
     }
 
+    /// The API Gateway WebSocket API's routes. `$connect` carries `?subscription_id=` and the
+    /// subscriber's token (`Authorization: Bearer` or `?access_token=`, as browsers cannot set
+    /// headers) and stores a connection of that websocket subscription; `$disconnect` removes
+    /// it; `$default` ignores what a client sends. The publisher posts records to connections.
+    pub async fn websocket(
+        &self,
+        event: ApiGatewayWebsocketProxyRequest,
+    ) -> ApiGatewayProxyResponse {
+        let context = &event.request_context;
+        let connection = context.connection_id.clone().unwrap_or_default();
+        let outcome = match context.route_key.as_deref().unwrap_or("$default") {
+            "$connect" => self.connect(&event, &connection).await,
+            "$disconnect" => self.store.delete_connection(&connection).await.map(|_| ()),
+            _ => Ok(()),
+        };
+        let mut response = ApiGatewayProxyResponse::default();
+        match outcome {
+            Ok(()) => response.status_code = 200,
+            Err(e) => {
+                response.status_code = match &e {
+                    CoreError::Validation(_) => 400,
+                    CoreError::Unauthenticated(_) => 401,
+                    CoreError::Forbidden(_) => 403,
+                    CoreError::NotFound(_) => 404,
+                    CoreError::Conflict(_) => 409,
+                    CoreError::Unavailable(_) => 503,
+                    CoreError::Internal(_) => 500,
+                };
+                tracing::info!(connection, status = response.status_code, error = %e, "socket refused");
+            }
+        }
+        response
+    }
+
+    async fn connect(
+        &self,
+        event: &ApiGatewayWebsocketProxyRequest,
+        connection: &str,
+    ) -> Result<(), CoreError> {
+        let query = &event.query_string_parameters;
+        let header = event
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_owned());
+        let token = header
+            .or_else(|| query.first("access_token").map(str::to_owned))
+            .ok_or_else(|| CoreError::Unauthenticated("missing bearer token".into()))?;
+        let id = query
+            .first("subscription_id")
+            .and_then(|id| SubscriptionId::parse(id).ok())
+            .ok_or_else(|| {
+                CoreError::invalid("subscription_id", "must name a websocket subscription")
+            })?;
+        let who = self.services.authenticate(&token).await?;
+        let (sub, _) = self.services.live_open(&who, &id, None).await?;
+        self.store
+            .put_connection(&wharf_aws::store::Connection {
+                id: connection.to_owned(),
+                tenant_id: sub.tenant_id,
+                subscription_id: sub.id,
+                connected_at: self.services.clock.now(),
+            })
+            .await
+    }
+
     /// The EventBridge schedule handler.
     pub async fn schedule(&self, event: EventBridgeEvent) -> Result<(), CoreError> {
         let services = &self.services;
@@ -483,10 +644,24 @@ fn parse_source_message(body: &str) -> Result<Vec<IngestRecord>, CoreError> {
     })
 }
 
-/// Whether `sub` is delivered by push (webhook or email) and active.
+/// Whether `sub` is an active webhook subscription (the one channel the aws shape sends
+/// itself; the others are the topic's or API Gateway's).
 fn is_pushed(sub: &Subscription) -> bool {
-    matches!(sub.channel, Channel::Webhook { .. } | Channel::Email { .. })
-        && sub.status == SubscriptionStatus::Active
+    matches!(sub.channel, Channel::Webhook { .. }) && sub.status == SubscriptionStatus::Active
+}
+
+/// SQS's partial batch response failing the messages `failed`.
+fn sqs_failures(failed: Vec<String>) -> SqsEventResponse {
+    let mut response = SqsEventResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = SqsBatchItemFailure::default();
+            failure.item_identifier = Some(id);
+            failure
+        })
+        .collect();
+    response
 }
 
 /// Waits for every delivery in `tasks`; the last error, if any.

@@ -1,12 +1,13 @@
 //! The Lambda entry point: the `wharf` binary is the bootstrap of every function. With
 //! `AWS_LAMBDA_RUNTIME_API` set it runs the handler `_HANDLER` names: `api` (the REST API's
-//! axum router through lambda_http), or `ingest`, `stream` and `schedule` (the pipeline's
-//! handlers through lambda_runtime, on `aws_lambda_events` types). The services are built
+//! axum router through lambda_http), or `ingest`, `stream`, `sender`, `websocket` and
+//! `schedule` (through lambda_runtime, on `aws_lambda_events` types). The services are built
 //! once per cold start and shared by every invocation.
 
 use super::handlers::{Deliveries, Handlers};
 use super::{Resources, aws_shape};
 use crate::config::Config;
+use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use wharf_core::ports::SystemClock;
 
 /// The handlers a function may name.
-pub const HANDLERS: [&str; 4] = ["api", "ingest", "stream", "schedule"];
+pub const HANDLERS: [&str; 6] = ["api", "ingest", "stream", "sender", "websocket", "schedule"];
 
 /// Whether this process was started by Lambda.
 pub fn is_lambda() -> bool {
@@ -56,6 +57,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 async move { Ok::<_, lambda_runtime::Error>(handlers.stream(event.payload).await) }
             }))
             .await,
+            "sender" => lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+                let handlers = handlers.clone();
+                async move { Ok::<_, lambda_runtime::Error>(handlers.sender(event.payload).await) }
+            }))
+            .await,
+            "websocket" => {
+                lambda_runtime::run(service_fn(
+                    move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+                        let handlers = handlers.clone();
+                        async move {
+                            Ok::<_, lambda_runtime::Error>(handlers.websocket(event.payload).await)
+                        }
+                    },
+                ))
+                .await
+            }
             _ => {
                 lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
                     let handlers = handlers.clone();

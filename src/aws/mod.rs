@@ -2,14 +2,17 @@
 //! that run the pipeline from AWS's event sources, the Lambda entry point, and, for
 //! `wharf serve --backend aws`, stand-ins for those event sources in one process.
 
+pub mod cost;
 pub mod emulate;
 pub mod handlers;
 pub mod lambda;
+pub mod publish;
 
 use crate::config::Config;
 use anyhow::Context;
 use std::sync::Arc;
 use wharf_aws::cognito::{CognitoIdentity, UserPool};
+use wharf_aws::fanout::SnsFanout;
 use wharf_aws::ingest::{SqsIngestQueue, SqsSourceQueues};
 use wharf_aws::{AwsSettings, Clients, DynamoStore};
 use wharf_core::Services;
@@ -24,8 +27,16 @@ pub struct AwsShape {
     pub services: Services,
     /// The AWS clients (and their call counts).
     pub clients: Clients,
+    /// The store itself, for what the output side keeps beside the ports.
+    pub store: Arc<DynamoStore>,
+    /// The feed topics.
+    pub fanout: Arc<SnsFanout>,
     /// The ingest queue.
     pub ingest_queue_url: String,
+    /// The webhook delivery queue.
+    pub delivery_queue_url: String,
+    /// API Gateway's WebSocket management endpoint, on Lambda.
+    pub websocket_endpoint: Option<String>,
 }
 
 /// How the resources are found.
@@ -62,7 +73,7 @@ pub async fn aws_shape(
 ) -> anyhow::Result<AwsShape> {
     let clients = clients(config).await;
     let aws = &config.aws;
-    let (pool, ingest_queue_url) = match resources {
+    let (pool, ingest_queue_url, delivery_queue_url) = match resources {
         Resources::Bootstrap => {
             let done = wharf_aws::bootstrap::bootstrap(&clients)
                 .await
@@ -73,7 +84,7 @@ pub async fn aws_shape(
             wharf_aws::s3::bootstrap_bucket(&clients)
                 .await
                 .context("cannot create the object bucket")?;
-            (pool, done.ingest_queue_url)
+            (pool, done.ingest_queue_url, done.delivery_queue_url)
         }
         Resources::Configured => {
             let missing = |name: &str| anyhow::anyhow!("`aws.{name}` must be set on Lambda");
@@ -88,7 +99,11 @@ pub async fn aws_shape(
                 .ingest_queue_url
                 .clone()
                 .ok_or_else(|| missing("ingest_queue_url"))?;
-            (pool, queue)
+            let delivery = aws
+                .delivery_queue_url
+                .clone()
+                .ok_or_else(|| missing("delivery_queue_url"))?;
+            (pool, queue, delivery)
         }
     };
     // Cognito issues tokens on real time, whatever clock the business runs on.
@@ -107,8 +122,13 @@ pub async fn aws_shape(
             FileSecretBox::load_or_create(&config.data_dir).context("cannot load the secret key")?
         }
     };
+    let store = Arc::new(DynamoStore::new(clients.clone()));
+    let delivery_queue_arn = wharf_aws::bootstrap::queue_arn(&clients, &delivery_queue_url)
+        .await
+        .context("cannot reach the delivery queue")?;
+    let fanout = Arc::new(SnsFanout::new(&clients, delivery_queue_arn));
     let services = Services {
-        store: Arc::new(DynamoStore::new(clients.clone())),
+        store: store.clone(),
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),
@@ -122,12 +142,17 @@ pub async fn aws_shape(
             ingest_queue_url.clone(),
         ))),
         source_queues: Some(Arc::new(SqsSourceQueues::new(&clients))),
+        fanout: Some(fanout.clone()),
         metrics: vec![Arc::new(clients.calls.clone())],
         settings: crate::app::settings(config, Shape::Aws)?,
     };
     Ok(AwsShape {
         services,
         clients,
+        store,
+        fanout,
         ingest_queue_url,
+        delivery_queue_url,
+        websocket_endpoint: aws.websocket_endpoint.clone(),
     })
 }

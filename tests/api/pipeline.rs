@@ -882,6 +882,18 @@ async fn email_subscriptions_are_sent_through_the_smtp_server_and_counted() {
         trades(&[("a", 150.0), ("b", 10.0), ("c", 200.0)]),
     )
     .await;
+    if BACKEND_UNDER_TEST == Backend::Aws {
+        // The aws shape's email is the feed topic's: SNS sends it, not Wharf's SMTP client,
+        // and each record SNS accepted for the subscription is counted.
+        let link = created.body["native"]["id"].as_str().unwrap_or_default();
+        assert!(link.starts_with("arn:aws:sns:"), "{}", created.body);
+        eventually("both are counted", || async {
+            usage_of(&app, &sub_token, &sub).await == 2
+        })
+        .await;
+        assert!(sink.messages().is_empty(), "Wharf itself mails nothing");
+        return;
+    }
     eventually("two mails arrive", || async { sink.messages().len() == 2 }).await;
     let mails = sink.messages();
     assert!(
@@ -904,7 +916,7 @@ async fn without_an_smtp_server_mail_goes_to_the_outbox_folder() {
     let app = spawn_app().await;
     let (vendor, feed, source) = vendor_feed(&app).await;
     let (_, sub_token) = app.subscriber("bob").await;
-    app.post("/v1/subscriptions", Some(&sub_token), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "email", "address": "desk@fund.example"},
+    let created = app.post("/v1/subscriptions", Some(&sub_token), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "email", "address": "desk@fund.example"},
         "batch": {"max_records": 10, "max_wait_ms": 0}})).await;
     app.post(
         &format!("/v1/sources/{source}/records"),
@@ -914,6 +926,16 @@ async fn without_an_smtp_server_mail_goes_to_the_outbox_folder() {
     .await;
     let outbox = app.dir.path().join("outbox");
     let files = || std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
+    if BACKEND_UNDER_TEST == Backend::Aws {
+        // SNS sends the aws shape's email: nothing goes to the outbox, every record counts.
+        let sub = created.body["id"].as_str().unwrap().to_owned();
+        eventually("both are counted", || async {
+            usage_of(&app, &sub_token, &sub).await == 2
+        })
+        .await;
+        assert_eq!(files(), 0);
+        return;
+    }
     eventually("a mail lands in the outbox", || async { files() == 1 }).await;
     let entry = std::fs::read_dir(&outbox).unwrap().next().unwrap().unwrap();
     let text = std::fs::read_to_string(entry.path()).unwrap();

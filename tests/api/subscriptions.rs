@@ -98,14 +98,28 @@ async fn bad_subscriptions_are_422s_that_name_the_field() {
         .to_owned();
     let (_, sub) = app.subscriber("bob").await;
     let try_sub = |body: serde_json::Value| app.post("/v1/subscriptions", Some(&sub), body);
-    let sqs = try_sub(json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "sqs", "queue_arn": "arn:aws:sqs:us-east-1:123456789012:q"}})).await;
+    // `sqs` is a subscription of the feed's SNS topic: the aws shape's alone.
+    let (arn, path, message) = match BACKEND_UNDER_TEST {
+        Backend::Local => (
+            "arn:aws:sqs:us-east-1:123456789012:q",
+            "channel.type",
+            "only available in the aws shape",
+        ),
+        Backend::Aws => ("sqs:q", "channel.queue_arn", "must be an SQS queue ARN"),
+    };
+    let sqs = try_sub(
+        json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "sqs", "queue_arn": arn}}),
+    )
+    .await;
     assert_eq!(sqs.status, 422);
-    assert_eq!(sqs.paths(), vec!["channel.type"]);
+    assert_eq!(sqs.paths(), vec![path]);
     assert!(
         sqs.body["errors"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("not available")
+            .contains(message),
+        "{}",
+        sqs.body
     );
     let cases = [
         (

@@ -65,6 +65,11 @@ fn payload(r: &OutputRecord) -> Payload<'_> {
     }
 }
 
+/// One record's JSON as a webhook carries it (also the body the aws shape's topics publish).
+pub fn record_json(r: &OutputRecord) -> Result<String, CoreError> {
+    serde_json::to_string(&payload(r)).map_err(CoreError::internal)
+}
+
 /// The body of one delivery: an object for a single record, an array for a batch.
 fn body(records: &[&OutputRecord], batched: bool) -> Result<Vec<u8>, CoreError> {
     if batched {

@@ -28,6 +28,8 @@ pub struct Bootstrapped {
     pub stream_arn: String,
     pub ingest_queue_url: String,
     pub ingest_dlq_url: String,
+    pub delivery_queue_url: String,
+    pub delivery_dlq_url: String,
 }
 
 /// Creates whatever is missing and answers where everything is.
@@ -37,22 +39,31 @@ pub async fn bootstrap(clients: &Clients) -> Result<Bootstrapped, CoreError> {
     let stream_arn = wait_active(clients, &table).await?;
     enable_ttl(clients, &table).await?;
     let prefix = &clients.settings.queue_prefix;
-    let ingest_dlq_url = create_queue(clients, &format!("{prefix}-ingest-dlq"), None).await?;
-    let dlq_arn = queue_arn(clients, &ingest_dlq_url).await?;
-    let redrive = serde_json::json!({
-        "deadLetterTargetArn": dlq_arn,
-        "maxReceiveCount": MAX_RECEIVES.to_string(),
-    })
-    .to_string();
-    let ingest_queue_url =
-        create_queue(clients, &format!("{prefix}-ingest"), Some(redrive)).await?;
+    let (ingest_queue_url, ingest_dlq_url) =
+        queue_with_dlq(clients, &format!("{prefix}-ingest")).await?;
+    let (delivery_queue_url, delivery_dlq_url) =
+        queue_with_dlq(clients, &format!("{prefix}-delivery")).await?;
     Ok(Bootstrapped {
         table,
         table_created,
         stream_arn,
         ingest_queue_url,
         ingest_dlq_url,
+        delivery_queue_url,
+        delivery_dlq_url,
     })
+}
+
+/// Creates queue `name` with its dead-letter queue `{name}-dlq`; answers both URLs.
+async fn queue_with_dlq(clients: &Clients, name: &str) -> Result<(String, String), CoreError> {
+    let dlq_url = create_queue(clients, &format!("{name}-dlq"), None).await?;
+    let dlq_arn = queue_arn(clients, &dlq_url).await?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": MAX_RECEIVES.to_string(),
+    })
+    .to_string();
+    Ok((create_queue(clients, name, Some(redrive)).await?, dlq_url))
 }
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, CoreError> {

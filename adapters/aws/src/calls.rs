@@ -3,27 +3,52 @@
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// What the calls to one operation amount to, as AWS bills them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Billed {
+    /// Attempts sent.
+    pub calls: u64,
+    /// Requests as SQS and SNS bill them: each started 64 KiB of a call's payload.
+    pub chunks: u64,
+    /// DynamoDB write request units, estimated from the items written (1 per started KiB of
+    /// each item as sent, twice that inside a transaction).
+    pub write_units: f64,
+    /// DynamoDB read request units, estimated from what came back (1 per started 4 KiB of
+    /// each answer; 1 per key of a `BatchGetItem`).
+    pub read_units: f64,
+}
+
 /// Counts of calls per (service, operation). Cloning shares the counts.
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter {
-    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    counts: Arc<Mutex<BTreeMap<(String, String), Billed>>>,
 }
 
 impl CallCounter {
     /// The counts so far, ordered by service, then operation.
     pub fn snapshot(&self) -> Vec<(String, String, u64)> {
+        self.billed()
+            .into_iter()
+            .map(|(service, op, b)| (service, op, b.calls))
+            .collect()
+    }
+
+    /// What each operation amounts to so far, ordered by service, then operation.
+    pub fn billed(&self) -> Vec<(String, String, Billed)> {
         self.counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|((service, op), n)| (service.clone(), op.clone(), *n))
+            .map(|((service, op), b)| (service.clone(), op.clone(), *b))
             .collect()
     }
 
@@ -33,8 +58,7 @@ impl CallCounter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&(service.to_owned(), operation.to_owned()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |b| b.calls)
     }
 
     /// Calls to an operation so far, whatever service it belongs to.
@@ -44,19 +68,82 @@ impl CallCounter {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|((_, op), _)| op == operation)
-            .map(|(_, n)| n)
+            .map(|(_, b)| b.calls)
             .sum()
     }
 
-    fn add(&self, service: &str, operation: &str) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry((service.to_owned(), operation.to_owned()))
-            .or_default() += 1;
+    fn with(&self, service: &str, operation: &str, change: impl FnOnce(&mut Billed)) {
+        change(
+            self.counts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry((service.to_owned(), operation.to_owned()))
+                .or_default(),
+        );
     }
 }
+
+/// Started units of `size` in `len` bytes, at least one.
+fn units(len: usize, size: usize) -> f64 {
+    len.div_ceil(size).max(1) as f64
+}
+
+/// DynamoDB write units of a request body, estimated from its items' JSON.
+fn write_units(operation: &str, body: &[u8]) -> f64 {
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return 0.0;
+    };
+    let item_units = |v: &serde_json::Value| units(v.to_string().len(), 1024);
+    match operation {
+        "PutItem" => item_units(&request["Item"]),
+        "UpdateItem" | "DeleteItem" => 1.0,
+        "BatchWriteItem" => request["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flat_map(|tables| tables.values())
+            .flat_map(|writes| writes.as_array().cloned().unwrap_or_default())
+            .map(|w| match w.get("PutRequest") {
+                Some(put) => item_units(&put["Item"]),
+                None => 1.0,
+            })
+            .sum(),
+        "TransactWriteItems" => request["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                2.0 * match t.get("Put") {
+                    Some(put) => item_units(&put["Item"]),
+                    None => 1.0,
+                }
+            })
+            .sum(),
+        _ => 0.0,
+    }
+}
+
+/// Items a `BatchGetItem` asks for: each costs a read unit whatever comes back.
+fn keys_asked(body: &[u8]) -> f64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|r| {
+            r["RequestItems"].as_object().map(|tables| {
+                tables
+                    .values()
+                    .map(|t| t["Keys"].as_array().map_or(0, Vec::len))
+                    .sum::<usize>() as f64
+            })
+        })
+        .unwrap_or(1.0)
+}
+
+const READS: [&str; 5] = [
+    "GetItem",
+    "BatchGetItem",
+    "Query",
+    "Scan",
+    "TransactGetItems",
+];
 
 /// Counts each attempt sent, so a retried call counts (and is billed) as AWS counts it.
 impl Intercept for CallCounter {
@@ -66,12 +153,41 @@ impl Intercept for CallCounter {
 
     fn read_before_attempt(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
-            self.add(meta.service(), meta.name());
+            let body = context.request().body().bytes().unwrap_or_default();
+            let (service, operation) = (meta.service(), meta.name());
+            self.with(service, operation, |b| {
+                b.calls += 1;
+                b.chunks += units(body.len(), 64 * 1024) as u64;
+                if service.eq_ignore_ascii_case("dynamodb") {
+                    b.write_units += write_units(operation, body);
+                    if operation == "BatchGetItem" {
+                        b.read_units += keys_asked(body);
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>()
+            && meta.service().eq_ignore_ascii_case("dynamodb")
+            && READS.contains(&meta.name())
+        {
+            let answer = context.response().body().bytes().map_or(0, <[u8]>::len);
+            self.with(meta.service(), meta.name(), |b| {
+                b.read_units += units(answer, 4096);
+            });
         }
         Ok(())
     }

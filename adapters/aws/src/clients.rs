@@ -41,9 +41,11 @@ pub struct Clients {
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub cognito: aws_sdk_cognitoidentityprovider::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
     pub s3: aws_sdk_s3::Client,
     pub calls: CallCounter,
     pub settings: AwsSettings,
+    shared: aws_config::SdkConfig,
 }
 
 impl Clients {
@@ -88,6 +90,11 @@ impl Clients {
                 .interceptor(calls.clone())
                 .build(),
         );
+        let sns = aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(&shared)
+                .interceptor(calls.clone())
+                .build(),
+        );
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&shared)
                 .interceptor(calls.clone())
@@ -101,8 +108,21 @@ impl Clients {
             s3,
             cognito,
             sqs,
+            sns,
             calls,
             settings,
+            shared,
         }
+    }
+
+    /// A client of API Gateway's management API for the WebSocket API at `endpoint`
+    /// (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
+    pub fn websocket(&self, endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
+        aws_sdk_apigatewaymanagement::Client::from_conf(
+            aws_sdk_apigatewaymanagement::config::Builder::from(&self.shared)
+                .endpoint_url(endpoint)
+                .interceptor(self.calls.clone())
+                .build(),
+        )
     }
 }

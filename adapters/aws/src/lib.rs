@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod calls;
 pub mod clients;
 pub mod cognito;
+pub mod fanout;
 pub mod ingest;
 pub mod metering;
 pub mod s3;

@@ -41,9 +41,8 @@ impl Channel {
     /// Shapes that can serve this channel.
     pub fn shapes(&self) -> &'static [Shape] {
         match self {
-            // The aws shape's native SNS channels: not delivered by any shape yet, so refused
-            // rather than accepted and never served.
-            Channel::Sqs { .. } | Channel::MobilePush { .. } => &[],
+            // Subscriptions of the feed's SNS topic: only the aws shape has one.
+            Channel::Sqs { .. } | Channel::MobilePush { .. } => &[Shape::Aws],
             _ => &[Shape::Local, Shape::Aws],
         }
     }
@@ -204,6 +203,10 @@ pub struct Subscription {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub failing_since: Option<Timestamp>,
+    /// Where a native channel (`sqs`, `email` and `mobile_push` in the aws shape) is
+    /// subscribed to the feed's topic, while the subscription is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeLink>,
     /// Grows by one on every change.
     pub revision: u64,
     /// When it was created.
@@ -214,6 +217,19 @@ pub struct Subscription {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
+}
+
+/// A native channel's subscription of its feed's topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NativeLink {
+    /// The topic subscription's id (an SNS subscription ARN).
+    pub id: String,
+    /// The recipient has not confirmed yet (email); nothing is delivered until it does.
+    pub pending_confirmation: bool,
+    /// Wharf evaluates the filter and tags the records that match, because the topic
+    /// cannot express it; `false` when the topic applies the filter itself (or there is none).
+    pub filtered_by_wharf: bool,
 }
 
 /// A webhook signing secret, sealed at rest.

@@ -151,8 +151,12 @@ impl Services {
         p.finish()?;
         if feed.status == FeedStatus::Published {
             self.require_active_vendor(tenant).await?;
+            self.open_topic(&feed).await?;
         }
-        self.store.create_feed(&feed).await?;
+        if let Err(e) = self.store.create_feed(&feed).await {
+            self.close_topic(&feed).await;
+            return Err(e);
+        }
         Ok(feed)
     }
 
@@ -192,6 +196,7 @@ impl Services {
     ) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut feed = self.store.get_feed(tenant, id).await?;
+        let was = feed.status;
         let mut p = Problems::default();
         if let Some(status) = patch.status {
             if !feed.status.can_become(status) {
@@ -231,7 +236,41 @@ impl Services {
         }
         feed.validate_fields(&mut p);
         p.finish()?;
-        self.save_feed(feed).await
+        let publishing = feed.status == FeedStatus::Published && was != FeedStatus::Published;
+        if publishing {
+            self.open_topic(&feed).await?;
+        }
+        let saved = match self.save_feed(feed.clone()).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                if publishing {
+                    self.close_topic(&feed).await;
+                }
+                return Err(e);
+            }
+        };
+        if saved.status == FeedStatus::Archived && was != FeedStatus::Archived {
+            self.close_topic(&saved).await;
+        }
+        Ok(saved)
+    }
+
+    /// Creates the topic of a feed being published (aws shape).
+    async fn open_topic(&self, feed: &Feed) -> Result<(), CoreError> {
+        match &self.fanout {
+            Some(fanout) => fanout.open_topic(feed).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes the topic of a feed archived or deleted; a failure is logged, not returned
+    /// (the feed's change is stored; nothing is published to an archived feed's topic).
+    async fn close_topic(&self, feed: &Feed) {
+        if let Some(fanout) = &self.fanout
+            && let Err(e) = fanout.close_topic(feed).await
+        {
+            tracing::warn!(feed.id = %feed.id, error = %e, "cannot delete a feed's topic");
+        }
     }
 
     async fn save_feed(&self, mut feed: Feed) -> Result<Feed, CoreError> {
@@ -291,9 +330,13 @@ impl Services {
 
     /// Deletes a feed of the caller's tenant that has no subscriptions.
     pub async fn delete_feed(&self, who: &Principal, id: &FeedId) -> Result<(), CoreError> {
-        self.store
-            .delete_feed(who.tenant_with(Role::VendorAdmin)?, id)
-            .await
+        let tenant = who.tenant_with(Role::VendorAdmin)?;
+        let feed = self.store.get_feed(tenant, id).await?;
+        self.store.delete_feed(tenant, id).await?;
+        if feed.status == FeedStatus::Published {
+            self.close_topic(&feed).await;
+        }
+        Ok(())
     }
 
     /// Lists who subscribes to a feed of the caller's tenant.

@@ -77,6 +77,8 @@ pub struct Services {
     pub ingest_queue: Option<Arc<dyn crate::ports::IngestQueue>>,
     /// The queues of `sqs` sources; `None` where no shape serves them (local).
     pub source_queues: Option<Arc<dyn crate::ports::SourceQueues>>,
+    /// The topics of published feeds; `None` where Wharf delivers every channel itself (local).
+    pub fanout: Option<Arc<dyn crate::ports::Fanout>>,
     /// Figures `/metrics` shows besides the process's own.
     pub metrics: Vec<Arc<dyn crate::ports::Metrics>>,
     /// Business settings.

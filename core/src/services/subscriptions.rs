@@ -61,6 +61,7 @@ impl Services {
             status: SubscriptionStatus::Active,
             disabled_reason: None,
             failing_since: None,
+            native: None,
             history: vec![StatusChange {
                 status: SubscriptionStatus::Active,
                 at: now,
@@ -70,7 +71,13 @@ impl Services {
             updated_at: now,
         };
         let (secret, sealed) = self.new_secret_for(&sub.channel, now)?;
-        self.store.create_subscription(&sub, &sealed).await?;
+        let mut sub = sub;
+        sub.native = self.link(&sub).await?;
+        if let Err(e) = self.store.create_subscription(&sub, &sealed).await {
+            // A subscription that cannot be stored leaves no topic subscription behind.
+            self.unlink(sub.native.as_ref()).await;
+            return Err(e);
+        }
         tracing::info!(tenant.id = %sub.tenant_id, feed.id = %sub.feed_id, subscription.id = %sub.id, "subscribed");
         Ok(SubscriptionWithSecret {
             subscription: sub,
@@ -150,9 +157,65 @@ impl Services {
                 roles,
                 tenant: Some(t),
                 ..
-            } if roles.contains(&Role::VendorAdmin) => self.store.get_subscription(t, id).await,
-            _ => self.own_subscription(who, id).await,
+            } if roles.contains(&Role::VendorAdmin) => {
+                let sub = self.store.get_subscription(t, id).await?;
+                self.confirmed(sub).await
+            }
+            _ => {
+                let sub = self.own_subscription(who, id).await?;
+                self.confirmed(sub).await
+            }
         }
+    }
+
+    /// Whether `channel` is delivered by the feed's topic rather than by Wharf.
+    pub fn is_native(&self, channel: &Channel) -> bool {
+        self.fanout.is_some()
+            && matches!(
+                channel,
+                Channel::Sqs { .. } | Channel::Email { .. } | Channel::MobilePush { .. }
+            )
+    }
+
+    /// The topic subscription `sub` should have: one for an active native channel.
+    async fn link(&self, sub: &Subscription) -> Result<Option<NativeLink>, CoreError> {
+        match &self.fanout {
+            Some(fanout)
+                if self.is_native(&sub.channel) && sub.status == SubscriptionStatus::Active =>
+            {
+                Ok(Some(fanout.subscribe(sub).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Removes a topic subscription; a failure is logged (the topic forgets it when the feed
+    /// is archived).
+    async fn unlink(&self, link: Option<&NativeLink>) {
+        if let (Some(fanout), Some(link)) = (&self.fanout, link)
+            && let Err(e) = fanout.unsubscribe(link).await
+        {
+            tracing::warn!(link = link.id, error = %e, "cannot remove a topic subscription");
+        }
+    }
+
+    /// `sub` with its topic subscription's confirmation as the topic sees it now, stored when
+    /// it changed (an email recipient confirmed).
+    pub async fn confirmed(&self, mut sub: Subscription) -> Result<Subscription, CoreError> {
+        let (Some(fanout), Some(link)) = (&self.fanout, &sub.native) else {
+            return Ok(sub);
+        };
+        if !link.pending_confirmation || sub.status != SubscriptionStatus::Active {
+            return Ok(sub);
+        }
+        let now = fanout.refresh(link).await?;
+        if &now != link {
+            sub.native = Some(now);
+            sub.revision += 1;
+            sub.updated_at = self.clock.now();
+            self.store.update_subscription(&sub, None).await?;
+        }
+        Ok(sub)
     }
 
     pub(crate) async fn own_subscription(
@@ -226,9 +289,26 @@ impl Services {
         }
         sub.revision += 1;
         sub.updated_at = now;
-        self.store
+        // The topic subscription follows the status, channel and filter: a new one is made
+        // first, the old one removed once the change is stored.
+        let old_link = sub.native.take();
+        sub.native = self.link(&sub).await?;
+        let same = |a: Option<&NativeLink>, b: Option<&NativeLink>| {
+            a.zip(b).is_some_and(|(a, b)| a.id == b.id)
+        };
+        if let Err(e) = self
+            .store
             .update_subscription(&sub, new_secret.1.as_deref())
-            .await?;
+            .await
+        {
+            if !same(sub.native.as_ref(), old_link.as_ref()) {
+                self.unlink(sub.native.as_ref()).await;
+            }
+            return Err(e);
+        }
+        if !same(sub.native.as_ref(), old_link.as_ref()) {
+            self.unlink(old_link.as_ref()).await;
+        }
         if resumed {
             // What was produced while paused is skipped; it can be replayed.
             self.store.skip_to_head(&sub.tenant_id, &sub.id).await?;
@@ -258,7 +338,9 @@ impl Services {
         });
         sub.revision += 1;
         sub.updated_at = now;
+        let link = sub.native.take();
         self.store.update_subscription(&sub, None).await?;
+        self.unlink(link.as_ref()).await;
         Ok(sub)
     }
 

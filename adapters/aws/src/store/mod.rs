@@ -12,7 +12,10 @@
 mod accounts;
 mod billing;
 mod deliveries;
+mod fanout;
 mod records;
+
+pub use fanout::Connection;
 
 use crate::table::{decode_cursor, encode_cursor};
 use crate::{Clients, aws_error};

@@ -1,0 +1,620 @@
+//! Per-feed SNS topics and the native channels subscribed to them.
+//!
+//! A published feed has a topic `{prefix}-{tenant}-{feed}`. The publisher sends each output
+//! record to it (`PublishBatch`, 10 per call) as the JSON a webhook carries, with message
+//! attributes:
+//! - `wharf.tenant`, `wharf.feed` (String) and `wharf.position` (Number);
+//! - `wharf.match` (String.Array): the subscriptions whose filter Wharf evaluated and found
+//!   matching (filters SNS cannot express, below);
+//! - `wharf.wake` = `webhooks` on the last record of each call when the feed has webhook
+//!   subscriptions: the delivery queue's subscription passes only those, so the sender is
+//!   woken once per ten records, not once per record.
+//!
+//! Native channels are SNS subscriptions of the topic: `sqs` (raw message delivery: the queue
+//! receives the record's JSON), `email` (SNS email, pending until the recipient confirms) and
+//! `mobile_push` (an SNS platform application endpoint). Every one has a filter policy, so a
+//! change replaces the policy rather than removing it:
+//! - a subscription without a filter matches `wharf.feed` (every record of its feed);
+//! - a filter [`filter_policy`] can translate becomes a `MessageBody` policy over the record's
+//!   `data`, so SNS filters without Wharf;
+//! - any other filter is evaluated by Wharf at publish time, and the policy matches the
+//!   subscription's id in `wharf.match`.
+
+use crate::{Clients, aws_error};
+use async_trait::async_trait;
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use wharf_core::domain::{Channel, Feed, NativeLink, Subscription};
+use wharf_core::ports::{Fanout, Result};
+use wharf_core::{CoreError, FeedId, TenantId};
+
+/// Entries per `PublishBatch` call (SNS's limit).
+pub const PUBLISH_BATCH: usize = 10;
+/// The attribute naming the subscriptions Wharf found matching.
+pub const MATCH_ATTRIBUTE: &str = "wharf.match";
+/// The attribute that wakes the webhook sender through the delivery queue.
+pub const WAKE_ATTRIBUTE: &str = "wharf.wake";
+
+/// One record to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The feed output position.
+    pub position: u64,
+    /// The record's JSON, as subscribers receive it.
+    pub body: String,
+    /// Subscriptions whose Wharf-evaluated filter matches this record.
+    pub matched: Vec<String>,
+    /// Wake the webhook sender with this record.
+    pub wake: bool,
+}
+
+/// Per-feed topics on SNS.
+pub struct SnsFanout {
+    clients: Clients,
+    /// The webhook delivery queue every topic feeds.
+    delivery_queue_arn: String,
+    /// Topic ARNs by tenant and feed (CreateTopic answers the ARN and is idempotent).
+    topics: Mutex<HashMap<(TenantId, FeedId), String>>,
+}
+
+impl SnsFanout {
+    pub fn new(clients: &Clients, delivery_queue_arn: impl Into<String>) -> SnsFanout {
+        SnsFanout {
+            clients: clients.clone(),
+            delivery_queue_arn: delivery_queue_arn.into(),
+            topics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The topic name of a feed: `{prefix}-{tenant}-{feed}` (the IAM policy grants SNS on
+    /// `{prefix}-*`).
+    pub fn topic_name(&self, tenant: &TenantId, feed: &FeedId) -> String {
+        format!("{}-{tenant}-{feed}", self.clients.settings.queue_prefix)
+    }
+
+    /// The topic's ARN, creating the topic if it is missing.
+    pub async fn topic_arn(&self, tenant: &TenantId, feed: &FeedId) -> Result<String> {
+        let key = (tenant.clone(), feed.clone());
+        if let Some(arn) = self.cache().get(&key) {
+            return Ok(arn.clone());
+        }
+        let arn = self
+            .clients
+            .sns
+            .create_topic()
+            .name(self.topic_name(tenant, feed))
+            .tags(tag("wharf:tenant", tenant.as_str())?)
+            .tags(tag("wharf:feed", feed.as_str())?)
+            .send()
+            .await
+            .map_err(|e| aws_error("creating a feed's topic", e))?
+            .topic_arn
+            .ok_or_else(|| CoreError::internal("CreateTopic answered no ARN"))?;
+        self.cache().insert(key, arn.clone());
+        Ok(arn)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, FeedId), String>> {
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes `records` of a feed to its topic, ten per call; every entry must be
+    /// accepted (a failed entry fails the call, and the publisher tries again).
+    pub async fn publish(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        records: &[Outgoing],
+    ) -> Result<()> {
+        let topic = self.topic_arn(tenant, feed).await?;
+        for chunk in records.chunks(PUBLISH_BATCH) {
+            let entries = chunk
+                .iter()
+                .map(|r| entry(tenant, feed, r))
+                .collect::<Result<Vec<_>>>()?;
+            let sent = self
+                .clients
+                .sns
+                .publish_batch()
+                .topic_arn(&topic)
+                .set_publish_batch_request_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| aws_error("publishing records", e))?;
+            if let Some(failed) = sent.failed.as_deref().and_then(<[_]>::first) {
+                return Err(CoreError::unavailable(format!(
+                    "SNS refused {} of {} records: {} {}",
+                    sent.failed.as_deref().map_or(0, <[_]>::len),
+                    chunk.len(),
+                    failed.code,
+                    failed.message.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_attribute(&self, subscription_arn: &str, name: &str, value: &str) -> Result<()> {
+        self.clients
+            .sns
+            .set_subscription_attributes()
+            .subscription_arn(subscription_arn)
+            .attribute_name(name)
+            .attribute_value(value)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("setting a subscription's {name}"), e))?;
+        Ok(())
+    }
+
+    async fn pending(&self, subscription_arn: &str) -> Result<bool> {
+        let attributes = self
+            .clients
+            .sns
+            .get_subscription_attributes()
+            .subscription_arn(subscription_arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("reading a subscription's state", e))?
+            .attributes
+            .unwrap_or_default();
+        Ok(attributes
+            .get("PendingConfirmation")
+            .is_some_and(|v| v == "true"))
+    }
+}
+
+fn tag(key: &str, value: &str) -> Result<aws_sdk_sns::types::Tag> {
+    aws_sdk_sns::types::Tag::builder()
+        .key(key)
+        .value(value)
+        .build()
+        .map_err(CoreError::internal)
+}
+
+fn attribute(kind: &str, value: impl Into<String>) -> Result<MessageAttributeValue> {
+    MessageAttributeValue::builder()
+        .data_type(kind)
+        .string_value(value)
+        .build()
+        .map_err(CoreError::internal)
+}
+
+fn entry(tenant: &TenantId, feed: &FeedId, r: &Outgoing) -> Result<PublishBatchRequestEntry> {
+    let mut entry = PublishBatchRequestEntry::builder()
+        .id(r.position.to_string())
+        .message(&r.body)
+        .message_attributes("wharf.tenant", attribute("String", tenant.as_str())?)
+        .message_attributes("wharf.feed", attribute("String", feed.as_str())?)
+        .message_attributes(
+            "wharf.position",
+            attribute("Number", r.position.to_string())?,
+        );
+    if !r.matched.is_empty() {
+        let ids = serde_json::to_string(&r.matched).map_err(CoreError::internal)?;
+        entry = entry.message_attributes(MATCH_ATTRIBUTE, attribute("String.Array", ids)?);
+    }
+    if r.wake {
+        entry = entry.message_attributes(WAKE_ATTRIBUTE, attribute("String", "webhooks")?);
+    }
+    entry.build().map_err(CoreError::internal)
+}
+
+/// The SNS protocol and endpoint of a native channel.
+fn endpoint(channel: &Channel) -> Result<(&'static str, &str)> {
+    match channel {
+        Channel::Sqs { queue_arn } => Ok(("sqs", queue_arn)),
+        Channel::Email { address } => Ok(("email", address)),
+        Channel::MobilePush { endpoint_arn } => Ok(("application", endpoint_arn)),
+        other => Err(CoreError::internal(format!(
+            "`{}` is not delivered by the topic",
+            other.kind()
+        ))),
+    }
+}
+
+#[async_trait]
+impl Fanout for SnsFanout {
+    async fn open_topic(&self, feed: &Feed) -> Result<()> {
+        let topic = self.topic_arn(&feed.tenant_id, &feed.id).await?;
+        let sub = self
+            .clients
+            .sns
+            .subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(&self.delivery_queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .attributes(
+                "FilterPolicy",
+                json!({ WAKE_ATTRIBUTE: ["webhooks"] }).to_string(),
+            )
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("subscribing the delivery queue to a topic", e))?;
+        tracing::info!(topic, delivery = ?sub.subscription_arn, "feed topic open");
+        Ok(())
+    }
+
+    async fn close_topic(&self, feed: &Feed) -> Result<()> {
+        let topic = self.topic_arn(&feed.tenant_id, &feed.id).await?;
+        self.clients
+            .sns
+            .delete_topic()
+            .topic_arn(&topic)
+            .send()
+            .await
+            .map_err(|e| aws_error("deleting a feed's topic", e))?;
+        self.cache()
+            .remove(&(feed.tenant_id.clone(), feed.id.clone()));
+        Ok(())
+    }
+
+    async fn subscribe(&self, sub: &Subscription) -> Result<NativeLink> {
+        let topic = self.topic_arn(&sub.tenant_id, &sub.feed_id).await?;
+        let (protocol, target) = endpoint(&sub.channel)?;
+        let arn = self
+            .clients
+            .sns
+            .subscribe()
+            .topic_arn(&topic)
+            .protocol(protocol)
+            .endpoint(target)
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("subscribing to a feed's topic", e))?
+            .subscription_arn
+            .ok_or_else(|| CoreError::internal("Subscribe answered no ARN"))?;
+        // Attributes are set one by one: the same endpoint subscribed again is the same SNS
+        // subscription, and a changed filter replaces its policy.
+        if protocol == "sqs" {
+            self.set_attribute(&arn, "RawMessageDelivery", "true")
+                .await?;
+        }
+        let (scope, policy, by_wharf) = match sub.filter.as_deref().map(filter_policy) {
+            None => (
+                "MessageAttributes",
+                json!({ "wharf.feed": [sub.feed_id.as_str()] }),
+                false,
+            ),
+            Some(Some(policy)) => ("MessageBody", policy, false),
+            Some(None) => (
+                "MessageAttributes",
+                json!({ MATCH_ATTRIBUTE: [sub.id.as_str()] }),
+                true,
+            ),
+        };
+        self.set_attribute(&arn, "FilterPolicyScope", scope).await?;
+        self.set_attribute(&arn, "FilterPolicy", &policy.to_string())
+            .await?;
+        let pending = protocol == "email" && self.pending(&arn).await?;
+        Ok(NativeLink {
+            id: arn,
+            pending_confirmation: pending,
+            filtered_by_wharf: by_wharf,
+        })
+    }
+
+    async fn unsubscribe(&self, link: &NativeLink) -> Result<()> {
+        let gone = self
+            .clients
+            .sns
+            .unsubscribe()
+            .subscription_arn(&link.id)
+            .send()
+            .await;
+        match gone {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws_error("removing a topic subscription", e)),
+        }
+    }
+
+    async fn refresh(&self, link: &NativeLink) -> Result<NativeLink> {
+        Ok(NativeLink {
+            pending_confirmation: self.pending(&link.id).await?,
+            ..link.clone()
+        })
+    }
+}
+
+/// Translates a subscription filter into an SNS `MessageBody` filter policy over the record's
+/// `data`, where SNS can express it with the same meaning: a conjunction (`&&`) of
+/// comparisons of a field with a literal, each field once:
+/// - `record.a.b == "x"` → `{"data": {"a": {"b": ["x"]}}}`; `!=` → `anything-but`;
+/// - `==`, `!=`, `<`, `<=`, `>`, `>=` with a number → `numeric` (SNS compares numbers within
+///   ±1e9, so larger literals are left to Wharf);
+/// - `record.a in ["x", "y"]` → `["x", "y"]` (strings) or one `numeric` per number;
+/// - `record.a.startsWith("x")` → `prefix`.
+///
+/// Anything else (`||`, negation, functions, booleans, arithmetic, fields compared with
+/// fields) answers `None`, and Wharf evaluates the filter itself.
+pub fn filter_policy(filter: &str) -> Option<Value> {
+    let tokens = tokenize(filter)?;
+    let mut parser = Parser { tokens, at: 0 };
+    let mut policy = Map::new();
+    loop {
+        let (path, condition) = parser.comparison()?;
+        insert(&mut policy, &path, condition)?;
+        match parser.next() {
+            None => break,
+            Some(Token::And) => continue,
+            Some(_) => return None,
+        }
+    }
+    // SNS allows at most five keys per policy.
+    (count_keys(&policy) <= 5).then(|| json!({ "data": Value::Object(policy) }))
+}
+
+fn count_keys(map: &Map<String, Value>) -> usize {
+    map.values()
+        .map(|v| match v {
+            Value::Object(inner) => count_keys(inner),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Puts `condition` at `path`; `None` when the path is already used (a field twice, or a
+/// field and one of its parents).
+fn insert(map: &mut Map<String, Value>, path: &[String], condition: Value) -> Option<()> {
+    let (last, parents) = path.split_last()?;
+    let mut at = map;
+    for part in parents {
+        let next = at
+            .entry(part.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        at = next.as_object_mut()?;
+    }
+    if at.contains_key(last) {
+        return None;
+    }
+    at.insert(last.clone(), condition);
+    Some(())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Dot,
+    Str(String),
+    Num(f64),
+    Op(&'static str),
+    And,
+    In,
+    Open,
+    Close,
+    OpenList,
+    CloseList,
+    Comma,
+}
+
+fn tokenize(source: &str) -> Option<Vec<Token>> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let two: String = chars[i..chars.len().min(i + 2)].iter().collect();
+        match c {
+            ' ' | '\t' | '\n' | '\r' => i += 1,
+            '.' => {
+                tokens.push(Token::Dot);
+                i += 1;
+            }
+            '(' | ')' | '[' | ']' | ',' => {
+                tokens.push(match c {
+                    '(' => Token::Open,
+                    ')' => Token::Close,
+                    '[' => Token::OpenList,
+                    ']' => Token::CloseList,
+                    _ => Token::Comma,
+                });
+                i += 1;
+            }
+            '"' | '\'' => {
+                let end = chars[i + 1..].iter().position(|&x| x == c)? + i + 1;
+                let text: String = chars[i + 1..end].iter().collect();
+                if text.contains('\\') {
+                    return None; // escapes: left to Wharf
+                }
+                tokens.push(Token::Str(text));
+                i = end + 1;
+            }
+            _ if two == "&&" => {
+                tokens.push(Token::And);
+                i += 2;
+            }
+            _ if ["==", "!=", "<=", ">="].contains(&two.as_str()) => {
+                tokens.push(Token::Op(match two.as_str() {
+                    "==" => "==",
+                    "!=" => "!=",
+                    "<=" => "<=",
+                    _ => ">=",
+                }));
+                i += 2;
+            }
+            '<' | '>' => {
+                tokens.push(Token::Op(if c == '<' { "<" } else { ">" }));
+                i += 1;
+            }
+            _ if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
+                let start = i;
+                i += 1;
+                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                    i += 1;
+                }
+                if chars.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
+                    return None; // 1u, 1e5, hex: left to Wharf
+                }
+                let text: String = chars[start..i].iter().collect();
+                tokens.push(Token::Num(text.parse().ok()?));
+            }
+            _ if c.is_ascii_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                tokens.push(if word == "in" {
+                    Token::In
+                } else {
+                    Token::Ident(word)
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(tokens)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    at: usize,
+}
+
+impl Parser {
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.at).cloned();
+        self.at += 1;
+        t
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.at)
+    }
+
+    /// `record.a.b`, answering `["a", "b"]`; a trailing `.startsWith` is left unread.
+    fn path(&mut self) -> Option<Vec<String>> {
+        if self.next()? != Token::Ident("record".into()) {
+            return None;
+        }
+        let mut path = Vec::new();
+        while self.peek() == Some(&Token::Dot) {
+            if let Some(Token::Ident(name)) = self.tokens.get(self.at + 1)
+                && name == "startsWith"
+                && self.tokens.get(self.at + 2) == Some(&Token::Open)
+            {
+                break;
+            }
+            self.next();
+            match self.next()? {
+                Token::Ident(name) => path.push(name),
+                _ => return None,
+            }
+        }
+        (!path.is_empty()).then_some(path)
+    }
+
+    fn comparison(&mut self) -> Option<(Vec<String>, Value)> {
+        let path = self.path()?;
+        let condition = match self.next()? {
+            Token::Dot => {
+                // `.startsWith("x")`
+                if self.next()? != Token::Ident("startsWith".into()) || self.next()? != Token::Open
+                {
+                    return None;
+                }
+                let Token::Str(prefix) = self.next()? else {
+                    return None;
+                };
+                if self.next()? != Token::Close {
+                    return None;
+                }
+                json!([{ "prefix": prefix }])
+            }
+            Token::Op(op) => match self.next()? {
+                Token::Str(text) => match op {
+                    "==" => json!([text]),
+                    "!=" => json!([{ "anything-but": [text] }]),
+                    _ => return None,
+                },
+                Token::Num(number) => {
+                    if number.abs() > 1e9 {
+                        return None;
+                    }
+                    match op {
+                        "!=" => json!([{ "anything-but": [number] }]),
+                        "==" => json!([{ "numeric": ["=", number] }]),
+                        _ => json!([{ "numeric": [op, number] }]),
+                    }
+                }
+                _ => return None,
+            },
+            Token::In => {
+                if self.next()? != Token::OpenList {
+                    return None;
+                }
+                let mut values = Vec::new();
+                loop {
+                    match self.next()? {
+                        Token::Str(text) => values.push(json!(text)),
+                        Token::Num(n) if n.abs() <= 1e9 => {
+                            values.push(json!({ "numeric": ["=", n] }))
+                        }
+                        _ => return None,
+                    }
+                    match self.next()? {
+                        Token::Comma => continue,
+                        Token::CloseList => break,
+                        _ => return None,
+                    }
+                }
+                Value::Array(values)
+            }
+            _ => return None,
+        };
+        Some((path, condition))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_conjunctions_become_body_policies() {
+        assert_eq!(
+            filter_policy(r#"record.sym == "AAPL" && record.px > 100.5"#),
+            Some(json!({"data": {"sym": ["AAPL"], "px": [{"numeric": [">", 100.5]}]}}))
+        );
+        assert_eq!(
+            filter_policy("record.venue.code in ['X', 'Y'] && record.n != 3"),
+            Some(json!({"data": {"venue": {"code": ["X", "Y"]}, "n": [{"anything-but": [3.0]}]}}))
+        );
+        assert_eq!(
+            filter_policy(r#"record.sym.startsWith("AA")"#),
+            Some(json!({"data": {"sym": [{"prefix": "AA"}]}}))
+        );
+    }
+
+    #[test]
+    fn what_sns_cannot_express_is_left_to_wharf() {
+        for filter in [
+            r#"record.sym == "A" || record.sym == "B""#,
+            "record.px > 1.0 && record.px < 5.0",
+            "record.flag == true",
+            "size(record.sym) > 2",
+            "!(record.px > 1.0)",
+            "record.px * 2.0 > 10.0",
+            "record.a == record.b",
+            "record.px > 10000000000.0",
+            r#"record.sym == "a\"b""#,
+            "record.px > 1u",
+            "record.a == 1 && record.b == 2 && record.c == 3 && record.d == 4 && record.e == 5 && record.f == 6",
+        ] {
+            assert_eq!(filter_policy(filter), None, "{filter}");
+        }
+    }
+}

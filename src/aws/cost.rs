@@ -1,0 +1,402 @@
+//! `wharf cost`: what one million records delivered to N subscribers costs on the aws shape.
+//!
+//! It runs the aws shape's handlers against an emulator (moto) as `wharf serve --backend aws`
+//! does (queue and stream stand-ins, no schedule), creates a feed with N subscribers on `sqs`
+//! channels, pushes records through the ingest API, waits until every subscriber's queue holds
+//! every record and every delivery is metered, and prices what the run did:
+//! - the AWS calls the handlers and the API made, counted by the clients' call counter
+//!   (DynamoDB in request units estimated from the items sent and answers received, SQS and
+//!   SNS in billed 64 KiB requests);
+//! - one Lambda invocation per handler batch and per API request, with the time the handler
+//!   took here (an emulator answers slower than AWS, so this overstates duration);
+//! - one HTTP API request per ingest call.
+//!
+//! Setup calls (the feed, subscriptions, queues) are left out: they do not grow with records.
+
+use super::handlers::{Deliveries, Handlers};
+use super::{Resources, aws_shape};
+use crate::config::{Backend, Config};
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wharf_aws::calls::Billed;
+use wharf_core::ports::{DeliveryStore, SystemClock};
+
+/// List prices in USD, us-east-1, as published on AWS's pricing pages in 2025 (the on-demand
+/// DynamoDB prices after the November 2024 cut). Free tiers are left out.
+pub mod prices {
+    /// Lambda, per request.
+    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+    /// Lambda, per GB-second on arm64 (the template's default architecture).
+    pub const LAMBDA_GB_SECOND_ARM: f64 = 0.000_013_333_4;
+    /// Lambda memory the template gives each function, in GB.
+    pub const LAMBDA_MEMORY_GB: f64 = 0.5;
+    /// SQS standard queue, per request (each started 64 KiB).
+    pub const SQS_REQUEST: f64 = 0.40 / 1e6;
+    /// SNS standard topic, per publish request (each started 64 KiB); deliveries to SQS free.
+    pub const SNS_PUBLISH: f64 = 0.50 / 1e6;
+    /// DynamoDB on-demand, per write request unit.
+    pub const DYNAMODB_WRITE_UNIT: f64 = 0.625 / 1e6;
+    /// DynamoDB on-demand, per read request unit.
+    pub const DYNAMODB_READ_UNIT: f64 = 0.125 / 1e6;
+    /// API Gateway HTTP API, per request (each started 512 KiB).
+    pub const HTTP_API_REQUEST: f64 = 1.00 / 1e6;
+    /// The date these were taken.
+    pub const AS_OF: &str = "2025 list prices, us-east-1";
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub records: usize,
+    pub subscribers: usize,
+    /// Billed use by (service, operation), setup excluded.
+    pub calls: Vec<(String, String, Billed)>,
+    /// Invocations and handler time, by handler (the API's requests included as `api`).
+    pub invocations: Vec<(String, u64, Duration)>,
+    /// Ingest API requests.
+    pub api_requests: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// One priced line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub item: String,
+    pub quantity: f64,
+    pub usd: f64,
+}
+
+/// Prices a run; answers the lines and the cost per million records.
+pub fn price(m: &Measured) -> (Vec<Line>, f64) {
+    let mut lines = Vec::new();
+    for (service, operation, b) in &m.calls {
+        let name = format!("{service} {operation}");
+        match service.to_ascii_lowercase().as_str() {
+            "dynamodb" => {
+                lines.push(Line {
+                    item: format!("{name} (write units)"),
+                    quantity: b.write_units,
+                    usd: b.write_units * prices::DYNAMODB_WRITE_UNIT,
+                });
+                if b.read_units > 0.0 {
+                    lines.push(Line {
+                        item: format!("{name} (read units)"),
+                        quantity: b.read_units,
+                        usd: b.read_units * prices::DYNAMODB_READ_UNIT,
+                    });
+                }
+            }
+            "sqs" => lines.push(Line {
+                item: name,
+                quantity: b.chunks as f64,
+                usd: b.chunks as f64 * prices::SQS_REQUEST,
+            }),
+            "sns" if operation.starts_with("Publish") => lines.push(Line {
+                item: name,
+                quantity: b.chunks as f64,
+                usd: b.chunks as f64 * prices::SNS_PUBLISH,
+            }),
+            // Lambda's stream pollers read DynamoDB Streams at no charge; SNS control calls
+            // (topic and subscription changes) are free.
+            _ => lines.push(Line {
+                item: format!("{name} (free)"),
+                quantity: b.calls as f64,
+                usd: 0.0,
+            }),
+        }
+    }
+    for (handler, n, time) in &m.invocations {
+        let gb_s = time.as_secs_f64() * prices::LAMBDA_MEMORY_GB;
+        lines.push(Line {
+            item: format!("Lambda {handler} invocations"),
+            quantity: *n as f64,
+            usd: *n as f64 * prices::LAMBDA_REQUEST,
+        });
+        lines.push(Line {
+            item: format!("Lambda {handler} GB-seconds"),
+            quantity: gb_s,
+            usd: gb_s * prices::LAMBDA_GB_SECOND_ARM,
+        });
+    }
+    lines.push(Line {
+        item: "API Gateway HTTP API requests".into(),
+        quantity: m.api_requests as f64,
+        usd: m.api_requests as f64 * prices::HTTP_API_REQUEST,
+    });
+    let total: f64 = lines.iter().map(|l| l.usd).sum();
+    let per_million = total * 1e6 / m.records.max(1) as f64;
+    (lines, per_million)
+}
+
+/// The naive design's cost per million records, priced with the same table: every record
+/// ingested by its own API request and Lambda invocation (SQS send, receive, delete; a
+/// conditional raw write and an output write), then one SQS message and one Lambda
+/// invocation per record and subscriber, which reads the subscription (1 read unit), moves
+/// its position and usage in a two-item transaction (4 write units) and sends to the
+/// subscriber's queue. Each invocation is taken at 10 ms.
+pub fn naive_per_million(subscribers: usize) -> f64 {
+    let records = 1e6;
+    let deliveries = records * subscribers as f64;
+    let invocations = records + deliveries;
+    let lambda = invocations * prices::LAMBDA_REQUEST
+        + invocations * 0.010 * prices::LAMBDA_MEMORY_GB * prices::LAMBDA_GB_SECOND_ARM;
+    let sqs = (records * 3.0 + deliveries * 4.0) * prices::SQS_REQUEST;
+    let dynamodb = (records * 2.0 + deliveries * 4.0) * prices::DYNAMODB_WRITE_UNIT
+        + deliveries * prices::DYNAMODB_READ_UNIT;
+    let api = records * prices::HTTP_API_REQUEST;
+    lambda + sqs + dynamodb + api
+}
+
+/// Runs `records` records to `subscribers` `sqs` subscribers through the aws shape on the
+/// emulator at `endpoint_url`.
+pub async fn measure(
+    endpoint_url: &str,
+    records: usize,
+    subscribers: usize,
+) -> anyhow::Result<Measured> {
+    let name = format!("wharf-cost-{}", &wharf_core::UserId::new().as_str()[4..]);
+    let data_dir = std::env::temp_dir().join(&name);
+    let config = Config {
+        backend: Backend::Aws,
+        data_dir: data_dir.clone(),
+        aws: crate::config::AwsConfig {
+            endpoint_url: Some(endpoint_url.to_owned()),
+            region: Some("us-east-1".into()),
+            table: name.clone(),
+            queue_prefix: name.clone(),
+            bucket: name.clone(),
+            user_pool_name: name.clone(),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some(crate::config::Secret("testing".into())),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let shape = aws_shape(&config, Arc::new(SystemClock), Resources::Bootstrap).await?;
+    let handlers = Arc::new(Handlers::new(
+        &shape,
+        config.delivery(),
+        Deliveries::Awaited,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let router = wharf_api::router(shape.services.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let api = Api {
+        url,
+        http: reqwest::Client::new(),
+    };
+
+    // Setup: a vendor, a push source, a feed passing every record, N subscribers.
+    let password = "Correct horse battery 9!";
+    api.post(
+        "/v1/vendors",
+        None,
+        json!({"name": "Cost", "admin_email": "v@cost.example", "admin_password": password}),
+    )
+    .await?;
+    let vendor = api.login("v@cost.example", password).await?;
+    let source = api
+        .post(
+            "/v1/sources",
+            Some(&vendor),
+            json!({"name": "ticks", "kind": "push"}),
+        )
+        .await?["id"]
+        .as_str()
+        .context("a source id")?
+        .to_owned();
+    let feed = api
+        .post(
+            "/v1/feeds",
+            Some(&vendor),
+            json!({
+                "name": "Ticks", "source_id": source, "description": "every tick",
+                "pipeline": {"rules": [{"type": "filter", "expr": "record.px > 0.0"}]},
+                "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "10.00",
+                           "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.001"}]}],
+                "visibility": "public", "status": "published"
+            }),
+        )
+        .await?["id"]
+        .as_str()
+        .context("a feed id")?
+        .to_owned();
+    // The subscribers' side is read on clients of its own, so it is not counted.
+    let theirs = super::clients(&config).await;
+    let mut queues = Vec::new();
+    for i in 0..subscribers {
+        let email = format!("s{i}@cost.example");
+        api.post(
+            "/v1/subscribers",
+            None,
+            json!({"name": format!("S{i}"), "email": email, "password": password}),
+        )
+        .await?;
+        let token = api.login(&email, password).await?;
+        let queue = theirs
+            .sqs
+            .create_queue()
+            .queue_name(format!("{name}-subscriber-{i}"))
+            .send()
+            .await?
+            .queue_url
+            .context("a queue URL")?;
+        let arn = wharf_aws::bootstrap::queue_arn(&theirs, &queue).await?;
+        api.post(
+            "/v1/subscriptions",
+            Some(&token),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "sqs", "queue_arn": arn}}),
+        )
+        .await?;
+        queues.push(queue);
+    }
+
+    let their_store = wharf_aws::DynamoStore::new(theirs.clone());
+    let sources = super::emulate::spawn_sources(&shape, handlers.clone(), &data_dir);
+    let before = shape.clients.calls.billed();
+    let started = Instant::now();
+    let mut api_time = Duration::ZERO;
+    let mut api_requests = 0;
+    let batch = 500;
+    for chunk in 0..records.div_ceil(batch) {
+        let from = chunk * batch;
+        let items: Vec<Value> = (from..records.min(from + batch))
+            .map(|i| json!({"id": format!("t{i}"), "data": {"sym": "AAPL", "px": 100.0 + (i % 100) as f64, "seq": i}}))
+            .collect();
+        let sent = Instant::now();
+        api.post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            json!({ "records": items }),
+        )
+        .await?;
+        api_time += sent.elapsed();
+        api_requests += 1;
+    }
+
+    // Done when every queue holds every record and every delivery is counted.
+    let want = records as u64;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let mut held = 0u64;
+        for queue in &queues {
+            let attributes = theirs
+                .sqs
+                .get_queue_attributes()
+                .queue_url(queue)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await?
+                .attributes
+                .unwrap_or_default();
+            held += attributes
+                .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+                .min(want);
+        }
+        let metered = their_store
+            .usage_totals(
+                time::OffsetDateTime::now_utc() - time::Duration::days(1),
+                time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            )
+            .await?
+            .iter()
+            .map(|(_, n)| *n)
+            .sum::<u64>();
+        if held >= want * subscribers as u64 && metered >= want * subscribers as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not delivered within 30 minutes: {held} in queues, {metered} metered"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    for task in sources {
+        task.abort();
+    }
+    let calls = diff(&before, &shape.clients.calls.billed());
+    let mut invocations: Vec<(String, u64, Duration)> = handlers
+        .invocations()
+        .into_iter()
+        .map(|(h, n, t)| (h.to_owned(), n, t))
+        .collect();
+    invocations.push(("api".into(), api_requests, api_time));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(Measured {
+        records,
+        subscribers,
+        calls,
+        invocations,
+        api_requests,
+        elapsed,
+    })
+}
+
+fn diff(
+    before: &[(String, String, Billed)],
+    after: &[(String, String, Billed)],
+) -> Vec<(String, String, Billed)> {
+    let before: BTreeMap<(&str, &str), &Billed> = before
+        .iter()
+        .map(|(s, o, b)| ((s.as_str(), o.as_str()), b))
+        .collect();
+    after
+        .iter()
+        .filter_map(|(s, o, a)| {
+            let b = before
+                .get(&(s.as_str(), o.as_str()))
+                .copied()
+                .cloned()
+                .unwrap_or_default();
+            let d = Billed {
+                calls: a.calls - b.calls,
+                chunks: a.chunks - b.chunks,
+                write_units: a.write_units - b.write_units,
+                read_units: a.read_units - b.read_units,
+            };
+            (d.calls > 0).then(|| (s.clone(), o.clone(), d))
+        })
+        .collect()
+}
+
+struct Api {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+        let mut request = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+        Ok(body)
+    }
+
+    async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        Ok(self
+            .post(
+                "/v1/auth/token",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await?["access_token"]
+            .as_str()
+            .context("an access token")?
+            .to_owned())
+    }
+}
