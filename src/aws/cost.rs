@@ -76,12 +76,19 @@ pub fn price(m: &Measured) -> (Vec<Line>, f64) {
     for (service, operation, b) in &m.calls {
         let name = format!("{service} {operation}");
         match service.to_ascii_lowercase().as_str() {
+            "dynamodb" if b.write_units + b.read_units == 0.0 => lines.push(Line {
+                item: format!("{name} (control, free)"),
+                quantity: b.calls as f64,
+                usd: 0.0,
+            }),
             "dynamodb" => {
-                lines.push(Line {
-                    item: format!("{name} (write units)"),
-                    quantity: b.write_units,
-                    usd: b.write_units * prices::DYNAMODB_WRITE_UNIT,
-                });
+                if b.write_units > 0.0 {
+                    lines.push(Line {
+                        item: format!("{name} (write units)"),
+                        quantity: b.write_units,
+                        usd: b.write_units * prices::DYNAMODB_WRITE_UNIT,
+                    });
+                }
                 if b.read_units > 0.0 {
                     lines.push(Line {
                         item: format!("{name} (read units)"),
