@@ -219,3 +219,33 @@ impl wharf_core::ports::IngestQueue for crate::ingest::SqsIngestQueue {
         self.send(records).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_units_follow_items_and_transactions() {
+        let small = r#"{"pk":{"S":"a"},"doc":{"S":"x"}}"#;
+        let big = format!(
+            r#"{{"pk":{{"S":"a"}},"doc":{{"S":"{}"}}}}"#,
+            "x".repeat(1500)
+        );
+        let put = format!(r#"{{"TableName":"t","Item":{big}}}"#);
+        assert_eq!(write_units("PutItem", put.as_bytes()), 2.0);
+        let batch = format!(
+            r#"{{"RequestItems":{{"t":[{{"PutRequest":{{"Item":{small}}}}},{{"PutRequest":{{"Item":{big}}}}},{{"DeleteRequest":{{"Key":{small}}}}}]}}}}"#
+        );
+        assert_eq!(write_units("BatchWriteItem", batch.as_bytes()), 4.0);
+        let transaction = format!(
+            r#"{{"TransactItems":[{{"Put":{{"TableName":"t","Item":{small}}}}},{{"Update":{{"TableName":"t"}}}}]}}"#
+        );
+        assert_eq!(
+            write_units("TransactWriteItems", transaction.as_bytes()),
+            4.0
+        );
+        assert_eq!(write_units("Query", b"{}"), 0.0);
+        let get = r#"{"RequestItems":{"t":{"Keys":[{},{},{}]},"u":{"Keys":[{}]}}}"#;
+        assert_eq!(keys_asked(get.as_bytes()), 4.0);
+    }
+}

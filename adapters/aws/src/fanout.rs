@@ -109,7 +109,7 @@ impl SnsFanout {
         records: &[Outgoing],
     ) -> Result<()> {
         let topic = self.topic_arn(tenant, feed).await?;
-        for chunk in records.chunks(PUBLISH_BATCH) {
+        for chunk in batches(records) {
             let entries = chunk
                 .iter()
                 .map(|r| entry(tenant, feed, r))
@@ -164,6 +164,31 @@ impl SnsFanout {
             .get("PendingConfirmation")
             .is_some_and(|v| v == "true"))
     }
+}
+
+/// `records` in runs SNS takes in one call: at most ten, and at most 256 KiB of messages
+/// (attributes included, estimated generously). A record too large for a call on its own is
+/// sent alone, and SNS refuses it.
+fn batches(records: &[Outgoing]) -> Vec<&[Outgoing]> {
+    const MAX_BYTES: usize = 256 * 1024;
+    let size =
+        |r: &Outgoing| r.body.len() + 512 + r.matched.iter().map(|m| m.len() + 3).sum::<usize>();
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start + 1;
+        let mut bytes = size(&records[start]);
+        while end < records.len()
+            && end - start < PUBLISH_BATCH
+            && bytes + size(&records[end]) <= MAX_BYTES
+        {
+            bytes += size(&records[end]);
+            end += 1;
+        }
+        runs.push(&records[start..end]);
+        start = end;
+    }
+    runs
 }
 
 fn tag(key: &str, value: &str) -> Result<aws_sdk_sns::types::Tag> {
@@ -597,6 +622,21 @@ mod tests {
             filter_policy(r#"record.sym.startsWith("AA")"#),
             Some(json!({"data": {"sym": [{"prefix": "AA"}]}}))
         );
+    }
+
+    #[test]
+    fn publish_calls_hold_ten_records_and_256_kib_at_most() {
+        let record = |n: usize| Outgoing {
+            position: n as u64,
+            body: "x".repeat(if n == 3 { 255 * 1024 } else { 10 }),
+            matched: vec![],
+            wake: false,
+        };
+        let records: Vec<Outgoing> = (0..25).map(record).collect();
+        let sizes: Vec<usize> = batches(&records).iter().map(|b| b.len()).collect();
+        // The 255 KiB record fills a call on its own.
+        assert_eq!(sizes, vec![3, 1, 10, 10, 1]);
+        assert!(batches(&records).iter().all(|b| b.len() <= PUBLISH_BATCH));
     }
 
     #[test]

@@ -101,12 +101,16 @@ async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing
         (
             &second.stream_arn,
             &second.ingest_queue_url,
-            &second.ingest_dlq_url
+            &second.ingest_dlq_url,
+            &second.delivery_queue_url,
+            &second.delivery_dlq_url
         ),
         (
             &first.stream_arn,
             &first.ingest_queue_url,
-            &first.ingest_dlq_url
+            &first.ingest_dlq_url,
+            &first.delivery_queue_url,
+            &first.delivery_dlq_url
         )
     );
 }
@@ -120,8 +124,9 @@ async fn every_call_is_counted_by_service_and_operation() {
     let count = |op: &str| clients.calls.operation(op);
     assert_eq!(count("CreateTable"), 1, "{calls:?}");
     assert_eq!(count("UpdateTimeToLive"), 1, "{calls:?}");
-    assert_eq!(count("CreateQueue"), 2, "{calls:?}");
-    assert_eq!(count("GetQueueAttributes"), 1, "{calls:?}");
+    // The ingest and delivery queues, each with its dead-letter queue (whose ARN it reads).
+    assert_eq!(count("CreateQueue"), 4, "{calls:?}");
+    assert_eq!(count("GetQueueAttributes"), 2, "{calls:?}");
     let services: std::collections::BTreeSet<_> =
         calls.iter().map(|(s, _, _)| s.to_lowercase()).collect();
     assert_eq!(
