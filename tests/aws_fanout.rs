@@ -1,6 +1,6 @@
 //! The aws shape's output side against a real moto server: per-feed SNS topics that follow
-//! their feed, native channels (an SQS queue with raw delivery, email) as subscriptions of the
-//! topic with filter policies, webhooks through the delivery queue and the sender, and
+//! their feed, native channels (an SQS queue with raw delivery, email, a mobile platform
+//! endpoint) as subscriptions of the topic with filter policies, webhooks through the delivery queue and the sender, and
 //! WebSocket delivery through API Gateway's management API (served here by a fake that
 //! records posts and answers 410 for a stale connection).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -305,6 +305,36 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
     // The confirmation state is on the subscription (moto confirms email at once).
     assert_eq!(email["native"]["pending_confirmation"], false, "{email}");
     let email_arn = email["native"]["id"].as_str().unwrap().to_owned();
+    // A phone's SNS platform endpoint, subscribed with a filter on the price.
+    let sns = &shape.clients.sns;
+    let app = sns
+        .create_platform_application()
+        .name(format!("{}-app", shape.clients.settings.queue_prefix))
+        .platform("GCM")
+        .attributes("PlatformCredential", "server-key")
+        .send()
+        .await
+        .unwrap()
+        .platform_application_arn
+        .unwrap();
+    let phone = sns
+        .create_platform_endpoint()
+        .platform_application_arn(app)
+        .token("bobs-phone")
+        .send()
+        .await
+        .unwrap()
+        .endpoint_arn
+        .unwrap();
+    let push = subscribe(
+        &url,
+        &bob,
+        &feed,
+        json!({"type": "mobile_push", "endpoint_arn": phone}),
+        Some("record.px >= 150.0"),
+    )
+    .await;
+    assert_eq!(push["native"]["filtered_by_wharf"], false, "{push}");
 
     let records = json!({"records": [
         {"id": "q1", "data": {"sym": "AAPL", "px": 150.0}},
@@ -371,6 +401,12 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
             .any(|(p, e, a)| p == "email" && e == "bob@sub.example" && a == &email_arn),
         "{subs:?}"
     );
+    let push_arn = push["native"]["id"].as_str().unwrap();
+    assert!(
+        subs.iter()
+            .any(|(p, e, a)| p == "application" && e == &phone && a == push_arn),
+        "{subs:?}"
+    );
     let topic = topic_arn(&shape, &tenant, &feed).await.unwrap();
     let data: Value = reqwest::get(format!("{}/moto-api/data.json", moto::shared().url()))
         .await
@@ -403,6 +439,11 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
     assert_eq!(usage(&shape, &aapl).await, 1);
     assert_eq!(usage(&shape, &five).await, 1);
     assert_eq!(usage(&shape, &email).await, 3);
+    assert_eq!(
+        usage(&shape, &push).await,
+        2,
+        "AAPL at 150 and GOOGL at 200"
+    );
     for _ in 0..20 {
         if usage(&shape, &hook).await == 3 {
             break;

@@ -76,7 +76,10 @@ async fn invoke(
     let api = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    // CI points this at the artifact cargo-lambda built, to run the deployed binary itself.
+    let binary = std::env::var("WHARF_LAMBDA_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wharf").to_owned());
+    let mut command = Command::new(binary);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
