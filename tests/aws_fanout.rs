@@ -21,16 +21,7 @@ use wharf_core::ports::{SystemClock, UsageFilter};
 
 const PASSWORD: &str = "Correct horse battery 9!";
 
-fn config() -> Config {
-    Config {
-        data_dir: tempfile::tempdir().unwrap().keep(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        backend: wharf::config::Backend::Aws,
-        aws: moto::fresh_aws_config(),
-        allow_private_webhooks: true,
-        ..Config::default()
-    }
-}
+use moto::aws_server_config as config;
 
 /// `wharf serve --backend aws` on `config`; answers its URL and, for reading what it stored,
 /// the same shape built beside it.
@@ -245,6 +236,23 @@ async fn topic_arn(shape: &AwsShape, tenant: &str, feed: &str) -> Option<String>
         .into_iter()
         .filter_map(|t| t.topic_arn)
         .find(|arn| arn.ends_with(&format!(":{name}")))
+}
+
+/// The attributes SNS keeps for a topic subscription.
+async fn subscription_attributes(
+    shape: &AwsShape,
+    link: &str,
+) -> std::collections::HashMap<String, String> {
+    shape
+        .clients
+        .sns
+        .get_subscription_attributes()
+        .subscription_arn(link)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
 }
 
 async fn tenant_of(url: &str, vendor: &str) -> String {
@@ -494,16 +502,7 @@ async fn topics_follow_their_feed_and_subscriptions_follow_their_status() {
     .await;
     let id = sub["id"].as_str().unwrap();
     let link = sub["native"]["id"].as_str().unwrap().to_owned();
-    let attributes = shape
-        .clients
-        .sns
-        .get_subscription_attributes()
-        .subscription_arn(&link)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap();
+    let attributes = subscription_attributes(&shape, &link).await;
     assert_eq!(attributes["RawMessageDelivery"], "true");
     assert_eq!(attributes["FilterPolicyScope"], "MessageBody");
     let policy: Value = serde_json::from_str(&attributes["FilterPolicy"]).unwrap();
@@ -532,16 +531,7 @@ async fn topics_follow_their_feed_and_subscriptions_follow_their_status() {
     )
     .await;
     let link = changed["native"]["id"].as_str().unwrap().to_owned();
-    let attributes = shape
-        .clients
-        .sns
-        .get_subscription_attributes()
-        .subscription_arn(&link)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap();
+    let attributes = subscription_attributes(&shape, &link).await;
     assert_eq!(attributes["FilterPolicyScope"], "MessageAttributes");
     assert_eq!(
         attributes["FilterPolicy"],

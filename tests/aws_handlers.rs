@@ -26,17 +26,7 @@ use wharf_core::{SourceId, VendorId};
 
 const PASSWORD: &str = "Correct horse battery 9!";
 
-fn config() -> Config {
-    let dir = tempfile::tempdir().unwrap().keep();
-    Config {
-        data_dir: dir,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        backend: wharf::config::Backend::Aws,
-        aws: moto::fresh_aws_config(),
-        allow_private_webhooks: true,
-        ..Config::default()
-    }
-}
+use moto::aws_server_config as config;
 
 async fn shape(config: &Config) -> (AwsShape, Handlers) {
     let shape = aws_shape(config, Arc::new(SystemClock), Resources::Bootstrap)

@@ -421,21 +421,13 @@ impl Handlers {
 
     /// Delivers a feed's new outputs to its active webhook subscriptions.
     async fn wake_webhooks(&self, tenant: &TenantId, feed: &FeedId) -> Result<(), CoreError> {
-        let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
         let mut awaited = tokio::task::JoinSet::new();
-        loop {
-            let subs = self
-                .services
-                .store
-                .list_subscriptions_of_feed(tenant, feed, &page)
-                .await?;
-            for sub in subs.items {
-                self.deliver_to(sub, &mut awaited);
-            }
-            match subs.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => break,
-            }
+        for sub in self
+            .services
+            .every_subscription_of_feed(tenant, feed)
+            .await?
+        {
+            self.deliver_to(sub, &mut awaited);
         }
         join_all(awaited).await
     }

@@ -16,7 +16,7 @@ use wharf_aws::DynamoStore;
 use wharf_aws::fanout::{Outgoing, PUBLISH_BATCH, SnsFanout};
 use wharf_core::domain::{Channel, OutputRecord, Subscription, SubscriptionStatus};
 use wharf_core::pipeline::SubscriptionFilter;
-use wharf_core::{CoreError, FeedId, PageRequest, Services, SubscriptionId, TenantId};
+use wharf_core::{CoreError, FeedId, Services, SubscriptionId, TenantId};
 use wharf_workers::deliver::record_json;
 
 /// Records read and published per pass.
@@ -89,40 +89,28 @@ impl Publisher {
             webhooks: Vec::new(),
             sockets: Vec::new(),
         };
-        let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
-        loop {
-            let subs = self
-                .services
-                .store
-                .list_subscriptions_of_feed(tenant, feed, &page)
-                .await?;
-            for sub in subs.items {
-                if sub.status != SubscriptionStatus::Active {
-                    continue;
-                }
-                match &sub.channel {
-                    Channel::Webhook { .. } => listeners.webhooks.push(sub.id),
-                    Channel::Websocket {} if self.sockets.is_some() => listeners.sockets.push(sub),
-                    channel if self.services.is_native(channel) && sub.native.is_some() => {
-                        let sub = self.services.confirmed(sub).await?;
-                        if sub.native.as_ref().is_some_and(|l| !l.pending_confirmation) {
-                            let filter = sub
-                                .filter
-                                .as_deref()
-                                .map(SubscriptionFilter::compile)
-                                .transpose()
-                                .map_err(CoreError::internal)?;
-                            listeners.native.push((sub, filter));
-                        }
-                    }
-                    _ => {}
-                }
+        for sub in self
+            .services
+            .every_subscription_of_feed(tenant, feed)
+            .await?
+        {
+            if sub.status != SubscriptionStatus::Active {
+                continue;
             }
-            match subs.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => return Ok(listeners),
+            match &sub.channel {
+                Channel::Webhook { .. } => listeners.webhooks.push(sub.id),
+                Channel::Websocket {} if self.sockets.is_some() => listeners.sockets.push(sub),
+                channel if self.services.is_native(channel) && sub.native.is_some() => {
+                    let sub = self.services.confirmed(sub).await?;
+                    if sub.native.as_ref().is_some_and(|l| !l.pending_confirmation) {
+                        let filter = SubscriptionFilter::of(&sub)?;
+                        listeners.native.push((sub, filter));
+                    }
+                }
+                _ => {}
             }
         }
+        Ok(listeners)
     }
 
     /// Publishes one chunk after the topic's position and meters it.
@@ -299,5 +287,5 @@ async fn post_all(
 }
 
 fn matches(filter: Option<&SubscriptionFilter>, record: &OutputRecord) -> bool {
-    filter.is_none_or(|f| f.matches(&record.data))
+    SubscriptionFilter::admits(filter, &record.data)
 }

@@ -69,3 +69,17 @@ pub fn fresh_aws_config() -> wharf::config::AwsConfig {
         ..wharf::config::AwsConfig::default()
     }
 }
+
+/// A `wharf serve --backend aws` configuration on fresh resources of the shared server, with a
+/// data dir of its own, a random port, and webhooks to loopback allowed (test receivers).
+#[allow(dead_code)] // not every test binary that includes this module starts a server
+pub fn aws_server_config() -> wharf::config::Config {
+    wharf::config::Config {
+        data_dir: tempfile::tempdir().expect("a temp dir").keep(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        backend: wharf::config::Backend::Aws,
+        aws: fresh_aws_config(),
+        allow_private_webhooks: true,
+        ..wharf::config::Config::default()
+    }
+}

@@ -340,15 +340,10 @@ pub async fn deliver_push(
         return Ok(0);
     };
     let now = services.clock.now();
-    let filter = sub
-        .filter
-        .as_deref()
-        .map(SubscriptionFilter::compile)
-        .transpose()
-        .map_err(CoreError::internal)?;
+    let filter = SubscriptionFilter::of(sub)?;
     let wanted: Vec<&(u64, OutputRecord)> = rows
         .iter()
-        .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
+        .filter(|(_, r)| SubscriptionFilter::admits(filter.as_ref(), &r.data))
         .collect();
     let mut to = *last;
     let mut groups: Vec<Vec<&(u64, OutputRecord)>> = Vec::new();

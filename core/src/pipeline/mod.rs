@@ -21,6 +21,20 @@ impl SubscriptionFilter {
         rules::compile(source).map(SubscriptionFilter)
     }
 
+    /// The compiled filter of `sub`, if it has one.
+    pub fn of(sub: &crate::domain::Subscription) -> Result<Option<Self>, crate::CoreError> {
+        sub.filter
+            .as_deref()
+            .map(Self::compile)
+            .transpose()
+            .map_err(crate::CoreError::internal)
+    }
+
+    /// Whether `record` passes `filter` (no filter passes everything).
+    pub fn admits(filter: Option<&Self>, record: &serde_json::Value) -> bool {
+        filter.is_none_or(|f| f.matches(record))
+    }
+
     /// Whether `record` passes; a filter that fails on a record does not pass it.
     pub fn matches(&self, record: &serde_json::Value) -> bool {
         matches!(

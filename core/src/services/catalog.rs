@@ -286,24 +286,31 @@ impl Services {
         feed: &FeedId,
     ) -> Result<Vec<String>, CoreError> {
         let mut used = Vec::new();
+        for s in self.every_subscription_of_feed(tenant, feed).await? {
+            if s.status != SubscriptionStatus::Cancelled && !used.contains(&s.plan_id) {
+                used.push(s.plan_id);
+            }
+        }
+        Ok(used)
+    }
+
+    /// Every subscription of a feed, whatever its status, page after page.
+    pub async fn every_subscription_of_feed(
+        &self,
+        tenant: &crate::VendorId,
+        feed: &FeedId,
+    ) -> Result<Vec<Subscription>, CoreError> {
+        let mut all = Vec::new();
         let mut page = PageRequest::first(crate::page::MAX_LIMIT);
         loop {
             let subs = self
                 .store
                 .list_subscriptions_of_feed(tenant, feed, &page)
                 .await?;
-            for s in subs
-                .items
-                .iter()
-                .filter(|s| s.status != SubscriptionStatus::Cancelled)
-            {
-                if !used.contains(&s.plan_id) {
-                    used.push(s.plan_id.clone());
-                }
-            }
+            all.extend(subs.items);
             match subs.next_cursor {
                 Some(c) => page.cursor = Some(c),
-                None => return Ok(used),
+                None => return Ok(all),
             }
         }
     }
