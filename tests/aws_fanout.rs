@@ -121,7 +121,11 @@ async fn subscribe(
 
 /// A queue of the subscriber's; answers its URL and ARN.
 async fn queue(shape: &AwsShape, name: &str) -> (String, String) {
-    let name = format!("{}-{name}", shape.clients.settings.queue_prefix);
+    // A subscriber's own queue: Wharf refuses queues named with its prefix.
+    let name = format!(
+        "subscriber-{}-{name}",
+        &shape.clients.settings.queue_prefix[6..]
+    );
     let url = shape
         .clients
         .sqs
@@ -325,15 +329,63 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
         .unwrap()
         .platform_application_arn
         .unwrap();
-    let phone = sns
-        .create_platform_endpoint()
-        .platform_application_arn(app)
-        .token("bobs-phone")
+    // The app registers each device with its user's id in CustomUserData.
+    let bob_id = send(reqwest::Method::GET, &url, "/v1/me", Some(&bob), None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let endpoint = |token: &'static str, user: String| {
+        let (sns, app) = (sns.clone(), app.clone());
+        async move {
+            let arn = sns
+                .create_platform_endpoint()
+                .platform_application_arn(app)
+                .token(token)
+                .send()
+                .await
+                .unwrap()
+                .endpoint_arn
+                .unwrap();
+            // Set as an attribute too: moto keeps the creation's CustomUserData apart.
+            sns.set_endpoint_attributes()
+                .endpoint_arn(&arn)
+                .attributes("CustomUserData", user)
+                .send()
+                .await
+                .unwrap();
+            arn
+        }
+    };
+    let phone = endpoint("bobs-phone", bob_id).await;
+    let eves = endpoint("eves-phone", "user_someone_else".into()).await;
+    let body = json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "mobile_push", "endpoint_arn": eves}});
+    let refused = reqwest::Client::new()
+        .post(format!("{url}/v1/subscriptions"))
+        .bearer_auth(&bob)
+        .json(&body)
         .send()
         .await
-        .unwrap()
-        .endpoint_arn
         .unwrap();
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(
+        problem["errors"][0]["path"], "channel.endpoint_arn",
+        "{problem}"
+    );
+    // Nor may a topic feed one of Wharf's own queues.
+    let ingest = wharf_aws::bootstrap::queue_arn(&shape.clients, &shape.ingest_queue_url)
+        .await
+        .unwrap();
+    let body =
+        json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "sqs", "queue_arn": ingest}});
+    let refused = reqwest::Client::new()
+        .post(format!("{url}/v1/subscriptions"))
+        .bearer_auth(&bob)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
     let push = subscribe(
         &url,
         &bob,

@@ -248,7 +248,7 @@ pub async fn measure(
         let queue = theirs
             .sqs
             .create_queue()
-            .queue_name(format!("{name}-subscriber-{i}"))
+            .queue_name(format!("subscriber-{i}-{}", &name[11..]))
             .send()
             .await?
             .queue_url

@@ -136,6 +136,56 @@ impl SnsFanout {
         Ok(())
     }
 
+    /// Refuses targets a subscriber must not point a topic at: Wharf's own queues (its
+    /// ingest, delivery and source queues share the prefix), and a platform endpoint that was
+    /// not registered for this subscriber (its `CustomUserData` must be the subscriber's id,
+    /// as the app that registers the device sets it).
+    async fn check_target(&self, sub: &Subscription) -> Result<()> {
+        match &sub.channel {
+            Channel::Sqs { queue_arn } => {
+                let name = queue_arn.rsplit(':').next().unwrap_or_default();
+                if name.starts_with(&format!("{}-", self.clients.settings.queue_prefix)) {
+                    return Err(CoreError::invalid(
+                        "channel.queue_arn",
+                        "names one of Wharf's own queues; use a queue of yours",
+                    ));
+                }
+                Ok(())
+            }
+            Channel::MobilePush { endpoint_arn } => {
+                let found = self
+                    .clients
+                    .sns
+                    .get_endpoint_attributes()
+                    .endpoint_arn(endpoint_arn)
+                    .send()
+                    .await;
+                let attributes = match found {
+                    Ok(found) => found.attributes.unwrap_or_default(),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_not_found_exception()) =>
+                    {
+                        return Err(CoreError::invalid(
+                            "channel.endpoint_arn",
+                            "no such platform endpoint",
+                        ));
+                    }
+                    Err(e) => return Err(aws_error("reading a platform endpoint", e)),
+                };
+                let owner = attributes.get("CustomUserData").map(String::as_str);
+                if owner != Some(sub.subscriber_id.as_str()) {
+                    return Err(CoreError::invalid(
+                        "channel.endpoint_arn",
+                        "the endpoint is not registered to you (its CustomUserData must be your user id)",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn set_attribute(&self, subscription_arn: &str, name: &str, value: &str) -> Result<()> {
         self.clients
             .sns
@@ -279,6 +329,7 @@ impl Fanout for SnsFanout {
     }
 
     async fn subscribe(&self, sub: &Subscription) -> Result<NativeLink> {
+        self.check_target(sub).await?;
         let topic = self.topic_arn(&sub.tenant_id, &sub.feed_id).await?;
         let (protocol, target) = endpoint(&sub.channel)?;
         let arn = self
