@@ -763,3 +763,62 @@ async fn websocket_records_go_to_connected_sockets_and_stale_sockets_are_dropped
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_deleted_behind_wharfs_back_is_made_again_with_its_delivery_subscription() {
+    let config = config();
+    let (url, shape) = serve(&config).await;
+    let (vendor, source) = vendor(&url).await;
+    let tenant = tenant_of(&url, &vendor).await;
+    let feed = feed(&url, &vendor, &source, "published").await;
+    let topic = topic_arn(&shape, &tenant, &feed).await.unwrap();
+    shape
+        .clients
+        .sns
+        .delete_topic()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .unwrap();
+    let bob = bob(&url).await;
+    let receiver = receiver::Receiver::start(vec![]).await;
+    subscribe(
+        &url,
+        &bob,
+        &feed,
+        json!({"type": "webhook", "url": receiver.url}),
+        None,
+    )
+    .await;
+    let records = json!({"records": [{"id": "h1", "data": {"sym": "AAPL", "px": 1.0}}]});
+    post(
+        &url,
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        records,
+    )
+    .await;
+    for _ in 0..120 {
+        if !receiver.hits().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(receiver.hits().len(), 1, "delivered once");
+    // The failed publish is retried from the stream, which makes the topic again.
+    let mut subs = Vec::new();
+    for _ in 0..120 {
+        if topic_arn(&shape, &tenant, &feed).await.is_some() {
+            subs = topic_subscriptions(&shape, &tenant, &feed).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let delivery = wharf_aws::bootstrap::queue_arn(&shape.clients, &shape.delivery_queue_url)
+        .await
+        .unwrap();
+    assert!(
+        subs.iter().any(|(p, e, _)| p == "sqs" && e == &delivery),
+        "the topic is back with the delivery queue subscribed: {subs:?}"
+    );
+}

@@ -14,7 +14,7 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use std::sync::Arc;
 use wharf_aws::DynamoStore;
 use wharf_aws::fanout::{Outgoing, PUBLISH_BATCH, SnsFanout};
-use wharf_core::domain::{Channel, OutputRecord, Subscription, SubscriptionStatus};
+use wharf_core::domain::{Channel, FeedStatus, OutputRecord, Subscription, SubscriptionStatus};
 use wharf_core::pipeline::SubscriptionFilter;
 use wharf_core::{CoreError, FeedId, Services, SubscriptionId, TenantId};
 use wharf_workers::deliver::record_json;
@@ -67,6 +67,10 @@ impl Publisher {
 
     /// Publishes what a feed has produced since its last publish.
     pub async fn publish(&self, tenant: &TenantId, feed: &FeedId) -> Result<Published, CoreError> {
+        // An archived feed has no topic; what it still produced stays pullable.
+        if self.services.store.get_feed(tenant, feed).await?.status == FeedStatus::Archived {
+            return Ok(Published::default());
+        }
         let listeners = self.listeners(tenant, feed).await?;
         let mut done = Published::default();
         if !listeners.native.is_empty() || !listeners.webhooks.is_empty() {

@@ -74,14 +74,39 @@ impl SnsFanout {
         format!("{}-{tenant}-{feed}", self.clients.settings.queue_prefix)
     }
 
-    /// The topic's ARN, creating the topic if it is missing.
+    /// The topic's ARN, creating the topic and its delivery queue subscription if they are
+    /// missing (once per cold start: both calls are idempotent, and a topic made before the
+    /// delivery queue existed gets its subscription).
     pub async fn topic_arn(&self, tenant: &TenantId, feed: &FeedId) -> Result<String> {
         let key = (tenant.clone(), feed.clone());
         if let Some(arn) = self.cache().get(&key) {
             return Ok(arn.clone());
         }
-        let arn = self
+        let arn = self.create_topic(tenant, feed).await?;
+        let delivery = self
             .clients
+            .sns
+            .subscribe()
+            .topic_arn(&arn)
+            .protocol("sqs")
+            .endpoint(&self.delivery_queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .attributes(
+                "FilterPolicy",
+                json!({ WAKE_ATTRIBUTE: ["webhooks"] }).to_string(),
+            )
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .map_err(|e| aws_error("subscribing the delivery queue to a topic", e))?;
+        tracing::info!(topic = arn, delivery = ?delivery.subscription_arn, "feed topic open");
+        self.cache().insert(key, arn.clone());
+        Ok(arn)
+    }
+
+    /// Creates the topic (or finds it: CreateTopic answers an existing topic's ARN).
+    async fn create_topic(&self, tenant: &TenantId, feed: &FeedId) -> Result<String> {
+        self.clients
             .sns
             .create_topic()
             .name(self.topic_name(tenant, feed))
@@ -91,9 +116,7 @@ impl SnsFanout {
             .await
             .map_err(|e| aws_error("creating a feed's topic", e))?
             .topic_arn
-            .ok_or_else(|| CoreError::internal("CreateTopic answered no ARN"))?;
-        self.cache().insert(key, arn.clone());
-        Ok(arn)
+            .ok_or_else(|| CoreError::internal("CreateTopic answered no ARN"))
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, FeedId), String>> {
@@ -121,8 +144,19 @@ impl SnsFanout {
                 .topic_arn(&topic)
                 .set_publish_batch_request_entries(Some(entries))
                 .send()
-                .await
-                .map_err(|e| aws_error("publishing records", e))?;
+                .await;
+            let sent = match sent {
+                Ok(sent) => sent,
+                Err(e) => {
+                    // A topic deleted under a cached ARN is made again on the next try.
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_not_found_exception())
+                    {
+                        self.cache().remove(&(tenant.clone(), feed.clone()));
+                    }
+                    return Err(aws_error("publishing records", e));
+                }
+            };
             if let Some(failed) = sent.failed.as_deref().and_then(<[_]>::first) {
                 return Err(CoreError::unavailable(format!(
                     "SNS refused {} of {} records: {} {}",
@@ -293,29 +327,11 @@ fn endpoint(channel: &Channel) -> Result<(&'static str, &str)> {
 #[async_trait]
 impl Fanout for SnsFanout {
     async fn open_topic(&self, feed: &Feed) -> Result<()> {
-        let topic = self.topic_arn(&feed.tenant_id, &feed.id).await?;
-        let sub = self
-            .clients
-            .sns
-            .subscribe()
-            .topic_arn(&topic)
-            .protocol("sqs")
-            .endpoint(&self.delivery_queue_arn)
-            .attributes("RawMessageDelivery", "true")
-            .attributes(
-                "FilterPolicy",
-                json!({ WAKE_ATTRIBUTE: ["webhooks"] }).to_string(),
-            )
-            .return_subscription_arn(true)
-            .send()
-            .await
-            .map_err(|e| aws_error("subscribing the delivery queue to a topic", e))?;
-        tracing::info!(topic, delivery = ?sub.subscription_arn, "feed topic open");
-        Ok(())
+        self.topic_arn(&feed.tenant_id, &feed.id).await.map(|_| ())
     }
 
     async fn close_topic(&self, feed: &Feed) -> Result<()> {
-        let topic = self.topic_arn(&feed.tenant_id, &feed.id).await?;
+        let topic = self.create_topic(&feed.tenant_id, &feed.id).await?;
         self.clients
             .sns
             .delete_topic()
