@@ -511,6 +511,19 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(usage(&shape, &hook).await, 3);
+
+    // The topic does not replay: asking is a 409 that says so, not deliveries that never go.
+    let replay = reqwest::Client::new()
+        .post(format!(
+            "{url}/v1/subscriptions/{}/replay",
+            aapl["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&bob)
+        .json(&json!({"from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 409);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -343,6 +343,12 @@ impl Services {
                 "a pull subscription replays by fetching with an earlier cursor".into(),
             ));
         }
+        if self.is_native(&sub.channel) {
+            return Err(CoreError::Conflict(format!(
+                "`{}` records are sent by the feed's topic, which does not replay",
+                sub.channel.kind()
+            )));
+        }
         let now = self.clock.now();
         let nonce = crate::RecordId::new();
         let filter = sub
