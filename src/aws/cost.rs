@@ -265,6 +265,7 @@ pub async fn measure(
 
     let their_store = wharf_aws::DynamoStore::new(theirs.clone());
     let sources = super::emulate::spawn_sources(&shape, handlers.clone(), &data_dir);
+    shape.clients.calls.estimate_units();
     let before = shape.clients.calls.billed();
     let started = Instant::now();
     let mut api_time = Duration::ZERO;

@@ -123,10 +123,7 @@ pub async fn aws_shape(
         }
     };
     let store = Arc::new(DynamoStore::new(clients.clone()));
-    let delivery_queue_arn = wharf_aws::bootstrap::queue_arn(&clients, &delivery_queue_url)
-        .await
-        .context("cannot reach the delivery queue")?;
-    let fanout = Arc::new(SnsFanout::new(&clients, delivery_queue_arn));
+    let fanout = Arc::new(SnsFanout::new(&clients, delivery_queue_url.clone()));
     let services = Services {
         store: store.clone(),
         identity: Arc::new(identity),

@@ -10,6 +10,7 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// What the calls to one operation amount to, as AWS bills them.
@@ -20,7 +21,7 @@ pub struct Billed {
     /// Requests as SQS and SNS bill them: each started 64 KiB of a call's payload.
     pub chunks: u64,
     /// DynamoDB write request units, estimated from the items written (1 per started KiB of
-    /// each item as sent, twice that inside a transaction).
+    /// each item as sent, twice that inside a transaction), once `estimate_units` is on.
     pub write_units: f64,
     /// DynamoDB read request units, estimated from what came back (1 per started 4 KiB of
     /// each answer; 1 per key of a `BatchGetItem`).
@@ -31,9 +32,21 @@ pub struct Billed {
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), Billed>>>,
+    /// Whether DynamoDB request units are estimated too: that reads every request body as
+    /// JSON, so only `wharf aws cost` turns it on, never a serving process.
+    units: Arc<AtomicBool>,
 }
 
 impl CallCounter {
+    /// Estimates DynamoDB request units from here on (see [`Billed`]).
+    pub fn estimate_units(&self) {
+        self.units.store(true, Ordering::Relaxed);
+    }
+
+    fn estimating(&self) -> bool {
+        self.units.load(Ordering::Relaxed)
+    }
+
     /// The counts so far, ordered by service, then operation.
     pub fn snapshot(&self) -> Vec<(String, String, u64)> {
         self.billed()
@@ -160,10 +173,11 @@ impl Intercept for CallCounter {
         if let Some(meta) = cfg.load::<Metadata>() {
             let body = context.request().body().bytes().unwrap_or_default();
             let (service, operation) = (meta.service(), meta.name());
+            let estimating = self.estimating();
             self.with(service, operation, |b| {
                 b.calls += 1;
                 b.chunks += units(body.len(), 64 * 1024) as u64;
-                if service.eq_ignore_ascii_case("dynamodb") {
+                if estimating && service.eq_ignore_ascii_case("dynamodb") {
                     b.write_units += write_units(operation, body);
                     if operation == "BatchGetItem" {
                         b.read_units += keys_asked(body);
@@ -180,7 +194,8 @@ impl Intercept for CallCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(meta) = cfg.load::<Metadata>()
+        if self.estimating()
+            && let Some(meta) = cfg.load::<Metadata>()
             && meta.service().eq_ignore_ascii_case("dynamodb")
             && READS.contains(&meta.name())
         {

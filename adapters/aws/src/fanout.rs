@@ -54,16 +54,19 @@ pub struct Outgoing {
 pub struct SnsFanout {
     clients: Clients,
     /// The webhook delivery queue every topic feeds.
-    delivery_queue_arn: String,
+    delivery_queue_url: String,
+    /// Its ARN, read when the first topic is made (not at every cold start).
+    delivery_queue_arn: Mutex<Option<String>>,
     /// Topic ARNs by tenant and feed (CreateTopic answers the ARN and is idempotent).
     topics: Mutex<HashMap<(TenantId, FeedId), String>>,
 }
 
 impl SnsFanout {
-    pub fn new(clients: &Clients, delivery_queue_arn: impl Into<String>) -> SnsFanout {
+    pub fn new(clients: &Clients, delivery_queue_url: impl Into<String>) -> SnsFanout {
         SnsFanout {
             clients: clients.clone(),
-            delivery_queue_arn: delivery_queue_arn.into(),
+            delivery_queue_url: delivery_queue_url.into(),
+            delivery_queue_arn: Mutex::new(None),
             topics: Mutex::new(HashMap::new()),
         }
     }
@@ -83,13 +86,14 @@ impl SnsFanout {
             return Ok(arn.clone());
         }
         let arn = self.create_topic(tenant, feed).await?;
+        let delivery_queue = self.delivery_queue_arn().await?;
         let delivery = self
             .clients
             .sns
             .subscribe()
             .topic_arn(&arn)
             .protocol("sqs")
-            .endpoint(&self.delivery_queue_arn)
+            .endpoint(delivery_queue)
             .attributes("RawMessageDelivery", "true")
             .attributes(
                 "FilterPolicy",
@@ -101,6 +105,23 @@ impl SnsFanout {
             .map_err(|e| aws_error("subscribing the delivery queue to a topic", e))?;
         tracing::info!(topic = arn, delivery = ?delivery.subscription_arn, "feed topic open");
         self.cache().insert(key, arn.clone());
+        Ok(arn)
+    }
+
+    async fn delivery_queue_arn(&self) -> Result<String> {
+        let known = self
+            .delivery_queue_arn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(arn) = known {
+            return Ok(arn);
+        }
+        let arn = crate::bootstrap::queue_arn(&self.clients, &self.delivery_queue_url).await?;
+        *self
+            .delivery_queue_arn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(arn.clone());
         Ok(arn)
     }
 
