@@ -185,6 +185,24 @@ async fn bob_subscribes(url: &str, feed: &str, channel: Value) -> (String, Strin
     (bob, sub)
 }
 
+/// One batch of up to ten messages of a queue, with their system and message attributes, as
+/// Lambda's event source mapping receives them.
+async fn receive(shape: &AwsShape, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    shape
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
 /// Every record of the table's stream from `after` on (by sequence number), oldest first.
 async fn stream_records(
     shape: &AwsShape,
@@ -282,17 +300,7 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
     // The ingest queue's messages, as Lambda would deliver them: twice.
     let clients = &shape.clients;
     let arn = queue_arn(clients, &shape.ingest_queue_url).await.unwrap();
-    let received = clients
-        .sqs
-        .receive_message()
-        .queue_url(&shape.ingest_queue_url)
-        .max_number_of_messages(10)
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap();
+    let received = receive(&shape, &shape.ingest_queue_url).await;
     assert_eq!(received.len(), 1, "three small records fit one message");
     for _ in 0..2 {
         let event = serde_json::from_value(sqs_event(&received, &arn, "us-east-1")).unwrap();
@@ -317,17 +325,7 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
     // The outputs went to the feed's topic, which passed them to the delivery queue: the
     // sender's batch, delivered twice too.
     let delivery_arn = queue_arn(clients, &shape.delivery_queue_url).await.unwrap();
-    let woken = clients
-        .sqs
-        .receive_message()
-        .queue_url(&shape.delivery_queue_url)
-        .max_number_of_messages(10)
-        .message_attribute_names("All")
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let woken = receive(&shape, &shape.delivery_queue_url).await;
     assert_eq!(woken.len(), 1, "one wake-up for two records: {woken:?}");
     for _ in 0..2 {
         let event = sqs_event(&woken, &delivery_arn, "us-east-1");
