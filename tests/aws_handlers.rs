@@ -387,8 +387,10 @@ async fn when_the_table_is_gone_every_item_is_reported_failed_for_a_retry() {
     assert_eq!(failures(&response), vec!["m-1", "m-2"]);
 
     let image = json!({
-        "pk": {"S": "T#x"}, "sk": {"S": "y"}, "kind": {"S": "raw"},
-        "doc": {"S": serde_json::to_string(&record).unwrap()}
+        "pk": {"S": "T#x"}, "sk": {"S": "y"}, "kind": {"S": "raw_pack"},
+        "docz": {"B": base64::Engine::encode(&base64::engine::general_purpose::STANDARD,
+            wharf_aws::store::packed_part(std::slice::from_ref(&record)).unwrap()
+        )}
     });
     let stream = json!({"Records": [
         {"eventID": "1", "eventName": "INSERT", "eventVersion": "1.1", "eventSource": "aws:dynamodb",

@@ -93,10 +93,11 @@ pub async fn run_all(store: Arc<dyn Store>) {
     appending_raw_records_skips_ids_already_stored(s).await;
     raw_records_between_two_times_come_in_event_time_order(s).await;
     appending_output_records_is_idempotent(s).await;
+    appending_a_units_output_records_again_stores_nothing(s).await;
     output_records_after_a_position_are_per_tenant_and_feed(s).await;
     output_records_between_two_times_come_in_position_order_after_a_position(s).await;
     the_output_head_is_the_newest_position_of_the_feed(s).await;
-    output_records_read_by_id_come_in_the_order_asked(s).await;
+    output_records_read_by_position_come_in_the_order_asked(s).await;
     feed_errors_list_newest_first_across_pages_per_tenant_and_feed(s).await;
     feed_errors_recorded_before_the_cut_expire(s).await;
     expiring_removes_only_expired_records_and_never_reuses_positions(s).await;
@@ -1866,6 +1867,36 @@ pub async fn appending_output_records_is_idempotent(store: &dyn Store) {
     assert_eq!(records_of(&stored), vec![o1, o2, o3]);
 }
 
+/// A unit's outputs are stored once per feed and pipeline version: the same unit again
+/// stores nothing, the same unit under a new pipeline version stores its records, and
+/// positions follow the order of the records.
+pub async fn appending_a_units_output_records_again_stores_nothing(store: &dyn Store) {
+    let (_, _, f) = vendor_with_feed(store).await;
+    let sibling = sibling_feed(store, &f).await;
+    let (o1, o2) = (output_record(&f, 1, 10), output_record(&f, 2, 20));
+    let theirs = output_record(&sibling, 3, 30);
+    let unit = [o1.clone(), theirs.clone(), o2.clone()];
+    assert_eq!(store.append_output_once("batch-1", &unit).await.unwrap(), 3);
+    assert_eq!(store.append_output_once("batch-1", &unit).await.unwrap(), 0);
+    assert_eq!(store.append_output_once("batch-1", &[]).await.unwrap(), 0);
+    let newer = OutputRecord {
+        id: RecordId::new(),
+        pipeline_version: o1.pipeline_version + 1,
+        ..o1.clone()
+    };
+    assert_eq!(
+        store
+            .append_output_once("batch-1", std::slice::from_ref(&newer))
+            .await
+            .unwrap(),
+        1
+    );
+    let stored = outputs_of(store, &f).await;
+    assert_positions_ascend(&stored);
+    assert_eq!(records_of(&stored), vec![o1, o2, newer]);
+    assert_eq!(records_of(&outputs_of(store, &sibling).await), vec![theirs]);
+}
+
 /// `output_after` lists one feed of one tenant after a position, in position order, up to
 /// `limit`; another tenant's feed id gives nothing.
 pub async fn output_records_after_a_position_are_per_tenant_and_feed(store: &dyn Store) {
@@ -2024,9 +2055,9 @@ pub async fn the_output_head_is_the_newest_position_of_the_feed(store: &dyn Stor
     );
 }
 
-/// `output_by_ids` returns the tenant's records in the order of the ids asked for, leaving
-/// out unknown ids and other tenants' records.
-pub async fn output_records_read_by_id_come_in_the_order_asked(store: &dyn Store) {
+/// `output_at` returns a feed's records at the positions asked, in that order, leaving
+/// out positions that hold nothing and other feeds' and tenants' records.
+pub async fn output_records_read_by_position_come_in_the_order_asked(store: &dyn Store) {
     let (_, _, f) = vendor_with_feed(store).await;
     let (_, _, foreign) = vendor_with_feed(store).await;
     let (o1, o2, o3) = (
@@ -2034,36 +2065,38 @@ pub async fn output_records_read_by_id_come_in_the_order_asked(store: &dyn Store
         output_record(&f, 2, 20),
         output_record(&f, 3, 30),
     );
-    let theirs = output_record(&foreign, 4, 40);
     store
-        .append_output(&[o1.clone(), o2.clone(), o3.clone(), theirs.clone()])
+        .append_output(&[o1.clone(), o2.clone(), o3.clone()])
         .await
         .unwrap();
+    let stored = outputs_of(store, &f).await;
+    let (p1, p3) = (position_of(&stored, &o1.id), position_of(&stored, &o3.id));
     assert_eq!(
         store
-            .output_by_ids(
-                &f.tenant_id,
-                &[
-                    o3.id.clone(),
-                    RecordId::new(),
-                    o1.id.clone(),
-                    theirs.id.clone()
-                ]
-            )
+            .output_at(&f.tenant_id, &f.id, &[p3, p3 + 1000, p1])
             .await
             .unwrap(),
-        vec![o3, o1.clone()]
+        vec![(p3, o3), (p1, o1)]
     );
     assert!(
         store
-            .output_by_ids(&foreign.tenant_id, std::slice::from_ref(&o1.id))
+            .output_at(&foreign.tenant_id, &f.id, &[p1])
             .await
             .unwrap()
-            .is_empty()
+            .is_empty(),
+        "another tenant reads nothing"
     );
     assert!(
         store
-            .output_by_ids(&f.tenant_id, &[])
+            .output_at(&f.tenant_id, &foreign.id, &[p1])
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant's feed id reads nothing"
+    );
+    assert!(
+        store
+            .output_at(&f.tenant_id, &f.id, &[])
             .await
             .unwrap()
             .is_empty()
@@ -2232,6 +2265,7 @@ fn pending(sub: &Subscription, due: i64, replay: bool) -> PendingDelivery {
         tenant_id: sub.tenant_id.clone(),
         subscription_id: sub.id.clone(),
         record_ids: vec![RecordId::new(), RecordId::new()],
+        positions: vec![1, 2],
         attempts: 1,
         next_attempt_at: at(due),
         first_failed_at: at(due - 5),

@@ -216,8 +216,11 @@ pub trait IdempotencyStore: Send + Sync {
 pub trait RecordStore: Send + Sync {
     /// Stores raw records; a record whose id is already stored is skipped (a duplicate).
     /// The id of a record sent with the vendor's id is derived from its source and that id,
-    /// so an adapter may key the check on `(source_id, external_id)` instead. Returns how many
-    /// were new. The records are durable when this returns.
+    /// so an adapter may key the check on `(source_id, external_id)` instead. A record with
+    /// no vendor's id has a fresh id and comes again only when the same call is repeated
+    /// (an ingest message delivered twice), so an adapter may deduplicate those per call:
+    /// the same records appended again store nothing. Returns how many were new. The
+    /// records are durable when this returns.
     async fn append_raw(&self, records: &[RawRecord]) -> Result<usize>;
     /// Raw records of a source with `from <= ts < to`, in event-time order (for windows).
     async fn raw_between(
@@ -230,6 +233,15 @@ pub trait RecordStore: Send + Sync {
     /// Stores output records; an id already stored is skipped, so reprocessing never
     /// duplicates. Returns how many were new.
     async fn append_output(&self, records: &[OutputRecord]) -> Result<usize>;
+    /// Stores the output records one unit of work produced (the stateless rules run over
+    /// one stored batch of raw records), once per feed and pipeline version: appending the
+    /// same unit again stores nothing. The caller guarantees that a unit always produces the
+    /// same records, so an adapter may check the unit instead of each id (one conditional
+    /// write per batch instead of one per record). Returns how many were new.
+    async fn append_output_once(&self, unit: &str, records: &[OutputRecord]) -> Result<usize> {
+        let _ = unit;
+        self.append_output(records).await
+    }
     /// A feed's output records after position `after`, in position order, with their positions.
     async fn output_after(
         &self,
@@ -248,12 +260,14 @@ pub trait RecordStore: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, OutputRecord)>>;
-    /// Output records of the tenant by id, in the order of `ids`; missing ids are left out.
-    async fn output_by_ids(
+    /// A feed's output records at `positions`, in the order asked; positions holding no
+    /// record (never stored, expired, another tenant's) are left out.
+    async fn output_at(
         &self,
         tenant: &TenantId,
-        ids: &[crate::RecordId],
-    ) -> Result<Vec<OutputRecord>>;
+        feed: &FeedId,
+        positions: &[u64],
+    ) -> Result<Vec<(u64, OutputRecord)>>;
     /// The position of a feed's newest output record (0 when it has none).
     async fn output_head(&self, tenant: &TenantId, feed: &FeedId) -> Result<u64>;
     /// Records pipeline failures.
@@ -305,6 +319,9 @@ pub struct PendingDelivery {
     pub subscription_id: SubscriptionId,
     /// The records, in order.
     pub record_ids: Vec<crate::RecordId>,
+    /// Their positions in the feed, in the same order: what a retry reads them by.
+    #[serde(default)]
+    pub positions: Vec<u64>,
     /// Attempts made so far.
     pub attempts: u32,
     /// When the next attempt is due.

@@ -21,11 +21,12 @@ use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, SqsBatchItemFailure, SqsEventResponse,
 };
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use base64::Engine as _;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use wharf_aws::Clients;
 use wharf_aws::ingest::SqsSourceQueues;
-use wharf_core::domain::{Channel, OutputRecord, RawRecord, Subscription, SubscriptionStatus};
+use wharf_core::domain::{Channel, RawRecord, Subscription, SubscriptionStatus};
 use wharf_core::domain::{IngestBatch, IngestRecord};
 use wharf_core::{CoreError, FeedId, PageRequest, Services, SourceId, SubscriptionId, TenantId};
 use wharf_workers::deliver::{self, DeliveryConfig};
@@ -298,8 +299,10 @@ impl Handlers {
     }
 
     async fn stream_batch(&self, event: StreamEvent) -> DynamoDbEventResponse {
-        let mut raws: Vec<(String, RawRecord)> = Vec::new();
-        let mut outputs: Vec<(String, OutputRecord)> = Vec::new();
+        // Raw parts in stream order, each with its sequence number and sort key (the unit
+        // its outputs are stored once for); the feeds of new output parts.
+        let mut raws: Vec<(String, String, Vec<RawRecord>)> = Vec::new();
+        let mut outputs: Vec<(String, TenantId, FeedId)> = Vec::new();
         for record in event.records {
             if record.event_name != "INSERT" {
                 continue;
@@ -315,10 +318,29 @@ impl Handlers {
                 }
             };
             let kind = image["kind"]["S"].as_str().unwrap_or_default();
-            let doc = image["doc"]["S"].as_str().unwrap_or_default();
+            let packed = || {
+                base64::engine::general_purpose::STANDARD
+                    .decode(image["docz"]["B"].as_str().unwrap_or_default())
+                    .map_err(CoreError::internal)
+            };
             let parsed = match kind {
-                "raw" => serde_json::from_str(doc).map(|r| raws.push((seq.clone(), r))),
-                "output" => serde_json::from_str(doc).map(|o| outputs.push((seq.clone(), o))),
+                "raw_pack" => packed()
+                    .and_then(|p| wharf_aws::store::part_records_of::<RawRecord>(&p))
+                    .map(|r| {
+                        let sk = image["sk"]["S"].as_str().unwrap_or_default().to_owned();
+                        raws.push((seq.clone(), sk, r));
+                    }),
+                "output_pack" => {
+                    let (tenant, feed) = (
+                        image["tenant_id"]["S"].as_str().unwrap_or_default(),
+                        image["feed_id"]["S"].as_str().unwrap_or_default(),
+                    );
+                    tenant
+                        .parse::<TenantId>()
+                        .and_then(|t| feed.parse::<FeedId>().map(|f| (t, f)))
+                        .map(|(t, f)| outputs.push((seq.clone(), t, f)))
+                        .map_err(|_| CoreError::internal("an output part without its feed"))
+                }
                 _ => Ok(()),
             };
             if let Err(e) = parsed {
@@ -327,9 +349,12 @@ impl Handlers {
             }
         }
         let mut failed: Vec<String> = Vec::new();
-        if let Some((first, _)) = raws.first() {
-            let records: Vec<RawRecord> = raws.iter().map(|(_, r)| r.clone()).collect();
-            match self.processor.handle(&self.services, &records).await {
+        for (seq, unit, records) in &raws {
+            match self
+                .processor
+                .handle(&self.services, records, Some(unit))
+                .await
+            {
                 Ok(done) => tracing::info!(
                     records = records.len(),
                     outputs = done.outputs,
@@ -337,14 +362,16 @@ impl Handlers {
                     "processed raw records"
                 ),
                 Err(e) => {
+                    // Lambda retries from this part on; the parts after it are retried too.
                     tracing::warn!(error = %e, "processing failed; the batch is retried");
-                    failed.push(first.clone());
+                    failed.push(seq.clone());
+                    break;
                 }
             }
         }
         let feeds: BTreeSet<(TenantId, FeedId)> = outputs
             .iter()
-            .map(|(_, o)| (o.tenant_id.clone(), o.feed_id.clone()))
+            .map(|(_, tenant, feed)| (tenant.clone(), feed.clone()))
             .collect();
         for (tenant, feed) in feeds {
             let published = self.publisher.publish(&tenant, &feed).await;
@@ -359,7 +386,7 @@ impl Handlers {
             }
             if let Err(e) = published {
                 tracing::warn!(feed.id = %feed, error = %e, "publishing failed; retried");
-                if let Some((seq, _)) = outputs.iter().find(|(_, o)| o.feed_id == feed) {
+                if let Some((seq, ..)) = outputs.iter().find(|(_, _, f)| *f == feed) {
                     failed.push(seq.clone());
                 }
             }

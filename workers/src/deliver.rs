@@ -156,6 +156,7 @@ async fn secrets(
 struct Job {
     id: DeliveryId,
     records: Vec<RecordId>,
+    positions: Vec<u64>,
     body: Vec<u8>,
 }
 
@@ -284,6 +285,7 @@ async fn send_all(
             Arc::try_unwrap(job).unwrap_or_else(|shared| Job {
                 id: shared.id.clone(),
                 records: shared.records.clone(),
+                positions: shared.positions.clone(),
                 body: shared.body.clone(),
             })
         })
@@ -385,6 +387,7 @@ pub async fn deliver_push(
                 id: delivery_id(sub, &ids),
                 body: body(&records, sub.batch.is_some())?,
                 records: ids,
+                positions: g.iter().map(|(p, _)| *p).collect(),
             })
         })
         .collect::<Result<Vec<_>, CoreError>>()?;
@@ -416,6 +419,7 @@ pub async fn deliver_push(
                         tenant_id: sub.tenant_id.clone(),
                         subscription_id: sub.id.clone(),
                         record_ids: job.records,
+                        positions: job.positions,
                         attempts: 1,
                         next_attempt_at: next,
                         first_failed_at: now,
@@ -538,10 +542,15 @@ async fn retry_subscription(
     let mut jobs = Vec::new();
     let mut kept = Vec::new();
     for d in pending {
-        let records = services
+        // Read by position; the ids make sure each position still holds its record.
+        let records: Vec<OutputRecord> = services
             .store
-            .output_by_ids(&sub.tenant_id, &d.record_ids)
-            .await?;
+            .output_at(&sub.tenant_id, &sub.feed_id, &d.positions)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| d.record_ids.contains(&r.id))
+            .collect();
         if records.is_empty() {
             services.store.drop_pending(&d.id).await?;
             continue;
@@ -551,6 +560,7 @@ async fn retry_subscription(
         jobs.push(Job {
             id: d.id.clone(),
             records: d.record_ids.clone(),
+            positions: d.positions.clone(),
             body: body(&refs, batched)?,
         });
         kept.push(d);

@@ -49,11 +49,14 @@ impl Processor {
         Ok(compiled)
     }
 
-    /// Runs `records` through the stateless rules of their sources' published feeds.
+    /// Runs `records` through the stateless rules of their sources' published feeds. With a
+    /// `unit` (the stored batch the records came in, which always holds the same records),
+    /// the outputs are stored once per unit rather than checked id by id.
     pub async fn handle(
         &self,
         services: &Services,
         records: &[RawRecord],
+        unit: Option<&str>,
     ) -> Result<Processed, CoreError> {
         let now = services.clock.now();
         let mut feeds_of: HashMap<(TenantId, SourceId), Vec<Feed>> = HashMap::new();
@@ -114,10 +117,10 @@ impl Processor {
         for (tenant, errs) in errors {
             services.store.record_feed_errors(&tenant, &errs).await?;
         }
-        let new = if outputs.is_empty() {
-            0
-        } else {
-            services.store.append_output(&outputs).await?
+        let new = match unit {
+            _ if outputs.is_empty() => 0,
+            Some(unit) => services.store.append_output_once(unit, &outputs).await?,
+            None => services.store.append_output(&outputs).await?,
         };
         if new > 0 {
             services.notifier.outputs_appended();

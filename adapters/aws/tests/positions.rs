@@ -9,9 +9,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 use wharf_aws::DynamoStore;
 use wharf_aws::bootstrap::bootstrap;
-use wharf_core::domain::OutputRecord;
+use wharf_core::domain::{OutputRecord, RawRecord};
 use wharf_core::ports::RecordStore;
-use wharf_core::{FeedId, RecordId, VendorId};
+use wharf_core::{FeedId, RecordId, SourceId, VendorId};
 
 fn output(tenant: &VendorId, feed: &FeedId, n: u32) -> OutputRecord {
     let now = time::OffsetDateTime::now_utc();
@@ -124,4 +124,112 @@ async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
         numbers(store.output_after(&tenant, &feed, 3, 100).await.unwrap()),
         vec![(4, 4), (6, 6)]
     );
+}
+
+/// Raw records are stored packed: a call's records without the vendor's id are one pack,
+/// which a redelivered ingest message stores again as nothing; the vendor's ids are
+/// deduplicated across packs; a pack larger than a part is cut into several, and records
+/// of other minutes and expiries go in parts of their own, all read back by event time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_records_are_packed_and_a_redelivered_pack_stores_nothing() {
+    let moto = moto::Moto::start();
+    let clients = moto.clients().await;
+    bootstrap(&clients).await.expect("bootstrap");
+    let store = DynamoStore::new(clients.clone());
+    let (tenant, source) = (VendorId::new(), SourceId::new());
+    let now = time::OffsetDateTime::now_utc();
+    let raw = |n: usize, external: Option<String>, minute: i64| RawRecord {
+        id: match &external {
+            Some(e) => RawRecord::id_for(&source, e),
+            None => RecordId::new(),
+        },
+        tenant_id: tenant.clone(),
+        source_id: source.clone(),
+        external_id: external,
+        ts: now - time::Duration::minutes(minute) + time::Duration::milliseconds(n as i64),
+        received_at: now,
+        expires_at: now + time::Duration::days(1),
+        // Random hex, which deflates to about half: parts are cut by their compressed size.
+        data: json!({ "n": n, "pad": random_hex(320) }),
+    };
+    // 300 records of ~900 bytes: about 130 KiB compressed, so three parts of this minute at least.
+    let mut call: Vec<RawRecord> = (0..300).map(|n| raw(n, None, 0)).collect();
+    call.push(raw(300, Some("named-1".into()), 0));
+    call.push(raw(301, None, 5));
+    let mut longer = raw(302, None, 0);
+    longer.expires_at = now + time::Duration::days(30);
+    call.push(longer);
+    assert_eq!(store.append_raw(&call).await.unwrap(), call.len());
+    assert_eq!(
+        store.append_raw(&call).await.unwrap(),
+        0,
+        "the same pack again"
+    );
+    // The vendor's id again, in another call: a duplicate.
+    let mut resent = raw(303, Some("named-1".into()), 0);
+    resent.received_at = now + time::Duration::seconds(1);
+    assert_eq!(
+        store
+            .append_raw(&[resent, raw(304, None, 0)])
+            .await
+            .unwrap(),
+        1
+    );
+
+    let stored = store
+        .raw_between(
+            &tenant,
+            &source,
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), call.len() + 1);
+    assert!(
+        stored.windows(2).all(|w| w[0].ts <= w[1].ts),
+        "event-time order"
+    );
+    let parts = clients
+        .dynamodb
+        .scan()
+        .table_name("wharf")
+        .filter_expression("#kind = :kind")
+        .expression_attribute_names("#kind", "kind")
+        .expression_attribute_values(":kind", AttributeValue::S("raw_pack".into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let sizes: Vec<usize> = parts
+        .iter()
+        .map(|p| p["docz"].as_b().unwrap().as_ref().len())
+        .collect();
+    assert!(
+        sizes.iter().all(|s| *s <= wharf_aws::store::PART_BYTES),
+        "{sizes:?}"
+    );
+    // This minute's 301 records in three or more parts; the one of five minutes ago, the
+    // longer-kept one and the second call's record in parts of their own.
+    assert!(parts.len() >= 6, "{} parts", parts.len());
+    // Only the record sent with the vendor's id has a mark.
+    let marks = clients
+        .dynamodb
+        .scan()
+        .table_name("wharf")
+        .filter_expression("#kind = :kind")
+        .expression_attribute_names("#kind", "kind")
+        .expression_attribute_values(":kind", AttributeValue::S("raw_id".into()))
+        .send()
+        .await
+        .unwrap()
+        .count;
+    assert_eq!(marks, 1);
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut random = vec![0u8; bytes];
+    getrandom::fill(&mut random).unwrap();
+    random.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, Params, Row, ToSql, params};
 use serde::de::DeserializeOwned;
 use wharf_core::domain::{FeedError, OutputRecord, RawRecord};
 use wharf_core::ports::{ChangeLog, RecordStore, Result};
-use wharf_core::{CoreError, FeedId, Page, PageRequest, RecordId, SourceId, TenantId, Timestamp};
+use wharf_core::{CoreError, FeedId, Page, PageRequest, SourceId, TenantId, Timestamp};
 
 /// Rows deleted per retention transaction, so ingest can commit between chunks.
 const EXPIRE_CHUNK: usize = 5_000;
@@ -517,31 +517,34 @@ impl RecordStore for SqliteStore {
             .await
     }
 
-    async fn output_by_ids(
+    async fn output_at(
         &self,
         tenant: &TenantId,
-        ids: &[RecordId],
-    ) -> Result<Vec<OutputRecord>> {
-        if ids.is_empty() {
+        feed: &FeedId,
+        positions: &[u64],
+    ) -> Result<Vec<(u64, OutputRecord)>> {
+        if positions.is_empty() {
             return Ok(Vec::new());
         }
-        let tenant = tenant.to_string();
-        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let (tenant, feed) = (tenant.to_string(), feed.to_string());
+        let positions: Vec<i64> = positions.iter().map(|p| bound(*p)).collect();
         self.db
             .read_large(move |c| {
-                // One indexed lookup per id keeps the caller's order without sorting.
+                // One lookup by key per position keeps the caller's order without sorting.
                 let mut stmt = c
                     .prepare_cached(concat!(
                         "SELECT ",
                         output_columns!(),
-                        " FROM output_records WHERE id = ? AND tenant_id = ?"
+                        " FROM output_records WHERE position = ? AND feed_id = ? AND tenant_id = ?"
                     ))
                     .map_err(sql_error)?;
-                let mut found = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    let mut rows = stmt.query([id, &tenant]).map_err(sql_error)?;
+                let mut found = Vec::with_capacity(positions.len());
+                for position in &positions {
+                    let mut rows = stmt
+                        .query(params![position, feed, tenant])
+                        .map_err(sql_error)?;
                     if let Some(row) = rows.next().map_err(sql_error)? {
-                        found.push(decode_output(row)?.1);
+                        found.push(decode_output(row)?);
                     }
                 }
                 Ok(found)

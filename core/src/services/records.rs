@@ -376,7 +376,7 @@ impl Services {
             let deliveries: Vec<PendingDelivery> = chunk
                 .iter()
                 .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
-                .map(|(_, r)| PendingDelivery {
+                .map(|(position, r)| PendingDelivery {
                     id: DeliveryId::from_uuid(crate::id::derive(&[
                         "replay",
                         nonce.as_str(),
@@ -386,6 +386,7 @@ impl Services {
                     tenant_id: sub.tenant_id.clone(),
                     subscription_id: sub.id.clone(),
                     record_ids: vec![r.id.clone()],
+                    positions: vec![*position],
                     attempts: 0,
                     next_attempt_at: now,
                     first_failed_at: now,

@@ -16,6 +16,7 @@ mod fanout;
 mod records;
 
 pub use fanout::Connection;
+pub use records::{PART_BYTES, packed_part, part_records_of};
 
 use crate::table::{decode_cursor, encode_cursor};
 use crate::{Clients, aws_error};
@@ -431,7 +432,7 @@ impl DynamoStore {
                 .scan()
                 .table_name(self.table())
                 .filter_expression(filter)
-                .projection_expression("pk, sk, #kind, pos")
+                .projection_expression("pk, sk, #kind, pos, first_pos, n_records")
                 .expression_attribute_names("#kind", "kind")
                 .set_exclusive_start_key(start);
             for (name, value) in &values {

@@ -1,13 +1,27 @@
 //! Raw records, output records, pipeline errors and window watermarks.
 //!
-//! A raw record is two items written together: a mark keyed by its id (which makes a
-//! duplicate fail its condition) and the record in its source's partition, sorted by event
-//! time. An output record likewise: a mark keyed by its id, holding its feed and position
-//! (what `output_by_ids` reads), and the record in its feed's partition, sorted by position.
-//! Positions come from a per-feed counter that only grows, so they are never handed out
-//! twice, even after the newest record expires. Both record partitions are write-sharded.
-//! Ids already stored are looked up (one `BatchGetItem` per 100) and left out before the
-//! transactions, which then fail only when two writers race on one id.
+//! Records are stored packed, several to an item: DynamoDB bills each started KiB of each
+//! item written, so one small record per item, with a dedup mark beside it in a transaction,
+//! costs about eight write units where its bytes need a fraction of one.
+//!
+//! - **Raw records.** The records of one `append_raw` call and source are a *pack*, named by
+//!   a digest of their ids and arrival times (a redelivered ingest message carries the same
+//!   ones; a vendor's resend does not). They are written as *parts*, one per minute of event
+//!   time and expiry, each at most [`PART_BYTES`], in the source's partition (write-sharded
+//!   by pack) sorted by minute, so `raw_between` reads the minutes it spans. A record sent
+//!   with the vendor's id first claims a mark keyed by its id, naming the pack (a
+//!   conditional put): a mark another pack holds makes it a duplicate. A record without one
+//!   has a fresh id and comes again only in the same pack, whose parts are conditional
+//!   puts. Marks come before parts, so a call that fails between them is completed by its
+//!   retry, which claims the same marks again.
+//! - **Output records** are parts in their feed's partition (write-sharded), sorted by the
+//!   last position they hold. Positions come from a per-feed counter that only grows, so
+//!   they are never handed out twice, even after the newest record expires.
+//!   `append_output_once` writes a unit's parts in one transaction with a mark for (feed,
+//!   pipeline version, unit): one conditional write per batch. `append_output` writes each
+//!   record in a transaction with a mark keyed by its id (windows: few records).
+//! - A reserved range that holds no record (lost to a race or a failed write, or expired)
+//!   gets a gap marker, so readers pass it at once.
 
 use super::accounts::tenant_pk;
 use super::*;
@@ -15,9 +29,22 @@ use crate::bootstrap::TTL_ATTRIBUTE;
 use crate::table::{RECORD_SHARDS, shard_of};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValue;
+use sha2::{Digest, Sha256};
 use wharf_core::domain::{FeedError, OutputRecord, RawRecord};
 use wharf_core::ports::RecordStore;
 use wharf_core::{FeedId, RecordId, SourceId, TenantId};
+
+/// The largest part, compressed: a stream batch of 100 parts stays under Lambda's 6 MB event.
+pub const PART_BYTES: usize = 48 * 1024;
+/// The most JSON a part starts from before it is compressed (records compress about
+/// eightfold; a part that compresses worse is halved until it fits `PART_BYTES`).
+const PART_JSON_BYTES: usize = 384 * 1024;
+/// Conditional mark writes in flight at once.
+const MARKS_IN_FLIGHT: usize = 32;
+/// Parts per unit transaction (one item is the unit's mark) and their bytes, under
+/// DynamoDB's 100 items and 4 MB.
+const UNIT_PARTS: usize = 64;
+const UNIT_BYTES: usize = 3 * 1024 * 1024;
 
 fn raw_mark_pk(tenant: &TenantId, id: &RecordId) -> String {
     format!("T#{tenant}#RAWID#{}", shard_of(id.as_str(), RECORD_SHARDS))
@@ -31,12 +58,22 @@ fn output_mark_pk(tenant: &TenantId, id: &RecordId) -> String {
     format!("T#{tenant}#OUTID#{}", shard_of(id.as_str(), RECORD_SHARDS))
 }
 
+fn unit_mark_pk(tenant: &TenantId, unit: &str) -> String {
+    format!("T#{tenant}#OUTUNIT#{}", shard_of(unit, RECORD_SHARDS))
+}
+
 fn output_pk(tenant: &TenantId, feed: &FeedId, shard: u32) -> String {
     format!("T#{tenant}#OUT#{feed}#{shard}")
 }
 
 fn position_key(position: u64) -> String {
     format!("{position:020}")
+}
+
+/// The sort key prefix of a minute of event time: sorts like the instant.
+fn minute_key(t: Timestamp) -> String {
+    let minute = micros(t).div_euclid(60_000_000) * 60_000_000;
+    format!("{:020}", i128::from(minute) + 1_000_000_000_000_000_000)
 }
 
 fn head_sk(feed: &FeedId) -> String {
@@ -47,6 +84,19 @@ fn errors_pk(tenant: &TenantId, feed: &FeedId) -> String {
     format!("T#{tenant}#ERR#{feed}")
 }
 
+/// A short hex digest of `parts`.
+fn digest(parts: impl IntoIterator<Item = String>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Retention attributes: `expires` for DynamoDB's TTL (seconds) and `exp_us` for exact
 /// comparisons (TTL deletes within days, not at the second).
 fn expiring(mut item: Item, expires_at: Timestamp) -> Item {
@@ -55,7 +105,7 @@ fn expiring(mut item: Item, expires_at: Timestamp) -> Item {
     item
 }
 
-/// The first of each id, in order: a transaction may not touch one item twice.
+/// The first of each id, in order.
 fn first_of_each<T>(records: &[T], id: impl Fn(&T) -> &RecordId) -> Vec<&T> {
     let mut seen = std::collections::HashSet::new();
     records
@@ -64,12 +114,126 @@ fn first_of_each<T>(records: &[T], id: impl Fn(&T) -> &RecordId) -> Vec<&T> {
         .collect()
 }
 
-/// A random suffix that keeps sort keys of one instant apart.
+/// `items` in groups by `key`, in the order each key first appears.
+fn grouped<T, K: PartialEq>(items: Vec<&T>, key: impl Fn(&T) -> K) -> Vec<(K, Vec<&T>)> {
+    let mut groups: Vec<(K, Vec<&T>)> = Vec::new();
+    for item in items {
+        let k = key(item);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, list)) => list.push(item),
+            None => groups.push((k, vec![item])),
+        }
+    }
+    groups
+}
+
+/// `records` cut into runs of the same expiry, each with its records' JSON array deflated
+/// to at most [`PART_BYTES`] (a single record that does not fit is a part of its own).
+fn parts<'a, T: serde::Serialize>(
+    records: &[&'a T],
+    expires: impl Fn(&T) -> Timestamp,
+) -> Result<Vec<(Vec<&'a T>, Vec<u8>)>> {
+    let mut runs: Vec<(Vec<&T>, Vec<String>, usize)> = Vec::new();
+    for r in records {
+        let json = serde_json::to_string(r).map_err(CoreError::internal)?;
+        let fits = runs.last().is_some_and(|(run, _, bytes)| {
+            expires(run[0]) == expires(r) && bytes + json.len() < PART_JSON_BYTES
+        });
+        if !fits {
+            runs.push((Vec::new(), Vec::new(), 2));
+        }
+        if let Some((run, docs, bytes)) = runs.last_mut() {
+            *bytes += json.len() + 1;
+            run.push(*r);
+            docs.push(json);
+        }
+    }
+    let mut out = Vec::new();
+    for (run, docs, _) in runs {
+        fitted(run, &docs, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Deflates `docs` as one JSON array into `out`, halving the run until each part fits.
+fn fitted<'a, T>(
+    run: Vec<&'a T>,
+    docs: &[String],
+    out: &mut Vec<(Vec<&'a T>, Vec<u8>)>,
+) -> Result<()> {
+    let packed = deflate(format!("[{}]", docs.join(",")).as_bytes())?;
+    if packed.len() <= PART_BYTES || run.len() == 1 {
+        out.push((run, packed));
+        return Ok(());
+    }
+    let half = run.len() / 2;
+    let mut run = run;
+    let rest = run.split_off(half);
+    fitted(run, &docs[..half], out)?;
+    fitted(rest, &docs[half..], out)
+}
+
+/// A part's `docz`: the deflated JSON array of `records`.
+pub fn packed_part<T: serde::Serialize>(records: &[T]) -> Result<Vec<u8>> {
+    let refs: Vec<&T> = records.iter().collect();
+    let json = serde_json::to_string(&refs).map_err(CoreError::internal)?;
+    deflate(json.as_bytes())
+}
+
+fn deflate(json: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(json).map_err(CoreError::internal)?;
+    encoder.finish().map_err(CoreError::internal)
+}
+
+/// The records of a part's deflated JSON array (`docz`): also what the stream handler reads.
+pub fn part_records_of<T: DeserializeOwned>(packed: &[u8]) -> Result<Vec<T>> {
+    serde_json::from_reader(flate2::read::DeflateDecoder::new(packed)).map_err(CoreError::internal)
+}
+
+/// The records of a part item.
+fn part_records<T: DeserializeOwned>(item: &Item) -> Result<Vec<T>> {
+    let packed = item
+        .get("docz")
+        .and_then(|v| v.as_b().ok())
+        .ok_or_else(|| CoreError::internal("a part without its records"))?;
+    part_records_of(packed.as_ref())
+}
+
+/// An output part holding `first..` in the feed's partition `shard`.
+fn output_part(
+    tenant: &TenantId,
+    feed: &FeedId,
+    shard: u32,
+    first: u64,
+    run: &[&OutputRecord],
+    packed: Vec<u8>,
+    written_us: &AttributeValue,
+) -> Item {
+    let last = first + run.len() as u64 - 1;
+    let mut part = key(output_pk(tenant, feed, shard), position_key(last));
+    part.insert("kind".into(), s("output_pack"));
+    part.insert("docz".into(), AttributeValue::B(packed.into()));
+    part.insert("first_pos".into(), n(first));
+    part.insert("pos".into(), n(last));
+    part.insert("n_records".into(), n(run.len()));
+    part.insert("tenant_id".into(), s(tenant.as_str()));
+    part.insert("feed_id".into(), s(feed.as_str()));
+    part.insert("written_us".into(), written_us.clone());
+    expiring(part, run[0].expires_at)
+}
+
+/// A nonce that keeps sort keys of one instant apart.
 fn nonce() -> String {
     let mut random = [0u8; 6];
     getrandom::fill(&mut random).unwrap_or_default();
     random.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A place in a feed's partitions: (tenant, feed, shard, first, last).
+type Place = (TenantId, FeedId, u32, u64, u64);
 
 impl DynamoStore {
     /// The first of each id among `records` whose mark (at `mark_pk`, sorted by id) is absent.
@@ -118,30 +282,94 @@ impl DynamoStore {
         Ok(last + 1 - count)
     }
 
-    /// Puts a gap marker at each place that holds nothing (a conditional put each: a record
+    /// Puts a gap marker over each range that holds nothing (a conditional put each: a part
     /// that did land stays). A marker that cannot be written only costs readers the settle
     /// time, so failures are logged, not returned.
-    async fn mark_gaps<'a>(&self, places: impl Iterator<Item = &'a (TenantId, FeedId, u32, u64)>) {
-        for (tenant, feed, shard, position) in places {
-            let gap = gap_item(output_pk(tenant, feed, *shard), *position);
+    async fn mark_gaps<'a>(&self, places: impl Iterator<Item = &'a Place>) {
+        for (tenant, feed, shard, first, last) in places {
+            let gap = gap_item(output_pk(tenant, feed, *shard), *first, *last);
             match self.put_new(gap, "output").await {
                 Ok(()) | Err(CoreError::Conflict(_)) => {}
                 Err(e) => {
-                    tracing::warn!(feed.id = %feed, position, error = %e, "cannot mark a gap")
+                    tracing::warn!(feed.id = %feed, first, last, error = %e, "cannot mark a gap")
                 }
             }
         }
+    }
+
+    /// Claims the marks of the records sent with the vendor's id for `pack`; answers, per
+    /// record, whether it is the pack's (unnamed records always are).
+    async fn claim_raw_marks(&self, pack: &str, records: &[&RawRecord]) -> Result<Vec<bool>> {
+        let mut kept = vec![true; records.len()];
+        let named: Vec<usize> = (0..records.len())
+            .filter(|i| records[*i].external_id.is_some())
+            .collect();
+        for chunk in named.chunks(MARKS_IN_FLIGHT) {
+            let mut writes = tokio::task::JoinSet::new();
+            for &i in chunk {
+                let r = records[i];
+                let mut mark = key(raw_mark_pk(&r.tenant_id, &r.id), r.id.as_str());
+                mark.insert("kind".into(), s("raw_id"));
+                mark.insert("pack".into(), s(pack));
+                let request = self
+                    .db()
+                    .put_item()
+                    .table_name(self.table())
+                    .set_item(Some(expiring(mark, r.expires_at)))
+                    .condition_expression("attribute_not_exists(pk) OR #pack = :pack")
+                    .expression_attribute_names("#pack", "pack")
+                    .expression_attribute_values(":pack", s(pack));
+                writes.spawn(async move { (i, request.send().await) });
+            }
+            while let Some(done) = writes.join_next().await {
+                let (i, sent) = done.map_err(CoreError::internal)?;
+                kept[i] = written(sent, "claiming a record id")?;
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Writes a pack's records as parts; answers how many were new (in parts not there yet).
+    async fn put_raw_parts(
+        &self,
+        tenant: &TenantId,
+        source: &SourceId,
+        pack: &str,
+        records: Vec<&RawRecord>,
+    ) -> Result<usize> {
+        let shard = shard_of(pack, RECORD_SHARDS);
+        let mut new = 0;
+        let mut index = 0;
+        for (minute, list) in grouped(records, |r| minute_key(r.ts)) {
+            for (run, doc) in parts(&list, |r| r.expires_at)? {
+                let mut part = key(
+                    raw_pk(tenant, source, shard),
+                    format!("{minute}#{pack}#{index:04}"),
+                );
+                index += 1;
+                part.insert("kind".into(), s("raw_pack"));
+                part.insert("docz".into(), AttributeValue::B(doc.into()));
+                part.insert("n_records".into(), n(run.len()));
+                part.insert("tenant_id".into(), s(tenant.as_str()));
+                match self.put_new(expiring(part, run[0].expires_at), "raw").await {
+                    Ok(()) => new += run.len(),
+                    Err(CoreError::Conflict(_)) => {} // the pack came before
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(new)
     }
 
     /// A feed's output records after position `after` whose `keep` holds, in position order,
     /// up to `limit` (fewer when a shard has more to read), stopping at the first position that may still be being written.
     ///
     /// Writers reserve positions before they store, and two writers of one feed may commit
-    /// out of order (or one transaction become visible shard by shard), so a reader can see
-    /// position 7 before 6. Handing out 7 would let a subscriber move past 6 for good; so the
-    /// records come in an unbroken run from `after + 1`, where a position counts as passed
-    /// when it holds a record or a gap marker, or when the record after it was written more
-    /// than `SETTLE` ago (its writer died between reserving and storing).
+    /// out of order, so a reader can see position 7 before 6. Handing out 7 would let a
+    /// subscriber move past 6 for good; so the records come in an unbroken run from
+    /// `after + 1`, where a position counts as passed when a part or a gap marker covers it,
+    /// or when the part after it was written more than `SETTLE` ago (its writer died
+    /// between reserving and storing).
     async fn outputs_in_order(
         &self,
         tenant: &TenantId,
@@ -151,51 +379,42 @@ impl DynamoStore {
         keep: impl Fn(&OutputRecord) -> bool,
     ) -> Result<Vec<(u64, OutputRecord)>> {
         struct Row {
-            position: u64,
-            record: Option<OutputRecord>,
+            first: u64,
+            last: u64,
+            records: Vec<OutputRecord>,
             written_us: i64,
         }
         let mut rows: Vec<Row> = Vec::new();
-        // Beyond the last row read from a shard that had more, positions are unknown. Each
-        // shard is read for about twice its share of `limit` (ids spread records evenly), not
-        // for all of it: a shorter page only means the caller reads on, while reading `limit`
-        // from every shard would read eight times what is returned.
+        // Beyond the last part read from a shard that had more, positions are unknown.
         let mut known_up_to = u64::MAX;
-        let per_shard = (limit / RECORD_SHARDS as usize + 1)
-            .saturating_mul(2)
-            .min(limit)
-            .max(1);
         for shard in 0..RECORD_SHARDS {
             let query =
                 Query::table(output_pk(tenant, feed, shard)).sort(Sort::After(position_key(after)));
             let mut start = None;
-            let mut kept = 0;
+            let mut read = 0;
             loop {
-                let (items, next) = self.query_once(&query, start, Some(per_shard)).await?;
+                let (items, next) = self.query_once(&query, start, Some(16)).await?;
                 let mut last = None;
                 for item in items {
-                    let position = num_attr(&item, "pos")?;
-                    last = Some(position);
-                    let written_us = item
-                        .get("written_us")
-                        .and_then(|v| v.as_n().ok())
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    let record = match str_attr(&item, "kind")? {
-                        "gap" => None,
-                        _ => Some(from_item::<OutputRecord>(&item)?).filter(|r| keep(r)),
+                    let row = Row {
+                        first: num_attr(&item, "first_pos")?,
+                        last: num_attr(&item, "pos")?,
+                        records: match str_attr(&item, "kind")? {
+                            "gap" => Vec::new(),
+                            _ => part_records(&item)?,
+                        },
+                        written_us: item
+                            .get("written_us")
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
                     };
-                    if record.is_some() {
-                        kept += 1;
-                    }
-                    rows.push(Row {
-                        position,
-                        record,
-                        written_us,
-                    });
+                    read += row.records.len();
+                    last = Some(row.last);
+                    rows.push(row);
                 }
                 match next {
-                    Some(next) if kept < per_shard => start = Some(next),
+                    Some(next) if read < limit => start = Some(next),
                     Some(_) => {
                         known_up_to = known_up_to.min(last.unwrap_or(after));
                         break;
@@ -204,22 +423,31 @@ impl DynamoStore {
                 }
             }
         }
-        rows.sort_by_key(|r| r.position);
+        rows.sort_by_key(|r| r.first);
         let settled = micros(time::OffsetDateTime::now_utc())
             - i64::try_from(SETTLE.as_micros()).unwrap_or(i64::MAX);
         let mut expected = after + 1;
         let mut out = Vec::new();
-        for row in rows {
-            if row.position > known_up_to || out.len() == limit {
+        'rows: for row in rows {
+            if row.first > known_up_to || out.len() == limit {
                 break;
             }
-            if row.position != expected && row.written_us > settled {
+            if row.first > expected && row.written_us > settled {
                 break; // a position before this one may still land
             }
-            expected = row.position + 1;
-            if let Some(record) = row.record {
-                out.push((row.position, record));
+            for (offset, record) in row.records.into_iter().enumerate() {
+                let position = row.first + offset as u64;
+                if position <= after {
+                    continue;
+                }
+                if position > known_up_to || out.len() == limit {
+                    break 'rows;
+                }
+                if keep(&record) {
+                    out.push((position, record));
+                }
             }
+            expected = expected.max(row.last + 1);
         }
         Ok(out)
     }
@@ -227,13 +455,14 @@ impl DynamoStore {
 
 /// How long a missing position may hold readers back before it counts as lost.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
-/// A gap marker at a feed's `position`: a position that holds no record (lost to a race or a
-/// failed write, or its record expired), kept a week so readers behind it pass it at once.
-fn gap_item(pk: String, position: u64) -> Item {
+/// A gap marker over a feed's positions `first..=last` that hold no record (lost to a race or
+/// a failed write, or expired), kept a week so readers behind it pass it at once.
+fn gap_item(pk: String, first: u64, last: u64) -> Item {
     let now = time::OffsetDateTime::now_utc();
-    let mut gap = key(pk, position_key(position));
+    let mut gap = key(pk, position_key(last));
     gap.insert("kind".into(), s("gap"));
-    gap.insert("pos".into(), n(position));
+    gap.insert("first_pos".into(), n(first));
+    gap.insert("pos".into(), n(last));
     gap.insert("written_us".into(), n(micros(now)));
     gap.insert(TTL_ATTRIBUTE.into(), n(now.unix_timestamp() + GAP_TTL_SECS));
     gap
@@ -245,38 +474,30 @@ const GAP_TTL_SECS: i64 = 7 * 86_400;
 #[async_trait]
 impl RecordStore for DynamoStore {
     async fn append_raw(&self, records: &[RawRecord]) -> Result<usize> {
-        // Known ids are left out before writing: a transaction a duplicate cancels still
-        // costs every item's write, and resends are common.
-        let fresh = self
-            .not_stored(records, |r| &r.id, |r| raw_mark_pk(&r.tenant_id, &r.id))
-            .await?;
-        let groups = fresh
-            .into_iter()
-            .map(|r| {
-                let mut mark = key(raw_mark_pk(&r.tenant_id, &r.id), r.id.as_str());
-                mark.insert("kind".into(), s("raw_id"));
-                let mark = expiring(mark, r.expires_at);
-                let shard = shard_of(r.id.as_str(), RECORD_SHARDS);
-                let mut record = item(
-                    raw_pk(&r.tenant_id, &r.source_id, shard),
-                    format!("{}#{}", time_key(r.ts), r.id),
-                    "raw",
-                    r,
-                )?;
-                record.insert("tenant_id".into(), s(r.tenant_id.as_str()));
-                let record = expiring(record, r.expires_at);
-                Ok(vec![
-                    put_op(mark, self.table(), true)?,
-                    put_op(record, self.table(), false)?,
-                ])
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(self
-            .write_new_groups(groups)
-            .await?
-            .into_iter()
-            .filter(|w| *w)
-            .count())
+        let unique = first_of_each(records, |r| &r.id);
+        let mut new = 0;
+        for ((tenant, source), list) in
+            grouped(unique, |r| (r.tenant_id.clone(), r.source_id.clone()))
+        {
+            let mut names: Vec<String> = list
+                .iter()
+                .map(|r| format!("{}@{}", r.id, micros(r.received_at)))
+                .collect();
+            names.sort();
+            let pack = digest(
+                [tenant.to_string(), source.to_string()]
+                    .into_iter()
+                    .chain(names),
+            );
+            let kept = self.claim_raw_marks(&pack, &list).await?;
+            let ours = list
+                .into_iter()
+                .zip(kept)
+                .filter_map(|(r, kept)| kept.then_some(r))
+                .collect();
+            new += self.put_raw_parts(&tenant, &source, &pack, ours).await?;
+        }
+        Ok(new)
     }
 
     async fn raw_between(
@@ -289,18 +510,25 @@ impl RecordStore for DynamoStore {
         if to <= from {
             return Ok(Vec::new());
         }
-        // `{to}#` sorts before every key of the instant `to`, so BETWEEN leaves them out.
-        let (lo, hi) = (format!("{}#", time_key(from)), format!("{}#", time_key(to)));
-        let mut rows: Vec<(String, RawRecord)> = Vec::new();
+        // Parts are sorted by minute; `~` sorts after every pack name of the last minute.
+        let (lo, hi) = (
+            format!("{}#", minute_key(from)),
+            format!("{}#~", minute_key(to)),
+        );
+        let mut rows: Vec<RawRecord> = Vec::new();
         for shard in 0..RECORD_SHARDS {
             let query = Query::table(raw_pk(tenant, source, shard))
                 .sort(Sort::Between(lo.clone(), hi.clone()));
             for item in self.query_all(&query, None).await? {
-                rows.push((str_attr(&item, "sk")?.to_owned(), from_item(&item)?));
+                rows.extend(
+                    part_records::<RawRecord>(&item)?
+                        .into_iter()
+                        .filter(|r| from <= r.ts && r.ts < to),
+                );
             }
         }
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(rows.into_iter().map(|(_, r)| r).collect())
+        rows.sort_by(|a, b| (a.ts, a.id.as_str()).cmp(&(b.ts, b.id.as_str())));
+        Ok(rows)
     }
 
     async fn append_output(&self, records: &[OutputRecord]) -> Result<usize> {
@@ -311,42 +539,29 @@ impl RecordStore for DynamoStore {
         if fresh.is_empty() {
             return Ok(0);
         }
-        let mut per_feed: Vec<((TenantId, FeedId), Vec<&OutputRecord>)> = Vec::new();
-        for r in fresh {
-            let feed = (r.tenant_id.clone(), r.feed_id.clone());
-            match per_feed.iter_mut().find(|(f, _)| *f == feed) {
-                Some((_, list)) => list.push(r),
-                None => per_feed.push((feed, vec![r])),
-            }
-        }
         let mut groups = Vec::new();
         let mut places = Vec::new();
         let written_us = n(micros(time::OffsetDateTime::now_utc()));
-        for ((tenant, feed), list) in per_feed {
+        for ((tenant, feed), list) in grouped(fresh, |r| (r.tenant_id.clone(), r.feed_id.clone())) {
             let first = self
                 .reserve_positions(&tenant, &feed, list.len() as u64)
                 .await?;
             for (offset, r) in list.into_iter().enumerate() {
                 let position = first + offset as u64;
-                let doc = s(serde_json::to_string(r).map_err(CoreError::internal)?);
                 let mut mark = key(output_mark_pk(&tenant, &r.id), r.id.as_str());
                 mark.insert("kind".into(), s("output_id"));
-                mark.insert("doc".into(), doc.clone());
                 mark.insert("pos".into(), n(position));
                 let mark = expiring(mark, r.expires_at);
                 let shard = shard_of(r.id.as_str(), RECORD_SHARDS);
-                let mut record = key(output_pk(&tenant, &feed, shard), position_key(position));
-                record.insert("kind".into(), s("output"));
-                record.insert("doc".into(), doc);
-                record.insert("pos".into(), n(position));
-                record.insert("tenant_id".into(), s(tenant.as_str()));
-                record.insert("written_us".into(), written_us.clone());
-                let record = expiring(record, r.expires_at);
+                let (run, packed) = parts(&[r], |r| r.expires_at)?
+                    .pop()
+                    .ok_or_else(|| CoreError::internal("a record made no part"))?;
+                let part = output_part(&tenant, &feed, shard, position, &run, packed, &written_us);
                 groups.push(vec![
                     put_op(mark, self.table(), true)?,
-                    put_op(record, self.table(), false)?,
+                    put_op(part, self.table(), false)?,
                 ]);
-                places.push((tenant.clone(), feed.clone(), shard, position));
+                places.push((tenant.clone(), feed.clone(), shard, position, position));
             }
         }
         // A position reserved for a record that was not stored (another writer stored it
@@ -369,6 +584,73 @@ impl RecordStore for DynamoStore {
         )
         .await;
         Ok(written.into_iter().filter(|w| *w).count())
+    }
+
+    async fn append_output_once(&self, unit: &str, records: &[OutputRecord]) -> Result<usize> {
+        let unique = first_of_each(records, |r| &r.id);
+        let written_us = n(micros(time::OffsetDateTime::now_utc()));
+        let mut new = 0;
+        let by_feed = grouped(unique, |r| {
+            (r.tenant_id.clone(), r.feed_id.clone(), r.pipeline_version)
+        });
+        for ((tenant, feed, version), list) in by_feed {
+            // A unit too large for one transaction goes in several, each with its own mark.
+            let mut chunks: Vec<Vec<(Vec<&OutputRecord>, Vec<u8>)>> = vec![Vec::new()];
+            let mut bytes = 0;
+            for part in parts(&list, |r| r.expires_at)? {
+                if let Some(chunk) = chunks.last()
+                    && (chunk.len() == UNIT_PARTS || bytes + part.1.len() > UNIT_BYTES)
+                {
+                    chunks.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += part.1.len();
+                if let Some(chunk) = chunks.last_mut() {
+                    chunk.push(part);
+                }
+            }
+            for (k, chunk) in chunks.into_iter().enumerate() {
+                let (mark_pk, mark_sk) = (
+                    unit_mark_pk(&tenant, unit),
+                    format!("{feed}#{version}#{unit}#{k}"),
+                );
+                if chunk.is_empty() || self.get(&mark_pk, &mark_sk).await?.is_some() {
+                    continue; // stored before
+                }
+                let count: usize = chunk.iter().map(|(run, _)| run.len()).sum();
+                let first = self.reserve_positions(&tenant, &feed, count as u64).await?;
+                let last = first + count as u64 - 1;
+                let shard = shard_of(&format!("{unit}#{k}"), RECORD_SHARDS);
+                let mut mark = key(mark_pk, mark_sk);
+                mark.insert("kind".into(), s("output_unit"));
+                mark.insert("first_pos".into(), n(first));
+                mark.insert("pos".into(), n(last));
+                let expires = chunk
+                    .iter()
+                    .flat_map(|(run, _)| run.iter().map(|r| r.expires_at))
+                    .max()
+                    .unwrap_or_else(time::OffsetDateTime::now_utc);
+                let mut ops = vec![put_op(expiring(mark, expires), self.table(), true)?];
+                let mut at = first;
+                for (run, doc) in &chunk {
+                    let part =
+                        output_part(&tenant, &feed, shard, at, run, doc.clone(), &written_us);
+                    ops.push(put_op(part, self.table(), false)?);
+                    at += run.len() as u64;
+                }
+                let place = (tenant.clone(), feed.clone(), shard, first, last);
+                match self.transact(ops).await {
+                    Ok(None) => new += count,
+                    // Another writer stored the unit first: the range reserved here is a gap.
+                    Ok(Some(_)) => self.mark_gaps(std::iter::once(&place)).await,
+                    Err(e) => {
+                        self.mark_gaps(std::iter::once(&place)).await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(new)
     }
 
     async fn output_after(
@@ -395,20 +677,51 @@ impl RecordStore for DynamoStore {
             .await
     }
 
-    async fn output_by_ids(
+    async fn output_at(
         &self,
         tenant: &TenantId,
-        ids: &[RecordId],
-    ) -> Result<Vec<OutputRecord>> {
-        let keys: Vec<(String, String)> = ids
+        feed: &FeedId,
+        positions: &[u64],
+    ) -> Result<Vec<(u64, OutputRecord)>> {
+        let (Some(lo), Some(hi)) = (positions.iter().min(), positions.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let wanted: std::collections::HashSet<u64> = positions.iter().copied().collect();
+        let mut found: HashMap<u64, OutputRecord> = HashMap::new();
+        for shard in 0..RECORD_SHARDS {
+            // Parts are sorted by their last position: the first one read may start before `lo`.
+            let query = Query::table(output_pk(tenant, feed, shard))
+                .sort(Sort::After(position_key(lo.saturating_sub(1))));
+            let mut start = None;
+            'shard: loop {
+                let (items, next) = self.query_once(&query, start, Some(16)).await?;
+                for item in items {
+                    let first = num_attr(&item, "first_pos")?;
+                    if first > *hi {
+                        break 'shard;
+                    }
+                    if str_attr(&item, "kind")? != "output_pack" {
+                        continue;
+                    }
+                    for (offset, record) in
+                        part_records::<OutputRecord>(&item)?.into_iter().enumerate()
+                    {
+                        let position = first + offset as u64;
+                        if wanted.contains(&position) {
+                            found.insert(position, record);
+                        }
+                    }
+                }
+                match next {
+                    Some(next) => start = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(positions
             .iter()
-            .map(|id| (output_mark_pk(tenant, id), id.to_string()))
-            .collect();
-        let found = self.batch_get(keys.clone()).await?;
-        keys.iter()
-            .filter_map(|k| found.get(k))
-            .map(from_item)
-            .collect()
+            .filter_map(|p| found.get(p).map(|r| (*p, r.clone())))
+            .collect())
     }
 
     async fn output_head(&self, tenant: &TenantId, feed: &FeedId) -> Result<u64> {
@@ -484,35 +797,41 @@ impl RecordStore for DynamoStore {
     }
 
     async fn expire_records(&self, now: Timestamp) -> Result<usize> {
-        let filter = "#kind IN (:raw, :raw_id, :output, :output_id) AND exp_us < :now";
+        let filter = "#kind IN (:raw, :raw_id, :output, :output_id, :unit) AND exp_us < :now";
         let values = vec![
-            (":raw", s("raw")),
+            (":raw", s("raw_pack")),
             (":raw_id", s("raw_id")),
-            (":output", s("output")),
+            (":output", s("output_pack")),
             (":output_id", s("output_id")),
+            (":unit", s("output_unit")),
             (":now", n(micros(now))),
         ];
         let mut expired_outputs = Vec::new();
-        let count = self
-            .scan_delete(filter, values, |i| match str_attr(i, "kind") {
-                Ok("raw") => true,
-                Ok("output") => {
-                    expired_outputs.push(i.clone());
-                    true
-                }
-                _ => false,
-            })
-            .await?;
-        // An expired record leaves a gap marker, so readers behind it pass at once.
+        let mut records = 0;
+        self.scan_delete(filter, values, |i| {
+            let kind = str_attr(i, "kind").unwrap_or_default();
+            if kind == "raw_pack" || kind == "output_pack" {
+                records += num_attr(i, "n_records").unwrap_or(0) as usize;
+            }
+            if kind == "output_pack" {
+                expired_outputs.push(i.clone());
+            }
+            false
+        })
+        .await?;
+        // An expired part leaves a gap marker, so readers behind it pass at once.
         let gaps = expired_outputs
             .iter()
             .map(|item| {
-                let position = str_attr(item, "sk")?.parse().map_err(CoreError::internal)?;
-                Ok(gap_item(str_attr(item, "pk")?.to_owned(), position))
+                Ok(gap_item(
+                    str_attr(item, "pk")?.to_owned(),
+                    num_attr(item, "first_pos")?,
+                    num_attr(item, "pos")?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         self.put_all(gaps).await?;
-        Ok(count)
+        Ok(records)
     }
 
     async fn expire_feed_errors(&self, before: Timestamp) -> Result<usize> {
