@@ -285,7 +285,19 @@ fn main() -> anyhow::Result<()> {
                 for l in &lines {
                     println!("  {:<48} {:>14.1} {:>12.6} USD", l.item, l.quantity, l.usd);
                 }
-                println!("cost per 1M records: {per_million:.2} USD");
+                let (measured, on_aws) = cost::lambda_seconds(&m);
+                println!(
+                    "Lambda: {measured:.1} s of handler time here, {:.1} s of the run waiting on \
+                     the emulator; with AWS's typical latencies instead: {on_aws:.1} s",
+                    m.waited.as_secs_f64()
+                );
+                println!(
+                    "cost per 1M records: {per_million:.2} USD (Lambda time as measured here)"
+                );
+                println!(
+                    "cost per 1M records: {:.2} USD (Lambda time with AWS's typical latencies)",
+                    cost::per_million_on_aws(&m)
+                );
                 println!(
                     "naive per-record design, same prices: {:.2} USD per 1M records",
                     cost::naive_per_million(subscribers)

@@ -60,6 +60,8 @@ pub struct Measured {
     pub api_requests: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Wall time during which at least one call awaited the emulator's answer.
+    pub waited: Duration,
 }
 
 /// One priced line.
@@ -137,6 +139,43 @@ pub fn price(m: &Measured) -> (Vec<Line>, f64) {
     let total: f64 = lines.iter().map(|l| l.usd).sum();
     let per_million = total * 1e6 / m.records.max(1) as f64;
     (lines, per_million)
+}
+
+/// The typical time AWS takes to answer one call in-region, assumed from AWS's published
+/// figures and common measurements (single-digit milliseconds for DynamoDB items, tens for
+/// transactions and SNS and SQS requests), on the high side.
+pub fn typical_latency(service: &str, operation: &str) -> Duration {
+    match (service.to_ascii_lowercase().as_str(), operation) {
+        ("dynamodb", "TransactWriteItems" | "TransactGetItems") => Duration::from_millis(30),
+        ("dynamodb", _) => Duration::from_millis(10),
+        ("sns", _) => Duration::from_millis(40),
+        ("sqs", _) => Duration::from_millis(20),
+        _ => Duration::from_millis(30),
+    }
+}
+
+/// Lambda time (seconds, all handlers) as measured here, and with the emulator's answer
+/// times replaced by AWS's: the handlers' time less the time the process waited on the
+/// emulator, plus every call (the pollers' long polls aside) at its [`typical_latency`], one
+/// after another although some run concurrently, so an overestimate.
+pub fn lambda_seconds(m: &Measured) -> (f64, f64) {
+    let measured: f64 = m.invocations.iter().map(|(_, _, t)| t.as_secs_f64()).sum();
+    let calls: f64 = m
+        .calls
+        .iter()
+        .filter(|(_, op, _)| !wharf_aws::calls::is_poll(op))
+        .map(|(s, op, b)| b.calls as f64 * typical_latency(s, op).as_secs_f64())
+        .sum();
+    let own = (measured - m.waited.as_secs_f64()).max(0.0);
+    (measured, own + calls)
+}
+
+/// The cost per million records with Lambda time as [`lambda_seconds`] models it on AWS.
+pub fn per_million_on_aws(m: &Measured) -> f64 {
+    let (_, per_million) = price(m);
+    let (measured, on_aws) = lambda_seconds(m);
+    let usd = |s: f64| s * prices::LAMBDA_MEMORY_GB * prices::LAMBDA_GB_SECOND_ARM;
+    per_million + (usd(on_aws) - usd(measured)) * 1e6 / m.records.max(1) as f64
 }
 
 /// The naive design's cost per million records, priced with the same table: every record
@@ -329,6 +368,7 @@ pub async fn measure(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let elapsed = started.elapsed();
+    let waited = shape.clients.calls.waited();
     for task in sources {
         task.abort();
     }
@@ -347,6 +387,7 @@ pub async fn measure(
         invocations,
         api_requests,
         elapsed,
+        waited,
     })
 }
 

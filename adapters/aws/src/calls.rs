@@ -5,6 +5,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -35,7 +36,24 @@ pub struct CallCounter {
     /// Whether DynamoDB request units are estimated too: that reads every request body as
     /// JSON, so only `wharf aws cost` turns it on, never a serving process.
     units: Arc<AtomicBool>,
+    /// Calls awaiting their answer, when the first of them was sent, and the wall time
+    /// so far with at least one awaiting (measured with the estimates).
+    waiting: Arc<Mutex<(usize, Option<std::time::Instant>, std::time::Duration)>>,
 }
+
+/// Whether `operation` is one of the event-source pollers' (Lambda's own in AWS).
+pub fn is_poll(operation: &str) -> bool {
+    POLLS.contains(&operation)
+}
+
+/// Operations of the event-source pollers (Lambda's own in AWS): long polls whose waits are
+/// no handler's time, so they are left out of the waiting time.
+const POLLS: [&str; 4] = [
+    "ReceiveMessage",
+    "GetRecords",
+    "GetShardIterator",
+    "DescribeStream",
+];
 
 impl CallCounter {
     /// Estimates DynamoDB request units from here on (see [`Billed`]).
@@ -45,6 +63,35 @@ impl CallCounter {
 
     fn estimating(&self) -> bool {
         self.units.load(Ordering::Relaxed)
+    }
+
+    /// Wall time, since `estimate_units`, during which at least one call (other than the
+    /// pollers' long polls) awaited its answer: how long the process waited on AWS, or on
+    /// the emulator standing in for it.
+    pub fn waited(&self) -> std::time::Duration {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.2
+            + waiting
+                .1
+                .map_or(std::time::Duration::ZERO, |at| at.elapsed())
+    }
+
+    fn sent(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.0 == 0 {
+            waiting.1 = Some(std::time::Instant::now());
+        }
+        waiting.0 += 1;
+    }
+
+    fn answered(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.0 = waiting.0.saturating_sub(1);
+        if waiting.0 == 0
+            && let Some(at) = waiting.1.take()
+        {
+            waiting.2 += at.elapsed();
+        }
     }
 
     /// The counts so far, ordered by service, then operation.
@@ -170,10 +217,12 @@ impl Intercept for CallCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let mut awaited = false;
         if let Some(meta) = cfg.load::<Metadata>() {
             let body = context.request().body().bytes().unwrap_or_default();
             let (service, operation) = (meta.service(), meta.name());
             let estimating = self.estimating();
+            awaited = estimating && !POLLS.contains(&operation);
             self.with(service, operation, |b| {
                 b.calls += 1;
                 b.chunks += units(body.len(), 64 * 1024) as u64;
@@ -184,6 +233,10 @@ impl Intercept for CallCounter {
                     }
                 }
             });
+        }
+        if awaited {
+            cfg.interceptor_state().store_put(Awaited);
+            self.sent();
         }
         Ok(())
     }
@@ -206,6 +259,27 @@ impl Intercept for CallCounter {
         }
         Ok(())
     }
+
+    fn read_after_attempt(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<Awaited>().is_some() {
+            cfg.interceptor_state().unset::<Awaited>();
+            self.answered();
+        }
+        Ok(())
+    }
+}
+
+/// Marks an attempt counted in the waiting time, so its end is counted too.
+#[derive(Debug, Clone, Copy)]
+struct Awaited;
+
+impl aws_smithy_types::config_bag::Storable for Awaited {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
 }
 
 /// `/metrics` shows every count as `wharf_aws_calls_total{service, operation}`.
