@@ -101,6 +101,58 @@ async fn an_sqs_batch_reports_only_its_poison_message_and_a_redelivery_stores_no
     assert_eq!(stored.len(), 2, "each record once: {stored:?}");
 }
 
+/// A message on an `sqs` source's queue delivered again (same message id and sent time)
+/// stores its records once, those without the vendor's id included: their ids and arrival
+/// time come from the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_queue_message_delivered_again_stores_its_unnamed_records_once() {
+    let (shape, handlers) = shape(&config()).await;
+    let url = api(&shape).await;
+    let vendor = vendor(&url).await;
+    let source = call(
+        &url,
+        "/v1/sources",
+        Some(&vendor),
+        json!({"name": "queue", "kind": "sqs"}),
+    )
+    .await;
+    let (tenant, source_id): (VendorId, SourceId) = (
+        source["tenant_id"].as_str().unwrap().parse().unwrap(),
+        source["id"].as_str().unwrap().parse().unwrap(),
+    );
+    let queue = source["queue_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let sent_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - 90_000;
+    let mut message = sqs_message(
+        "src-1",
+        r#"{"records": [{"data": {"price": 1}}, {"data": {"price": 2}}, {"id": "n", "data": {"price": 3}}]}"#,
+    );
+    message["eventSourceARN"] = json!(format!("arn:aws:sqs:us-east-1:000000000000:{queue}"));
+    message["attributes"]["SentTimestamp"] = json!(sent_ms.to_string());
+    for _ in 0..2 {
+        let event = json!({"Records": [message.clone()]});
+        let response = handlers
+            .ingest(serde_json::from_value(event).unwrap())
+            .await;
+        assert!(failures(&response).is_empty());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let stored = shape
+        .services
+        .store
+        .raw_between(&tenant, &source_id, now - time::Duration::hours(1), now)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3, "each record once: {stored:?}");
+    let sent = time::OffsetDateTime::from_unix_timestamp(sent_ms / 1000).unwrap();
+    assert!(stored.iter().all(|r| r.received_at == sent && r.ts == sent));
+}
+
 /// The app's HTTP API, served from `shape`'s services (no event sources run: the test feeds
 /// the handlers itself).
 async fn api(shape: &AwsShape) -> String {

@@ -132,7 +132,15 @@ impl Handlers {
                 .unwrap_or_default()
                 .to_owned();
             if queue.starts_with(&prefix) {
-                if let Err(e) = self.ingest_source_message(&queue, &id, &body).await {
+                let sent_at = m
+                    .attributes
+                    .get("SentTimestamp")
+                    .and_then(|ms| ms.parse::<i128>().ok())
+                    .and_then(|ms| {
+                        time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
+                    });
+                let message = wharf_core::services::QueuedMessage { id: &id, sent_at };
+                if let Err(e) = self.ingest_source_message(&queue, &message, &body).await {
                     tracing::warn!(message = %id, queue, error = %e, "source queue message not stored");
                     failed.push(id);
                 }
@@ -163,15 +171,16 @@ impl Handlers {
     async fn ingest_source_message(
         &self,
         queue: &str,
-        id: &str,
+        message: &wharf_core::services::QueuedMessage<'_>,
         body: &str,
     ) -> Result<(), CoreError> {
+        let id = message.id;
         let (tenant, source_id) = self.source_of_queue(queue).await?;
         let mut source = self.services.store.get_source(&tenant, &source_id).await?;
         let records = parse_source_message(body)?;
         let result = self
             .services
-            .ingest_from_source_queue(&source, records)
+            .ingest_from_source_queue(&source, records, message)
             .await?;
         if let Some(first) = result.rejected.first() {
             source.last_error = Some(format!(
@@ -324,12 +333,13 @@ impl Handlers {
                     .map_err(CoreError::internal)
             };
             let parsed = match kind {
-                "raw_pack" => packed()
-                    .and_then(|p| wharf_aws::store::part_records_of::<RawRecord>(&p))
-                    .map(|r| {
-                        let sk = image["sk"]["S"].as_str().unwrap_or_default().to_owned();
-                        raws.push((seq.clone(), sk, r));
-                    }),
+                "raw_pack" => match image["sk"]["S"].as_str() {
+                    // The part's sort key names it: the unit its outputs are stored once for.
+                    Some(unit) if !unit.is_empty() => packed()
+                        .and_then(|p| wharf_aws::store::part_records_of::<RawRecord>(&p))
+                        .map(|r| raws.push((seq.clone(), unit.to_owned(), r))),
+                    _ => Err(CoreError::internal("a raw part without its sort key")),
+                },
                 "output_pack" => {
                     let (tenant, feed) = (
                         image["tenant_id"]["S"].as_str().unwrap_or_default(),

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 use wharf_core::ports::{DeliveryStore, SourceStore, Store};
-use wharf_core::{CoreError, PageRequest, SourceId, SubscriptionId, UserId, VendorId};
+use wharf_core::{
+    CoreError, DeliveryId, PageRequest, RecordId, SourceId, SubscriptionId, UserId, VendorId,
+};
 use wharf_local::db::MIGRATIONS;
 use wharf_local::{Db, Durability, SqliteStore};
 
@@ -172,5 +174,61 @@ async fn subscriptions_from_before_the_pipeline_migration_start_at_position_zero
     let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::hours(3);
     store.advance(&tenant, &sub, 0, 4, 4, at, &[]).await?;
     assert_eq!(store.delivery_position(&tenant, &sub).await?, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pending_deliveries_parked_before_positions_are_read_back_by_position() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("wharf.db");
+    let tenant = VendorId::new();
+    let ids = [RecordId::new(), RecordId::new(), RecordId::new()];
+    let (r1, r2, gone) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    let (delivery, sub) = (DeliveryId::new(), SubscriptionId::new());
+    {
+        // A data dir of the release before 0007: a pending delivery names its records by id.
+        let conn = rusqlite::Connection::open(&path)?;
+        for migration in &MIGRATIONS[..6] {
+            conn.execute_batch(migration)?;
+        }
+        for (id, n) in [(r2, 2), (r1, 1)] {
+            conn.execute(
+                "INSERT INTO output_records (position, id, tenant_id, feed_id, pipeline_version,
+                                             ts, created_at, expires_at, data)
+                 VALUES (?1 + 40, ?2, ?3, 'feed_1', 1, 0, 0, 9999999999999999, '{}')",
+                rusqlite::params![n, id, tenant.as_str()],
+            )?;
+        }
+        let doc = serde_json::json!({
+            "id": delivery.as_str(), "tenant_id": tenant.as_str(), "subscription_id": sub.as_str(),
+            "record_ids": [r1, gone, r2], "attempts": 2,
+            "next_attempt_at": "1970-01-01T00:00:00Z", "first_failed_at": "1970-01-01T00:00:00Z",
+            "replay": false
+        });
+        conn.execute(
+            "INSERT INTO pending_deliveries (id, tenant_id, subscription_id, next_attempt_at, doc)
+             VALUES (?1, ?2, ?3, 0, ?4)",
+            rusqlite::params![
+                delivery.as_str(),
+                tenant.as_str(),
+                sub.as_str(),
+                doc.to_string()
+            ],
+        )?;
+        conn.pragma_update(None, "user_version", 6)?;
+    }
+    let db = Db::open(&path, Durability::Normal)?;
+    assert_eq!(db.schema_version()?, MIGRATIONS.len());
+    let store = SqliteStore::new(db);
+    let due = store
+        .due_deliveries(time::OffsetDateTime::now_utc(), 10)
+        .await?;
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        due[0].positions,
+        vec![41, 42],
+        "in the order of the record ids"
+    );
+    assert_eq!(due[0].attempts, 2);
     Ok(())
 }

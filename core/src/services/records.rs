@@ -9,6 +9,14 @@ use crate::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+/// A message on a source's own queue: its id (the same at every delivery) and when it was
+/// sent, when the queue says.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuedMessage<'a> {
+    pub id: &'a str,
+    pub sent_at: Option<Timestamp>,
+}
+
 /// Most records the pull channel returns at once.
 pub const MAX_PULL: usize = 1000;
 
@@ -114,18 +122,22 @@ impl Services {
         source: &Source,
         records: Vec<IngestRecord>,
     ) -> Result<IngestResult, CoreError> {
-        self.ingest_checked(source, records, self.ingest_queue.as_deref())
+        self.ingest_checked(source, records, self.ingest_queue.as_deref(), None)
             .await
     }
 
     /// Stores records that arrived on `source`'s own queue (an `sqs` source), at once: they
-    /// already passed through a queue.
+    /// already passed through a queue. Their arrival time is the message's, and a record
+    /// without the vendor's id gets an id derived from the message and its place in it, so a
+    /// message delivered again makes the very records of its first delivery.
     pub async fn ingest_from_source_queue(
         &self,
         source: &Source,
         records: Vec<IngestRecord>,
+        message: &QueuedMessage<'_>,
     ) -> Result<IngestResult, CoreError> {
-        self.ingest_checked(source, records, None).await
+        self.ingest_checked(source, records, None, Some(message))
+            .await
     }
 
     /// Checks records and stores them, or queues them on `queue`.
@@ -134,6 +146,7 @@ impl Services {
         source: &Source,
         records: Vec<IngestRecord>,
         queue: Option<&dyn crate::ports::IngestQueue>,
+        message: Option<&QueuedMessage<'_>>,
     ) -> Result<IngestResult, CoreError> {
         let (tenant, source_id) = (&source.tenant_id, &source.id);
         if records.len() > MAX_RECORDS_PER_REQUEST {
@@ -149,7 +162,9 @@ impl Services {
             ),
             None => None,
         };
-        let now = self.clock.now();
+        let now = message
+            .and_then(|m| m.sent_at)
+            .unwrap_or_else(|| self.clock.now());
         let expires_at = now + time::Duration::days(i64::from(source.retention_days));
         let mut rejected = Vec::new();
         let mut seen = HashSet::new();
@@ -180,9 +195,15 @@ impl Services {
                 });
                 continue;
             }
-            let id = match &r.id {
-                Some(external) => RawRecord::id_for(source_id, external),
-                None => crate::RecordId::new(),
+            let id = match (&r.id, message) {
+                (Some(external), _) => RawRecord::id_for(source_id, external),
+                (None, Some(m)) => crate::RecordId::from_uuid(crate::id::derive(&[
+                    "queued",
+                    source_id.as_str(),
+                    m.id,
+                    &index.to_string(),
+                ])),
+                (None, None) => crate::RecordId::new(),
             };
             if !seen.insert(id.clone()) {
                 in_request_duplicates += 1;
