@@ -235,9 +235,10 @@ pub trait RecordStore: Send + Sync {
     async fn append_output(&self, records: &[OutputRecord]) -> Result<usize>;
     /// Stores the output records one unit of work produced (the stateless rules run over
     /// one stored batch of raw records), once per feed and pipeline version: appending the
-    /// same unit again stores nothing. The caller guarantees that a unit always produces the
-    /// same records, so an adapter may check the unit instead of each id (one conditional
-    /// write per batch instead of one per record). Returns how many were new.
+    /// same unit again stores nothing, even if its records came out differently the second
+    /// time (a reference table changed meanwhile): the first stored stay. So an adapter may
+    /// check the unit instead of each id (one conditional write per batch instead of one per
+    /// record). Returns how many were new.
     async fn append_output_once(&self, unit: &str, records: &[OutputRecord]) -> Result<usize> {
         let _ = unit;
         self.append_output(records).await

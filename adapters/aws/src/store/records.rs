@@ -34,8 +34,9 @@ use wharf_core::domain::{FeedError, OutputRecord, RawRecord};
 use wharf_core::ports::RecordStore;
 use wharf_core::{FeedId, RecordId, SourceId, TenantId};
 
-/// The largest part, compressed: a stream batch of 100 parts stays under Lambda's 6 MB event.
-pub const PART_BYTES: usize = 48 * 1024;
+/// The largest part, compressed (a single record that does not fit is a part of its own):
+/// a stream batch of 100 parts, base64 in the event, stays under Lambda's 6 MB.
+pub const PART_BYTES: usize = 40 * 1024;
 /// The most JSON a part starts from before it is compressed (records compress about
 /// eightfold; a part that compresses worse is halved until it fits `PART_BYTES`).
 const PART_JSON_BYTES: usize = 384 * 1024;
@@ -385,8 +386,14 @@ impl DynamoStore {
             written_us: i64,
         }
         let mut rows: Vec<Row> = Vec::new();
-        // Beyond the last part read from a shard that had more, positions are unknown.
+        // Beyond the last part read from a shard that had more, positions are unknown. Each
+        // shard is read for about twice its share of `limit` (units spread over shards),
+        // not for all of it: a shorter page only means the caller reads on.
         let mut known_up_to = u64::MAX;
+        let per_shard = (limit / RECORD_SHARDS as usize + 1)
+            .saturating_mul(2)
+            .min(limit)
+            .max(1);
         for shard in 0..RECORD_SHARDS {
             let query =
                 Query::table(output_pk(tenant, feed, shard)).sort(Sort::After(position_key(after)));
@@ -414,7 +421,7 @@ impl DynamoStore {
                     rows.push(row);
                 }
                 match next {
-                    Some(next) if read < limit => start = Some(next),
+                    Some(next) if read < per_shard => start = Some(next),
                     Some(_) => {
                         known_up_to = known_up_to.min(last.unwrap_or(after));
                         break;
@@ -588,13 +595,15 @@ impl RecordStore for DynamoStore {
 
     async fn append_output_once(&self, unit: &str, records: &[OutputRecord]) -> Result<usize> {
         let unique = first_of_each(records, |r| &r.id);
-        let written_us = n(micros(time::OffsetDateTime::now_utc()));
         let mut new = 0;
         let by_feed = grouped(unique, |r| {
             (r.tenant_id.clone(), r.feed_id.clone(), r.pipeline_version)
         });
         for ((tenant, feed, version), list) in by_feed {
-            // A unit too large for one transaction goes in several, each with its own mark.
+            // A unit too large for one transaction (over 64 parts or 3 MiB deflated: some 20 MB
+            // of outputs from one raw part) goes in several, each with its own mark. They are
+            // cut by size, so a retry whose records came out differently may cut elsewhere and
+            // store a record twice or not at all; one transaction has no such seam.
             let mut chunks: Vec<Vec<(Vec<&OutputRecord>, Vec<u8>)>> = vec![Vec::new()];
             let mut bytes = 0;
             for part in parts(&list, |r| r.expires_at)? {
@@ -631,6 +640,9 @@ impl RecordStore for DynamoStore {
                     .max()
                     .unwrap_or_else(time::OffsetDateTime::now_utc);
                 let mut ops = vec![put_op(expiring(mark, expires), self.table(), true)?];
+                // When the parts are written, not when the call began: readers judge by it
+                // whether a hole before them may still fill.
+                let written_us = n(micros(time::OffsetDateTime::now_utc()));
                 let mut at = first;
                 for (run, doc) in &chunk {
                     let part =
