@@ -11,6 +11,10 @@
 //!   took here (an emulator answers slower than AWS, so this overstates duration);
 //! - one HTTP API request per ingest call.
 //!
+//! An emulator answers far slower than AWS, and Lambda bills wall time, so it also reports
+//! how long the run waited on the emulator and a second total with Lambda time modelled for
+//! AWS ([`lambda_seconds`]).
+//!
 //! Setup calls (the feed, subscriptions, queues) are left out: they do not grow with records.
 
 use super::handlers::{Deliveries, Handlers};
