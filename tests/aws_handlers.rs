@@ -109,13 +109,7 @@ async fn a_source_queue_message_delivered_again_stores_its_unnamed_records_once(
     let (shape, handlers) = shape(&config()).await;
     let url = api(&shape).await;
     let vendor = vendor(&url).await;
-    let source = call(
-        &url,
-        "/v1/sources",
-        Some(&vendor),
-        json!({"name": "queue", "kind": "sqs"}),
-    )
-    .await;
+    let source = new_source(&url, &vendor, json!({"name": "queue", "kind": "sqs"})).await;
     let (tenant, source_id): (VendorId, SourceId) = (
         source["tenant_id"].as_str().unwrap().parse().unwrap(),
         source["id"].as_str().unwrap().parse().unwrap(),
@@ -206,6 +200,11 @@ async fn vendor(url: &str) -> String {
         json!({"name": "Acme", "admin_email": "v@vendor.example", "admin_password": PASSWORD});
     call(url, "/v1/vendors", None, body).await;
     login(url, "v@vendor.example").await
+}
+
+/// Creates a source of the vendor's; answers it as the API shows it.
+async fn new_source(url: &str, vendor: &str, body: Value) -> Value {
+    call(url, "/v1/sources", Some(vendor), body).await
 }
 
 /// A published feed on `source` keeping records priced over 100; answers its id.
@@ -321,13 +320,7 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
     let (shape, handlers) = shape(&config()).await;
     let url = api(&shape).await;
     let vendor = vendor(&url).await;
-    let source = call(
-        &url,
-        "/v1/sources",
-        Some(&vendor),
-        json!({"name": "ticks", "kind": "push"}),
-    )
-    .await["id"]
+    let source = new_source(&url, &vendor, json!({"name": "ticks", "kind": "push"})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -554,10 +547,9 @@ async fn an_sqs_source_gets_its_own_queue_whose_messages_are_stored_and_refusals
     tokio::spawn(server.run(std::future::pending()));
 
     let vendor = vendor(&url).await;
-    let source = call(
+    let source = new_source(
         &url,
-        "/v1/sources",
-        Some(&vendor),
+        &vendor,
         json!({
             "name": "queue", "kind": "sqs",
             "schema": {"type": "object", "required": ["price"]}
@@ -636,13 +628,7 @@ async fn an_sqs_source_gets_its_own_queue_whose_messages_are_stored_and_refusals
     );
 
     // Deleting a source deletes its queue.
-    let spare = call(
-        &url,
-        "/v1/sources",
-        Some(&vendor),
-        json!({"name": "spare", "kind": "sqs"}),
-    )
-    .await;
+    let spare = new_source(&url, &vendor, json!({"name": "spare", "kind": "sqs"})).await;
     let spare_queue = spare["queue_url"].as_str().unwrap().to_owned();
     let name = spare_queue.rsplit('/').next().unwrap().to_owned();
     assert!(
