@@ -13,7 +13,7 @@ use wharf_core::domain::Channel;
 use wharf_core::ports::{ChangeLog, Notifier};
 use wharf_core::{PageRequest, Services, SubscriptionId};
 use wharf_workers::deliver::{self, DeliveryConfig};
-use wharf_workers::process::Processor;
+use wharf_workers::process::{FeedsOfSources, Processor};
 
 /// Wakes the local loops.
 #[derive(Default)]
@@ -82,7 +82,10 @@ async fn process_loop(services: Services, log: Arc<dyn ChangeLog>, notifier: Arc
         let records: Vec<_> = batch.into_iter().map(|(_, r)| r).collect();
         // The position is committed only after the outputs are stored; outputs are keyed
         // by derived ids, so a batch processed again after a crash writes nothing new.
-        match processor.handle(&services, &records, None).await {
+        match processor
+            .handle(&services, &records, None, &mut FeedsOfSources::default())
+            .await
+        {
             Ok(_) => match log.set_consumer_position("process", last).await {
                 Ok(()) => position = last,
                 Err(e) => tracing::error!(error = %e, "cannot commit the processor's position"),

@@ -31,7 +31,7 @@ use wharf_core::domain::{IngestBatch, IngestRecord};
 use wharf_core::{CoreError, FeedId, PageRequest, Services, SourceId, SubscriptionId, TenantId};
 use wharf_workers::deliver::{self, DeliveryConfig};
 use wharf_workers::ingest::Message;
-use wharf_workers::process::Processor;
+use wharf_workers::process::{FeedsOfSources, Processor};
 
 /// The name a schedule rule ends with when its event should also run the retention sweep.
 pub const RETENTION_RULE_SUFFIX: &str = "-retention";
@@ -359,10 +359,11 @@ impl Handlers {
             }
         }
         let mut failed: Vec<String> = Vec::new();
+        let mut feeds = FeedsOfSources::default();
         for (seq, unit, records) in &raws {
             match self
                 .processor
-                .handle(&self.services, records, Some(unit))
+                .handle(&self.services, records, Some(unit), &mut feeds)
                 .await
             {
                 Ok(done) => tracing::info!(

@@ -52,14 +52,16 @@ impl Processor {
     /// Runs `records` through the stateless rules of their sources' published feeds. With a
     /// `unit` (the stored batch the records came in, which always holds the same records),
     /// the outputs are stored once per unit rather than checked id by id.
+    /// `feeds` keeps the sources' feeds as they were read: pass a fresh one per batch.
     pub async fn handle(
         &self,
         services: &Services,
         records: &[RawRecord],
         unit: Option<&str>,
+        feeds: &mut FeedsOfSources,
     ) -> Result<Processed, CoreError> {
         let now = services.clock.now();
-        let mut feeds_of: HashMap<(TenantId, SourceId), Vec<Feed>> = HashMap::new();
+        let feeds_of = &mut feeds.0;
         let mut outputs = Vec::new();
         let mut errors: HashMap<TenantId, Vec<FeedError>> = HashMap::new();
         for raw in records {
@@ -131,6 +133,11 @@ impl Processor {
         })
     }
 }
+
+/// The published feeds of the sources a batch's records came from, each read once per batch
+/// (a stream batch holds many stored batches of the same sources).
+#[derive(Default)]
+pub struct FeedsOfSources(HashMap<(TenantId, SourceId), Vec<Feed>>);
 
 /// Published feeds of a source.
 pub async fn feeds_of_source(
