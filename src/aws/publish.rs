@@ -14,7 +14,7 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use std::sync::Arc;
 use wharf_aws::DynamoStore;
 use wharf_aws::fanout::{Outgoing, PUBLISH_BATCH, SnsFanout};
-use wharf_core::domain::{Channel, FeedStatus, OutputRecord, Subscription, SubscriptionStatus};
+use wharf_core::domain::{Channel, FeedStatus, Subscription, SubscriptionStatus};
 use wharf_core::pipeline::SubscriptionFilter;
 use wharf_core::{CoreError, FeedId, Services, SubscriptionId, TenantId};
 use wharf_workers::deliver::record_json;
@@ -155,7 +155,7 @@ impl Publisher {
                         .iter()
                         .filter(|(sub, filter)| {
                             sub.native.as_ref().is_some_and(|l| l.filtered_by_wharf)
-                                && matches(filter.as_ref(), record)
+                                && SubscriptionFilter::admits(filter.as_ref(), &record.data)
                         })
                         .map(|(sub, _)| sub.id.to_string())
                         .collect(),
@@ -174,7 +174,9 @@ impl Publisher {
             }
             let counted = rows
                 .iter()
-                .filter(|(p, r)| *p > at.max(from) && matches(filter.as_ref(), r))
+                .filter(|(p, r)| {
+                    *p > at.max(from) && SubscriptionFilter::admits(filter.as_ref(), &r.data)
+                })
                 .count() as u64;
             match store
                 .advance(tenant, &sub.id, at, last, counted, now, &[])
@@ -288,8 +290,4 @@ async fn post_all(
         }
     }
     Ok(())
-}
-
-fn matches(filter: Option<&SubscriptionFilter>, record: &OutputRecord) -> bool {
-    SubscriptionFilter::admits(filter, &record.data)
 }

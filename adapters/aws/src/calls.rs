@@ -36,9 +36,17 @@ pub struct CallCounter {
     /// Whether DynamoDB request units are estimated too: that reads every request body as
     /// JSON, so only `wharf aws cost` turns it on, never a serving process.
     units: Arc<AtomicBool>,
-    /// Calls awaiting their answer, when the first of them was sent, and the wall time
-    /// so far with at least one awaiting (measured with the estimates).
-    waiting: Arc<Mutex<(usize, Option<std::time::Instant>, std::time::Duration)>>,
+    /// The time spent awaiting answers (measured with the estimates).
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+/// Calls awaiting their answer, since when at least one has been, and the wall time so far
+/// with at least one awaiting.
+#[derive(Debug, Default)]
+struct Waiting {
+    calls: usize,
+    since: Option<std::time::Instant>,
+    total: std::time::Duration,
 }
 
 /// Whether `operation` is one of the event-source pollers' (Lambda's own in AWS).
@@ -69,28 +77,32 @@ impl CallCounter {
     /// pollers' long polls) awaited its answer: how long the process waited on AWS, or on
     /// the emulator standing in for it.
     pub fn waited(&self) -> std::time::Duration {
-        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        waiting.2
+        let waiting = self.waiting();
+        waiting.total
             + waiting
-                .1
+                .since
                 .map_or(std::time::Duration::ZERO, |at| at.elapsed())
     }
 
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn sent(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if waiting.0 == 0 {
-            waiting.1 = Some(std::time::Instant::now());
+        let mut waiting = self.waiting();
+        if waiting.calls == 0 {
+            waiting.since = Some(std::time::Instant::now());
         }
-        waiting.0 += 1;
+        waiting.calls += 1;
     }
 
     fn answered(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        waiting.0 = waiting.0.saturating_sub(1);
-        if waiting.0 == 0
-            && let Some(at) = waiting.1.take()
+        let mut waiting = self.waiting();
+        waiting.calls = waiting.calls.saturating_sub(1);
+        if waiting.calls == 0
+            && let Some(at) = waiting.since.take()
         {
-            waiting.2 += at.elapsed();
+            waiting.total += at.elapsed();
         }
     }
 
@@ -222,7 +234,7 @@ impl Intercept for CallCounter {
             let body = context.request().body().bytes().unwrap_or_default();
             let (service, operation) = (meta.service(), meta.name());
             let estimating = self.estimating();
-            awaited = estimating && !POLLS.contains(&operation);
+            awaited = estimating && !is_poll(operation);
             self.with(service, operation, |b| {
                 b.calls += 1;
                 b.chunks += units(body.len(), 64 * 1024) as u64;

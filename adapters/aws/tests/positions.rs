@@ -27,12 +27,18 @@ fn output(tenant: &VendorId, feed: &FeedId, n: u32) -> OutputRecord {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
+/// A bootstrapped table on a moto of its own, which runs while the first value is held.
+async fn fresh_store() -> (moto::Moto, wharf_aws::Clients, DynamoStore) {
     let moto = moto::Moto::start();
     let clients = moto.clients().await;
     bootstrap(&clients).await.expect("bootstrap");
     let store = DynamoStore::new(clients.clone());
+    (moto, clients, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
+    let (_moto, clients, store) = fresh_store().await;
     let (tenant, feed) = (VendorId::new(), FeedId::new());
     let numbers = |rows: Vec<(u64, OutputRecord)>| -> Vec<(u64, u64)> {
         rows.into_iter()
@@ -132,10 +138,7 @@ async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
 /// of other minutes and expiries go in parts of their own, all read back by event time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_records_are_packed_and_a_redelivered_pack_stores_nothing() {
-    let moto = moto::Moto::start();
-    let clients = moto.clients().await;
-    bootstrap(&clients).await.expect("bootstrap");
-    let store = DynamoStore::new(clients.clone());
+    let (_moto, clients, store) = fresh_store().await;
     let (tenant, source) = (VendorId::new(), SourceId::new());
     let now = time::OffsetDateTime::now_utc();
     let raw = |n: usize, external: Option<String>, minute: i64| RawRecord {

@@ -372,12 +372,7 @@ impl Services {
         }
         let now = self.clock.now();
         let nonce = crate::RecordId::new();
-        let filter = sub
-            .filter
-            .as_deref()
-            .map(crate::pipeline::SubscriptionFilter::compile)
-            .transpose()
-            .map_err(CoreError::internal)?;
+        let filter = crate::pipeline::SubscriptionFilter::of(&sub)?;
         let mut after = 0;
         let mut queued = 0;
         loop {
@@ -396,7 +391,9 @@ impl Services {
             after = *last;
             let deliveries: Vec<PendingDelivery> = chunk
                 .iter()
-                .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
+                .filter(|(_, r)| {
+                    crate::pipeline::SubscriptionFilter::admits(filter.as_ref(), &r.data)
+                })
                 .map(|(position, r)| PendingDelivery {
                     id: DeliveryId::from_uuid(crate::id::derive(&[
                         "replay",
@@ -481,12 +478,7 @@ impl Services {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<(u64, OutputRecord)>, u64), CoreError> {
-        let filter = sub
-            .filter
-            .as_deref()
-            .map(crate::pipeline::SubscriptionFilter::compile)
-            .transpose()
-            .map_err(CoreError::internal)?;
+        let filter = crate::pipeline::SubscriptionFilter::of(sub)?;
         let rows = self
             .store
             .output_after(&sub.tenant_id, &sub.feed_id, after, limit)
@@ -499,7 +491,7 @@ impl Services {
                 r.created_at.unix_timestamp_nanos() / 1000
                     >= sub.created_at.unix_timestamp_nanos() / 1000
             })
-            .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(&r.data)))
+            .filter(|(_, r)| crate::pipeline::SubscriptionFilter::admits(filter.as_ref(), &r.data))
             .collect();
         Ok((items, reached))
     }

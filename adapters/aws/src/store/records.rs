@@ -29,7 +29,6 @@ use crate::bootstrap::TTL_ATTRIBUTE;
 use crate::table::{RECORD_SHARDS, shard_of};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValue;
-use sha2::{Digest, Sha256};
 use wharf_core::domain::{FeedError, OutputRecord, RawRecord};
 use wharf_core::ports::RecordStore;
 use wharf_core::{FeedId, RecordId, SourceId, TenantId};
@@ -83,19 +82,6 @@ fn head_sk(feed: &FeedId) -> String {
 
 fn errors_pk(tenant: &TenantId, feed: &FeedId) -> String {
     format!("T#{tenant}#ERR#{feed}")
-}
-
-/// A short hex digest of `parts`.
-fn digest(parts: impl IntoIterator<Item = String>) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hasher.finalize()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Retention attributes: `expires` for DynamoDB's TTL (seconds) and `exp_us` for exact
@@ -491,11 +477,11 @@ impl RecordStore for DynamoStore {
                 .map(|r| format!("{}@{}", r.id, micros(r.received_at)))
                 .collect();
             names.sort();
-            let pack = digest(
-                [tenant.to_string(), source.to_string()]
-                    .into_iter()
-                    .chain(names),
-            );
+            let named: Vec<&str> = [tenant.as_str(), source.as_str()]
+                .into_iter()
+                .chain(names.iter().map(String::as_str))
+                .collect();
+            let pack = wharf_core::id::derive(&named).simple().to_string();
             let kept = self.claim_raw_marks(&pack, &list).await?;
             let ours = list
                 .into_iter()
