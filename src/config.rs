@@ -389,7 +389,7 @@ impl Config {
         self.fee_percents()?;
         self.clock_start()?;
         if let Some(admin) = &self.admin {
-            wharf_core::credentials::parse_email(&admin.email)
+            wharf_core::domain::Email::parse(&admin.email)
                 .map_err(|e| format!("invalid configuration: `admin.email` {e}"))?;
             wharf_core::credentials::check_password(&admin.password.0)
                 .map_err(|e| format!("invalid configuration: `admin.password` {e}"))?;

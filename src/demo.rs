@@ -113,9 +113,9 @@ pub async fn seed(services: &Services, data_dir: &Path) -> anyhow::Result<Demo> 
         subscription_ids.push(sub.subscription.id.to_string());
     }
     let demo = Demo {
-        vendor_email: signup.admin.email,
+        vendor_email: signup.admin.email.to_string(),
         vendor_password,
-        subscriber_email: subscriber.email,
+        subscriber_email: subscriber.email.to_string(),
         subscriber_password,
         source_id: source.id.to_string(),
         live_feed_id: live.id.to_string(),

@@ -41,27 +41,6 @@ pub fn check_password(password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Normalises and checks an email address (lowercase, one `@`, a dotted domain, ≤ 254 bytes).
-pub fn parse_email(raw: &str) -> Result<String, String> {
-    let email = raw.trim().to_lowercase();
-    let bad = || format!("`{raw}` is not an email address");
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    let domain_ok = domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-        && domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
-    if local.is_empty() || local.len() > 64 || domain.contains('@') || !domain_ok {
-        return Err(bad());
-    }
-    Ok(email)
-}
-
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String, CoreError> {
     use argon2::password_hash::{PasswordHasher, SaltString};
@@ -150,26 +129,6 @@ mod tests {
         assert!(check_password("aaaaaaaaaaaaaaaa").is_err());
         assert!(check_password("Password1234").is_err());
         assert!(check_password("correct horse battery").is_ok());
-    }
-
-    #[test]
-    fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            parse_email(" Ann@Example.COM "),
-            Ok("ann@example.com".to_owned())
-        );
-        for bad in [
-            "",
-            "ann",
-            "ann@",
-            "@x.com",
-            "ann@x",
-            "a b@x.com",
-            "ann@x..com",
-            "a@b@c.com",
-        ] {
-            assert!(parse_email(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -46,6 +46,22 @@ impl CoreError {
     pub fn unavailable(e: impl Into<Source>) -> Self {
         CoreError::Unavailable(e.into())
     }
+
+    /// What went wrong, without the kind in front (for a message that names the kind itself).
+    pub fn reason(&self) -> String {
+        match self {
+            CoreError::NotFound(what) => format!("{what} not found"),
+            CoreError::Conflict(m) | CoreError::Unauthenticated(m) | CoreError::Forbidden(m) => {
+                m.clone()
+            }
+            CoreError::Validation(errors) => errors
+                .iter()
+                .map(|e| format!("{} {}", e.path, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            CoreError::Unavailable(source) | CoreError::Internal(source) => source.to_string(),
+        }
+    }
 }
 
 /// One invalid field: where (a path such as `pipeline.rules[0].expr`) and why.

@@ -3,8 +3,6 @@
 //! through a port (`ports`), so the same services run on SQLite and on AWS.
 
 pub mod billing;
-#[cfg(feature = "testing")]
-pub mod contract;
 pub mod credentials;
 pub mod domain;
 pub mod error;

@@ -521,7 +521,8 @@ pub trait BillingStore: Send + Sync {
 #[async_trait]
 pub trait Payments: Send + Sync {
     /// Creates a customer for `subscriber`; returns its id.
-    async fn create_customer(&self, key: &str, subscriber: &UserId, email: &str) -> Result<String>;
+    async fn create_customer(&self, key: &str, subscriber: &UserId, email: &Email)
+    -> Result<String>;
     /// Creates a draft invoice for `customer` tagged with Wharf's invoice id; returns its id.
     async fn create_invoice(&self, key: &str, customer: &str, invoice: &Invoice) -> Result<String>;
     /// Adds one line to a draft invoice: `amount_minor` in the currency's minor unit.
@@ -658,7 +659,7 @@ pub trait Identity: Send + Sync {
     /// Removes a user (undoes a failed sign-up).
     async fn delete_user(&self, id: &UserId) -> Result<()>;
     /// Exchanges email and password for tokens; `Unauthenticated` on any mismatch.
-    async fn login(&self, email: &str, password: &str) -> Result<TokenPair>;
+    async fn login(&self, email: &Email, password: &str) -> Result<TokenPair>;
     /// Exchanges a refresh token for new tokens; `Unauthenticated` if unknown, used or expired.
     async fn refresh(&self, refresh_token: &str) -> Result<TokenPair>;
     /// Verifies an access token fully (signature by `kid`, algorithm, issuer, audience, expiry, use).
@@ -676,8 +677,8 @@ pub trait Clock: Send + Sync {
 /// Resolves host names, for the outbound URL guard.
 #[async_trait]
 pub trait Resolver: Send + Sync {
-    /// All addresses of `host`; `Validation`-worthy failures come back as `Err(message)`.
-    async fn resolve(&self, host: &str, port: u16) -> std::result::Result<Vec<IpAddr>, String>;
+    /// All addresses of `host`; a name that does not resolve is `Unavailable`, saying why.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>>;
 }
 
 /// Seals secrets that must be recoverable (webhook signing secrets) for storage.
@@ -745,12 +746,12 @@ pub trait OutboundHttp: Send + Sync {
         url: &str,
         timeout: std::time::Duration,
         max_bytes: usize,
-    ) -> std::result::Result<(u16, Vec<u8>), String>;
+    ) -> Result<(u16, Vec<u8>)>;
 }
 
 /// Sends email: the email channel and notices to subscribers.
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// Sends a plain-text message; `Ok` once the mail server (or the outbox) accepted it.
-    async fn send(&self, to: &str, subject: &str, body: &str) -> std::result::Result<(), String>;
+    async fn send(&self, to: &Email, subject: &str, body: &str) -> Result<()>;
 }

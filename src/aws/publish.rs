@@ -107,7 +107,7 @@ impl Publisher {
                 channel if self.services.is_native(channel) && sub.native.is_some() => {
                     let sub = self.services.confirmed(sub).await?;
                     if sub.native.as_ref().is_some_and(|l| !l.pending_confirmation) {
-                        let filter = SubscriptionFilter::of(&sub)?;
+                        let filter = SubscriptionFilter::of(&sub);
                         listeners.native.push((sub, filter));
                     }
                 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use wharf_core::domain::{Channel, OutputRecord, Subscription, SubscriptionStatus};
+use wharf_core::domain::{Channel, Email, OutputRecord, Subscription, SubscriptionStatus};
 use wharf_core::pipeline::SubscriptionFilter;
 use wharf_core::ports::{DeliveryAttempt, PendingDelivery, SendOutcome};
 use wharf_core::{CoreError, DeliveryId, RecordId, Services, Timestamp, webhook};
@@ -164,7 +164,7 @@ struct Job {
 #[derive(Clone)]
 enum Transport {
     Webhook { url: String, secrets: Vec<String> },
-    Email { address: String },
+    Email { address: Email },
 }
 
 /// The transport of a subscription's channel, or `None` for channels delivered otherwise.
@@ -175,7 +175,7 @@ async fn transport(
 ) -> Result<Option<Transport>, CoreError> {
     Ok(match &sub.channel {
         Channel::Webhook { url } => Some(Transport::Webhook {
-            url: url.clone(),
+            url: url.as_str().to_owned(),
             secrets: secrets(services, sub, now).await?,
         }),
         Channel::Email { address } => Some(Transport::Email {
@@ -229,7 +229,7 @@ async fn send_one(
                 Ok(Ok(())) => Verdict::Delivered(None),
                 Ok(Err(error)) => Verdict::Failed {
                     status: None,
-                    error,
+                    error: error.reason(),
                     retry_after: None,
                 },
                 Err(_) => Verdict::Failed {
@@ -342,7 +342,7 @@ pub async fn deliver_push(
         return Ok(0);
     };
     let now = services.clock.now();
-    let filter = SubscriptionFilter::of(sub)?;
+    let filter = SubscriptionFilter::of(sub);
     let wanted: Vec<&(u64, OutputRecord)> = rows
         .iter()
         .filter(|(_, r)| SubscriptionFilter::admits(filter.as_ref(), &r.data))

@@ -7,7 +7,7 @@
 //! objects.
 
 use std::time::Duration;
-use wharf_core::domain::{IngestRecord, Source, parse_duration};
+use wharf_core::domain::{IngestRecord, Source};
 use wharf_core::{CoreError, PageRequest, Services};
 
 /// Most bytes read from one poll.
@@ -24,10 +24,8 @@ pub async fn poll_due(services: &Services) -> Result<usize, CoreError> {
         for source in sources.items {
             let every = source
                 .every
-                .as_deref()
-                .map(parse_duration)
-                .and_then(Result::ok)
-                .unwrap_or(Duration::from_secs(60));
+                .as_ref()
+                .map_or(Duration::from_secs(60), |e| e.duration());
             if source.last_polled_at.is_some_and(|t| t + every > now) {
                 continue;
             }
@@ -99,7 +97,7 @@ pub async fn poll(services: &Services, source: &Source) -> Result<(), CoreError>
             Err(e) => Err(e),
         },
         Ok((status, _)) => Err(format!("the source answered {status}")),
-        Err(e) => Err(e),
+        Err(e) => Err(e.reason()),
     };
     // Re-read so a vendor's change made during the poll is kept; only the status fields move.
     let mut current = services

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use wharf_core::domain::{Feed, FeedError, FeedStatus, OutputRecord, RawRecord};
 use wharf_core::pipeline::{Compiled, Lookup, Outcome};
 use wharf_core::ports::Store;
@@ -27,26 +27,16 @@ pub struct Processor {
 }
 
 impl Processor {
-    fn compiled(&self, feed: &Feed) -> Result<Arc<Compiled>, FeedError> {
+    fn compiled(&self, feed: &Feed) -> Arc<Compiled> {
         let key = (feed.id.clone(), feed.pipeline.version);
-        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(c);
+        let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cache.get(&key) {
+            return c.clone();
         }
-        let compiled = Compiled::compile(&feed.pipeline)
-            .map(Arc::new)
-            .map_err(|e| FeedError {
-                feed_id: feed.id.clone(),
-                record_id: None,
-                pipeline_version: feed.pipeline.version,
-                rule: e.rule,
-                message: e.message,
-                at: time::OffsetDateTime::now_utc(),
-            })?;
-        if let Ok(mut m) = self.compiled.lock() {
-            m.retain(|(id, _), _| id != &feed.id);
-            m.insert(key, compiled.clone());
-        }
-        Ok(compiled)
+        let compiled = Arc::new(Compiled::new(&feed.pipeline));
+        cache.retain(|(id, _), _| id != &feed.id);
+        cache.insert(key, compiled.clone());
+        compiled
     }
 
     /// Runs `records` through the stateless rules of their sources' published feeds. With a
@@ -77,15 +67,7 @@ impl Processor {
                 tenant: raw.tenant_id.clone(),
             };
             for feed in feeds_of.get(&key).into_iter().flatten() {
-                let compiled = match self.compiled(feed) {
-                    Ok(c) => c,
-                    Err(mut e) => {
-                        e.record_id = Some(raw.id.clone());
-                        e.at = now;
-                        errors.entry(raw.tenant_id.clone()).or_default().push(e);
-                        continue;
-                    }
-                };
+                let compiled = self.compiled(feed);
                 if compiled.window.is_some() {
                     continue; // windows run on their schedule
                 }
@@ -185,11 +167,15 @@ pub struct References {
 
 #[async_trait]
 impl Lookup for References {
-    async fn lookup(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, String> {
+    async fn lookup(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, CoreError> {
         match self.store.get_reference(&self.tenant, table, key).await {
             Ok(v) => Ok(Some(v)),
             Err(CoreError::NotFound(_)) => Ok(None),
-            Err(e) => Err(format!("reference lookup failed: {e}")),
+            Err(e) => Err(e),
         }
     }
 }

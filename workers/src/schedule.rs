@@ -37,24 +37,7 @@ pub async fn close_due_windows(services: &Services) -> Result<usize, CoreError> 
 
 /// Closes the due windows of one feed.
 pub async fn close_feed_windows(services: &Services, feed: &Feed) -> Result<usize, CoreError> {
-    let compiled = match Compiled::compile(&feed.pipeline) {
-        Ok(c) => c,
-        Err(e) => {
-            let error = FeedError {
-                feed_id: feed.id.clone(),
-                record_id: None,
-                pipeline_version: feed.pipeline.version,
-                rule: e.rule,
-                message: e.message,
-                at: services.clock.now(),
-            };
-            services
-                .store
-                .record_feed_errors(&feed.tenant_id, &[error])
-                .await?;
-            return Ok(0);
-        }
-    };
+    let compiled = Compiled::new(&feed.pipeline);
     let Some(spec) = &compiled.window else {
         return Ok(0);
     };

@@ -23,6 +23,7 @@ use aws_sdk_cognitoidentityprovider::types::{
 };
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use wharf_core::domain::Email;
 use wharf_core::domain::identity::{NewUser, Principal, Role, TokenPair, User};
 use wharf_core::ports::{Clock, Identity, Result};
 use wharf_core::{CoreError, UserId};
@@ -348,9 +349,9 @@ impl Identity for CognitoIdentity {
             .cognito
             .admin_create_user()
             .user_pool_id(&self.pool.pool_id)
-            .username(&user.email)
+            .username(user.email.as_str())
             .message_action(MessageActionType::Suppress)
-            .user_attributes(attribute("email", &user.email)?)
+            .user_attributes(attribute("email", user.email.as_str())?)
             .user_attributes(attribute("email_verified", "true")?);
         if let Some(tenant) = &user.tenant_id {
             create = create.user_attributes(attribute(TENANT_ATTRIBUTE, tenant.as_str())?);
@@ -398,10 +399,10 @@ impl Identity for CognitoIdentity {
         self.remove(&id.uuid().to_string()).await
     }
 
-    async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
+    async fn login(&self, email: &Email, password: &str) -> Result<TokenPair> {
         self.authenticate(
             AuthFlowType::UserPasswordAuth,
-            [("USERNAME", email), ("PASSWORD", password)],
+            [("USERNAME", email.as_str()), ("PASSWORD", password)],
         )
         .await
     }

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use wharf_core::domain::{Channel, Feed, NativeLink, Subscription};
 use wharf_core::ports::{Fanout, Result};
+use wharf_core::expr::{Expr, Literal, Test, conjunction};
 use wharf_core::{CoreError, FeedId, TenantId};
 
 /// Entries per `PublishBatch` call (SNS's limit).
@@ -336,7 +337,7 @@ fn entry(tenant: &TenantId, feed: &FeedId, r: &Outgoing) -> Result<PublishBatchR
 fn endpoint(channel: &Channel) -> Result<(&'static str, &str)> {
     match channel {
         Channel::Sqs { queue_arn } => Ok(("sqs", queue_arn)),
-        Channel::Email { address } => Ok(("email", address)),
+        Channel::Email { address } => Ok(("email", address.as_str())),
         Channel::MobilePush { endpoint_arn } => Ok(("application", endpoint_arn)),
         other => Err(CoreError::internal(format!(
             "`{}` is not delivered by the topic",
@@ -388,7 +389,7 @@ impl Fanout for SnsFanout {
             self.set_attribute(&arn, "RawMessageDelivery", "true")
                 .await?;
         }
-        let (scope, policy, by_wharf) = match sub.filter.as_deref().map(filter_policy) {
+        let (scope, policy, by_wharf) = match sub.filter.as_ref().map(filter_policy) {
             None => (
                 "MessageAttributes",
                 json!({ "wharf.feed": [sub.feed_id.as_str()] }),
@@ -441,31 +442,41 @@ impl Fanout for SnsFanout {
 }
 
 /// Translates a subscription filter into an SNS `MessageBody` filter policy over the record's
-/// `data`, where SNS can express it with the same meaning: a conjunction (`&&`) of
-/// comparisons of a field with a literal, each field once:
+/// `data`, where SNS can express it with the same meaning: the filter is a conjunction of
+/// comparisons of a field with literals (read off cel's syntax tree by
+/// [`wharf_core::expr::conjunction`]), each field once:
 /// - `record.a.b == "x"` → `{"data": {"a": {"b": ["x"]}}}`; `!=` → `anything-but`;
 /// - `==`, `!=`, `<`, `<=`, `>`, `>=` with a number → `numeric` (SNS compares numbers within
 ///   ±1e9, so larger literals are left to Wharf);
 /// - `record.a in ["x", "y"]` → `["x", "y"]` (strings) or one `numeric` per number;
 /// - `record.a.startsWith("x")` → `prefix`.
 ///
-/// Anything else (`||`, negation, functions, booleans, arithmetic, fields compared with
-/// fields) answers `None`, and Wharf evaluates the filter itself.
-pub fn filter_policy(filter: &str) -> Option<Value> {
-    let tokens = tokenize(filter)?;
-    let mut parser = Parser { tokens, at: 0 };
+/// Anything else answers `None`, and Wharf evaluates the filter itself; so does a policy
+/// over SNS's limit of five keys.
+pub fn filter_policy(filter: &Expr) -> Option<Value> {
     let mut policy = Map::new();
-    loop {
-        let (path, condition) = parser.comparison()?;
-        insert(&mut policy, &path, condition)?;
-        match parser.next() {
-            None => break,
-            Some(Token::And) => continue,
-            Some(_) => return None,
-        }
+    for condition in conjunction(filter)? {
+        insert(&mut policy, &condition.path, sns_condition(&condition.test)?)?;
     }
-    // SNS allows at most five keys per policy.
     (count_keys(&policy) <= 5).then(|| json!({ "data": Value::Object(policy) }))
+}
+
+/// One field's condition in SNS's filter-policy grammar.
+fn sns_condition(test: &Test) -> Option<Value> {
+    let number = |n: f64| (n.abs() <= 1e9).then_some(n);
+    let member = |literal: &Literal| match literal {
+        Literal::Text(text) => Some(json!(text)),
+        Literal::Number(n) => Some(json!({ "numeric": ["=", number(*n)?] })),
+    };
+    Some(match test {
+        Test::Eq(Literal::Text(text)) => json!([text]),
+        Test::Ne(Literal::Text(text)) => json!([{ "anything-but": [text] }]),
+        Test::Eq(Literal::Number(n)) => json!([{ "numeric": ["=", number(*n)?] }]),
+        Test::Ne(Literal::Number(n)) => json!([{ "anything-but": [number(*n)?] }]),
+        Test::Order(op, n) => json!([{ "numeric": [op, number(*n)?] }]),
+        Test::In(literals) => Value::Array(literals.iter().map(member).collect::<Option<_>>()?),
+        Test::Prefix(prefix) => json!([{ "prefix": prefix }]),
+    })
 }
 
 fn count_keys(map: &Map<String, Value>) -> usize {
@@ -495,219 +506,26 @@ fn insert(map: &mut Map<String, Value>, path: &[String], condition: Value) -> Op
     Some(())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Ident(String),
-    Dot,
-    Str(String),
-    Num(f64),
-    Op(&'static str),
-    And,
-    In,
-    Open,
-    Close,
-    OpenList,
-    CloseList,
-    Comma,
-}
-
-fn tokenize(source: &str) -> Option<Vec<Token>> {
-    let chars: Vec<char> = source.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let two: String = chars[i..chars.len().min(i + 2)].iter().collect();
-        match c {
-            ' ' | '\t' | '\n' | '\r' => i += 1,
-            '.' => {
-                tokens.push(Token::Dot);
-                i += 1;
-            }
-            '(' | ')' | '[' | ']' | ',' => {
-                tokens.push(match c {
-                    '(' => Token::Open,
-                    ')' => Token::Close,
-                    '[' => Token::OpenList,
-                    ']' => Token::CloseList,
-                    _ => Token::Comma,
-                });
-                i += 1;
-            }
-            '"' | '\'' => {
-                let end = chars[i + 1..].iter().position(|&x| x == c)? + i + 1;
-                let text: String = chars[i + 1..end].iter().collect();
-                if text.contains('\\') {
-                    return None; // escapes: left to Wharf
-                }
-                tokens.push(Token::Str(text));
-                i = end + 1;
-            }
-            _ if two == "&&" => {
-                tokens.push(Token::And);
-                i += 2;
-            }
-            _ if ["==", "!=", "<=", ">="].contains(&two.as_str()) => {
-                tokens.push(Token::Op(match two.as_str() {
-                    "==" => "==",
-                    "!=" => "!=",
-                    "<=" => "<=",
-                    _ => ">=",
-                }));
-                i += 2;
-            }
-            '<' | '>' => {
-                tokens.push(Token::Op(if c == '<' { "<" } else { ">" }));
-                i += 1;
-            }
-            _ if c.is_ascii_digit()
-                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
-            {
-                let start = i;
-                i += 1;
-                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
-                    i += 1;
-                }
-                if chars.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
-                    return None; // 1u, 1e5, hex: left to Wharf
-                }
-                let text: String = chars[start..i].iter().collect();
-                tokens.push(Token::Num(text.parse().ok()?));
-            }
-            _ if c.is_ascii_alphabetic() || c == '_' => {
-                let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                tokens.push(if word == "in" {
-                    Token::In
-                } else {
-                    Token::Ident(word)
-                });
-            }
-            _ => return None,
-        }
-    }
-    Some(tokens)
-}
-
-struct Parser {
-    tokens: Vec<Token>,
-    at: usize,
-}
-
-impl Parser {
-    fn next(&mut self) -> Option<Token> {
-        let t = self.tokens.get(self.at).cloned();
-        self.at += 1;
-        t
-    }
-
-    fn peek(&self) -> Option<&Token> {
-        self.tokens.get(self.at)
-    }
-
-    /// `record.a.b`, answering `["a", "b"]`; a trailing `.startsWith` is left unread.
-    fn path(&mut self) -> Option<Vec<String>> {
-        if self.next()? != Token::Ident("record".into()) {
-            return None;
-        }
-        let mut path = Vec::new();
-        while self.peek() == Some(&Token::Dot) {
-            if let Some(Token::Ident(name)) = self.tokens.get(self.at + 1)
-                && name == "startsWith"
-                && self.tokens.get(self.at + 2) == Some(&Token::Open)
-            {
-                break;
-            }
-            self.next();
-            match self.next()? {
-                Token::Ident(name) => path.push(name),
-                _ => return None,
-            }
-        }
-        (!path.is_empty()).then_some(path)
-    }
-
-    fn comparison(&mut self) -> Option<(Vec<String>, Value)> {
-        let path = self.path()?;
-        let condition = match self.next()? {
-            Token::Dot => {
-                // `.startsWith("x")`
-                if self.next()? != Token::Ident("startsWith".into()) || self.next()? != Token::Open
-                {
-                    return None;
-                }
-                let Token::Str(prefix) = self.next()? else {
-                    return None;
-                };
-                if self.next()? != Token::Close {
-                    return None;
-                }
-                json!([{ "prefix": prefix }])
-            }
-            Token::Op(op) => match self.next()? {
-                Token::Str(text) => match op {
-                    "==" => json!([text]),
-                    "!=" => json!([{ "anything-but": [text] }]),
-                    _ => return None,
-                },
-                Token::Num(number) => {
-                    if number.abs() > 1e9 {
-                        return None;
-                    }
-                    match op {
-                        "!=" => json!([{ "anything-but": [number] }]),
-                        "==" => json!([{ "numeric": ["=", number] }]),
-                        _ => json!([{ "numeric": [op, number] }]),
-                    }
-                }
-                _ => return None,
-            },
-            Token::In => {
-                if self.next()? != Token::OpenList {
-                    return None;
-                }
-                let mut values = Vec::new();
-                loop {
-                    match self.next()? {
-                        Token::Str(text) => values.push(json!(text)),
-                        Token::Num(n) if n.abs() <= 1e9 => {
-                            values.push(json!({ "numeric": ["=", n] }))
-                        }
-                        _ => return None,
-                    }
-                    match self.next()? {
-                        Token::Comma => continue,
-                        Token::CloseList => break,
-                        _ => return None,
-                    }
-                }
-                Value::Array(values)
-            }
-            _ => return None,
-        };
-        Some((path, condition))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn policy(filter: &str) -> Option<Value> {
+        filter_policy(&Expr::parse(filter).unwrap_or_else(|e| panic!("{filter}: {e}")))
+    }
+
     #[test]
     fn simple_conjunctions_become_body_policies() {
         assert_eq!(
-            filter_policy(r#"record.sym == "AAPL" && record.px > 100.5"#),
+            policy(r#"record.sym == "AAPL" && record.px > 100.5"#),
             Some(json!({"data": {"sym": ["AAPL"], "px": [{"numeric": [">", 100.5]}]}}))
         );
         assert_eq!(
-            filter_policy("record.venue.code in ['X', 'Y'] && record.n != 3"),
+            policy("record.venue.code in ['X', 'Y'] && record.n != 3"),
             Some(json!({"data": {"venue": {"code": ["X", "Y"]}, "n": [{"anything-but": [3.0]}]}}))
         );
         assert_eq!(
-            filter_policy(r#"record.sym.startsWith("AA")"#),
+            policy(r#"record.sym.startsWith("AA")"#),
             Some(json!({"data": {"sym": [{"prefix": "AA"}]}}))
         );
     }
@@ -742,7 +560,7 @@ mod tests {
             "record.px > 1u",
             "record.a == 1 && record.b == 2 && record.c == 3 && record.d == 4 && record.e == 5 && record.f == 6",
         ] {
-            assert_eq!(filter_policy(filter), None, "{filter}");
+            assert_eq!(policy(filter), None, "{filter}");
         }
     }
 }

@@ -7,7 +7,6 @@ pub mod clients;
 pub mod cognito;
 pub mod fanout;
 pub mod ingest;
-pub mod metering;
 pub mod s3;
 pub mod store;
 pub mod table;

@@ -1,6 +1,6 @@
 //! `wharf aws bootstrap` against a real moto server.
 
-mod moto;
+mod common;
 
 use aws_sdk_dynamodb::types::{KeyType, StreamViewType};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -8,8 +8,7 @@ use wharf_aws::bootstrap::{INDEXES, MAX_RECEIVES, TTL_ATTRIBUTE, bootstrap};
 
 #[tokio::test]
 async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing() {
-    let moto = moto::Moto::start();
-    let clients = moto.clients().await;
+    let clients = common::clients().await;
 
     let first = bootstrap(&clients).await.expect("first bootstrap");
     assert!(first.table_created);
@@ -22,7 +21,7 @@ async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing
     let table = clients
         .dynamodb
         .describe_table()
-        .table_name("wharf")
+        .table_name(&clients.settings.table)
         .send()
         .await
         .expect("describe")
@@ -64,7 +63,7 @@ async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing
     let ttl = clients
         .dynamodb
         .describe_time_to_live()
-        .table_name("wharf")
+        .table_name(&clients.settings.table)
         .send()
         .await
         .expect("ttl")
@@ -117,8 +116,7 @@ async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing
 
 #[tokio::test]
 async fn every_call_is_counted_by_service_and_operation() {
-    let moto = moto::Moto::start();
-    let clients = moto.clients().await;
+    let clients = common::clients().await;
     bootstrap(&clients).await.expect("bootstrap");
     let calls = clients.calls.snapshot();
     let count = |op: &str| clients.calls.operation(op);

@@ -1,7 +1,7 @@
 //! The identity port on a real moto Cognito user pool: sign-up, login, refresh and the
 //! pool's tokens verified by the shared verifier; tampered and expired tokens refused.
 
-mod moto;
+mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,9 +36,9 @@ fn sorted(p: Principal) -> Principal {
     }
 }
 
-async fn setup(moto: &moto::Moto) -> (Clients, UserPool, Arc<TestClock>, CognitoIdentity) {
-    let clients = moto.clients().await;
-    let pool = bootstrap_user_pool(&clients, "wharf-test")
+async fn setup() -> (Clients, UserPool, Arc<TestClock>, CognitoIdentity) {
+    let clients = common::clients().await;
+    let pool = bootstrap_user_pool(&clients, &clients.settings.table)
         .await
         .expect("pool");
     let clock = Arc::new(TestClock(Mutex::new(time::OffsetDateTime::now_utc())));
@@ -53,7 +53,7 @@ async fn setup(moto: &moto::Moto) -> (Clients, UserPool, Arc<TestClock>, Cognito
 // in Cognito's API), and moto reads a missing requirement as `true`.
 fn vendor_admin(email: &str, tenant: &VendorId) -> NewUser {
     NewUser {
-        email: email.into(),
+        email: email_of(email),
         password: "Correct-horse-battery-9".into(),
         roles: vec![Role::VendorAdmin, Role::VendorFinance],
         tenant_id: Some(tenant.clone()),
@@ -63,9 +63,8 @@ fn vendor_admin(email: &str, tenant: &VendorId) -> NewUser {
 #[tokio::test]
 async fn bootstrap_makes_one_pool_one_client_and_a_group_per_role_and_keeps_the_tenant_unwritable()
 {
-    let moto = moto::Moto::start();
-    let (clients, pool, _, _) = setup(&moto).await;
-    let again = bootstrap_user_pool(&clients, "wharf-test")
+    let (clients, pool, _, _) = setup().await;
+    let again = bootstrap_user_pool(&clients, &clients.settings.table)
         .await
         .expect("again");
     assert_eq!(again, pool);
@@ -106,8 +105,7 @@ async fn bootstrap_makes_one_pool_one_client_and_a_group_per_role_and_keeps_the_
 
 #[tokio::test]
 async fn a_signed_up_user_logs_in_and_its_token_names_its_roles_and_tenant() {
-    let moto = moto::Moto::start();
-    let (clients, pool, _, identity) = setup(&moto).await;
+    let (clients, pool, _, identity) = setup().await;
     let tenant = VendorId::new();
     let user = identity
         .create_user(vendor_admin("ada@example.com", &tenant))
@@ -129,7 +127,7 @@ async fn a_signed_up_user_logs_in_and_its_token_names_its_roles_and_tenant() {
     assert_eq!(tenant_attr, Some(tenant.as_str()));
 
     let pair = identity
-        .login("ada@example.com", "Correct-horse-battery-9")
+        .login(&email_of("ada@example.com"), "Correct-horse-battery-9")
         .await
         .expect("login");
     assert_eq!(pair.token_type, "Bearer");
@@ -160,7 +158,7 @@ async fn a_signed_up_user_logs_in_and_its_token_names_its_roles_and_tenant() {
 
     let subscriber = identity
         .create_user(NewUser {
-            email: "sam@example.com".into(),
+            email: email_of("sam@example.com"),
             password: "Another-long-passw0rd".into(),
             roles: vec![Role::Subscriber],
             tenant_id: None,
@@ -168,7 +166,7 @@ async fn a_signed_up_user_logs_in_and_its_token_names_its_roles_and_tenant() {
         .await
         .expect("subscriber");
     let pair = identity
-        .login("sam@example.com", "Another-long-passw0rd")
+        .login(&email_of("sam@example.com"), "Another-long-passw0rd")
         .await
         .expect("login");
     assert_eq!(
@@ -183,8 +181,7 @@ async fn a_signed_up_user_logs_in_and_its_token_names_its_roles_and_tenant() {
 
 #[tokio::test]
 async fn wrong_passwords_duplicate_emails_and_deleted_users_are_refused() {
-    let moto = moto::Moto::start();
-    let (_, _, _, identity) = setup(&moto).await;
+    let (_, _, _, identity) = setup().await;
     let tenant = VendorId::new();
     let user = identity
         .create_user(vendor_admin("bo@example.com", &tenant))
@@ -197,12 +194,12 @@ async fn wrong_passwords_duplicate_emails_and_deleted_users_are_refused() {
         Err(CoreError::Conflict(_))
     ));
     assert!(matches!(
-        identity.login("bo@example.com", "Not-the-passw0rd").await,
+        identity.login(&email_of("bo@example.com"), "Not-the-passw0rd").await,
         Err(CoreError::Unauthenticated(_))
     ));
     assert!(matches!(
         identity
-            .login("nobody@example.com", "Correct-horse-battery-9")
+            .login(&email_of("nobody@example.com"), "Correct-horse-battery-9")
             .await,
         Err(CoreError::Unauthenticated(_))
     ));
@@ -217,7 +214,7 @@ async fn wrong_passwords_duplicate_emails_and_deleted_users_are_refused() {
         .expect("deleting again is fine");
     assert!(matches!(
         identity
-            .login("bo@example.com", "Correct-horse-battery-9")
+            .login(&email_of("bo@example.com"), "Correct-horse-battery-9")
             .await,
         Err(CoreError::Unauthenticated(_))
     ));
@@ -225,15 +222,14 @@ async fn wrong_passwords_duplicate_emails_and_deleted_users_are_refused() {
 
 #[tokio::test]
 async fn tampered_foreign_access_and_expired_tokens_are_refused() {
-    let moto = moto::Moto::start();
-    let (clients, pool, clock, identity) = setup(&moto).await;
+    let (clients, pool, clock, identity) = setup().await;
     let tenant = VendorId::new();
     identity
         .create_user(vendor_admin("cy@example.com", &tenant))
         .await
         .expect("create");
     let pair = identity
-        .login("cy@example.com", "Correct-horse-battery-9")
+        .login(&email_of("cy@example.com"), "Correct-horse-battery-9")
         .await
         .expect("login");
     identity.verify(&pair.access_token).await.expect("genuine");
@@ -295,14 +291,13 @@ async fn tampered_foreign_access_and_expired_tokens_are_refused() {
 
 #[tokio::test]
 async fn cognito_calls_are_counted() {
-    let moto = moto::Moto::start();
-    let (clients, _, _, identity) = setup(&moto).await;
+    let (clients, _, _, identity) = setup().await;
     identity
         .create_user(vendor_admin("di@example.com", &VendorId::new()))
         .await
         .expect("create");
     identity
-        .login("di@example.com", "Correct-horse-battery-9")
+        .login(&email_of("di@example.com"), "Correct-horse-battery-9")
         .await
         .expect("login");
     let calls = clients.calls.snapshot();
@@ -310,4 +305,8 @@ async fn cognito_calls_are_counted() {
     assert_eq!(count("AdminCreateUser"), 1, "{calls:?}");
     assert_eq!(count("AdminAddUserToGroup"), 2, "{calls:?}");
     assert_eq!(count("InitiateAuth"), 1, "{calls:?}");
+}
+
+fn email_of(address: &str) -> wharf_core::domain::Email {
+    wharf_core::domain::Email::parse(address).expect("an email address")
 }

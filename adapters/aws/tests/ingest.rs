@@ -1,7 +1,7 @@
 //! Records through the ingest queue on moto SQS into the store by the ingest handler:
 //! a poison message and a message delivered twice among them.
 
-mod moto;
+mod common;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,8 +42,7 @@ fn records(n: usize) -> Vec<RawRecord> {
 
 #[tokio::test]
 async fn queued_records_are_stored_once_and_a_poison_message_fails_alone() {
-    let moto = moto::Moto::start();
-    let clients = moto.clients().await;
+    let clients = common::clients().await;
     let queues = bootstrap(&clients).await.expect("bootstrap");
     let queue = SqsIngestQueue::new(&clients, &queues.ingest_queue_url);
 

@@ -3,7 +3,7 @@
 //! has settled (its writer died between reserving the position and storing it).
 #![allow(clippy::unwrap_used)]
 
-mod moto;
+mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
@@ -27,18 +27,17 @@ fn output(tenant: &VendorId, feed: &FeedId, n: u32) -> OutputRecord {
     }
 }
 
-/// A bootstrapped table on a moto of its own, which runs while the first value is held.
-async fn fresh_store() -> (moto::Moto, wharf_aws::Clients, DynamoStore) {
-    let moto = moto::Moto::start();
-    let clients = moto.clients().await;
+/// A bootstrapped table of its own on the shared moto server.
+async fn fresh_store() -> (wharf_aws::Clients, DynamoStore) {
+    let clients = common::clients().await;
     bootstrap(&clients).await.expect("bootstrap");
     let store = DynamoStore::new(clients.clone());
-    (moto, clients, store)
+    (clients, store)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
-    let (_moto, clients, store) = fresh_store().await;
+    let (clients, store) = fresh_store().await;
     let (tenant, feed) = (VendorId::new(), FeedId::new());
     let numbers = |rows: Vec<(u64, OutputRecord)>| -> Vec<(u64, u64)> {
         rows.into_iter()
@@ -54,7 +53,7 @@ async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
     clients
         .dynamodb
         .update_item()
-        .table_name("wharf")
+        .table_name(&clients.settings.table)
         .key("pk", AttributeValue::S(format!("T#{tenant}")))
         .key("sk", AttributeValue::S(format!("FEED#{feed}#HEAD")))
         .update_expression("ADD #head :one")
@@ -87,7 +86,7 @@ async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
         let _ = clients
             .dynamodb
             .update_item()
-            .table_name("wharf")
+            .table_name(&clients.settings.table)
             .key(
                 "pk",
                 AttributeValue::S(format!("T#{tenant}#OUT#{feed}#{shard}")),
@@ -138,7 +137,7 @@ async fn readers_wait_at_a_reserved_position_until_it_lands_or_settles() {
 /// of other minutes and expiries go in parts of their own, all read back by event time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_records_are_packed_and_a_redelivered_pack_stores_nothing() {
-    let (_moto, clients, store) = fresh_store().await;
+    let (clients, store) = fresh_store().await;
     let (tenant, source) = (VendorId::new(), SourceId::new());
     let now = time::OffsetDateTime::now_utc();
     let raw = |n: usize, external: Option<String>, minute: i64| RawRecord {
@@ -196,7 +195,7 @@ async fn raw_records_are_packed_and_a_redelivered_pack_stores_nothing() {
     let parts = clients
         .dynamodb
         .scan()
-        .table_name("wharf")
+        .table_name(&clients.settings.table)
         .filter_expression("#kind = :kind")
         .expression_attribute_names("#kind", "kind")
         .expression_attribute_values(":kind", AttributeValue::S("raw_pack".into()))
@@ -220,7 +219,7 @@ async fn raw_records_are_packed_and_a_redelivered_pack_stores_nothing() {
     let marks = clients
         .dynamodb
         .scan()
-        .table_name("wharf")
+        .table_name(&clients.settings.table)
         .filter_expression("#kind = :kind")
         .expression_attribute_names("#kind", "kind")
         .expression_attribute_values(":kind", AttributeValue::S("raw_id".into()))

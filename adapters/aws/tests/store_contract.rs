@@ -1,16 +1,17 @@
-//! The store contract suite, unchanged, against the DynamoDB adapter on a real moto server.
+//! The store contract, check by check, against the DynamoDB adapter on a real moto server:
+//! each check on a table of its own.
 
-mod moto;
+mod common;
 
 use std::sync::Arc;
 use wharf_aws::DynamoStore;
 use wharf_aws::bootstrap::bootstrap;
+use wharf_core::ports::Store;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamodb_store_honours_the_store_contract() {
-    let moto = moto::Moto::start();
-    let clients = moto.clients().await;
+async fn fresh_store() -> Arc<dyn Store> {
+    let clients = common::clients().await;
     bootstrap(&clients).await.expect("bootstrap");
-    let store = Arc::new(DynamoStore::new(clients));
-    wharf_core::contract::run_all(store).await;
+    Arc::new(DynamoStore::new(clients))
 }
+
+wharf_contract::store_contract!(fresh_store());

@@ -1,6 +1,6 @@
 //! `batch_write` and cursors against a real moto table.
 
-mod moto;
+mod common;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use wharf_aws::bootstrap::bootstrap;
@@ -20,19 +20,18 @@ fn put(pk: &str, sk: &str) -> WriteRequest {
 
 #[tokio::test]
 async fn batch_writes_land_every_item_and_pages_resume_from_their_cursor() {
-    let moto = moto::Moto::start();
-    let clients = moto.clients().await;
+    let clients = common::clients().await;
     bootstrap(&clients).await.expect("bootstrap");
 
     let requests: Vec<_> = (0..60)
         .map(|n| put("T#ven_1#X", &format!("{n:03}")))
         .collect();
-    let calls = batch_write(&clients, "wharf", requests)
+    let calls = batch_write(&clients, &clients.settings.table, requests)
         .await
         .expect("write");
     assert_eq!(calls, 3, "60 items in batches of 25");
     assert_eq!(
-        batch_write(&clients, "wharf", Vec::new())
+        batch_write(&clients, &clients.settings.table, Vec::new())
             .await
             .expect("empty"),
         0
@@ -48,7 +47,7 @@ async fn batch_writes_land_every_item_and_pages_resume_from_their_cursor() {
         let page = clients
             .dynamodb
             .query()
-            .table_name("wharf")
+            .table_name(&clients.settings.table)
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", AttributeValue::S("T#ven_1#X".into()))
             .limit(25)
@@ -78,5 +77,5 @@ async fn batch_writes_land_every_item_and_pages_resume_from_their_cursor() {
                 .expect("put request"),
         )
         .build();
-    assert!(batch_write(&clients, "wharf", vec![bad]).await.is_err());
+    assert!(batch_write(&clients, &clients.settings.table, vec![bad]).await.is_err());
 }

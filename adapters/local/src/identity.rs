@@ -8,7 +8,7 @@ use rusqlite::OptionalExtension;
 use std::sync::Arc;
 use std::time::Duration;
 use wharf_core::credentials::{self, dummy_password_hash, hash_password, verify_password};
-use wharf_core::domain::{NewUser, Principal, Role, TokenPair, User};
+use wharf_core::domain::{Email, NewUser, Principal, Role, TokenPair, User};
 use wharf_core::ports::{Clock, Identity};
 use wharf_core::{CoreError, UserId, VendorId};
 use wharf_jwt::{JwtVerifier, LocalIssuer};
@@ -68,7 +68,7 @@ fn user_from_row(row: UserRow) -> Result<(User, String), CoreError> {
     let roles: Vec<String> = serde_json::from_str(&roles).map_err(CoreError::internal)?;
     let user = User {
         id: UserId::parse(&id).map_err(CoreError::internal)?,
-        email,
+        email: Email::parse(&email).map_err(CoreError::internal)?,
         roles: roles.iter().filter_map(|r| Role::parse(r)).collect(),
         tenant_id: tenant
             .map(|t| VendorId::parse(&t))
@@ -150,7 +150,7 @@ impl Identity for LocalIdentity {
         self.db
             .write(move |tx| {
                 let taken = tx
-                    .query_row("SELECT 1 FROM users WHERE email = ?1", [&row.email], |_| Ok(()))
+                    .query_row("SELECT 1 FROM users WHERE email = ?1", [row.email.as_str()], |_| Ok(()))
                     .optional()
                     .map_err(CoreError::internal)?;
                 if taken.is_some() {
@@ -158,7 +158,7 @@ impl Identity for LocalIdentity {
                 }
                 tx.execute(
                     "INSERT INTO users (id, email, password_hash, roles, tenant_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    rusqlite::params![row.id.as_str(), row.email, hash, roles, row.tenant_id.as_ref().map(|t| t.to_string()), created_at],
+                    rusqlite::params![row.id.as_str(), row.email.as_str(), hash, roles, row.tenant_id.as_ref().map(|t| t.to_string()), created_at],
                 )
                 .map_err(CoreError::internal)?;
                 Ok(())
@@ -178,8 +178,8 @@ impl Identity for LocalIdentity {
             .await
     }
 
-    async fn login(&self, email: &str, password: &str) -> Result<TokenPair, CoreError> {
-        let email = email.to_owned();
+    async fn login(&self, email: &Email, password: &str) -> Result<TokenPair, CoreError> {
+        let email = email.to_string();
         let found = self
             .db
             .read(move |conn| read_user(conn, "email", &email))

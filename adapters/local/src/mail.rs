@@ -8,6 +8,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::path::PathBuf;
 use wharf_core::CoreError;
+use wharf_core::domain::Email;
 use wharf_core::ports::Mailer;
 
 /// How to reach the SMTP server.
@@ -60,26 +61,29 @@ impl SmtpMailer {
     }
 }
 
-fn message(from: &Mailbox, to: &str, subject: &str, body: &str) -> Result<Message, String> {
-    let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+fn message(from: &Mailbox, to: &Email, subject: &str, body: &str) -> Result<Message, CoreError> {
+    let to: Mailbox = to
+        .as_str()
+        .parse()
+        .map_err(|e| CoreError::internal(format!("bad recipient: {e}")))?;
     Message::builder()
         .from(from.clone())
         .to(to)
         .subject(subject)
         .header(ContentType::TEXT_PLAIN)
         .body(body.to_owned())
-        .map_err(|e| e.to_string())
+        .map_err(CoreError::internal)
 }
 
 #[async_trait]
 impl Mailer for SmtpMailer {
-    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
+    async fn send(&self, to: &Email, subject: &str, body: &str) -> Result<(), CoreError> {
         let email = message(&self.from, to, subject, body)?;
         self.transport
             .send(email)
             .await
             .map(|_| ())
-            .map_err(|e| format!("the mail server refused: {e}"))
+            .map_err(|e| CoreError::unavailable(format!("the mail server refused: {e}")))
     }
 }
 
@@ -102,18 +106,18 @@ impl OutboxMailer {
 
 #[async_trait]
 impl Mailer for OutboxMailer {
-    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
+    async fn send(&self, to: &Email, subject: &str, body: &str) -> Result<(), CoreError> {
         let email = message(&self.from, to, subject, body)?;
         let name = format!(
             "{}-{}.eml",
             time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
-            wharf_core::credentials::random_token(6).map_err(|e| e.to_string())?
+            wharf_core::credentials::random_token(6)?
         );
         let path = self.dir.join(name);
         let bytes = email.formatted();
         tokio::task::spawn_blocking(move || std::fs::write(&path, bytes))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot write to the outbox: {e}"))
+            .map_err(CoreError::internal)?
+            .map_err(|e| CoreError::unavailable(format!("cannot write to the outbox: {e}")))
     }
 }

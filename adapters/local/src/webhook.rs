@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use wharf_core::net::is_public;
+use wharf_core::CoreError;
 use wharf_core::ports::{OutboundHttp, SendOutcome};
 
 struct GuardedResolver {
@@ -105,10 +106,10 @@ impl OutboundHttp for HttpWebhookSender {
         url: &str,
         timeout: Duration,
         max_bytes: usize,
-    ) -> Result<(u16, Vec<u8>), String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
+    ) -> Result<(u16, Vec<u8>), CoreError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| failed(format!("bad URL: {e}")))?;
         if self.refused(&parsed) {
-            return Err("the address is one Wharf may not reach".into());
+            return Err(failed("the address is one Wharf may not reach"));
         }
         let mut response = self
             .client
@@ -117,21 +118,23 @@ impl OutboundHttp for HttpWebhookSender {
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() {
+                failed(if e.is_timeout() {
                     format!("no answer within {} s", timeout.as_secs())
                 } else {
                     format!("request failed: {}", root_cause(&e))
-                }
+                })
             })?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("reading the answer failed: {}", root_cause(&e)))?
+            .map_err(|e| failed(format!("reading the answer failed: {}", root_cause(&e))))?
         {
             if body.len() + chunk.len() > max_bytes {
-                return Err(format!("the answer is larger than {max_bytes} bytes"));
+                return Err(failed(format!(
+                    "the answer is larger than {max_bytes} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }
@@ -156,4 +159,9 @@ fn root_cause(e: &dyn std::error::Error) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+/// A fetch that failed: the far end is unavailable to Wharf, for the reason given.
+fn failed(reason: impl Into<String>) -> CoreError {
+    CoreError::unavailable(reason.into())
 }

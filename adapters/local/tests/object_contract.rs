@@ -2,12 +2,36 @@
 
 use wharf_local::FsObjects;
 
-#[tokio::test]
-async fn file_objects_honour_the_object_store_contract() {
+/// Files in a directory of their own, removed with it.
+struct Fresh {
+    objects: FsObjects,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Fresh {
+    type Target = FsObjects;
+    fn deref(&self) -> &FsObjects {
+        &self.objects
+    }
+}
+
+async fn fresh_objects() -> Fresh {
     let dir = tempfile::tempdir().expect("temp dir");
     let objects = FsObjects::open(&dir.path().join("objects")).expect("open");
-    wharf_core::contract::run_objects(&objects).await;
-    // Nothing was written outside the object directory.
+    Fresh { objects, _dir: dir }
+}
+
+wharf_contract::object_contract!(fresh_objects());
+
+#[tokio::test]
+async fn nothing_is_written_outside_the_object_directory() {
+    use wharf_core::ports::ObjectStore;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let objects = FsObjects::open(&dir.path().join("objects")).expect("open");
+    objects.put("t/a/b.onnx", b"m".to_vec()).await.expect("put");
+    for bad in ["../escape", "/abs", "a/../../b"] {
+        assert!(objects.put(bad, b"x".to_vec()).await.is_err(), "{bad}");
+    }
     let mut top: Vec<_> = std::fs::read_dir(dir.path())
         .expect("read")
         .map(|e| e.expect("entry").file_name())

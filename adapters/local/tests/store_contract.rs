@@ -1,5 +1,5 @@
-//! Runs the store and change-feed contract suites against SQLite, and checks that a data dir
-//! survives reopening and an older one is migrated.
+//! The store and change-feed contracts, check by check, against SQLite (each check on a
+//! database of its own), and that a data dir survives reopening and an older one is migrated.
 
 use std::sync::Arc;
 use wharf_core::ports::{DeliveryStore, SourceStore, Store};
@@ -11,15 +11,37 @@ use wharf_local::{Db, Durability, SqliteStore};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store_honours_the_store_contract() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let db = Db::open(&dir.path().join("wharf.db"), Durability::Normal)?;
-    let store = Arc::new(SqliteStore::new(db));
-    wharf_core::contract::run_all(store.clone()).await;
-    wharf_core::contract::run_change_log(&*store, &*store).await;
-    Ok(())
+/// A store on a database of its own, removed with it.
+struct Fresh {
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
 }
+
+impl std::ops::Deref for Fresh {
+    type Target = SqliteStore;
+    fn deref(&self) -> &SqliteStore {
+        &self.store
+    }
+}
+
+async fn fresh_store() -> Fresh {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = Db::open(&dir.path().join("wharf.db"), Durability::Normal).expect("open");
+    Fresh {
+        store: Arc::new(SqliteStore::new(db)),
+        _dir: dir,
+    }
+}
+
+/// The store and its change log: the same database.
+async fn fresh() -> (Fresh, Arc<SqliteStore>) {
+    let fresh = fresh_store().await;
+    let log = fresh.store.clone();
+    (fresh, log)
+}
+
+wharf_contract::store_contract!(fresh_store());
+wharf_contract::change_log_contract!(fresh());
 
 #[tokio::test]
 async fn reopening_a_data_dir_keeps_its_data_and_does_not_migrate_again() -> TestResult {

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::time::Duration;
-use wharf_core::domain::Invoice;
+use wharf_core::domain::{Email, Invoice};
 use wharf_core::ports::Payments;
 use wharf_core::{CoreError, UserId};
 
@@ -105,13 +105,13 @@ impl Payments for StripeClient {
         &self,
         key: &str,
         subscriber: &UserId,
-        email: &str,
+        email: &Email,
     ) -> Result<String, CoreError> {
         self.post(
             "customers",
             key,
             &[
-                ("email", email.to_owned()),
+                ("email", email.to_string()),
                 ("metadata[wharf_subscriber_id]", subscriber.to_string()),
             ],
         )

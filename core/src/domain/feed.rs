@@ -1,13 +1,11 @@
-//! Feeds (sellable products), their pipelines of rules, and their price plans.
+//! Feeds (sellable products) and their price plans; their pipelines are in `pipeline`.
 
-use super::source::parse_duration;
+use super::pipeline::{Pipeline, PipelineSpec};
 use super::{check_name, is_slug};
 use crate::error::Problems;
-use crate::expr::{self, AGGREGATES};
 use crate::money::{Amount, Currency};
-use crate::{CoreError, FeedId, SourceId, Timestamp, VendorId};
+use crate::{FeedId, SourceId, Timestamp, VendorId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Who can find a feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -43,195 +41,6 @@ impl FeedStatus {
             (self, next),
             (Draft, Published) | (Published, Archived) | (Draft, Archived)
         ) || self == next
-    }
-}
-
-/// One rule of a pipeline, applied in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Rule {
-    /// Keeps the records for which `expr` is true.
-    Filter {
-        /// CEL over `record`, e.g. `record.price > 100.0`.
-        expr: String,
-    },
-    /// Replaces the record by an object with one field per entry.
-    Map {
-        /// Output field → CEL expression over `record`.
-        fields: BTreeMap<String, String>,
-    },
-    /// Adds the reference row found under `key` in `table` as field `as`.
-    Enrich {
-        /// Reference table name.
-        table: String,
-        /// CEL expression giving the key.
-        key: String,
-        /// Output field name.
-        #[serde(rename = "as")]
-        as_field: String,
-    },
-    /// Aggregates the records of each window on a schedule.
-    Window {
-        /// How often the window is evaluated, e.g. `10m`.
-        every: String,
-        /// How far back each evaluation looks, e.g. `10m`.
-        window: String,
-        /// Optional CEL expression grouping records.
-        group_by: Option<String>,
-        /// Output field → aggregate expression (`count()`, `sum(…)`, `avg(…)`, `min(…)`, `max(…)`, `last(…)`).
-        aggregates: BTreeMap<String, String>,
-        /// Optional CEL over the aggregate fields; groups where it is false are dropped.
-        having: Option<String>,
-    },
-    /// ML inference: an ONNX model from the object store, or a remote HTTP endpoint.
-    Model {
-        /// Object-store key of an ONNX model (`models/…`), exclusive with `url`.
-        object: Option<String>,
-        /// HTTP endpoint of a remote model, exclusive with `object`.
-        url: Option<String>,
-        /// Model input name → CEL expression over `record`.
-        inputs: BTreeMap<String, String>,
-        /// Field the model output is written to.
-        output: String,
-    },
-}
-
-impl Rule {
-    /// Whether the rule runs on a schedule rather than on every record.
-    pub fn is_stateful(&self) -> bool {
-        matches!(self, Rule::Window { .. })
-    }
-}
-
-/// A versioned list of rules. Output records carry the version that made them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Pipeline {
-    /// Starts at 1 and grows by one on each `PUT /v1/feeds/{id}/pipeline`.
-    pub version: u32,
-    /// Rules applied in order.
-    pub rules: Vec<Rule>,
-}
-
-/// The body of `PUT /v1/feeds/{id}/pipeline`, and the pipeline inside a new feed.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(example = json!({"rules": [
-    {"type": "filter", "expr": "record.price > 100.0"},
-    {"type": "map", "fields": {"symbol": "record.sym", "usd": "record.px * 1.08"}}
-]})))]
-pub struct PipelineSpec {
-    /// Rules applied in order.
-    pub rules: Vec<Rule>,
-}
-
-const MAX_RULES: usize = 50;
-
-fn chk(p: &mut Vec<crate::FieldError>, path: String, src: &str, extra: &[&str]) {
-    if let Err(e) = expr::check(&path, src, extra) {
-        p.push(e);
-    }
-}
-
-impl PipelineSpec {
-    /// Compiles every expression; errors point at `{prefix}rules[i]…` and the position.
-    pub fn validate(&self, prefix: &str) -> Vec<crate::FieldError> {
-        let mut p = Vec::new();
-        if self.rules.len() > MAX_RULES {
-            p.push(crate::FieldError::new(
-                format!("{prefix}rules"),
-                format!("at most {MAX_RULES} rules"),
-            ));
-        }
-        let mut windows = 0;
-        for (i, rule) in self.rules.iter().enumerate() {
-            let at = |field: &str| format!("{prefix}rules[{i}].{field}");
-            match rule {
-                Rule::Filter { expr } => chk(&mut p, at("expr"), expr, &[]),
-                Rule::Map { fields } => {
-                    if fields.is_empty() {
-                        chk(&mut p, at("fields"), "", &[]);
-                    }
-                    for (name, e) in fields {
-                        chk(&mut p, at(&format!("fields.{name}")), e, &[]);
-                    }
-                }
-                Rule::Enrich {
-                    table,
-                    key,
-                    as_field,
-                } => {
-                    if !is_slug(table) {
-                        p.push(crate::FieldError::new(
-                            at("table"),
-                            "must match [a-z0-9_-]{1,64}",
-                        ));
-                    }
-                    if as_field.is_empty() || as_field.len() > 64 {
-                        p.push(crate::FieldError::new(
-                            at("as"),
-                            "must be 1 to 64 characters",
-                        ));
-                    }
-                    chk(&mut p, at("key"), key, &[]);
-                }
-                Rule::Window {
-                    every,
-                    window,
-                    group_by,
-                    aggregates,
-                    having,
-                } => {
-                    windows += 1;
-                    for (field, v) in [("every", every), ("window", window)] {
-                        match parse_duration(v) {
-                            Err(e) => p.push(crate::FieldError::new(at(field), e)),
-                            Ok(d) if d.as_secs() < 1 || d.as_secs() > 31 * 86_400 => p.push(
-                                crate::FieldError::new(at(field), "must be between 1s and 31d"),
-                            ),
-                            Ok(_) => {}
-                        }
-                    }
-                    if let Some(g) = group_by {
-                        chk(&mut p, at("group_by"), g, &[]);
-                    }
-                    if aggregates.is_empty() {
-                        p.push(crate::FieldError::new(
-                            at("aggregates"),
-                            "needs at least one aggregate",
-                        ));
-                    }
-                    for (name, e) in aggregates {
-                        let path = at(&format!("aggregates.{name}"));
-                        match crate::pipeline::aggregate::split(e) {
-                            Err(message) => p.push(crate::FieldError::new(path, message)),
-                            Ok(split) => {
-                                chk(&mut p, path.clone(), e, AGGREGATES);
-                                for call in split.calls.iter().filter(|c| !c.argument.is_empty()) {
-                                    chk(&mut p, path.clone(), &call.argument, &[]);
-                                }
-                            }
-                        }
-                    }
-                    if let Some(h) = having {
-                        chk(&mut p, at("having"), h, &[]);
-                    }
-                }
-                Rule::Model { .. } => p.push(crate::FieldError::new(
-                    at("type"),
-                    "model rules are not available on this server yet",
-                )),
-            }
-        }
-        if windows > 1 {
-            p.push(crate::FieldError::new(
-                format!("{prefix}rules"),
-                "at most one window rule per pipeline",
-            ));
-        }
-        p
     }
 }
 
@@ -485,19 +294,10 @@ pub struct CatalogEntry {
     pub sample: Option<serde_json::Value>,
 }
 
-/// 422 unless `spec` compiles.
-pub fn check_pipeline(spec: &PipelineSpec, prefix: &str) -> Result<(), CoreError> {
-    let errors = spec.validate(prefix);
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CoreError::Validation(errors))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CoreError;
 
     fn plan(tiers: Vec<(Option<u64>, &str)>) -> Plan {
         Plan {
@@ -552,25 +352,5 @@ mod tests {
         let mut p = plan(vec![(None, "0.001")]);
         p.monthly_fee = Amount::parse("1.001").unwrap_or_default();
         assert_eq!(errors(&p), vec!["monthly_fee"]);
-    }
-
-    #[test]
-    fn pipeline_errors_point_at_the_rule() {
-        let spec = PipelineSpec {
-            rules: vec![
-                Rule::Filter {
-                    expr: "record.x > 1".into(),
-                },
-                Rule::Map {
-                    fields: [("a".to_owned(), "record.(".to_owned())].into(),
-                },
-            ],
-        };
-        let paths: Vec<String> = spec
-            .validate("pipeline.")
-            .into_iter()
-            .map(|e| e.path)
-            .collect();
-        assert_eq!(paths, vec!["pipeline.rules[1].fields.a"]);
     }
 }

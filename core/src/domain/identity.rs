@@ -1,5 +1,6 @@
 //! Who is calling: vendors (tenants), users and their roles, subscribers, API keys.
 
+use super::Email;
 use crate::{ApiKeyId, CoreError, Timestamp, UserId, VendorId};
 use serde::{Deserialize, Serialize};
 
@@ -155,7 +156,7 @@ pub struct User {
     /// The user's id.
     pub id: UserId,
     /// Login email, lowercase.
-    pub email: String,
+    pub email: Email,
     /// Granted roles.
     pub roles: Vec<Role>,
     /// The tenant, for vendor staff.
@@ -169,8 +170,8 @@ pub struct User {
 /// A user to create.
 #[derive(Debug, Clone)]
 pub struct NewUser {
-    /// Login email, already normalised.
-    pub email: String,
+    /// Login email.
+    pub email: Email,
     /// Plain password, already checked against the policy; hashed by the identity adapter.
     pub password: String,
     /// Roles to grant.
@@ -188,7 +189,7 @@ pub struct Subscriber {
     /// Display name.
     pub name: String,
     /// Contact and login email.
-    pub email: String,
+    pub email: Email,
     /// When the account was created.
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]

@@ -1,15 +1,19 @@
 //! Domain entities and their validation rules.
 
+pub mod address;
 pub mod billing;
 pub mod feed;
 pub mod identity;
+pub mod pipeline;
 pub mod record;
 pub mod source;
 pub mod subscription;
 
+pub use address::*;
 pub use billing::*;
 pub use feed::*;
 pub use identity::*;
+pub use pipeline::*;
 pub use record::*;
 pub use source::*;
 pub use subscription::*;

@@ -1,6 +1,6 @@
 //! Upstream sources of raw records.
 
-use super::{Shape, check_name};
+use super::{Interval, Shape, check_name};
 use crate::error::Problems;
 use crate::{CoreError, SourceId, Timestamp, VendorId};
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,7 @@ pub struct Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_url: Option<String>,
     /// For `http_poll`: the polling interval, e.g. `5m`.
-    pub every: Option<String>,
+    pub every: Option<Interval>,
     /// JSON Schema every record's `data` must satisfy.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub schema: Option<serde_json::Value>,
@@ -92,7 +92,7 @@ pub struct NewSource {
     /// Required for `http_poll`.
     pub url: Option<String>,
     /// Required for `http_poll`, e.g. `30s`, `5m`, `1h`.
-    pub every: Option<String>,
+    pub every: Option<Interval>,
     /// Optional JSON Schema for record data.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub schema: Option<serde_json::Value>,
@@ -110,7 +110,7 @@ pub struct SourcePatch {
     /// New polling URL (`http_poll` only).
     pub url: Option<String>,
     /// New polling interval (`http_poll` only).
-    pub every: Option<String>,
+    pub every: Option<Interval>,
     /// New schema; `null` keeps the current one.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub schema: Option<serde_json::Value>,
@@ -136,13 +136,12 @@ impl Source {
                     }
                     Some(Ok(_)) => {}
                 }
-                match self.every.as_deref().map(parse_duration) {
+                match &self.every {
                     None => p.add("every", "is required for http_poll sources"),
-                    Some(Err(e)) => p.add("every", e),
-                    Some(Ok(d)) if d < Duration::from_secs(10) => {
+                    Some(every) if every.duration() < Duration::from_secs(10) => {
                         p.add("every", "must be at least 10s")
                     }
-                    Some(Ok(_)) => {}
+                    Some(_) => {}
                 }
             }
             SourceKind::Push | SourceKind::Sqs => {
@@ -179,37 +178,4 @@ pub(crate) fn shape_message(shapes: &[Shape]) -> String {
         "is only available in the {} shape; this server runs another one",
         names.join(" or ")
     )
-}
-
-/// Parses a duration like `30s`, `10m`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration like 30s, 10m, 2h or 1d");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(bad)?,
-        "h" => n.checked_mul(3600).ok_or_else(bad)?,
-        "d" => n.checked_mul(86_400).ok_or_else(bad)?,
-        _ => return Err(bad()),
-    };
-    if secs == 0 {
-        return Err(format!("`{s}` must be longer than zero"));
-    }
-    Ok(Duration::from_secs(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "10", "m", "0s", "1.5h", "-1m", "10 m"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
 }

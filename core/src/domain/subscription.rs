@@ -1,6 +1,7 @@
 //! Subscriptions: a subscriber, a feed, a plan, and the channel data goes out on.
 
-use super::Shape;
+use super::{Email, Shape, WebhookUrl};
+use crate::expr::Expr;
 use super::source::shape_message;
 use crate::error::Problems;
 use crate::{FeedId, SubscriptionId, Timestamp, UserId, VendorId};
@@ -14,7 +15,7 @@ pub enum Channel {
     /// Signed HTTP POSTs (Standard Webhooks).
     Webhook {
         /// http or https URL of a public host.
-        url: String,
+        url: WebhookUrl,
     },
     /// The subscriber fetches `GET /v1/subscriptions/{id}/records`.
     Pull {},
@@ -23,7 +24,7 @@ pub enum Channel {
     /// One email per record or batch.
     Email {
         /// Recipient.
-        address: String,
+        address: Email,
     },
     /// An SQS queue of the subscriber's (aws shape).
     Sqs {
@@ -59,7 +60,8 @@ impl Channel {
         }
     }
 
-    /// Checks everything but the webhook host's addresses (done by the service, which resolves it).
+    /// Checks what the running shape and the ARNs need (addresses are parsed already; whether
+    /// a webhook host may be reached is the service's check, which resolves it).
     pub fn validate(&self, shape: Shape, p: &mut Problems) {
         if !self.shapes().contains(&shape) {
             p.add(
@@ -69,16 +71,6 @@ impl Channel {
             return;
         }
         match self {
-            Channel::Webhook { url } => {
-                if let Err(e) = webhook_url(url) {
-                    p.add("channel.url", e);
-                }
-            }
-            Channel::Email { address } => {
-                if let Err(e) = crate::credentials::parse_email(address) {
-                    p.add("channel.address", e);
-                }
-            }
             Channel::Sqs { queue_arn } => {
                 if !arn_of(queue_arn, "sqs") {
                     p.add(
@@ -95,7 +87,10 @@ impl Channel {
                     );
                 }
             }
-            Channel::Pull {} | Channel::Websocket {} => {}
+            Channel::Webhook { .. }
+            | Channel::Email { .. }
+            | Channel::Pull {}
+            | Channel::Websocket {} => {}
         }
     }
 }
@@ -103,24 +98,6 @@ impl Channel {
 fn arn_of(arn: &str, service: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     parts.len() == 6 && parts[0] == "arn" && parts[2] == service && parts[5].len() > 1
-}
-
-/// Parses a webhook URL: http(s), a host, no credentials, at most 2048 bytes.
-pub fn webhook_url(raw: &str) -> Result<url::Url, String> {
-    if raw.len() > 2048 {
-        return Err("must be at most 2048 characters".into());
-    }
-    let url = url::Url::parse(raw).map_err(|e| format!("is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("must be an http or https URL".into());
-    }
-    if url.host().is_none() {
-        return Err("must name a host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not contain credentials".into());
-    }
-    Ok(url)
 }
 
 /// How records are grouped into one delivery.
@@ -188,7 +165,8 @@ pub struct Subscription {
     /// Where records go.
     pub channel: Channel,
     /// Optional CEL over `record`; only matching records are delivered.
-    pub filter: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub filter: Option<Expr>,
     /// Optional batching.
     pub batch: Option<Batch>,
     /// Current state.

@@ -4,7 +4,6 @@
 //! compiled once per pipeline version; a failure on one record is reported with the index of
 //! the rule that failed, never hidden.
 
-pub mod aggregate;
 mod rules;
 pub mod value;
 mod window;
@@ -12,22 +11,13 @@ mod window;
 pub use rules::{Compiled, Lookup, Outcome, RuleError};
 pub use window::{Accumulated, WindowSpec};
 
-/// A subscription's filter, compiled.
-pub struct SubscriptionFilter(cel::Program);
+/// A subscription's filter.
+pub struct SubscriptionFilter(crate::expr::Expr);
 
 impl SubscriptionFilter {
-    /// Compiles a filter expression (already checked when it was saved).
-    pub fn compile(source: &str) -> Result<Self, String> {
-        rules::compile(source).map(SubscriptionFilter)
-    }
-
-    /// The compiled filter of `sub`, if it has one.
-    pub fn of(sub: &crate::domain::Subscription) -> Result<Option<Self>, crate::CoreError> {
-        sub.filter
-            .as_deref()
-            .map(Self::compile)
-            .transpose()
-            .map_err(crate::CoreError::internal)
+    /// The filter of `sub`, if it has one.
+    pub fn of(sub: &crate::domain::Subscription) -> Option<Self> {
+        sub.filter.clone().map(SubscriptionFilter)
     }
 
     /// Whether `record` passes `filter` (no filter passes everything).
@@ -38,7 +28,7 @@ impl SubscriptionFilter {
     /// Whether `record` passes; a filter that fails on a record does not pass it.
     pub fn matches(&self, record: &serde_json::Value) -> bool {
         matches!(
-            rules::eval(&self.0, &[("record", value::to_cel(record))]),
+            rules::eval(self.0.node(), &[("record", value::to_cel(record))]),
             Ok(cel::Value::Bool(true))
         )
     }

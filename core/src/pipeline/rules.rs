@@ -2,9 +2,10 @@
 
 use super::value::{to_cel, to_json};
 use super::window::WindowSpec;
-use crate::domain::{Pipeline, Rule};
+use crate::domain::{Pipeline, Rule, Slug};
+use crate::expr::Expr;
 use async_trait::async_trait;
-use cel::{Context, Env, Program, Value};
+use cel::{Context, Env, IdedExpr, Value};
 use serde_json::Value as Json;
 use std::sync::{Arc, OnceLock};
 
@@ -12,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 #[async_trait]
 pub trait Lookup: Send + Sync {
     /// The row under `key` in `table`, if any.
-    async fn lookup(&self, table: &str, key: &str) -> Result<Option<Json>, String>;
+    async fn lookup(&self, table: &str, key: &str) -> Result<Option<Json>, crate::CoreError>;
 }
 
 /// A rule failed on a record.
@@ -34,11 +35,11 @@ pub enum Outcome {
 }
 
 pub(super) enum Stage {
-    Filter(Program),
-    Map(Vec<(String, Program)>),
+    Filter(Expr),
+    Map(Vec<(String, Expr)>),
     Enrich {
-        table: String,
-        key: Program,
+        table: Slug,
+        key: Expr,
         as_field: String,
     },
 }
@@ -58,22 +59,18 @@ pub(super) fn env() -> Arc<Env> {
     ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
 }
 
-pub(super) fn compile(source: &str) -> Result<Program, String> {
-    Program::compile(source).map_err(|e| e.to_string())
-}
-
-/// Runs `program` with `record` bound.
-pub(super) fn eval(program: &Program, bindings: &[(&str, Value)]) -> Result<Value, String> {
+/// Evaluates `node` (a program's whole tree, or a part of one) with `bindings` bound.
+pub(super) fn eval(node: &IdedExpr, bindings: &[(&str, Value)]) -> Result<Value, String> {
     let mut ctx = Context::with_env(env());
     for (name, value) in bindings {
         ctx.add_variable_from_value(*name, value.clone());
     }
-    program.execute(&ctx).map_err(|e| e.to_string())
+    Value::resolve(node, &ctx).map_err(|e| e.to_string())
 }
 
 impl Compiled {
-    /// Compiles every rule of `pipeline`.
-    pub fn compile(pipeline: &Pipeline) -> Result<Compiled, RuleError> {
+    /// The stages of a parsed pipeline, split at its window rule.
+    pub fn new(pipeline: &Pipeline) -> Compiled {
         let mut compiled = Compiled {
             version: pipeline.version,
             before: vec![],
@@ -81,15 +78,13 @@ impl Compiled {
             after: vec![],
         };
         for (i, rule) in pipeline.rules.iter().enumerate() {
-            let fail = |message: String| RuleError { rule: i, message };
             let stage = match rule {
-                Rule::Filter { expr } => Stage::Filter(compile(expr).map_err(fail)?),
+                Rule::Filter { expr } => Stage::Filter(expr.clone()),
                 Rule::Map { fields } => Stage::Map(
                     fields
                         .iter()
-                        .map(|(name, e)| compile(e).map(|p| (name.clone(), p)))
-                        .collect::<Result<_, _>>()
-                        .map_err(fail)?,
+                        .map(|(name, e)| (name.clone(), e.clone()))
+                        .collect(),
                 ),
                 Rule::Enrich {
                     table,
@@ -97,17 +92,12 @@ impl Compiled {
                     as_field,
                 } => Stage::Enrich {
                     table: table.clone(),
-                    key: compile(key).map_err(fail)?,
+                    key: key.clone(),
                     as_field: as_field.clone(),
                 },
                 Rule::Window { .. } => {
-                    compiled.window = Some(WindowSpec::compile(i, rule).map_err(fail)?);
+                    compiled.window = WindowSpec::new(i, rule);
                     continue;
-                }
-                Rule::Model { .. } => {
-                    return Err(fail(
-                        "model rules are not available on this server yet".into(),
-                    ));
                 }
             };
             if compiled.window.is_some() {
@@ -116,7 +106,7 @@ impl Compiled {
                 compiled.before.push((i, stage));
             }
         }
-        Ok(compiled)
+        compiled
     }
 
     /// Applies the rules before the window (all of them when there is none).
@@ -143,7 +133,7 @@ async fn run(
         let fail = |message: String| RuleError { rule: *i, message };
         let bound = [("record", to_cel(&record))];
         match stage {
-            Stage::Filter(p) => match eval(p, &bound).map_err(fail)? {
+            Stage::Filter(p) => match eval(p.node(), &bound).map_err(fail)? {
                 Value::Bool(true) => {}
                 Value::Bool(false) => return Ok(Outcome::Drop),
                 other => {
@@ -156,7 +146,7 @@ async fn run(
             Stage::Map(fields) => {
                 let mut out = serde_json::Map::new();
                 for (name, p) in fields {
-                    let v = eval(p, &bound).map_err(|e| fail(format!("field `{name}`: {e}")))?;
+                    let v = eval(p.node(), &bound).map_err(|e| fail(format!("field `{name}`: {e}")))?;
                     out.insert(
                         name.clone(),
                         to_json(&v).map_err(|e| fail(format!("field `{name}`: {e}")))?,
@@ -169,7 +159,7 @@ async fn run(
                 key,
                 as_field,
             } => {
-                let key = match eval(key, &bound).map_err(fail)? {
+                let key = match eval(key.node(), &bound).map_err(fail)? {
                     Value::String(s) => s.to_string(),
                     Value::Int(n) => n.to_string(),
                     Value::UInt(n) => n.to_string(),
@@ -181,7 +171,10 @@ async fn run(
                         )));
                     }
                 };
-                let row = lookup.lookup(table, &key).await.map_err(fail)?;
+                let row = lookup
+                    .lookup(table.as_str(), &key)
+                    .await
+                    .map_err(|e| fail(format!("reference lookup failed: {}", e.reason())))?;
                 match &mut record {
                     Json::Object(fields) => {
                         fields.insert(as_field.clone(), row.unwrap_or(Json::Null));
@@ -215,14 +208,18 @@ mod tests {
 
     #[async_trait]
     impl Lookup for Table {
-        async fn lookup(&self, table: &str, key: &str) -> Result<Option<Json>, String> {
+        async fn lookup(
+            &self,
+            table: &str,
+            key: &str,
+        ) -> Result<Option<Json>, crate::CoreError> {
             Ok((table == "companies" && key == "AAPL").then(|| json!({"name": "Apple"})))
         }
     }
 
     fn pipeline(rules: Json) -> Compiled {
-        let rules: Vec<Rule> = serde_json::from_value(rules).unwrap_or_default();
-        Compiled::compile(&Pipeline { version: 3, rules }).unwrap_or_else(|e| panic!("{e:?}"))
+        let rules: Vec<Rule> = serde_json::from_value(rules).unwrap_or_else(|e| panic!("{e}"));
+        Compiled::new(&Pipeline { version: 3, rules })
     }
 
     #[tokio::test]

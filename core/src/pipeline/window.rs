@@ -1,11 +1,11 @@
 //! Window rules: records are grouped and folded into accumulators as they are read, then
 //! each group becomes one aggregate record when the window closes.
 
-use super::aggregate;
-use super::rules::{RuleError, compile, eval, kind};
+use super::rules::{RuleError, eval, kind};
 use super::value::{to_cel, to_json};
-use crate::domain::{Rule, parse_duration};
-use cel::{Program, Value};
+use crate::domain::Rule;
+use crate::expr::{Aggregate, AggregateFn, Expr};
+use cel::Value;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,11 +19,6 @@ enum Acc {
     Last(Json),
 }
 
-struct Aggregate {
-    name: String,
-    outer: Program,
-    calls: Vec<(String, Option<Program>)>,
-}
 
 /// A compiled `window` rule.
 pub struct WindowSpec {
@@ -33,9 +28,9 @@ pub struct WindowSpec {
     pub every: Duration,
     /// How long each window is.
     pub window: Duration,
-    group_by: Option<Program>,
-    aggregates: Vec<Aggregate>,
-    having: Option<Program>,
+    group_by: Option<Expr>,
+    aggregates: Vec<(String, Aggregate)>,
+    having: Option<Expr>,
 }
 
 /// The groups of one window, being folded.
@@ -57,7 +52,8 @@ impl Accumulated {
 }
 
 impl WindowSpec {
-    pub(super) fn compile(index: usize, rule: &Rule) -> Result<WindowSpec, String> {
+    /// The window of `rule`, the pipeline's rule number `index`; `None` for another rule.
+    pub(super) fn new(index: usize, rule: &Rule) -> Option<WindowSpec> {
         let Rule::Window {
             every,
             window,
@@ -66,37 +62,18 @@ impl WindowSpec {
             having,
         } = rule
         else {
-            return Err("not a window rule".into());
+            return None;
         };
-        let mut compiled = Vec::new();
-        for (name, source) in aggregates {
-            let split = aggregate::split(source).map_err(|e| format!("aggregate `{name}`: {e}"))?;
-            let calls = split
-                .calls
-                .iter()
-                .map(|c| {
-                    let arg = if c.argument.is_empty() {
-                        None
-                    } else {
-                        Some(compile(&c.argument)?)
-                    };
-                    Ok((c.function.clone(), arg))
-                })
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(|e| format!("aggregate `{name}`: {e}"))?;
-            compiled.push(Aggregate {
-                name: name.clone(),
-                outer: compile(&split.outer)?,
-                calls,
-            });
-        }
-        Ok(WindowSpec {
+        Some(WindowSpec {
             rule: index,
-            every: parse_duration(every)?,
-            window: parse_duration(window)?,
-            group_by: group_by.as_deref().map(compile).transpose()?,
-            aggregates: compiled,
-            having: having.as_deref().map(compile).transpose()?,
+            every: every.duration(),
+            window: window.duration(),
+            group_by: group_by.clone(),
+            aggregates: aggregates
+                .iter()
+                .map(|(name, a)| (name.clone(), a.clone()))
+                .collect(),
+            having: having.clone(),
         })
     }
 
@@ -108,7 +85,7 @@ impl WindowSpec {
         };
         let bound = [("record", to_cel(record))];
         let group = match &self.group_by {
-            Some(p) => to_json(&eval(p, &bound).map_err(|e| fail(format!("group_by: {e}")))?)
+            Some(p) => to_json(&eval(p.node(), &bound).map_err(|e| fail(format!("group_by: {e}")))?)
                 .map_err(fail)?,
             None => Json::Null,
         };
@@ -117,16 +94,16 @@ impl WindowSpec {
             let fresh = self
                 .aggregates
                 .iter()
-                .map(|a| {
+                .map(|(_, a)| {
                     a.calls
                         .iter()
-                        .map(|(f, _)| match f.as_str() {
-                            "count" => Acc::Count(0),
-                            "sum" => Acc::Sum(0.0),
-                            "avg" => Acc::Avg(0.0, 0),
-                            "min" => Acc::Min(None),
-                            "max" => Acc::Max(None),
-                            _ => Acc::Last(Json::Null),
+                        .map(|call| match call.function {
+                            AggregateFn::Count => Acc::Count(0),
+                            AggregateFn::Sum => Acc::Sum(0.0),
+                            AggregateFn::Avg => Acc::Avg(0.0, 0),
+                            AggregateFn::Min => Acc::Min(None),
+                            AggregateFn::Max => Acc::Max(None),
+                            AggregateFn::Last => Acc::Last(Json::Null),
                         })
                         .collect()
                 })
@@ -136,11 +113,13 @@ impl WindowSpec {
         let Some((_, accs)) = acc.groups.get_mut(&key) else {
             return Ok(());
         };
-        for (aggregate, slots) in self.aggregates.iter().zip(accs.iter_mut()) {
-            for ((function, program), slot) in aggregate.calls.iter().zip(slots.iter_mut()) {
-                let value = match program {
-                    Some(p) => eval(p, &bound)
-                        .map_err(|e| fail(format!("aggregate `{}`: {e}", aggregate.name)))?,
+        for ((name, aggregate), slots) in self.aggregates.iter().zip(accs.iter_mut()) {
+            for (call, slot) in aggregate.calls.iter().zip(slots.iter_mut()) {
+                let function = call.function.name();
+                let value = match &call.argument {
+                    Some(p) => {
+                        eval(p, &bound).map_err(|e| fail(format!("aggregate `{name}`: {e}")))?
+                    }
                     None => Value::Null,
                 };
                 let number = || match &value {
@@ -148,8 +127,7 @@ impl WindowSpec {
                     Value::Int(i) => Ok(*i as f64),
                     Value::UInt(u) => Ok(*u as f64),
                     other => Err(fail(format!(
-                        "aggregate `{}`: {function}() needs numbers, got {}",
-                        aggregate.name,
+                        "aggregate `{name}`: {function}() needs numbers, got {}",
                         kind(other)
                     ))),
                 };
@@ -197,7 +175,7 @@ impl WindowSpec {
                 record.insert("group".into(), group.clone());
             }
             let mut named = Vec::new();
-            for (aggregate, slots) in self.aggregates.iter().zip(accs) {
+            for ((name, aggregate), slots) in self.aggregates.iter().zip(accs) {
                 let bindings: Vec<(String, Value)> = slots
                     .into_iter()
                     .enumerate()
@@ -218,16 +196,16 @@ impl WindowSpec {
                     .map(|(n, v)| (n.as_str(), v.clone()))
                     .collect();
                 let value = eval(&aggregate.outer, &bound)
-                    .map_err(|e| fail(format!("aggregate `{}`: {e}", aggregate.name)))?;
-                record.insert(aggregate.name.clone(), to_json(&value).map_err(fail)?);
-                named.push((aggregate.name.clone(), value));
+                    .map_err(|e| fail(format!("aggregate `{name}`: {e}")))?;
+                record.insert(name.clone(), to_json(&value).map_err(fail)?);
+                named.push((name.clone(), value));
             }
             if let Some(having) = &self.having {
                 let mut bound: Vec<(&str, Value)> =
                     named.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
                 let group_value = to_cel(&group);
                 bound.push(("group", group_value));
-                match eval(having, &bound).map_err(|e| fail(format!("having: {e}")))? {
+                match eval(having.node(), &bound).map_err(|e| fail(format!("having: {e}")))? {
                     Value::Bool(true) => {}
                     Value::Bool(false) => continue,
                     other => {
@@ -255,7 +233,7 @@ mod tests {
             "aggregates": {"n": "count()", "vwap": "sum(record.px*record.qty)/sum(record.qty)", "hi": "max(record.px)", "last": "last(record.px)"},
             "having": "n > 1.0"}))
         .unwrap_or_else(|e| panic!("{e}"));
-        let spec = WindowSpec::compile(2, &rule).unwrap_or_else(|e| panic!("{e}"));
+        let spec = WindowSpec::new(2, &rule).unwrap_or_else(|| panic!("a window rule"));
         let mut acc = Accumulated::default();
         for r in [
             json!({"sym": "A", "px": 10, "qty": 1}),

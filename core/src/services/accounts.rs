@@ -1,7 +1,7 @@
 //! Sign-up, login, vendor approval and API keys.
 
 use super::Services;
-use crate::credentials::{self, check_password, parse_email};
+use crate::credentials::{self, check_password};
 use crate::domain::*;
 use crate::error::Problems;
 use crate::{ApiKeyId, CoreError, Page, PageRequest, UserId, VendorId};
@@ -87,13 +87,14 @@ impl Services {
     pub async fn signup_vendor(&self, input: NewVendor) -> Result<VendorSignup, CoreError> {
         let mut p = Problems::default();
         check_name(&mut p, "name", &input.name, 100);
-        let email = parse_email(&input.admin_email)
+        let email = Email::parse(&input.admin_email)
             .map_err(|e| p.add("admin_email", e))
             .ok();
         if let Err(e) = check_password(&input.admin_password) {
             p.add("admin_password", e);
         }
         p.finish()?;
+        let email = email.ok_or_else(unreported)?;
         let vendor = Vendor {
             id: VendorId::new(),
             name: input.name.trim().to_owned(),
@@ -107,7 +108,7 @@ impl Services {
         let admin = self
             .identity
             .create_user(NewUser {
-                email: email.unwrap_or_default(),
+                email,
                 password: input.admin_password,
                 roles: vec![Role::VendorAdmin, Role::VendorFinance],
                 tenant_id: Some(vendor.id.clone()),
@@ -130,14 +131,14 @@ impl Services {
     ) -> Result<Subscriber, CoreError> {
         let mut p = Problems::default();
         check_name(&mut p, "name", &input.name, 100);
-        let email = parse_email(&input.email)
+        let email = Email::parse(&input.email)
             .map_err(|e| p.add("email", e))
             .ok();
         if let Err(e) = check_password(&input.password) {
             p.add("password", e);
         }
         p.finish()?;
-        let email = email.unwrap_or_default();
+        let email = email.ok_or_else(unreported)?;
         let user = self
             .identity
             .create_user(NewUser {
@@ -176,14 +177,14 @@ impl Services {
             ));
         }
         let mut p = Problems::default();
-        let email = parse_email(email).map_err(|e| p.add("email", e)).ok();
+        let email = Email::parse(email).map_err(|e| p.add("email", e)).ok();
         if let Err(e) = check_password(password) {
             p.add("password", e);
         }
         p.finish()?;
         self.identity
             .create_user(NewUser {
-                email: email.unwrap_or_default(),
+                email: email.ok_or_else(unreported)?,
                 password: password.to_owned(),
                 roles: vec![role],
                 tenant_id: None,
@@ -197,7 +198,7 @@ impl Services {
         email: &str,
         password: &str,
     ) -> Result<crate::domain::TokenPair, CoreError> {
-        let email = parse_email(email)
+        let email = Email::parse(email)
             .map_err(|_| CoreError::Unauthenticated("invalid email or password".into()))?;
         self.identity.login(&email, password).await
     }
@@ -339,4 +340,9 @@ impl Services {
             _ => Err(CoreError::NotFound("subscriber")),
         }
     }
+}
+
+/// A value missing after its check passed: the check failed to report why.
+fn unreported() -> CoreError {
+    CoreError::internal("a value that failed its check was not reported")
 }

@@ -119,7 +119,13 @@ impl Services {
     pub async fn create_feed(&self, who: &Principal, input: NewFeed) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut p = Problems::default();
-        p.extend(input.pipeline.validate("pipeline."));
+        let rules = input
+            .pipeline
+            .parse("pipeline.")
+            .unwrap_or_else(|errors| {
+                p.extend(errors);
+                Vec::new()
+            });
         let now = self.clock.now();
         let feed = Feed {
             id: FeedId::new(),
@@ -127,10 +133,7 @@ impl Services {
             source_id: input.source_id,
             name: input.name.trim().to_owned(),
             description: input.description,
-            pipeline: Pipeline {
-                version: 1,
-                rules: input.pipeline.rules,
-            },
+            pipeline: Pipeline { version: 1, rules },
             plans: input.plans,
             visibility: input.visibility,
             status: input.status,
@@ -323,14 +326,14 @@ impl Services {
         spec: PipelineSpec,
     ) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
-        check_pipeline(&spec, "")?;
+        let rules = spec.parse("").map_err(CoreError::Validation)?;
         let mut feed = self.store.get_feed(tenant, id).await?;
         if feed.status == FeedStatus::Archived {
             return Err(CoreError::Conflict("an archived feed cannot change".into()));
         }
         feed.pipeline = Pipeline {
             version: feed.pipeline.version + 1,
-            rules: spec.rules,
+            rules,
         };
         self.save_feed(feed).await
     }

@@ -372,7 +372,7 @@ impl Services {
         }
         let now = self.clock.now();
         let nonce = crate::RecordId::new();
-        let filter = crate::pipeline::SubscriptionFilter::of(&sub)?;
+        let filter = crate::pipeline::SubscriptionFilter::of(&sub);
         let mut after = 0;
         let mut queued = 0;
         loop {
@@ -478,7 +478,7 @@ impl Services {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<(u64, OutputRecord)>, u64), CoreError> {
-        let filter = crate::pipeline::SubscriptionFilter::of(sub)?;
+        let filter = crate::pipeline::SubscriptionFilter::of(sub);
         let rows = self
             .store
             .output_after(&sub.tenant_id, &sub.feed_id, after, limit)

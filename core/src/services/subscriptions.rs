@@ -4,7 +4,8 @@ use super::Services;
 use crate::credentials;
 use crate::domain::*;
 use crate::error::Problems;
-use crate::{CoreError, Page, PageRequest, SubscriptionId, Timestamp, expr};
+use crate::expr::Expr;
+use crate::{CoreError, Page, PageRequest, SubscriptionId, Timestamp};
 
 impl Services {
     /// Subscribes the caller to a published feed.
@@ -31,13 +32,14 @@ impl Services {
                 format!("the feed has no plan `{}`", input.plan_id),
             );
         }
-        self.check_delivery_settings(
-            &mut p,
-            &input.channel,
-            input.filter.as_deref(),
-            input.batch.as_ref(),
-        )
-        .await;
+        let filter = self
+            .check_delivery_settings(
+                &mut p,
+                &input.channel,
+                input.filter.as_deref(),
+                input.batch.as_ref(),
+            )
+            .await;
         p.finish()?;
         let Some(feed) = feed else {
             return Err(CoreError::NotFound("feed"));
@@ -56,7 +58,7 @@ impl Services {
             feed_id: feed.id.clone(),
             plan_id: input.plan_id,
             channel: input.channel,
-            filter: input.filter.filter(|f| !f.trim().is_empty()),
+            filter,
             batch: input.batch,
             status: SubscriptionStatus::Active,
             disabled_reason: None,
@@ -102,28 +104,26 @@ impl Services {
         Ok((Some(secret), vec![sealed]))
     }
 
+    /// Checks a channel, filter and batching, recording what is wrong in `p`; answers the
+    /// filter parsed (`None` when there is none, a blank one, or it does not parse).
     async fn check_delivery_settings(
         &self,
         p: &mut Problems,
         channel: &Channel,
         filter: Option<&str>,
         batch: Option<&Batch>,
-    ) {
+    ) -> Option<Expr> {
         channel.validate(self.settings.shape, p);
         if let Channel::Webhook { url } = channel
-            && let Ok(url) = webhook_url(url)
-            && let Err(e) = self.check_webhook_host(&url).await
+            && let Err(e) = self.check_webhook_host(url.url()).await
         {
             p.add("channel.url", e);
-        }
-        if let Some(f) = filter.filter(|f| !f.trim().is_empty())
-            && let Err(e) = expr::check("filter", f, &[])
-        {
-            p.extend([e]);
         }
         if let Some(b) = batch {
             b.validate(p);
         }
+        let filter = filter.filter(|f| !f.trim().is_empty())?;
+        Expr::parse(filter).map_err(|e| p.add("filter", e)).ok()
     }
 
     /// Refuses hosts that resolve to non-public addresses, unless the operator allows them.
@@ -142,7 +142,7 @@ impl Services {
             .resolver
             .resolve(&host, port)
             .await
-            .map_err(|e| format!("host `{host}` does not resolve: {e}"))?;
+            .map_err(|e| format!("host `{host}` does not resolve: {}", e.reason()))?;
         guard(&addrs)
     }
 
@@ -256,9 +256,13 @@ impl Services {
             p.add("status", "cancel with DELETE /v1/subscriptions/{id}");
         }
         let channel = patch.channel.as_ref().unwrap_or(&sub.channel);
-        let filter = patch.filter.as_deref().or(sub.filter.as_deref());
+        let filter = patch
+            .filter
+            .as_deref()
+            .or(sub.filter.as_ref().map(Expr::source));
         let batch = patch.batch.as_ref().or(sub.batch.as_ref());
-        self.check_delivery_settings(&mut p, channel, filter, batch)
+        let filter = self
+            .check_delivery_settings(&mut p, channel, filter, batch)
             .await;
         p.finish()?;
         let now = self.clock.now();
@@ -281,8 +285,8 @@ impl Services {
             }
             sub.channel = channel;
         }
-        if let Some(f) = patch.filter {
-            sub.filter = Some(f).filter(|f| !f.trim().is_empty());
+        if patch.filter.is_some() {
+            sub.filter = filter;
         }
         if patch.batch.is_some() {
             sub.batch = patch.batch;

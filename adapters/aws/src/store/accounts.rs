@@ -858,7 +858,7 @@ pub(super) fn usage_update(
     count: u64,
 ) -> Result<TransactWriteItem> {
     Ok(TransactWriteItem::builder()
-        .update(crate::metering::counter_update(
+        .update(super::usage::counter_update(
             table, tenant, sub, subscriber, at, count,
         )?)
         .build())

@@ -8,7 +8,7 @@
 
 use super::accounts::{position_sk, tenant_pk, usage_update};
 use super::*;
-use crate::metering::{hour_key, hour_start, usage_pk};
+use super::usage::{hour_key, hour_start, usage_pk};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Update};
 use wharf_core::ports::RecordStore;

@@ -14,6 +14,7 @@ mod billing;
 mod deliveries;
 mod fanout;
 mod records;
+mod usage;
 
 pub use fanout::Connection;
 pub use records::{PART_BYTES, packed_part, part_records_of};

@@ -58,7 +58,7 @@ pub fn issuer_in(dir: &Path) -> LocalIssuer {
 pub fn user(roles: Vec<Role>, tenant_id: Option<VendorId>) -> User {
     User {
         id: UserId::new(),
-        email: "someone@example.com".into(),
+        email: wharf_core::domain::Email::parse("someone@example.com").expect("an email"),
         roles,
         tenant_id,
         created_at: NOW,
