@@ -17,7 +17,8 @@ use std::time::Duration;
 use wharf::aws::handlers::{Deliveries, Handlers};
 use wharf::aws::{AwsShape, Resources, aws_shape};
 use wharf::config::Config;
-use wharf_core::ports::{SystemClock, UsageFilter};
+use wharf_core::domain::UsageFilter;
+use wharf_core::ports::SystemClock;
 
 const PASSWORD: &str = "Correct horse battery 9!";
 

@@ -397,7 +397,7 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
         .services
         .store
         .usage(
-            &wharf_core::ports::UsageFilter {
+            &wharf_core::domain::UsageFilter {
                 subscription: Some(sub.parse().unwrap()),
                 ..Default::default()
             },

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use wharf_core::CoreError;
-use wharf_core::ports::{IdempotencyState, StoredResponse};
+use wharf_core::domain::{IdempotencyState, StoredResponse};
 
 /// A successful JSON answer.
 pub struct Reply {

@@ -65,7 +65,10 @@ pub async fn an_invoice_is_stored_once_and_reads_back_equal(store: &dyn Store) {
         vec![(sub.clone(), 120)],
         "the refused copy billed nothing"
     );
-    assert_not_found(store.get_invoice(&wharf_core::InvoiceId::new()).await, "invoice");
+    assert_not_found(
+        store.get_invoice(&wharf_core::InvoiceId::new()).await,
+        "invoice",
+    );
 }
 
 pub async fn invoices_list_by_period_vendor_subscriber_and_status_across_pages(store: &dyn Store) {
@@ -90,7 +93,7 @@ pub async fn invoices_list_by_period_vendor_subscriber_and_status_across_pages(s
     let ids = |page: Page<Invoice>| page.items.into_iter().map(|i| i.id).collect::<Vec<_>>();
     let by =
         |vendor: Option<&VendorId>, subscriber: Option<&UserId>, period: Option<&str>, status| {
-            wharf_core::ports::InvoiceFilter {
+            wharf_core::domain::InvoiceFilter {
                 period: period.map(str::to_owned),
                 vendor: vendor.cloned(),
                 subscriber: subscriber.cloned(),

@@ -35,7 +35,12 @@ pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
     );
     assert_bad_cursor(
         store
-            .list_attempts(&f.tenant_id, &SubscriptionId::new(), Some("failed"), &bad)
+            .list_attempts(
+                &f.tenant_id,
+                &SubscriptionId::new(),
+                Some(AttemptStatus::Failed),
+                &bad,
+            )
             .await,
     );
 }

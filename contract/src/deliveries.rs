@@ -356,10 +356,10 @@ pub async fn the_delivery_log_lists_newest_first_and_filters_by_status(store: &d
     let (f, sub) = subscribed(store).await;
     let sibling = stored_subscription(store, &f, &UserId::new()).await;
     let (a1, a2, a3, a4) = (
-        attempt(&sub, 1, "delivered"),
-        attempt(&sub, 2, "failed"),
-        attempt(&sub, 3, "delivered"),
-        attempt(&sub, 4, "gave_up"),
+        attempt(&sub, 1, AttemptStatus::Delivered),
+        attempt(&sub, 2, AttemptStatus::Failed),
+        attempt(&sub, 3, AttemptStatus::Delivered),
+        attempt(&sub, 4, AttemptStatus::GaveUp),
     );
     store
         .log_attempts(&f.tenant_id, &[a1.clone(), a2.clone()])
@@ -368,7 +368,7 @@ pub async fn the_delivery_log_lists_newest_first_and_filters_by_status(store: &d
     store
         .log_attempts(
             &f.tenant_id,
-            &[a3.clone(), attempt(&sibling, 1, "delivered")],
+            &[a3.clone(), attempt(&sibling, 1, AttemptStatus::Delivered)],
         )
         .await
         .unwrap();
@@ -378,7 +378,7 @@ pub async fn the_delivery_log_lists_newest_first_and_filters_by_status(store: &d
         .unwrap();
     store.log_attempts(&f.tenant_id, &[]).await.unwrap();
 
-    let list = |status: Option<&'static str>, tenant: VendorId| {
+    let list = |status: Option<AttemptStatus>, tenant: VendorId| {
         let sub = sub.id.clone();
         async move {
             all_pages(2, async |p| {
@@ -392,11 +392,11 @@ pub async fn the_delivery_log_lists_newest_first_and_filters_by_status(store: &d
         (vec![a4, a3.clone(), a2, a1.clone()], vec![2, 2])
     );
     assert_eq!(
-        list(Some("delivered"), f.tenant_id.clone()).await,
+        list(Some(AttemptStatus::Delivered), f.tenant_id.clone()).await,
         (vec![a3, a1], vec![2])
     );
     assert_eq!(
-        list(Some("disabled"), f.tenant_id.clone()).await,
+        list(Some(AttemptStatus::Disabled), f.tenant_id.clone()).await,
         (vec![], vec![0])
     );
     assert_eq!(list(None, VendorId::new()).await, (vec![], vec![0]));
@@ -408,7 +408,7 @@ pub async fn delivery_attempts_logged_before_the_cut_expire(store: &dyn Store) {
     let (f, sub) = subscribed(store).await;
     let attempts: Vec<DeliveryAttempt> = [1000, 2000, 3000]
         .into_iter()
-        .map(|n| attempt(&sub, n, "delivered"))
+        .map(|n| attempt(&sub, n, AttemptStatus::Delivered))
         .collect();
     store
         .log_attempts(&f.tenant_id, &attempts[..2])

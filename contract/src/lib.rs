@@ -31,120 +31,162 @@ mod support;
 #[macro_export]
 macro_rules! store_contract {
     ($make:expr) => {
-        $crate::__checks!($make, accounts, [
-            the_store_answers_ping,
-            a_created_vendor_reads_back_equal,
-            a_duplicate_vendor_id_is_a_conflict,
-            an_unknown_vendor_is_not_found,
-            vendor_status_changes_only_from_the_expected_state,
-            setting_the_status_of_an_unknown_vendor_is_not_found,
-            vendors_list_by_status_in_id_order_across_pages,
-            a_deleted_vendor_is_gone,
-            a_created_subscriber_reads_back_equal,
-            a_duplicate_subscriber_id_is_a_conflict,
-            an_unknown_subscriber_is_not_found,
-        ]);
-        $crate::__checks!($make, api_keys, [
-            an_api_key_reads_back_by_tenant_and_by_id_alone,
-            a_duplicate_api_key_id_is_a_conflict,
-            api_keys_list_per_tenant_in_id_order_across_pages,
-            cross_tenant_api_key_access_is_not_found_and_changes_nothing,
-            a_deleted_api_key_is_gone,
-        ]);
-        $crate::__checks!($make, sources, [
-            a_created_source_reads_back_equal,
-            a_duplicate_source_id_is_a_conflict,
-            sources_list_per_tenant_in_id_order_across_pages,
-            a_list_that_fills_its_last_page_exactly_ends_without_a_cursor,
-            an_updated_source_reads_back_updated,
-            cross_tenant_source_access_is_not_found_and_changes_nothing,
-            a_source_used_by_a_feed_cannot_be_deleted,
-            unknown_sources_are_not_found,
-        ]);
-        $crate::__checks!($make, feeds, [
-            a_created_feed_reads_back_equal_and_is_located_by_id_alone,
-            a_duplicate_feed_id_is_a_conflict,
-            a_feed_on_another_tenants_source_is_not_found,
-            feeds_list_per_tenant_in_id_order_across_pages,
-            a_feed_update_needs_the_next_revision,
-            cross_tenant_feed_read_is_not_found,
-            cross_tenant_feed_update_and_delete_are_not_found_and_change_nothing,
-            a_feed_with_subscriptions_cannot_be_deleted,
-            a_deleted_feed_is_gone,
-            unknown_feeds_are_not_found,
-        ]);
-        $crate::__checks!($make, catalog, [
-            the_catalog_lists_only_published_public_feeds_of_active_vendors,
-            the_catalog_without_a_query_includes_published_feeds,
-            catalog_queries_match_name_or_description_ignoring_case,
-            catalog_queries_take_wildcards_literally,
-            catalog_pages_cover_every_entry_once,
-        ]);
-        $crate::__checks!($make, references, [
-            a_reference_row_is_new_once_then_replaced,
-            reference_rows_are_separate_per_tenant_and_table,
-        ]);
-        $crate::__checks!($make, subscriptions, [
-            a_created_subscription_reads_back_with_its_secrets,
-            a_duplicate_subscription_id_is_a_conflict,
-            subscriptions_list_per_subscriber_across_tenants_and_pages,
-            subscriptions_list_per_feed_across_pages,
-            a_subscription_update_needs_the_next_revision,
-            signing_secrets_are_replaced_atomically_with_the_subscription,
-            cross_tenant_subscription_access_is_not_found_and_changes_nothing,
-            unknown_subscriptions_are_not_found,
-            active_subscriptions_list_across_tenants_oldest_first,
-        ]);
-        $crate::__checks!($make, idempotency, [
-            a_new_idempotency_key_starts,
-            a_completed_idempotency_key_replays_its_response,
-            an_idempotency_key_reused_with_another_request_conflicts,
-            an_idempotency_key_in_progress_conflicts,
-            a_stale_idempotency_reservation_is_taken_over,
-            abandoning_an_idempotency_key_frees_it,
-            idempotency_keys_are_separate_per_scope,
-        ]);
-        $crate::__checks!($make, records, [
-            appending_raw_records_skips_ids_already_stored,
-            raw_records_between_two_times_come_in_event_time_order,
-            appending_output_records_is_idempotent,
-            appending_a_units_output_records_again_stores_nothing,
-            output_records_after_a_position_are_per_tenant_and_feed,
-            output_records_between_two_times_come_in_position_order_after_a_position,
-            the_output_head_is_the_newest_position_of_the_feed,
-            output_records_read_by_position_come_in_the_order_asked,
-            feed_errors_list_newest_first_across_pages_per_tenant_and_feed,
-            feed_errors_recorded_before_the_cut_expire,
-            expiring_removes_only_expired_records_and_never_reuses_positions,
-        ]);
-        $crate::__checks!($make, deliveries, [
-            a_new_subscription_starts_at_its_feeds_output_head,
-            advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_acknowledgement,
-            advancing_from_a_stale_position_is_a_conflict_and_changes_nothing,
-            advancing_another_tenants_subscription_is_not_found_and_changes_nothing,
-            parked_deliveries_come_due_in_due_order,
-            acknowledging_a_pending_delivery_counts_it_once,
-            acknowledged_replays_are_not_counted,
-            rescheduling_changes_when_a_delivery_is_due,
-            dropping_a_pending_delivery_removes_it_without_counting,
-            skipping_to_head_moves_the_position_to_the_feeds_newest_output,
-            the_delivery_log_lists_newest_first_and_filters_by_status,
-            delivery_attempts_logged_before_the_cut_expire,
-            usage_filters_by_tenant_subscriber_subscription_and_hour,
-        ]);
-        $crate::__checks!($make, cursors, [
-            malformed_cursors_are_rejected,
-        ]);
-        $crate::__checks!($make, billing, [
-            a_subscribers_payment_customer_is_recorded_once,
-            an_invoice_is_stored_once_and_reads_back_equal,
-            invoices_list_by_period_vendor_subscriber_and_status_across_pages,
-            an_invoice_status_change_keeps_its_lines_and_records_the_stripe_id,
-            billed_totals_sum_usage_and_adjustment_lines_per_subscription,
-            a_billing_run_is_replaced_by_its_period,
-            payouts_are_stored_once_and_filter_by_period_and_vendor,
-            every_subscription_is_listed_whatever_its_status,
-        ]);
+        $crate::__checks!(
+            $make,
+            accounts,
+            [
+                the_store_answers_ping,
+                a_created_vendor_reads_back_equal,
+                a_duplicate_vendor_id_is_a_conflict,
+                an_unknown_vendor_is_not_found,
+                vendor_status_changes_only_from_the_expected_state,
+                setting_the_status_of_an_unknown_vendor_is_not_found,
+                vendors_list_by_status_in_id_order_across_pages,
+                a_deleted_vendor_is_gone,
+                a_created_subscriber_reads_back_equal,
+                a_duplicate_subscriber_id_is_a_conflict,
+                an_unknown_subscriber_is_not_found,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            api_keys,
+            [
+                an_api_key_reads_back_by_tenant_and_by_id_alone,
+                a_duplicate_api_key_id_is_a_conflict,
+                api_keys_list_per_tenant_in_id_order_across_pages,
+                cross_tenant_api_key_access_is_not_found_and_changes_nothing,
+                a_deleted_api_key_is_gone,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            sources,
+            [
+                a_created_source_reads_back_equal,
+                a_duplicate_source_id_is_a_conflict,
+                sources_list_per_tenant_in_id_order_across_pages,
+                a_list_that_fills_its_last_page_exactly_ends_without_a_cursor,
+                an_updated_source_reads_back_updated,
+                cross_tenant_source_access_is_not_found_and_changes_nothing,
+                a_source_used_by_a_feed_cannot_be_deleted,
+                unknown_sources_are_not_found,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            feeds,
+            [
+                a_created_feed_reads_back_equal_and_is_located_by_id_alone,
+                a_duplicate_feed_id_is_a_conflict,
+                a_feed_on_another_tenants_source_is_not_found,
+                feeds_list_per_tenant_in_id_order_across_pages,
+                a_feed_update_needs_the_next_revision,
+                cross_tenant_feed_read_is_not_found,
+                cross_tenant_feed_update_and_delete_are_not_found_and_change_nothing,
+                a_feed_with_subscriptions_cannot_be_deleted,
+                a_deleted_feed_is_gone,
+                unknown_feeds_are_not_found,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            catalog,
+            [
+                the_catalog_lists_only_published_public_feeds_of_active_vendors,
+                the_catalog_without_a_query_includes_published_feeds,
+                catalog_queries_match_name_or_description_ignoring_case,
+                catalog_queries_take_wildcards_literally,
+                catalog_pages_cover_every_entry_once,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            references,
+            [
+                a_reference_row_is_new_once_then_replaced,
+                reference_rows_are_separate_per_tenant_and_table,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            subscriptions,
+            [
+                a_created_subscription_reads_back_with_its_secrets,
+                a_duplicate_subscription_id_is_a_conflict,
+                subscriptions_list_per_subscriber_across_tenants_and_pages,
+                subscriptions_list_per_feed_across_pages,
+                a_subscription_update_needs_the_next_revision,
+                signing_secrets_are_replaced_atomically_with_the_subscription,
+                cross_tenant_subscription_access_is_not_found_and_changes_nothing,
+                unknown_subscriptions_are_not_found,
+                active_subscriptions_list_across_tenants_oldest_first,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            idempotency,
+            [
+                a_new_idempotency_key_starts,
+                a_completed_idempotency_key_replays_its_response,
+                an_idempotency_key_reused_with_another_request_conflicts,
+                an_idempotency_key_in_progress_conflicts,
+                a_stale_idempotency_reservation_is_taken_over,
+                abandoning_an_idempotency_key_frees_it,
+                idempotency_keys_are_separate_per_scope,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            records,
+            [
+                appending_raw_records_skips_ids_already_stored,
+                raw_records_between_two_times_come_in_event_time_order,
+                appending_output_records_is_idempotent,
+                appending_a_units_output_records_again_stores_nothing,
+                output_records_after_a_position_are_per_tenant_and_feed,
+                output_records_between_two_times_come_in_position_order_after_a_position,
+                the_output_head_is_the_newest_position_of_the_feed,
+                output_records_read_by_position_come_in_the_order_asked,
+                feed_errors_list_newest_first_across_pages_per_tenant_and_feed,
+                feed_errors_recorded_before_the_cut_expire,
+                expiring_removes_only_expired_records_and_never_reuses_positions,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            deliveries,
+            [
+                a_new_subscription_starts_at_its_feeds_output_head,
+                advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_acknowledgement,
+                advancing_from_a_stale_position_is_a_conflict_and_changes_nothing,
+                advancing_another_tenants_subscription_is_not_found_and_changes_nothing,
+                parked_deliveries_come_due_in_due_order,
+                acknowledging_a_pending_delivery_counts_it_once,
+                acknowledged_replays_are_not_counted,
+                rescheduling_changes_when_a_delivery_is_due,
+                dropping_a_pending_delivery_removes_it_without_counting,
+                skipping_to_head_moves_the_position_to_the_feeds_newest_output,
+                the_delivery_log_lists_newest_first_and_filters_by_status,
+                delivery_attempts_logged_before_the_cut_expire,
+                usage_filters_by_tenant_subscriber_subscription_and_hour,
+            ]
+        );
+        $crate::__checks!($make, cursors, [malformed_cursors_are_rejected,]);
+        $crate::__checks!(
+            $make,
+            billing,
+            [
+                a_subscribers_payment_customer_is_recorded_once,
+                an_invoice_is_stored_once_and_reads_back_equal,
+                invoices_list_by_period_vendor_subscriber_and_status_across_pages,
+                an_invoice_status_change_keeps_its_lines_and_records_the_stripe_id,
+                billed_totals_sum_usage_and_adjustment_lines_per_subscription,
+                a_billing_run_is_replaced_by_its_period,
+                payouts_are_stored_once_and_filter_by_period_and_vendor,
+                every_subscription_is_listed_whatever_its_status,
+            ]
+        );
     };
 }
 
@@ -160,7 +202,10 @@ macro_rules! change_log_contract {
             #[tokio::test]
             async fn the_change_log_lists_raw_records_in_storage_order_once() {
                 let (store, log) = $make.await;
-                $crate::change_log::the_change_log_lists_raw_records_in_storage_order_once(&*store, &*log).await;
+                $crate::change_log::the_change_log_lists_raw_records_in_storage_order_once(
+                    &*store, &*log,
+                )
+                .await;
             }
 
             #[tokio::test]
@@ -183,13 +228,17 @@ macro_rules! change_log_contract {
 #[macro_export]
 macro_rules! object_contract {
     ($make:expr) => {
-        $crate::__checks!($make, objects, [
-            objects_round_trip_and_a_put_replaces,
-            missing_objects_are_not_found,
-            listing_is_sorted_and_keeps_to_its_prefix,
-            a_deleted_object_is_gone_and_deleting_twice_is_fine,
-            keys_that_could_escape_are_refused,
-        ]);
+        $crate::__checks!(
+            $make,
+            objects,
+            [
+                objects_round_trip_and_a_put_replaces,
+                missing_objects_are_not_found,
+                listing_is_sorted_and_keeps_to_its_prefix,
+                a_deleted_object_is_gone_and_deleting_twice_is_fine,
+                keys_that_could_escape_are_refused,
+            ]
+        );
     };
 }
 

@@ -5,10 +5,7 @@ pub(crate) use serde_json::json;
 pub(crate) use std::fmt::Debug;
 pub(crate) use wharf_core::domain::*;
 pub(crate) use wharf_core::money::{Amount, Currency};
-pub(crate) use wharf_core::ports::{
-    ChangeLog, DeliveryAttempt, IdempotencyState, PendingDelivery, Result, Store, StoredResponse,
-    UsageFilter, UsageRow,
-};
+pub(crate) use wharf_core::ports::{ChangeLog, Result, Store};
 pub(crate) use wharf_core::{
     ApiKeyId, CoreError, DeliveryId, FeedId, Page, PageRequest, RecordId, SourceId, SubscriptionId,
     Timestamp, UserId, VendorId,
@@ -105,7 +102,12 @@ pub(crate) fn plan() -> Plan {
     }
 }
 
-pub(crate) fn feed(source: &Source, name: &str, status: FeedStatus, visibility: Visibility) -> Feed {
+pub(crate) fn feed(
+    source: &Source,
+    name: &str,
+    status: FeedStatus,
+    visibility: Visibility,
+) -> Feed {
     Feed {
         id: FeedId::new(),
         tenant_id: source.tenant_id.clone(),
@@ -128,7 +130,12 @@ pub(crate) fn feed(source: &Source, name: &str, status: FeedStatus, visibility: 
     }
 }
 
-pub(crate) async fn stored_feed(store: &dyn Store, source: &Source, name: &str, status: FeedStatus) -> Feed {
+pub(crate) async fn stored_feed(
+    store: &dyn Store,
+    source: &Source,
+    name: &str,
+    status: FeedStatus,
+) -> Feed {
     let f = feed(source, name, status, Visibility::Public);
     store.create_feed(&f).await.unwrap();
     f
@@ -179,7 +186,11 @@ pub(crate) fn secret(label: &str, seconds: i64, expires: Option<i64>) -> Signing
     }
 }
 
-pub(crate) async fn stored_subscription(store: &dyn Store, feed: &Feed, subscriber: &UserId) -> Subscription {
+pub(crate) async fn stored_subscription(
+    store: &dyn Store,
+    feed: &Feed,
+    subscriber: &UserId,
+) -> Subscription {
     let sub = subscription(feed, subscriber);
     store
         .create_subscription(&sub, &[secret("first", 5, None)])
@@ -412,14 +423,14 @@ pub(crate) async fn subscribed(store: &dyn Store) -> (Feed, Subscription) {
     (f, sub)
 }
 
-pub(crate) fn attempt(sub: &Subscription, n: u32, status: &str) -> DeliveryAttempt {
-    let failed = status != "delivered";
+pub(crate) fn attempt(sub: &Subscription, n: u32, status: AttemptStatus) -> DeliveryAttempt {
+    let failed = status != AttemptStatus::Delivered;
     DeliveryAttempt {
         delivery_id: DeliveryId::new(),
         subscription_id: sub.id.clone(),
         records: n,
         attempt: n,
-        status: status.into(),
+        status,
         status_code: Some(if failed { 503 } else { 200 }),
         error: failed.then(|| "Service Unavailable".to_owned()),
         next_attempt_at: failed.then(|| at(i64::from(n) + 60)),
@@ -447,7 +458,12 @@ pub(crate) fn money(s: &str) -> Amount {
     Amount::parse(s).unwrap()
 }
 
-pub(crate) fn line(sub: &SubscriptionId, kind: LineKind, service_period: &str, quantity: &str) -> InvoiceLine {
+pub(crate) fn line(
+    sub: &SubscriptionId,
+    kind: LineKind,
+    service_period: &str,
+    quantity: &str,
+) -> InvoiceLine {
     InvoiceLine {
         subscription_id: sub.clone(),
         feed_id: FeedId::new(),

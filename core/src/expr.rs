@@ -516,7 +516,12 @@ mod tests {
 
     #[test]
     fn operators_are_not_taken_for_unknown_functions() {
-        for source in ["!(record.x > 1)", "-record.x < 0", "record.x in [1, 2]", "record.a[0] == 1"] {
+        for source in [
+            "!(record.x > 1)",
+            "-record.x < 0",
+            "record.x in [1, 2]",
+            "record.a[0] == 1",
+        ] {
             assert!(Expr::parse(source).is_ok(), "{source}");
         }
     }

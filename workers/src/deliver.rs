@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
+use wharf_core::domain::{AttemptStatus, DeliveryAttempt, PendingDelivery, SendOutcome};
 use wharf_core::domain::{Channel, Email, OutputRecord, Subscription, SubscriptionStatus};
 use wharf_core::pipeline::SubscriptionFilter;
-use wharf_core::ports::{DeliveryAttempt, PendingDelivery, SendOutcome};
 use wharf_core::{CoreError, DeliveryId, RecordId, Services, Timestamp, webhook};
 
 /// How deliveries are attempted.
@@ -448,10 +448,10 @@ pub async fn deliver_push(
         Err(e) => return Err(e),
     }
     services.store.log_attempts(&sub.tenant_id, &log).await?;
-    let any_ok = log.iter().any(|a| a.status == "delivered");
+    let any_ok = log.iter().any(|a| a.status == AttemptStatus::Delivered);
     let any_failed = log
         .iter()
-        .any(|a| a.status == "failed" || a.status == "gave_up");
+        .any(|a| matches!(a.status, AttemptStatus::Failed | AttemptStatus::GaveUp));
     endpoint_health(services, sub, any_ok, any_failed, gone, config, now).await?;
     Ok(rows.iter().filter(|(p, _)| *p <= to).count())
 }
@@ -620,14 +620,18 @@ fn log_entry(
     now: Timestamp,
 ) -> DeliveryAttempt {
     let (status, status_code, error) = match verdict {
-        Verdict::Delivered(code) => ("delivered", *code, None),
+        Verdict::Delivered(code) => (AttemptStatus::Delivered, *code, None),
         Verdict::Gone(code) => (
-            "disabled",
+            AttemptStatus::Disabled,
             Some(*code),
             Some("the endpoint answered 410 Gone; the subscription is paused".to_owned()),
         ),
         Verdict::Failed { status, error, .. } => (
-            if next.is_some() { "failed" } else { "gave_up" },
+            if next.is_some() {
+                AttemptStatus::Failed
+            } else {
+                AttemptStatus::GaveUp
+            },
             *status,
             Some(error.clone()),
         ),
@@ -637,7 +641,7 @@ fn log_entry(
         subscription_id: sub.id.clone(),
         records: job.records.len() as u32,
         attempt,
-        status: status.into(),
+        status,
         status_code,
         error,
         next_attempt_at: next,

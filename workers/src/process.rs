@@ -167,11 +167,7 @@ pub struct References {
 
 #[async_trait]
 impl Lookup for References {
-    async fn lookup(
-        &self,
-        table: &str,
-        key: &str,
-    ) -> Result<Option<serde_json::Value>, CoreError> {
+    async fn lookup(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, CoreError> {
         match self.store.get_reference(&self.tenant, table, key).await {
             Ok(v) => Ok(Some(v)),
             Err(CoreError::NotFound(_)) => Ok(None),

@@ -27,8 +27,8 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use wharf_core::domain::{Channel, Feed, NativeLink, Subscription};
-use wharf_core::ports::{Fanout, Result};
 use wharf_core::expr::{Expr, Literal, Test, conjunction};
+use wharf_core::ports::{Fanout, Result};
 use wharf_core::{CoreError, FeedId, TenantId};
 
 /// Entries per `PublishBatch` call (SNS's limit).
@@ -456,7 +456,11 @@ impl Fanout for SnsFanout {
 pub fn filter_policy(filter: &Expr) -> Option<Value> {
     let mut policy = Map::new();
     for condition in conjunction(filter)? {
-        insert(&mut policy, &condition.path, sns_condition(&condition.test)?)?;
+        insert(
+            &mut policy,
+            &condition.path,
+            sns_condition(&condition.test)?,
+        )?;
     }
     (count_keys(&policy) <= 5).then(|| json!({ "data": Value::Object(policy) }))
 }

@@ -194,7 +194,9 @@ async fn wrong_passwords_duplicate_emails_and_deleted_users_are_refused() {
         Err(CoreError::Conflict(_))
     ));
     assert!(matches!(
-        identity.login(&email_of("bo@example.com"), "Not-the-passw0rd").await,
+        identity
+            .login(&email_of("bo@example.com"), "Not-the-passw0rd")
+            .await,
         Err(CoreError::Unauthenticated(_))
     ));
     assert!(matches!(

@@ -77,5 +77,9 @@ async fn batch_writes_land_every_item_and_pages_resume_from_their_cursor() {
                 .expect("put request"),
         )
         .build();
-    assert!(batch_write(&clients, &clients.settings.table, vec![bad]).await.is_err());
+    assert!(
+        batch_write(&clients, &clients.settings.table, vec![bad])
+            .await
+            .is_err()
+    );
 }

@@ -6,8 +6,9 @@ use crate::db::sql_error;
 use crate::store::{SqliteStore, decode_doc, from_doc, run, to_doc};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
+use wharf_core::domain::InvoiceFilter;
 use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, LineKind, Payout};
-use wharf_core::ports::{BillingStore, InvoiceFilter};
+use wharf_core::ports::BillingStore;
 use wharf_core::{CoreError, InvoiceId, Page, PageRequest, SubscriptionId, UserId, VendorId};
 
 type Result<T> = std::result::Result<T, CoreError>;

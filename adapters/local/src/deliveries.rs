@@ -20,9 +20,8 @@ use crate::store::{SqliteStore, exists, from_doc, run, to_doc};
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use wharf_core::ports::{
-    DeliveryAttempt, DeliveryStore, PendingDelivery, Result, UsageFilter, UsageRow,
-};
+use wharf_core::domain::{AttemptStatus, DeliveryAttempt, PendingDelivery, UsageFilter, UsageRow};
+use wharf_core::ports::{DeliveryStore, Result};
 use wharf_core::{CoreError, DeliveryId, FeedId, PageRequest, SubscriptionId, TenantId, Timestamp};
 
 /// The cursor tag of the delivery log.
@@ -308,7 +307,7 @@ impl DeliveryStore for SqliteStore {
         let tenant = tenant.to_string();
         let rows = attempts
             .iter()
-            .map(|a| Ok((a.subscription_id.to_string(), a.status.clone(), to_doc(a)?)))
+            .map(|a| Ok((a.subscription_id.to_string(), a.status.as_str(), to_doc(a)?)))
             .collect::<Result<Vec<_>>>()?;
         self.db
             .write(move |tx| {
@@ -319,7 +318,7 @@ impl DeliveryStore for SqliteStore {
                     )
                     .map_err(sql_error)?;
                 for (sub, status, doc) in &rows {
-                    stmt.execute([&tenant, sub, status, doc])
+                    stmt.execute([tenant.as_str(), sub, status, doc])
                         .map_err(sql_error)?;
                 }
                 Ok(())
@@ -335,7 +334,7 @@ impl DeliveryStore for SqliteStore {
         &self,
         tenant: &TenantId,
         sub: &SubscriptionId,
-        status: Option<&str>,
+        status: Option<AttemptStatus>,
         page: &PageRequest,
     ) -> Result<wharf_core::Page<DeliveryAttempt>> {
         match status {
@@ -344,7 +343,11 @@ impl DeliveryStore for SqliteStore {
                     "SELECT seq, doc FROM delivery_attempts
                      WHERE tenant_id = ? AND subscription_id = ? AND status = ? AND seq < ?
                      ORDER BY seq DESC LIMIT ?",
-                    vec![tenant.to_string(), sub.to_string(), status.to_owned()],
+                    vec![
+                        tenant.to_string(),
+                        sub.to_string(),
+                        status.as_str().to_owned(),
+                    ],
                     DELIVERY_ATTEMPTS,
                     page,
                 )

@@ -8,9 +8,10 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use wharf_core::net::is_public;
 use wharf_core::CoreError;
-use wharf_core::ports::{OutboundHttp, SendOutcome};
+use wharf_core::domain::SendOutcome;
+use wharf_core::net::is_public;
+use wharf_core::ports::OutboundHttp;
 
 struct GuardedResolver {
     allow_private: bool,

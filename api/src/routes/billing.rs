@@ -11,8 +11,8 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wharf_core::domain::InvoiceFilter;
 use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, Payout};
-use wharf_core::ports::InvoiceFilter;
 use wharf_core::{CoreError, InvoiceId, Page, PageRequest, UserId, VendorId};
 
 pub fn router() -> OpenApiRouter<AppState> {

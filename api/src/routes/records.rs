@@ -11,10 +11,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wharf_core::domain::DeliveryAttempt;
 use wharf_core::domain::{
     FeedError, IngestBatch, IngestRecord, IngestResult, MAX_RECORDS_PER_REQUEST, Rejected,
 };
-use wharf_core::ports::DeliveryAttempt;
 use wharf_core::services::{Granularity, PulledPage, ReplayAccepted, ReplayRange, UsagePoint};
 use wharf_core::{CoreError, FeedId, Page, SourceId, SubscriptionId, Timestamp};
 

@@ -151,3 +151,16 @@ pub struct Payout {
     /// Invoices counted.
     pub invoices: u64,
 }
+
+/// Which invoices to list; `None` matches any.
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceFilter {
+    /// Only this month (`YYYY-MM`).
+    pub period: Option<String>,
+    /// Only this vendor's.
+    pub vendor: Option<VendorId>,
+    /// Only this subscriber's.
+    pub subscriber: Option<UserId>,
+    /// Only in this state.
+    pub status: Option<InvoiceStatus>,
+}

@@ -2,19 +2,23 @@
 
 pub mod address;
 pub mod billing;
+pub mod delivery;
 pub mod feed;
 pub mod identity;
 pub mod pipeline;
 pub mod record;
+pub mod requests;
 pub mod source;
 pub mod subscription;
 
 pub use address::*;
 pub use billing::*;
+pub use delivery::*;
 pub use feed::*;
 pub use identity::*;
 pub use pipeline::*;
 pub use record::*;
+pub use requests::*;
 pub use source::*;
 pub use subscription::*;
 

@@ -296,14 +296,20 @@ impl Parsing<'_> {
                 having,
             } => self.window(i, [every, window], group_by, aggregates, having),
             RuleSpec::Model { .. } => {
-                self.fail(i, "type", "model rules are not available on this server yet");
+                self.fail(
+                    i,
+                    "type",
+                    "model rules are not available on this server yet",
+                );
                 None
             }
         }
     }
 
     fn enrich(&mut self, i: usize, table: &str, key: &str, as_field: &str) -> Option<Rule> {
-        let table = Slug::parse(table).map_err(|e| self.fail(i, "table", e)).ok();
+        let table = Slug::parse(table)
+            .map_err(|e| self.fail(i, "table", e))
+            .ok();
         if as_field.is_empty() || as_field.len() > 64 {
             self.fail(i, "as", "must be 1 to 64 characters");
         }
@@ -372,7 +378,13 @@ impl PipelineSpec {
             .enumerate()
             .map(|(i, spec)| parsing.rule(i, spec))
             .collect();
-        if self.rules.iter().filter(|r| matches!(r, RuleSpec::Window { .. })).count() > 1 {
+        if self
+            .rules
+            .iter()
+            .filter(|r| matches!(r, RuleSpec::Window { .. }))
+            .count()
+            > 1
+        {
             parsing.errors.push(FieldError::new(
                 format!("{prefix}rules"),
                 "at most one window rule per pipeline",

@@ -1,9 +1,9 @@
 //! Subscriptions: a subscriber, a feed, a plan, and the channel data goes out on.
 
-use super::{Email, Shape, WebhookUrl};
-use crate::expr::Expr;
 use super::source::shape_message;
+use super::{Email, Shape, WebhookUrl};
 use crate::error::Problems;
+use crate::expr::Expr;
 use crate::{FeedId, SubscriptionId, Timestamp, UserId, VendorId};
 use serde::{Deserialize, Serialize};
 

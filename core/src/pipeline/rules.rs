@@ -146,7 +146,8 @@ async fn run(
             Stage::Map(fields) => {
                 let mut out = serde_json::Map::new();
                 for (name, p) in fields {
-                    let v = eval(p.node(), &bound).map_err(|e| fail(format!("field `{name}`: {e}")))?;
+                    let v =
+                        eval(p.node(), &bound).map_err(|e| fail(format!("field `{name}`: {e}")))?;
                     out.insert(
                         name.clone(),
                         to_json(&v).map_err(|e| fail(format!("field `{name}`: {e}")))?,
@@ -208,11 +209,7 @@ mod tests {
 
     #[async_trait]
     impl Lookup for Table {
-        async fn lookup(
-            &self,
-            table: &str,
-            key: &str,
-        ) -> Result<Option<Json>, crate::CoreError> {
+        async fn lookup(&self, table: &str, key: &str) -> Result<Option<Json>, crate::CoreError> {
             Ok((table == "companies" && key == "AAPL").then(|| json!({"name": "Apple"})))
         }
     }

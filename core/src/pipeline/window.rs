@@ -19,7 +19,6 @@ enum Acc {
     Last(Json),
 }
 
-
 /// A compiled `window` rule.
 pub struct WindowSpec {
     /// Index of the rule in the pipeline.
@@ -85,8 +84,10 @@ impl WindowSpec {
         };
         let bound = [("record", to_cel(record))];
         let group = match &self.group_by {
-            Some(p) => to_json(&eval(p.node(), &bound).map_err(|e| fail(format!("group_by: {e}")))?)
-                .map_err(fail)?,
+            Some(p) => {
+                to_json(&eval(p.node(), &bound).map_err(|e| fail(format!("group_by: {e}")))?)
+                    .map_err(fail)?
+            }
             None => Json::Null,
         };
         let key = group.to_string();

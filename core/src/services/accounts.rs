@@ -68,14 +68,25 @@ pub struct CreatedApiKey {
     pub secret: String,
 }
 
+/// What kind of credential the caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum CallerKind {
+    /// A user's access token.
+    User,
+    /// An ingest API key.
+    ApiKey,
+}
+
 /// Who the caller is (`GET /v1/me`).
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     /// The user id, or the API key id for a machine.
     pub id: String,
-    /// `user` or `api_key`.
-    pub kind: String,
+    /// A user, or an API key.
+    pub kind: CallerKind,
     /// Roles of a user.
     pub roles: Vec<Role>,
     /// The tenant, for vendor staff and API keys.
@@ -231,13 +242,13 @@ impl Services {
         match who {
             Principal::User { id, roles, tenant } => Me {
                 id: id.to_string(),
-                kind: "user".into(),
+                kind: CallerKind::User,
                 roles: roles.clone(),
                 tenant_id: tenant.clone(),
             },
             Principal::ApiKey { id, tenant, .. } => Me {
                 id: id.to_string(),
-                kind: "api_key".into(),
+                kind: CallerKind::ApiKey,
                 roles: vec![],
                 tenant_id: Some(tenant.clone()),
             },

@@ -16,12 +16,12 @@
 
 use super::Services;
 use crate::billing::{self, Period};
+use crate::domain::InvoiceFilter;
 use crate::domain::{
     BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, Plan, Principal, Role,
     RunStatus, Subscription,
 };
 use crate::money::{Amount, Currency};
-use crate::ports::InvoiceFilter;
 use crate::{
     CoreError, FeedId, InvoiceId, Page, PageRequest, PayoutId, SubscriptionId, UserId, VendorId,
 };
@@ -604,15 +604,15 @@ impl Services {
         };
         const SCOPE: &str = "stripe-event";
         match self.store.begin(SCOPE, id, id, self.clock.now()).await? {
-            crate::ports::IdempotencyState::Completed(_) => {
+            crate::domain::IdempotencyState::Completed(_) => {
                 return Ok(StripeEventOutcome::Duplicate);
             }
-            crate::ports::IdempotencyState::Conflict => {
+            crate::domain::IdempotencyState::Conflict => {
                 return Err(CoreError::Conflict(format!(
                     "event {id} is being applied; Stripe will retry"
                 )));
             }
-            crate::ports::IdempotencyState::Started => {}
+            crate::domain::IdempotencyState::Started => {}
         }
         let applied = self
             .store
@@ -620,7 +620,7 @@ impl Services {
             .await;
         match applied {
             Ok(()) => {
-                let done = crate::ports::StoredResponse {
+                let done = crate::domain::StoredResponse {
                     status: 200,
                     body: Vec::new(),
                 };

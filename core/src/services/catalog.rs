@@ -119,13 +119,10 @@ impl Services {
     pub async fn create_feed(&self, who: &Principal, input: NewFeed) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut p = Problems::default();
-        let rules = input
-            .pipeline
-            .parse("pipeline.")
-            .unwrap_or_else(|errors| {
-                p.extend(errors);
-                Vec::new()
-            });
+        let rules = input.pipeline.parse("pipeline.").unwrap_or_else(|errors| {
+            p.extend(errors);
+            Vec::new()
+        });
         let now = self.clock.now();
         let feed = Feed {
             id: FeedId::new(),

@@ -2,7 +2,7 @@
 
 use super::Services;
 use crate::domain::*;
-use crate::ports::{DeliveryAttempt, PendingDelivery, UsageFilter};
+use crate::domain::{DeliveryAttempt, PendingDelivery, UsageFilter};
 use crate::{
     CoreError, DeliveryId, FeedId, Page, PageRequest, SourceId, SubscriptionId, Timestamp,
 };
@@ -331,14 +331,12 @@ impl Services {
         status: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<DeliveryAttempt>, CoreError> {
-        if let Some(s) = status
-            && !["delivered", "failed", "gave_up", "disabled"].contains(&s)
-        {
-            return Err(CoreError::invalid(
-                "status",
-                "must be delivered, failed, gave_up or disabled",
-            ));
-        }
+        let status = match status {
+            None => None,
+            Some(name) => Some(AttemptStatus::parse(name).ok_or_else(|| {
+                CoreError::invalid("status", "must be delivered, failed, gave_up or disabled")
+            })?),
+        };
         let sub = self.get_subscription(who, id).await?;
         self.store
             .list_attempts(&sub.tenant_id, &sub.id, status, page)

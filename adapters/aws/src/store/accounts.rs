@@ -5,9 +5,10 @@ use super::*;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, ReturnValue};
 use wharf_core::domain::*;
+use wharf_core::domain::{IdempotencyState, StoredResponse};
 use wharf_core::ports::{
-    AccountStore, ApiKeyStore, FeedStore, IDEMPOTENCY_RESERVATION_TIMEOUT, IdempotencyState,
-    IdempotencyStore, ReferenceStore, SourceStore, StoredResponse, SubscriptionStore,
+    AccountStore, ApiKeyStore, FeedStore, IDEMPOTENCY_RESERVATION_TIMEOUT, IdempotencyStore,
+    ReferenceStore, SourceStore, SubscriptionStore,
 };
 use wharf_core::{ApiKeyId, FeedId, SourceId, SubscriptionId, TenantId, UserId, VendorId};
 

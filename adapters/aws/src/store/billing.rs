@@ -6,8 +6,9 @@
 
 use super::*;
 use async_trait::async_trait;
+use wharf_core::domain::InvoiceFilter;
 use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, LineKind, Payout};
-use wharf_core::ports::{BillingStore, InvoiceFilter};
+use wharf_core::ports::BillingStore;
 use wharf_core::{InvoiceId, SubscriptionId, UserId, VendorId};
 
 fn invoice_pk(id: &InvoiceId) -> String {

@@ -7,12 +7,13 @@
 //! move or pending-delivery removal that causes it.
 
 use super::accounts::{position_sk, tenant_pk, usage_update};
-use super::*;
 use super::usage::{hour_key, hour_start, usage_pk};
+use super::*;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Update};
+use wharf_core::domain::{AttemptStatus, DeliveryAttempt, PendingDelivery, UsageFilter, UsageRow};
+use wharf_core::ports::DeliveryStore;
 use wharf_core::ports::RecordStore;
-use wharf_core::ports::{DeliveryAttempt, DeliveryStore, PendingDelivery, UsageFilter, UsageRow};
 use wharf_core::{DeliveryId, SubscriptionId, TenantId, UserId, VendorId};
 
 /// Months a usage read walks month by month before it lists subscriptions instead.
@@ -318,7 +319,7 @@ impl DeliveryStore for DynamoStore {
         &self,
         tenant: &TenantId,
         sub: &SubscriptionId,
-        status: Option<&str>,
+        status: Option<AttemptStatus>,
         page: &PageRequest,
     ) -> Result<Page<DeliveryAttempt>> {
         let query = Query::table(log_pk(tenant, sub)).newest_first();
@@ -327,7 +328,9 @@ impl DeliveryStore for DynamoStore {
                 ready(Ok(items
                     .into_iter()
                     .filter(|i| {
-                        status.is_none_or(|want| str_attr(i, "status").is_ok_and(|s| s == want))
+                        status.is_none_or(|want| {
+                            str_attr(i, "status").is_ok_and(|s| s == want.as_str())
+                        })
                     })
                     .collect()))
             })
