@@ -2,12 +2,13 @@
 //! services and the router, and runs the server until a shutdown signal.
 
 use crate::config::{Backend, Config, Durability, SmtpTls};
-use crate::local::LocalNotifier;
+use crate::local::{LocalNotifier, LocalWorkers};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use wharf_aws::emulate::Activity;
 use wharf_core::domain::{Role, Shape};
 use wharf_core::ports::{ChangeLog, Mailer};
 use wharf_core::ports::{Clock, SystemClock};
@@ -16,6 +17,12 @@ use wharf_local::{
     Db, FileSecretBox, HttpWebhookSender, LocalIdentity, OutboxMailer, SmtpMailer, SmtpSecurity,
     SqliteStore, SystemResolver,
 };
+use wharf_workers::handlers::{Deliveries, Handlers};
+use wharf_workers::supervisor::Supervisor;
+
+/// Delivery passes a woken subscription's task makes in the aws shape before it looks again
+/// (the local shape's tasks drain until idle).
+const AWS_PASSES: usize = 50;
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "wharf.db";
@@ -76,6 +83,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         ingest_queue: None,
         source_queues: None,
         fanout: None,
+        sockets: None,
         metrics: Vec::new(),
         settings: settings(config, Shape::Local)?,
     };
@@ -160,12 +168,13 @@ pub async fn bootstrap_admin(services: &Services, config: &Config) -> anyhow::Re
 /// What runs the pipeline beside the API.
 enum Workers {
     /// The local shape's loops, following the change log.
-    Local {
-        log: Arc<dyn ChangeLog>,
-        notifier: Arc<LocalNotifier>,
-    },
+    Local(Arc<LocalWorkers>),
     /// The aws shape's handlers, fed by stand-ins for Lambda's event sources.
-    Aws(Box<crate::aws::AwsShape>),
+    Aws {
+        shape: Box<crate::aws::AwsShape>,
+        supervisor: Supervisor,
+        activity: Arc<Activity>,
+    },
 }
 
 /// A server bound to its address, not yet serving.
@@ -202,12 +211,20 @@ impl Server {
                     log,
                     notifier,
                 } = local(config, clock)?;
-                (services, Workers::Local { log, notifier })
+                let workers = LocalWorkers::new(services.clone(), log, notifier, config.delivery());
+                (services, Workers::Local(workers))
             }
             Backend::Aws => {
                 let shape =
                     crate::aws::aws_shape(config, clock, crate::aws::Resources::Bootstrap).await?;
-                (shape.services.clone(), Workers::Aws(Box::new(shape)))
+                let supervisor =
+                    Supervisor::new(shape.services.clone(), config.delivery(), AWS_PASSES);
+                let workers = Workers::Aws {
+                    shape: Box::new(shape.clone()),
+                    supervisor,
+                    activity: Arc::default(),
+                };
+                (shape.services, workers)
             }
         };
         bootstrap_admin(&services, config).await?;
@@ -225,6 +242,21 @@ impl Server {
         })
     }
 
+    /// What drives the server's pipeline to rest, for tests (take it before `run`).
+    pub fn idle(&self) -> Idle {
+        match &self.workers {
+            Workers::Local(workers) => Idle::Local(workers.clone()),
+            Workers::Aws {
+                supervisor,
+                activity,
+                ..
+            } => Idle::Aws {
+                supervisor: supervisor.clone(),
+                activity: activity.clone(),
+            },
+        }
+    }
+
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
@@ -236,16 +268,26 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let workers = match self.workers {
-            Workers::Local { log, notifier } => {
-                crate::local::spawn_workers(self.services.clone(), log, notifier, self.delivery)
-            }
-            Workers::Aws(shape) => {
-                let handlers = Arc::new(crate::aws::handlers::Handlers::new(
-                    &shape,
+            Workers::Local(workers) => workers.spawn(),
+            Workers::Aws {
+                shape,
+                supervisor,
+                activity,
+            } => {
+                let handlers = Arc::new(Handlers::new(
+                    shape.services.clone(),
                     self.delivery,
-                    crate::aws::handlers::Deliveries::Detached(Default::default()),
+                    Deliveries::Supervised(supervisor),
                 ));
-                crate::aws::emulate::spawn(&shape, handlers, &self.data_dir)
+                wharf_aws::emulate::spawn(
+                    &shape.clients,
+                    &shape.queues,
+                    handlers,
+                    &self.data_dir,
+                    true,
+                    activity,
+                )
+                .tasks
             }
         };
         let served = axum::serve(self.listener, self.router)
@@ -255,6 +297,40 @@ impl Server {
             worker.abort();
         }
         Ok(served?)
+    }
+}
+
+/// Drives a running server's pipeline until it has no work left: what tests wait on instead
+/// of sleeping.
+#[derive(Clone)]
+pub enum Idle {
+    /// The local workers, driven step by step.
+    Local(Arc<LocalWorkers>),
+    /// The aws shape's stand-ins, watched until every one comes round finding nothing, and
+    /// the delivery tasks they started.
+    Aws {
+        /// The delivery tasks' supervisor.
+        supervisor: Supervisor,
+        /// The stand-ins' activity.
+        activity: Arc<Activity>,
+    },
+}
+
+impl Idle {
+    /// Completes once the pipeline is at rest.
+    pub async fn wait(&self) -> anyhow::Result<()> {
+        match self {
+            Idle::Local(workers) => Ok(workers.run_until_idle().await?),
+            Idle::Aws {
+                supervisor,
+                activity,
+            } => {
+                activity.until_quiet().await;
+                supervisor.until_idle().await;
+                activity.until_quiet().await;
+                Ok(())
+            }
+        }
     }
 }
 

@@ -1,19 +1,22 @@
 //! The local shape's workers, run inside `wharf serve`: the processor follows the change log
-//! of raw records; each active webhook or email subscription gets its own delivery task, so a slow or
-//! hanging endpoint only ever delays itself; windows, due retries and record retention run on
-//! timers.
-//! Notifications wake the loops at once; timers catch anything a notification missed.
+//! of raw records; each active subscription Wharf's sender delivers gets its own delivery
+//! task (the supervisor's), so a slow or hanging endpoint only ever delays itself; windows,
+//! due retries, polls and retention run on timers. Notifications wake the loops at once;
+//! timers catch anything a notification missed.
+//!
+//! [`LocalWorkers::run_until_idle`] drives the same steps, under the same locks, until none
+//! has work left: what tests and tools wait on instead of sleeping.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
-use wharf_core::domain::Channel;
+use wharf_core::domain::Subscription;
 use wharf_core::ports::{ChangeLog, Notifier};
-use wharf_core::{PageRequest, Services, SubscriptionId};
+use wharf_core::{CoreError, PageRequest, Services};
 use wharf_workers::deliver::{self, DeliveryConfig};
 use wharf_workers::process::{FeedsOfSources, Processor};
+use wharf_workers::supervisor::Supervisor;
 
 /// Wakes the local loops.
 #[derive(Default)]
@@ -33,127 +36,209 @@ impl Notifier for LocalNotifier {
 
 const PROCESS_BATCH: usize = 500;
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+const RETRY_WAIT: Duration = Duration::from_secs(1);
+/// The processor's consumer name in the change log.
+const CONSUMER: &str = "process";
+/// Rounds `run_until_idle` makes before it reports that work keeps coming.
+const MAX_ROUNDS: usize = 100;
 
-/// Starts every local worker loop; they run until the process ends.
-pub fn spawn_workers(
+/// The processor and how far it has read the change log (`None`: not read yet).
+struct Processing {
+    processor: Processor,
+    position: Option<u64>,
+}
+
+/// The local shape's workers and the state their steps share.
+pub struct LocalWorkers {
     services: Services,
     log: Arc<dyn ChangeLog>,
     notifier: Arc<LocalNotifier>,
     config: DeliveryConfig,
-) -> Vec<JoinHandle<()>> {
-    vec![
-        tokio::spawn(process_loop(services.clone(), log, notifier.clone())),
-        tokio::spawn(delivery_loop(
-            services.clone(),
-            notifier.clone(),
-            config.clone(),
-        )),
-        tokio::spawn(retry_loop(services.clone(), config)),
-        tokio::spawn(window_loop(services.clone())),
-        tokio::spawn(poll_loop(services.clone())),
-        tokio::spawn(retention_loop(services)),
-    ]
+    supervisor: Supervisor,
+    /// One processing step at a time.
+    processing: Mutex<Processing>,
+    /// One pass over windows, and over due retries, at a time.
+    windows: Mutex<()>,
+    retries: Mutex<()>,
 }
 
-async fn process_loop(services: Services, log: Arc<dyn ChangeLog>, notifier: Arc<LocalNotifier>) {
-    let processor = Processor::default();
-    let mut position = loop {
-        match log.consumer_position("process").await {
-            Ok(p) => break p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the processor's position; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+impl LocalWorkers {
+    /// The workers over `services`, reading `log`, woken by `notifier`.
+    pub fn new(
+        services: Services,
+        log: Arc<dyn ChangeLog>,
+        notifier: Arc<LocalNotifier>,
+        config: DeliveryConfig,
+    ) -> Arc<LocalWorkers> {
+        Arc::new(LocalWorkers {
+            supervisor: Supervisor::new(services.clone(), config.clone(), usize::MAX),
+            services,
+            log,
+            notifier,
+            config,
+            processing: Mutex::new(Processing {
+                processor: Processor::default(),
+                position: None,
+            }),
+            windows: Mutex::new(()),
+            retries: Mutex::new(()),
+        })
+    }
+
+    /// Starts every loop; they run until the process ends.
+    pub fn spawn(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().process_loop()),
+            tokio::spawn(self.clone().delivery_loop()),
+            tokio::spawn(self.clone().timer_loop()),
+            tokio::spawn(poll_loop(self.services.clone())),
+            tokio::spawn(retention_loop(self.services.clone())),
+        ]
+    }
+
+    /// Drives every step until a round finds no work: the change log processed to its end,
+    /// due windows closed, due retries attempted, and every subscription Wharf's sender
+    /// delivers passed over until its position stops moving (a held partial batch stays
+    /// held). Safe beside the running loops: each step holds the lock its loop holds.
+    pub async fn run_until_idle(&self) -> Result<(), CoreError> {
+        let mut positions = self.positions().await?;
+        for _ in 0..MAX_ROUNDS {
+            let mut work = 0;
+            while self.process_step().await? > 0 {
+                work += 1;
             }
+            work += self.close_windows().await?;
+            work += self.retry_due().await?;
+            self.wake_deliveries().await?;
+            self.supervisor.until_idle().await;
+            let now = self.positions().await?;
+            if work == 0 && now == positions {
+                return Ok(());
+            }
+            positions = now;
         }
-    };
-    loop {
-        let batch = match log.raw_after(position, PROCESS_BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read new records; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        Err(CoreError::unavailable(
+            "the local workers did not come to rest",
+        ))
+    }
+
+    /// Processes the next batch of the change log; answers how many records it read.
+    async fn process_step(&self) -> Result<usize, CoreError> {
+        let mut processing = self.processing.lock().await;
+        let position = match processing.position {
+            Some(p) => p,
+            None => self.log.consumer_position(CONSUMER).await?,
         };
+        let batch = self.log.raw_after(position, PROCESS_BATCH).await?;
         let Some(&(last, _)) = batch.last() else {
-            let _ = tokio::time::timeout(IDLE_WAIT * 10, notifier.raw.notified()).await;
-            continue;
+            processing.position = Some(position);
+            return Ok(0);
         };
         let records: Vec<_> = batch.into_iter().map(|(_, r)| r).collect();
-        // The position is committed only after the outputs are stored; outputs are keyed
-        // by derived ids, so a batch processed again after a crash writes nothing new.
-        match processor
-            .handle(&services, &records, None, &mut FeedsOfSources::default())
-            .await
-        {
-            Ok(_) => match log.set_consumer_position("process", last).await {
-                Ok(()) => position = last,
-                Err(e) => tracing::error!(error = %e, "cannot commit the processor's position"),
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "processing failed; retrying the batch");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        // The position is committed only after the outputs are stored; outputs are keyed by
+        // derived ids, so a batch processed again after a crash writes nothing new.
+        processing
+            .processor
+            .handle(
+                &self.services,
+                &records,
+                None,
+                &mut FeedsOfSources::default(),
+            )
+            .await?;
+        self.log.set_consumer_position(CONSUMER, last).await?;
+        processing.position = Some(last);
+        Ok(records.len())
+    }
+
+    async fn close_windows(&self) -> Result<usize, CoreError> {
+        let _one = self.windows.lock().await;
+        wharf_workers::schedule::close_due_windows(&self.services).await
+    }
+
+    async fn retry_due(&self) -> Result<usize, CoreError> {
+        let _one = self.retries.lock().await;
+        deliver::retry_due(&self.services, &self.config, 200).await
+    }
+
+    /// Wakes the delivery task of every active subscription Wharf's sender delivers.
+    async fn wake_deliveries(&self) -> Result<(), CoreError> {
+        for sub in self.active_subscriptions().await? {
+            if !self.supervisor.is_running(&sub.id) {
+                self.supervisor.wake(sub);
             }
         }
+        Ok(())
     }
-}
 
-async fn delivery_loop(services: Services, notifier: Arc<LocalNotifier>, config: DeliveryConfig) {
-    let mut running: HashMap<SubscriptionId, JoinHandle<()>> = HashMap::new();
-    loop {
-        running.retain(|_, task| !task.is_finished());
+    async fn active_subscriptions(&self) -> Result<Vec<Subscription>, CoreError> {
+        let mut all = Vec::new();
         let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
         loop {
-            let subs = match services.store.list_active_subscriptions(&page).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list subscriptions");
-                    break;
-                }
-            };
-            for sub in subs.items {
-                let pushed = matches!(sub.channel, Channel::Webhook { .. } | Channel::Email { .. });
-                if !pushed || running.contains_key(&sub.id) {
-                    continue;
-                }
-                let (services, config, id) = (services.clone(), config.clone(), sub.id.clone());
-                running.insert(
-                    id,
-                    tokio::spawn(async move {
-                        // Keep passing while there is work, so a busy feed is drained quickly;
-                        // each pass reads the subscription, which may be paused meanwhile.
-                        if let Err(e) = deliver::drain(&services, &sub, &config, usize::MAX).await {
-                            tracing::warn!(subscription.id = %sub.id, error = %e, "delivery pass failed");
-                        }
-                    }),
-                );
-            }
+            let subs = self.services.store.list_active_subscriptions(&page).await?;
+            all.extend(subs.items);
             match subs.next_cursor {
                 Some(c) => page.cursor = Some(c),
-                None => break,
+                None => return Ok(all),
             }
         }
-        let _ = tokio::time::timeout(IDLE_WAIT, notifier.outputs.notified()).await;
     }
-}
 
-async fn retry_loop(services: Services, config: DeliveryConfig) {
-    loop {
-        match deliver::retry_due(&services, &config, 200).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retrying deliveries failed"),
+    /// Every active subscription's delivery position: what a round of delivery moves.
+    async fn positions(&self) -> Result<Vec<u64>, CoreError> {
+        let mut positions = Vec::new();
+        for sub in self.active_subscriptions().await? {
+            let store = &self.services.store;
+            positions.push(store.delivery_position(&sub.tenant_id, &sub.id).await?);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok(positions)
     }
-}
 
-async fn window_loop(services: Services) {
-    loop {
-        if let Err(e) = wharf_workers::schedule::close_due_windows(&services).await {
-            tracing::warn!(error = %e, "closing windows failed");
+    async fn process_loop(self: Arc<Self>) {
+        loop {
+            match self.process_step().await {
+                Ok(0) => {
+                    let _ =
+                        tokio::time::timeout(IDLE_WAIT * 10, self.notifier.raw.notified()).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "processing failed; retrying the batch");
+                    tokio::time::sleep(RETRY_WAIT).await;
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Wakes the delivery tasks when outputs are appended or a subscription changes (and on
+    /// a timer).
+    async fn delivery_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.wake_deliveries().await {
+                tracing::error!(error = %e, "cannot list subscriptions");
+            }
+            let _ = tokio::time::timeout(IDLE_WAIT, self.notifier.outputs.notified()).await;
+        }
+    }
+
+    /// Due retries every quarter second (at once again while there were some), due windows
+    /// every half second.
+    async fn timer_loop(self: Arc<Self>) {
+        let mut tick = 0u64;
+        loop {
+            match self.retry_due().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retrying deliveries failed"),
+            }
+            if tick % 2 == 0
+                && let Err(e) = self.close_windows().await
+            {
+                tracing::warn!(error = %e, "closing windows failed");
+            }
+            tick += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 
@@ -168,27 +253,16 @@ async fn poll_loop(services: Services) {
 
 async fn retention_loop(services: Services) {
     loop {
-        let now = services.clock.now();
-        report_expired("records", services.store.expire_records(now).await);
-        // A retention too long to subtract from now keeps everything.
-        let cut = time::Duration::try_from(services.settings.log_retention)
-            .ok()
-            .and_then(|keep| now.checked_sub(keep));
-        if let Some(cut) = cut {
-            report_expired(
-                "delivery log entries",
-                services.store.expire_attempts(cut).await,
-            );
-            report_expired("feed errors", services.store.expire_feed_errors(cut).await);
+        match wharf_workers::retention::sweep(&services).await {
+            Ok(swept) if swept != Default::default() => tracing::info!(
+                records = swept.records,
+                attempts = swept.attempts,
+                errors = swept.errors,
+                "expired entries removed"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the retention sweep failed"),
         }
         tokio::time::sleep(Duration::from_secs(600)).await;
-    }
-}
-
-fn report_expired(what: &str, expired: Result<usize, wharf_core::CoreError>) {
-    match expired {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "expired {what} removed"),
-        Err(e) => tracing::warn!(error = %e, "expiring {what} failed"),
     }
 }

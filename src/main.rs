@@ -23,27 +23,7 @@ struct Cli {
 enum Command {
     /// Run the API and the pipeline in one process: the local shape (SQLite in the data dir),
     /// or the aws shape against AWS or an emulator.
-    Serve {
-        /// `local` (SQLite, the default) or `aws` (DynamoDB, SQS, Cognito, S3; this process
-        /// stands in for Lambda's event sources).
-        #[arg(long, value_enum)]
-        backend: Option<BackendArg>,
-        /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
-        #[arg(long)]
-        aws_endpoint_url: Option<String>,
-        /// Data directory (default ./wharf-data).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Listen address (default 127.0.0.1:8080).
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Allow webhooks to loopback and private addresses (testing only).
-        #[arg(long)]
-        allow_private_webhooks: bool,
-        /// Seed a demo vendor, feeds and subscriber, and generate market ticks.
-        #[arg(long)]
-        demo: bool,
-    },
+    Serve(ServeArgs),
     /// Administration.
     Admin {
         #[command(subcommand)]
@@ -58,52 +38,67 @@ enum Command {
     Openapi,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// `local` (SQLite, the default) or `aws` (DynamoDB, SQS, Cognito, S3; this process
+    /// stands in for Lambda's event sources).
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
+    #[arg(long)]
+    aws_endpoint_url: Option<String>,
+    /// Data directory (default ./wharf-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Allow webhooks to loopback and private addresses (testing only).
+    #[arg(long)]
+    allow_private_webhooks: bool,
+    /// Seed a demo vendor, feeds and subscriber, and generate market ticks.
+    #[arg(long)]
+    demo: bool,
+}
+
 #[derive(Subcommand)]
 enum AwsCommand {
-    /// Measure the cost per million records delivered: run records through the aws shape's
-    /// handlers against an emulator (moto) to `sqs` subscribers, count the AWS calls, Lambda
-    /// invocations and API requests they made, and price them with AWS's list prices.
-    Cost {
-        /// The emulator's endpoint (such as `http://127.0.0.1:5000` for `moto_server`).
-        #[arg(long)]
-        aws_endpoint_url: String,
-        /// Records to push.
-        #[arg(long, default_value_t = 1000)]
-        records: usize,
-        /// Subscribers, each on its own SQS queue.
-        #[arg(long, default_value_t = 10)]
-        subscribers: usize,
-    },
     /// Create the DynamoDB table, SQS queues, Cognito user pool and S3 bucket the aws shape
     /// needs, in an emulator or a development account (credentials and region come from the
     /// AWS environment). Running it again changes nothing.
-    Bootstrap {
-        /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
-        #[arg(long)]
-        aws_endpoint_url: Option<String>,
-        /// The table's name.
-        #[arg(long, default_value = "wharf")]
-        table: String,
-    },
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(clap::Args)]
+struct BootstrapArgs {
+    /// An endpoint for every AWS service instead of AWS's own (an emulator such as moto).
+    #[arg(long)]
+    aws_endpoint_url: Option<String>,
+    /// The table's name.
+    #[arg(long, default_value = "wharf")]
+    table: String,
 }
 
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Create a platform user.
-    Create {
-        /// Login email.
-        #[arg(long)]
-        email: String,
-        /// Password (12+ characters).
-        #[arg(long, env = "WHARF_ADMIN_PASSWORD", hide_env_values = true)]
-        password: String,
-        /// Role of the new user.
-        #[arg(long, value_enum, default_value = "platform_admin")]
-        role: PlatformRole,
-        /// Data directory (default ./wharf-data).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    Create(AdminCreateArgs),
+}
+
+#[derive(clap::Args)]
+struct AdminCreateArgs {
+    /// Login email.
+    #[arg(long)]
+    email: String,
+    /// Password (12+ characters).
+    #[arg(long, env = "WHARF_ADMIN_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// Role of the new user.
+    #[arg(long, value_enum, default_value = "platform_admin")]
+    role: PlatformRole,
+    /// Data directory (default ./wharf-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,187 +171,138 @@ fn main() -> anyhow::Result<()> {
         println!("{}", wharf_api::openapi().to_pretty_json()?);
         return Ok(());
     }
-    let mut config = match Config::load() {
-        Ok(c) => c,
-        Err(message) => {
-            eprintln!("wharf: {message}");
-            std::process::exit(2);
-        }
-    };
+    let config = load_config();
     init_logs(config.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve {
-                backend,
-                aws_endpoint_url,
-                data_dir,
-                listen,
-                allow_private_webhooks,
-                demo,
-            } => {
-                config.data_dir = data_dir.unwrap_or(config.data_dir);
-                config.listen = listen.unwrap_or(config.listen);
-                config.allow_private_webhooks |= allow_private_webhooks;
-                match backend {
-                    Some(BackendArg::Local) => config.backend = Backend::Local,
-                    Some(BackendArg::Aws) => config.backend = Backend::Aws,
-                    None => {}
-                }
-                if aws_endpoint_url.is_some() {
-                    config.aws.endpoint_url = aws_endpoint_url;
-                }
-                let server = wharf::Server::bind(&config).await?;
-                let addr = server.local_addr()?;
-                match config.backend {
-                    Backend::Local => println!(
-                        "Wharf is ready in {} ms (data in {})",
-                        started.elapsed().as_millis(),
-                        config.data_dir.display()
-                    ),
-                    Backend::Aws => println!(
-                        "Wharf (aws shape, table {} at {}) is ready in {} ms",
-                        config.aws.table,
-                        config.aws.endpoint_url.as_deref().unwrap_or("AWS"),
-                        started.elapsed().as_millis()
-                    ),
-                }
-                println!("  API      http://{addr}/v1");
-                println!("  Docs     http://{addr}/docs");
-                println!("  OpenAPI  http://{addr}/openapi.json");
-                if demo {
-                    let seeded = wharf::demo::seed(&server.services, &config.data_dir).await?;
-                    print_demo(&seeded, addr);
-                    let services = server.services.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = wharf::demo::generate_ticks(services, &seeded).await {
-                            tracing::error!(error = %e, "the demo tick generator stopped");
-                        }
-                    });
-                }
-                server.run(wharf::app::shutdown_signal()).await
-            }
+            Command::Serve(args) => serve(config, args, started).await,
             Command::Admin {
-                command:
-                    AdminCommand::Create {
-                        email,
-                        password,
-                        role,
-                        data_dir,
-                    },
-            } => {
-                config.data_dir = data_dir.unwrap_or(config.data_dir);
-                let services = wharf::app::local_services(&config)?;
-                let role = match role {
-                    PlatformRole::PlatformAdmin => Role::PlatformAdmin,
-                    PlatformRole::PlatformFinance => Role::PlatformFinance,
-                };
-                let user = services
-                    .create_platform_user(&email, &password, role)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
-                    .context("cannot create the user")?;
-                println!(
-                    "created {} ({}) with role {}",
-                    user.email,
-                    user.id,
-                    role.as_str()
-                );
-                Ok(())
-            }
+                command: AdminCommand::Create(args),
+            } => admin_create(config, args).await,
             Command::Aws {
-                command:
-                    AwsCommand::Cost {
-                        aws_endpoint_url,
-                        records,
-                        subscribers,
-                    },
-            } => {
-                use wharf::aws::cost;
-                let m = cost::measure(&aws_endpoint_url, records, subscribers).await?;
-                let (lines, per_million) = cost::price(&m);
-                println!(
-                    "{} records to {} subscribers in {:.1} s ({}):",
-                    m.records,
-                    m.subscribers,
-                    m.elapsed.as_secs_f64(),
-                    cost::prices::AS_OF
-                );
-                for l in &lines {
-                    println!("  {:<48} {:>14.1} {:>12.6} USD", l.item, l.quantity, l.usd);
-                }
-                let (measured, on_aws) = cost::lambda_seconds(&m);
-                println!(
-                    "Lambda: {measured:.1} s of handler time here, {:.1} s of the run waiting on \
-                     the emulator; with AWS's typical latencies instead: {on_aws:.1} s",
-                    m.waited.as_secs_f64()
-                );
-                println!(
-                    "cost per 1M records: {per_million:.2} USD (Lambda time as measured here)"
-                );
-                println!(
-                    "cost per 1M records: {:.2} USD (Lambda time with AWS's typical latencies)",
-                    cost::per_million_on_aws(&m)
-                );
-                println!(
-                    "naive per-record design, same prices: {:.2} USD per 1M records",
-                    cost::naive_per_million(subscribers)
-                );
-                Ok(())
-            }
-            Command::Aws {
-                command:
-                    AwsCommand::Bootstrap {
-                        aws_endpoint_url,
-                        table,
-                    },
-            } => {
-                let clients = wharf_aws::Clients::connect(wharf_aws::AwsSettings {
-                    endpoint_url: aws_endpoint_url,
-                    table,
-                    ..wharf_aws::AwsSettings::default()
-                })
-                .await;
-                let done = wharf_aws::bootstrap::bootstrap(&clients)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
-                    .context("cannot bootstrap the aws shape")?;
-                let table_state = if done.table_created {
-                    "created"
-                } else {
-                    "already there"
-                };
-                println!("table         {} ({table_state})", done.table);
-                println!("stream        {}", done.stream_arn);
-                println!("ingest queue  {}", done.ingest_queue_url);
-                println!("dead letters  {}", done.ingest_dlq_url);
-                let pool = wharf_aws::cognito::bootstrap_user_pool(&clients, "wharf")
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
-                    .context("cannot bootstrap the user pool")?;
-                println!("user pool     {}", pool.pool_id);
-                println!("app client    {}", pool.client_id);
-                wharf_aws::s3::bootstrap_bucket(&clients)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
-                    .context("cannot bootstrap the object bucket")?;
-                println!("bucket        {}", clients.settings.bucket);
-                Ok(())
-            }
+                command: AwsCommand::Bootstrap(args),
+            } => aws_bootstrap(args).await,
             Command::Openapi => Ok(()),
         }
     })
 }
 
-/// Lambda: JSON logs, one runtime, the handler `_HANDLER` names.
-fn lambda_main() -> anyhow::Result<()> {
-    let mut config = match Config::load() {
+/// The configuration, or the process ends with the message naming what is wrong.
+fn load_config() -> Config {
+    match Config::load() {
         Ok(c) => c,
         Err(message) => {
             eprintln!("wharf: {message}");
             std::process::exit(2);
         }
+    }
+}
+
+/// `wharf serve`: the API and the pipeline until a shutdown signal.
+async fn serve(mut config: Config, args: ServeArgs, started: Instant) -> anyhow::Result<()> {
+    config.data_dir = args.data_dir.unwrap_or(config.data_dir);
+    config.listen = args.listen.unwrap_or(config.listen);
+    config.allow_private_webhooks |= args.allow_private_webhooks;
+    match args.backend {
+        Some(BackendArg::Local) => config.backend = Backend::Local,
+        Some(BackendArg::Aws) => config.backend = Backend::Aws,
+        None => {}
+    }
+    if args.aws_endpoint_url.is_some() {
+        config.aws.endpoint_url = args.aws_endpoint_url;
+    }
+    let server = wharf::Server::bind(&config).await?;
+    let addr = server.local_addr()?;
+    match config.backend {
+        Backend::Local => println!(
+            "Wharf is ready in {} ms (data in {})",
+            started.elapsed().as_millis(),
+            config.data_dir.display()
+        ),
+        Backend::Aws => println!(
+            "Wharf (aws shape, table {} at {}) is ready in {} ms",
+            config.aws.table,
+            config.aws.endpoint_url.as_deref().unwrap_or("AWS"),
+            started.elapsed().as_millis()
+        ),
+    }
+    println!("  API      http://{addr}/v1");
+    println!("  Docs     http://{addr}/docs");
+    println!("  OpenAPI  http://{addr}/openapi.json");
+    if args.demo {
+        let seeded = wharf::demo::seed(&server.services, &config.data_dir).await?;
+        print_demo(&seeded, addr);
+        let services = server.services.clone();
+        tokio::spawn(async move {
+            if let Err(e) = wharf::demo::generate_ticks(services, &seeded).await {
+                tracing::error!(error = %e, "the demo tick generator stopped");
+            }
+        });
+    }
+    server.run(wharf::app::shutdown_signal()).await
+}
+
+/// `wharf admin create`: a platform user in the local shape's data dir.
+async fn admin_create(mut config: Config, args: AdminCreateArgs) -> anyhow::Result<()> {
+    config.data_dir = args.data_dir.unwrap_or(config.data_dir);
+    let services = wharf::app::local_services(&config)?;
+    let role = match args.role {
+        PlatformRole::PlatformAdmin => Role::PlatformAdmin,
+        PlatformRole::PlatformFinance => Role::PlatformFinance,
     };
+    let user = services
+        .create_platform_user(&args.email, &args.password, role)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+        .context("cannot create the user")?;
+    println!(
+        "created {} ({}) with role {}",
+        user.email,
+        user.id,
+        role.as_str()
+    );
+    Ok(())
+}
+
+/// `wharf aws bootstrap`: the aws shape's resources, created where missing.
+async fn aws_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
+    let clients = wharf_aws::Clients::connect(wharf_aws::AwsSettings {
+        endpoint_url: args.aws_endpoint_url,
+        table: args.table,
+        ..wharf_aws::AwsSettings::default()
+    })
+    .await;
+    let done = wharf_aws::bootstrap::bootstrap(&clients)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+        .context("cannot bootstrap the aws shape")?;
+    let table_state = if done.table_created {
+        "created"
+    } else {
+        "already there"
+    };
+    println!("table         {} ({table_state})", done.table);
+    println!("stream        {}", done.stream_arn);
+    println!("ingest queue  {}", done.ingest_queue_url);
+    println!("dead letters  {}", done.ingest_dlq_url);
+    let pool = wharf_aws::cognito::bootstrap_user_pool(&clients, "wharf")
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+        .context("cannot bootstrap the user pool")?;
+    println!("user pool     {}", pool.pool_id);
+    println!("app client    {}", pool.client_id);
+    wharf_aws::s3::bootstrap_bucket(&clients)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+        .context("cannot bootstrap the object bucket")?;
+    println!("bucket        {}", clients.settings.bucket);
+    Ok(())
+}
+
+/// Lambda: JSON logs, one runtime, the handler `_HANDLER` names.
+fn lambda_main() -> anyhow::Result<()> {
+    let mut config = load_config();
     config.backend = Backend::Aws;
     // Only /tmp is writable on Lambda.
     if config.data_dir.is_relative() {

@@ -14,15 +14,16 @@ mod receiver;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wharf::aws::handlers::{Deliveries, Handlers};
 use wharf::aws::{AwsShape, Resources, aws_shape};
 use wharf::config::Config;
 use wharf_core::domain::UsageFilter;
 use wharf_core::ports::SystemClock;
+use wharf_workers::handlers::{Deliveries, Handlers};
 
 const PASSWORD: &str = "Correct horse battery 9!";
 
 use moto::aws_server_config as config;
+use receiver::eventually;
 
 /// `wharf serve --backend aws` on `config`; answers its URL and, for reading what it stored,
 /// the same shape built beside it.
@@ -284,164 +285,173 @@ async fn tenant_of(url: &str, vendor: &str) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_the_rest() {
-    let config = config();
-    let (url, shape) = serve(&config).await;
-    let (vendor, source) = vendor(&url).await;
-    let feed = feed(&url, &vendor, &source, "published").await;
-    let bob = bob(&url).await;
-    let (aapl_queue, aapl_arn) = queue(&shape, "bob-aapl").await;
-    let (five_queue, five_arn) = queue(&shape, "bob-five").await;
-    let receiver = receiver::Receiver::start(vec![]).await;
+/// A served aws shape with Acme's published feed and the subscriber Bob.
+struct Scene {
+    url: String,
+    shape: AwsShape,
+    vendor: String,
+    source: String,
+    feed: String,
+    bob: String,
+}
 
-    // SNS can apply this filter itself: a MessageBody policy.
-    let aapl = subscribe(
-        &url,
-        &bob,
-        &feed,
-        json!({"type": "sqs", "queue_arn": aapl_arn}),
-        Some(r#"record.sym == "AAPL""#),
-    )
-    .await;
-    assert_eq!(aapl["native"]["filtered_by_wharf"], false, "{aapl}");
-    // SNS cannot: Wharf evaluates it and tags the records that match.
-    let five = subscribe(
-        &url,
-        &bob,
-        &feed,
-        json!({"type": "sqs", "queue_arn": five_arn}),
-        Some("size(record.sym) == 5"),
-    )
-    .await;
-    assert_eq!(five["native"]["filtered_by_wharf"], true, "{five}");
-    let hook = subscribe(
-        &url,
-        &bob,
-        &feed,
-        json!({"type": "webhook", "url": receiver.url}),
-        None,
-    )
-    .await;
-    let secret = hook["signing_secret"].as_str().unwrap().to_owned();
-    let email = subscribe(
-        &url,
-        &bob,
-        &feed,
-        json!({"type": "email", "address": "bob@sub.example"}),
-        None,
-    )
-    .await;
-    // The confirmation state is on the subscription (moto confirms email at once).
-    assert_eq!(email["native"]["pending_confirmation"], false, "{email}");
-    let email_arn = email["native"]["id"].as_str().unwrap().to_owned();
-    // A phone's SNS platform endpoint, subscribed with a filter on the price.
-    let sns = &shape.clients.sns;
-    let app = sns
-        .create_platform_application()
-        .name(format!("{}-app", shape.clients.settings.queue_prefix))
-        .platform("GCM")
-        .attributes("PlatformCredential", "server-key")
-        .send()
-        .await
-        .unwrap()
-        .platform_application_arn
-        .unwrap();
-    // The app registers each device with its user's id in CustomUserData.
-    let bob_id = send(reqwest::Method::GET, &url, "/v1/me", Some(&bob), None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let endpoint = |token: &'static str, user: String| {
-        let (sns, app) = (sns.clone(), app.clone());
-        async move {
-            let arn = sns
-                .create_platform_endpoint()
-                .platform_application_arn(app)
-                .token(token)
-                .send()
-                .await
-                .unwrap()
-                .endpoint_arn
-                .unwrap();
-            // Set as an attribute too: moto keeps the creation's CustomUserData apart.
-            sns.set_endpoint_attributes()
-                .endpoint_arn(&arn)
-                .attributes("CustomUserData", user)
-                .send()
-                .await
-                .unwrap();
-            arn
+impl Scene {
+    async fn new() -> Scene {
+        let (url, shape) = serve(&config()).await;
+        let (vendor, source) = vendor(&url).await;
+        let feed = feed(&url, &vendor, &source, "published").await;
+        let bob = bob(&url).await;
+        Scene {
+            url,
+            shape,
+            vendor,
+            source,
+            feed,
+            bob,
         }
-    };
-    let phone = endpoint("bobs-phone", bob_id).await;
-    let eves = endpoint("eves-phone", "user_someone_else".into()).await;
-    let body = json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "mobile_push", "endpoint_arn": eves}});
-    let post_answer = |body: Value| {
+    }
+
+    async fn subscribe(&self, channel: Value, filter: Option<&str>) -> Value {
+        subscribe(&self.url, &self.bob, &self.feed, channel, filter).await
+    }
+
+    /// Bob's subscription request, answered whatever its status.
+    async fn try_subscribe(&self, channel: Value) -> (u16, Value) {
+        let body = json!({"feed_id": self.feed, "plan_id": "pro", "channel": channel});
+        let path = "/v1/subscriptions";
         answer(
             reqwest::Method::POST,
-            &url,
-            "/v1/subscriptions",
-            Some(&bob),
+            &self.url,
+            path,
+            Some(&self.bob),
             Some(body),
         )
-    };
-    let (status, problem) = post_answer(body).await;
-    assert_eq!(status, 422);
-    assert_eq!(
-        problem["errors"][0]["path"], "channel.endpoint_arn",
-        "{problem}"
-    );
-    // Nor may a topic feed one of Wharf's own queues.
-    let ingest = wharf_aws::bootstrap::queue_arn(&shape.clients, &shape.ingest_queue_url)
         .await
-        .unwrap();
-    let body =
-        json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "sqs", "queue_arn": ingest}});
-    assert_eq!(post_answer(body).await.0, 422);
-    let push = subscribe(
-        &url,
-        &bob,
-        &feed,
-        json!({"type": "mobile_push", "endpoint_arn": phone}),
-        Some("record.px >= 150.0"),
-    )
-    .await;
-    assert_eq!(push["native"]["filtered_by_wharf"], false, "{push}");
+    }
 
-    let records = json!({"records": [
-        {"id": "q1", "data": {"sym": "AAPL", "px": 150.0}},
-        {"id": "q2", "data": {"sym": "MSFT", "px": 50.0}},
-        {"id": "q3", "data": {"sym": "GOOGL", "px": 200.0}},
-    ]});
-    push_records(&url, &vendor, &source, records).await;
+    /// Pushes AAPL at 150, MSFT at 50 and GOOGL at 200.
+    async fn push_three(&self) {
+        let records = json!({"records": [
+            {"id": "q1", "data": {"sym": "AAPL", "px": 150.0}},
+            {"id": "q2", "data": {"sym": "MSFT", "px": 50.0}},
+            {"id": "q3", "data": {"sym": "GOOGL", "px": 200.0}},
+        ]});
+        push_records(&self.url, &self.vendor, &self.source, records).await;
+    }
 
-    let got = drain(&shape, &aapl_queue, Duration::from_secs(20)).await;
-    let syms = |bodies: &[Value]| -> Vec<String> {
-        bodies
-            .iter()
-            .map(|b| b["data"]["sym"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    async fn tenant(&self) -> String {
+        tenant_of(&self.url, &self.vendor).await
+    }
+
+    /// An SNS platform endpoint registered by the app for the device `token` of `user`.
+    async fn phone(&self, token: &str, user: &str) -> String {
+        let sns = &self.shape.clients.sns;
+        let app = sns
+            .create_platform_application()
+            .name(format!("{}-app", self.shape.clients.settings.queue_prefix))
+            .platform("GCM")
+            .attributes("PlatformCredential", "server-key")
+            .send()
+            .await
+            .unwrap()
+            .platform_application_arn
+            .unwrap();
+        let arn = sns
+            .create_platform_endpoint()
+            .platform_application_arn(app)
+            .token(token)
+            .send()
+            .await
+            .unwrap()
+            .endpoint_arn
+            .unwrap();
+        // The app sets its user's id in CustomUserData (as an attribute too: moto keeps the
+        // creation's CustomUserData apart).
+        sns.set_endpoint_attributes()
+            .endpoint_arn(&arn)
+            .attributes("CustomUserData", user)
+            .send()
+            .await
+            .unwrap();
+        arn
+    }
+
+    async fn bob_id(&self) -> String {
+        send(
+            reqwest::Method::GET,
+            &self.url,
+            "/v1/me",
+            Some(&self.bob),
+            None,
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn syms(bodies: &[Value]) -> Vec<String> {
+    bodies
+        .iter()
+        .map(|b| b["data"]["sym"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_subscribers_get_what_their_filter_lets_through_filtered_by_sns_or_by_wharf() {
+    let scene = Scene::new().await;
+    let (aapl_queue, aapl_arn) = queue(&scene.shape, "bob-aapl").await;
+    let (five_queue, five_arn) = queue(&scene.shape, "bob-five").await;
+    // SNS can apply this filter itself: a MessageBody policy.
+    let aapl = scene
+        .subscribe(
+            json!({"type": "sqs", "queue_arn": aapl_arn}),
+            Some(r#"record.sym == "AAPL""#),
+        )
+        .await;
+    assert_eq!(aapl["native"]["filtered_by_wharf"], false, "{aapl}");
+    // SNS cannot: Wharf evaluates it and tags the records that match.
+    let five = scene
+        .subscribe(
+            json!({"type": "sqs", "queue_arn": five_arn}),
+            Some("size(record.sym) == 5"),
+        )
+        .await;
+    assert_eq!(five["native"]["filtered_by_wharf"], true, "{five}");
+    scene.push_three().await;
+
+    let got = drain(&scene.shape, &aapl_queue, Duration::from_secs(20)).await;
     assert_eq!(
         syms(&got),
         vec!["AAPL"],
         "raw record JSON, filtered by SNS: {got:?}"
     );
-    assert_eq!(got[0]["feed_id"], feed.as_str());
-    let got = drain(&shape, &five_queue, Duration::from_secs(3)).await;
+    assert_eq!(got[0]["feed_id"], scene.feed.as_str());
+    let got = drain(&scene.shape, &five_queue, Duration::from_secs(3)).await;
     assert_eq!(
         syms(&got),
         vec!["GOOGL"],
         "filtered by Wharf's tag: {got:?}"
     );
+    // Metered once each, as the topic accepted them.
+    assert_eq!(usage(&scene.shape, &aapl).await, 1);
+    assert_eq!(usage(&scene.shape, &five).await, 1);
+}
 
-    for _ in 0..60 {
-        if receiver.hits().len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_subscribers_of_a_topic_get_every_record_once_signed_through_the_delivery_queue() {
+    let scene = Scene::new().await;
+    let receiver = receiver::Receiver::start(vec![]).await;
+    let hook = scene
+        .subscribe(json!({"type": "webhook", "url": receiver.url}), None)
+        .await;
+    let secret = hook["signing_secret"].as_str().unwrap().to_owned();
+    scene.push_three().await;
+    eventually("three webhook deliveries", || async {
+        receiver.hits().len() >= 3
+    })
+    .await;
     let hits = receiver.hits();
     // Records of one push are processed by separate stream shards, so their output order
     // (and delivery order) is the order they were processed in.
@@ -459,13 +469,34 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
         hits.iter().all(|h| receiver::signed_with(h, &secret)),
         "every delivery verifies"
     );
+    eventually("the deliveries are counted", || async {
+        usage(&scene.shape, &hook).await >= 3
+    })
+    .await;
+    assert_eq!(usage(&scene.shape, &hook).await, 3);
+}
 
-    // The email subscription is the topic's, and SNS accepted each record for the topic.
-    let tenant = tenant_of(&url, &vendor).await;
-    let subs = topic_subscriptions(&shape, &tenant, &feed).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_and_mobile_push_are_topic_subscriptions_metered_by_their_filters() {
+    let scene = Scene::new().await;
+    let email = scene
+        .subscribe(json!({"type": "email", "address": "bob@sub.example"}), None)
+        .await;
+    // The confirmation state is on the subscription (moto confirms email at once).
+    assert_eq!(email["native"]["pending_confirmation"], false, "{email}");
+    let phone = scene.phone("bobs-phone", &scene.bob_id().await).await;
+    let push = scene
+        .subscribe(
+            json!({"type": "mobile_push", "endpoint_arn": phone}),
+            Some("record.px >= 150.0"),
+        )
+        .await;
+    assert_eq!(push["native"]["filtered_by_wharf"], false, "{push}");
+    let subs = topic_subscriptions(&scene.shape, &scene.tenant().await, &scene.feed).await;
+    let email_arn = email["native"]["id"].as_str().unwrap();
     assert!(
         subs.iter()
-            .any(|(p, e, a)| p == "email" && e == "bob@sub.example" && a == &email_arn),
+            .any(|(p, e, a)| p == "email" && e == "bob@sub.example" && a == email_arn),
         "{subs:?}"
     );
     let push_arn = push["native"]["id"].as_str().unwrap();
@@ -474,14 +505,62 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
             .any(|(p, e, a)| p == "application" && e == &phone && a == push_arn),
         "{subs:?}"
     );
-    let topic = topic_arn(&shape, &tenant, &feed).await.unwrap();
+    scene.push_three().await;
+    eventually("the topic's deliveries are counted", || async {
+        usage(&scene.shape, &email).await >= 3 && usage(&scene.shape, &push).await >= 2
+    })
+    .await;
+    assert_eq!(usage(&scene.shape, &email).await, 3);
+    assert_eq!(
+        usage(&scene.shape, &push).await,
+        2,
+        "AAPL at 150 and GOOGL at 200"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn someone_elses_platform_endpoint_and_wharfs_own_queues_are_refused() {
+    let scene = Scene::new().await;
+    let eves = scene.phone("eves-phone", "user_someone_else").await;
+    let (status, problem) = scene
+        .try_subscribe(json!({"type": "mobile_push", "endpoint_arn": eves}))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        problem["errors"][0]["path"], "channel.endpoint_arn",
+        "{problem}"
+    );
+    let ingest = wharf_aws::bootstrap::queue_arn(&scene.shape.clients, &scene.shape.queues.ingest)
+        .await
+        .unwrap();
+    let (status, problem) = scene
+        .try_subscribe(json!({"type": "sqs", "queue_arn": ingest}))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_publishes_each_record_once_and_does_not_replay() {
+    let scene = Scene::new().await;
+    let (_, arn) = queue(&scene.shape, "bob-all").await;
+    let all = scene
+        .subscribe(json!({"type": "sqs", "queue_arn": arn}), None)
+        .await;
+    scene.push_three().await;
+    eventually("the records are metered", || async {
+        usage(&scene.shape, &all).await >= 3
+    })
+    .await;
+    let topic = topic_arn(&scene.shape, &scene.tenant().await, &scene.feed)
+        .await
+        .unwrap();
     let data: Value = reqwest::get(format!("{}/moto-api/data.json", moto::shared().url()))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let published: Vec<String> = data["sns"]["Topic"]
+    let mut published: Vec<String> = data["sns"]["Topic"]
         .as_array()
         .unwrap()
         .iter()
@@ -494,35 +573,23 @@ async fn a_record_reaches_a_queue_a_webhook_and_an_email_and_filters_keep_out_th
                 .to_owned()
         })
         .collect();
-    let mut published = published;
     published.sort();
     assert_eq!(
         published,
         vec!["AAPL", "GOOGL", "MSFT"],
         "each record published once"
     );
-
-    // Metering: what each subscription's filter let through, once each.
-    assert_eq!(usage(&shape, &aapl).await, 1);
-    assert_eq!(usage(&shape, &five).await, 1);
-    assert_eq!(usage(&shape, &email).await, 3);
-    assert_eq!(
-        usage(&shape, &push).await,
-        2,
-        "AAPL at 150 and GOOGL at 200"
-    );
-    for _ in 0..20 {
-        if usage(&shape, &hook).await == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(usage(&shape, &hook).await, 3);
-
     // The topic does not replay: asking is a 409 that says so, not deliveries that never go.
-    let path = format!("/v1/subscriptions/{}/replay", aapl["id"].as_str().unwrap());
+    let path = format!("/v1/subscriptions/{}/replay", all["id"].as_str().unwrap());
     let range = json!({"from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"});
-    let (status, _) = answer(reqwest::Method::POST, &url, &path, Some(&bob), Some(range)).await;
+    let (status, _) = answer(
+        reqwest::Method::POST,
+        &scene.url,
+        &path,
+        Some(&scene.bob),
+        Some(range),
+    )
+    .await;
     assert_eq!(status, 409);
 }
 
@@ -546,7 +613,7 @@ async fn topics_follow_their_feed_and_subscriptions_follow_their_status() {
     )
     .await;
     let subs = topic_subscriptions(&shape, &tenant, &feed).await;
-    let delivery_arn = wharf_aws::bootstrap::queue_arn(&shape.clients, &shape.delivery_queue_url)
+    let delivery_arn = wharf_aws::bootstrap::queue_arn(&shape.clients, &shape.queues.delivery)
         .await
         .unwrap();
     assert_eq!(subs.len(), 1, "{subs:?}");
@@ -671,13 +738,26 @@ fn socket_event(route: &str, connection: &str, query: Value) -> Value {
     })
 }
 
+/// Lambda's WebSocket request, decoded as the Lambda entry decodes it.
+fn socket(event: Value) -> wharf_core::domain::SocketEvent {
+    wharf_aws::lambda::socket_event(&serde_json::from_value(event).unwrap())
+}
+
+fn sockets(shape: &AwsShape) -> &dyn wharf_core::ports::Sockets {
+    shape.services.sockets.as_deref().expect("gateway sockets")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_records_go_to_connected_sockets_and_stale_sockets_are_dropped() {
     let (endpoint, posts) = management_api().await;
     let mut config = config();
     config.aws.websocket_endpoint = Some(endpoint);
     let (url, shape) = serve(&config).await;
-    let handlers = Handlers::new(&shape, config.delivery(), Deliveries::Awaited);
+    let handlers = Handlers::new(
+        shape.services.clone(),
+        config.delivery(),
+        Deliveries::Awaited,
+    );
     let (vendor, source) = vendor(&url).await;
     let feed = feed(&url, &vendor, &source, "published").await;
     let bob = bob(&url).await;
@@ -692,22 +772,19 @@ async fn websocket_records_go_to_connected_sockets_and_stale_sockets_are_dropped
         )
     };
     let refused = handlers
-        .websocket(serde_json::from_value(connect("c-bad", "not-a-token")).unwrap())
+        .websocket(socket(connect("c-bad", "not-a-token")))
         .await;
-    assert_eq!(refused.status_code, 401);
+    assert_eq!(refused, 401);
     for connection in ["c-live", "c-stale"] {
-        let answer = handlers
-            .websocket(serde_json::from_value(connect(connection, &bob)).unwrap())
-            .await;
-        assert_eq!(answer.status_code, 200, "{connection}");
+        let answer = handlers.websocket(socket(connect(connection, &bob))).await;
+        assert_eq!(answer, 200, "{connection}");
     }
     let (tenant, sub_id) = (
         sub["tenant_id"].as_str().unwrap().parse().unwrap(),
         id.parse().unwrap(),
     );
     assert_eq!(
-        shape
-            .store
+        sockets(&shape)
             .connections_of(&tenant, &sub_id)
             .await
             .unwrap()
@@ -720,12 +797,10 @@ async fn websocket_records_go_to_connected_sockets_and_stale_sockets_are_dropped
         {"id": "w2", "data": {"sym": "MSFT", "px": 2.0}},
     ]});
     push_records(&url, &vendor, &source, records).await;
-    for _ in 0..120 {
-        if posts.lock().unwrap().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually("two frames are posted", || async {
+        posts.lock().unwrap().len() >= 2
+    })
+    .await;
     let got: Vec<(String, String)> = posts
         .lock()
         .unwrap()
@@ -739,12 +814,10 @@ async fn websocket_records_go_to_connected_sockets_and_stale_sockets_are_dropped
         .collect();
     // Records are counted once every connection was tried (the stale one forgotten on the
     // way), after the frames are posted: wait for the count before checking the rest.
-    for _ in 0..120 {
-        if usage(&shape, &sub).await >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually("the posted records are counted", || async {
+        usage(&shape, &sub).await >= 2
+    })
+    .await;
     // The two records may be processed by different stream shards, in either order.
     let mut got = got;
     got.sort();
@@ -755,8 +828,7 @@ async fn websocket_records_go_to_connected_sockets_and_stale_sockets_are_dropped
             ("c-live".to_owned(), "MSFT".to_owned())
         ]
     );
-    let left: Vec<String> = shape
-        .store
+    let left: Vec<String> = sockets(&shape)
         .connections_of(&tenant, &sub_id)
         .await
         .unwrap()
@@ -767,14 +839,11 @@ async fn websocket_records_go_to_connected_sockets_and_stale_sockets_are_dropped
     assert_eq!(usage(&shape, &sub).await, 2, "each record counted once");
 
     let gone = handlers
-        .websocket(
-            serde_json::from_value(socket_event("$disconnect", "c-live", Value::Null)).unwrap(),
-        )
+        .websocket(socket(socket_event("$disconnect", "c-live", Value::Null)))
         .await;
-    assert_eq!(gone.status_code, 200);
+    assert_eq!(gone, 200);
     assert!(
-        shape
-            .store
+        sockets(&shape)
             .connections_of(&tenant, &sub_id)
             .await
             .unwrap()
@@ -810,23 +879,18 @@ async fn a_topic_deleted_behind_wharfs_back_is_made_again_with_its_delivery_subs
     .await;
     let records = json!({"records": [{"id": "h1", "data": {"sym": "AAPL", "px": 1.0}}]});
     push_records(&url, &vendor, &source, records).await;
-    for _ in 0..120 {
-        if !receiver.hits().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually("the webhook is delivered", || async {
+        !receiver.hits().is_empty()
+    })
+    .await;
     assert_eq!(receiver.hits().len(), 1, "delivered once");
     // The failed publish is retried from the stream, which makes the topic again.
-    let mut subs = Vec::new();
-    for _ in 0..120 {
-        if topic_arn(&shape, &tenant, &feed).await.is_some() {
-            subs = topic_subscriptions(&shape, &tenant, &feed).await;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let delivery = wharf_aws::bootstrap::queue_arn(&shape.clients, &shape.delivery_queue_url)
+    eventually("the topic is made again", || async {
+        topic_arn(&shape, &tenant, &feed).await.is_some()
+    })
+    .await;
+    let subs = topic_subscriptions(&shape, &tenant, &feed).await;
+    let delivery = wharf_aws::bootstrap::queue_arn(&shape.clients, &shape.queues.delivery)
         .await
         .unwrap();
     assert!(

@@ -12,28 +12,54 @@ mod moto;
 #[allow(dead_code)]
 mod receiver;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::streams::{DynamoDbEventResponse, SqsEventResponse};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
-use wharf::aws::emulate::{queue_arn, sqs_event, stream_event};
-use wharf::aws::handlers::{Deliveries, Handlers};
 use wharf::aws::{AwsShape, Resources, aws_shape};
 use wharf::config::Config;
+use wharf_aws::aws_sdk_sqs::types::MessageSystemAttributeName;
+use wharf_aws::bootstrap::queue_arn;
+use wharf_aws::emulate::{sqs_event, stream_event};
+use wharf_aws::lambda::{queue_messages, sqs_response, stream_changes, stream_response};
 use wharf_core::domain::RawRecord;
+use wharf_core::ports::EventHandlers;
 use wharf_core::ports::SystemClock;
 use wharf_core::{SourceId, VendorId};
+use wharf_workers::handlers::{Deliveries, Handlers};
 
 const PASSWORD: &str = "Correct horse battery 9!";
 
 use moto::aws_server_config as config;
 
-async fn shape(config: &Config) -> (AwsShape, Handlers) {
+/// The handlers as the Lambda entry runs them: Lambda's event in, Lambda's answer out.
+struct Lambda(Handlers);
+
+impl Lambda {
+    async fn ingest(&self, event: SqsEvent) -> SqsEventResponse {
+        sqs_response(self.0.ingest(queue_messages(event)).await)
+    }
+
+    async fn sender(&self, event: SqsEvent) -> SqsEventResponse {
+        sqs_response(self.0.sender(queue_messages(event)).await)
+    }
+
+    async fn stream(&self, event: StreamEvent) -> DynamoDbEventResponse {
+        stream_response(self.0.stream(stream_changes(event)).await)
+    }
+}
+
+async fn shape(config: &Config) -> (AwsShape, Lambda) {
     let shape = aws_shape(config, Arc::new(SystemClock), Resources::Bootstrap)
         .await
         .unwrap();
-    let handlers = Handlers::new(&shape, config.delivery(), Deliveries::Awaited);
-    (shape, handlers)
+    let handlers = Handlers::new(
+        shape.services.clone(),
+        config.delivery(),
+        Deliveries::Awaited,
+    );
+    (shape, Lambda(handlers))
 }
 
 fn raw(tenant: &VendorId, source: &SourceId, external: &str) -> RawRecord {
@@ -238,7 +264,7 @@ async fn bob_subscribes(url: &str, feed: &str, channel: Value) -> (String, Strin
 
 /// One batch of up to ten messages of a queue, with their system and message attributes, as
 /// Lambda's event source mapping receives them.
-async fn receive(shape: &AwsShape, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+async fn receive(shape: &AwsShape, queue: &str) -> Vec<wharf_aws::aws_sdk_sqs::types::Message> {
     shape
         .clients
         .sqs
@@ -258,7 +284,7 @@ async fn receive(shape: &AwsShape, queue: &str) -> Vec<aws_sdk_sqs::types::Messa
 async fn stream_records(
     shape: &AwsShape,
     seen: &mut usize,
-) -> Vec<aws_sdk_dynamodbstreams::types::Record> {
+) -> Vec<wharf_aws::aws_sdk_dynamodbstreams::types::Record> {
     let clients = &shape.clients;
     let arn = clients
         .dynamodb
@@ -289,7 +315,9 @@ async fn stream_records(
             .get_shard_iterator()
             .stream_arn(&arn)
             .shard_id(shard.shard_id.unwrap())
-            .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+            .shard_iterator_type(
+                wharf_aws::aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon,
+            )
             .send()
             .await
             .unwrap()
@@ -344,8 +372,8 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
 
     // The ingest queue's messages, as Lambda would deliver them: twice.
     let clients = &shape.clients;
-    let arn = queue_arn(clients, &shape.ingest_queue_url).await.unwrap();
-    let received = receive(&shape, &shape.ingest_queue_url).await;
+    let arn = queue_arn(clients, &shape.queues.ingest).await.unwrap();
+    let received = receive(&shape, &shape.queues.ingest).await;
     assert_eq!(received.len(), 1, "three small records fit one message");
     for _ in 0..2 {
         let event = serde_json::from_value(sqs_event(&received, &arn, "us-east-1")).unwrap();
@@ -359,7 +387,7 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
         if records.is_empty() {
             break;
         }
-        let event = stream_event(&records, "arn:aws:dynamodb:stream", "us-east-1").unwrap();
+        let event = stream_event(&records, "arn:aws:dynamodb:stream", "us-east-1");
         for _ in 0..2 {
             let response = handlers
                 .stream(serde_json::from_value(event.clone()).unwrap())
@@ -369,8 +397,8 @@ async fn batches_delivered_twice_make_one_output_one_webhook_delivery_and_one_co
     }
     // The outputs went to the feed's topic, which passed them to the delivery queue: the
     // sender's batch, delivered twice too.
-    let delivery_arn = queue_arn(clients, &shape.delivery_queue_url).await.unwrap();
-    let woken = receive(&shape, &shape.delivery_queue_url).await;
+    let delivery_arn = queue_arn(clients, &shape.queues.delivery).await.unwrap();
+    let woken = receive(&shape, &shape.queues.delivery).await;
     assert_eq!(woken.len(), 1, "one wake-up for two records: {woken:?}");
     for _ in 0..2 {
         let event = sqs_event(&woken, &delivery_arn, "us-east-1");
@@ -484,7 +512,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_after_five_receives() {
         .set_queue_attributes()
         .queue_url(&ingest)
         .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            wharf_aws::aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
             "1",
         )
         .send()
@@ -577,26 +605,23 @@ async fn an_sqs_source_gets_its_own_queue_whose_messages_are_stored_and_refusals
             .await
             .unwrap();
     }
-    let mut prices = Vec::new();
-    for _ in 0..100 {
-        let (_, page) = get(
-            &url,
-            &format!("/v1/subscriptions/{sub}/records?after=0"),
-            &bob,
-        )
-        .await;
-        prices = page["items"]
+    let prices = || async {
+        let path = format!("/v1/subscriptions/{sub}/records?after=0");
+        let (_, page) = get(&url, &path, &bob).await;
+        let mut prices: Vec<f64> = page["items"]
             .as_array()
             .unwrap()
             .iter()
             .map(|i| i["record"]["data"]["price"].as_f64().unwrap())
             .collect();
-        if prices.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    prices.sort_by(f64::total_cmp);
+        prices.sort_by(f64::total_cmp);
+        prices
+    };
+    receiver::eventually("the queue's records are stored", || async {
+        prices().await.len() >= 2
+    })
+    .await;
+    let prices = prices().await;
     assert_eq!(
         prices,
         vec![150.0, 300.0],
@@ -612,18 +637,18 @@ async fn an_sqs_source_gets_its_own_queue_whose_messages_are_stored_and_refusals
         .sqs
         .get_queue_attributes()
         .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .attribute_names(wharf_aws::aws_sdk_sqs::types::QueueAttributeName::All)
         .send()
         .await
         .unwrap()
         .attributes
         .unwrap();
-    let count = |name: aws_sdk_sqs::types::QueueAttributeName| -> u32 {
+    let count = |name: wharf_aws::aws_sdk_sqs::types::QueueAttributeName| -> u32 {
         attributes.get(&name).unwrap().parse().unwrap()
     };
     assert_eq!(
-        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        count(wharf_aws::aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + count(wharf_aws::aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         1
     );
 

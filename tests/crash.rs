@@ -4,6 +4,10 @@
 //! each subscription acknowledged, and pushing everything again changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "api/receiver.rs"]
+#[allow(dead_code)]
+mod wait;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use serde_json::{Value, json};
@@ -11,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wait::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wharf");
 const PASSWORD: &str = "correct horse battery";
@@ -52,18 +57,14 @@ fn start(data: &std::path::Path, port: u16) -> Child {
 }
 
 async fn ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if client
+    eventually("wharf is back", || async {
+        client
             .get(format!("{base}/readyz"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("wharf did not come back");
+    })
+    .await;
 }
 
 async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
@@ -164,6 +165,8 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_counts_each_delivery_
     // Push batches of 20 from a loader while the server is killed and restarted.
     let acked: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Whether the server is up: a refused request waits for the restart, not for a while.
+    let (up, mut is_up) = tokio::sync::watch::channel(true);
     let loader = {
         let (client, base, source, vendor, acked, stop) = (
             client.clone(),
@@ -193,18 +196,25 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_counts_each_delivery_
                         n += 20;
                     }
                     // Unacknowledged: retried with the same ids, which dedup makes safe.
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    _ => {
+                        let _ = is_up.wait_for(|up| *up).await;
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
         })
     };
     for kill in 0..5u64 {
+        // Under load for a while, so the kill lands in the middle of work.
         tokio::time::sleep(Duration::from_millis(400 + 150 * kill)).await;
+        up.send_replace(false);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         child = start(dir.path(), port);
         ready(&client, &base).await;
+        up.send_replace(true);
     }
+    // And under load a while after the last restart.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     loader.await.unwrap();
@@ -222,16 +232,11 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_counts_each_delivery_
             acked.iter().all(|n| seen.contains_key(&n.to_string()))
         })
     };
-    for _ in 0..600 {
-        if all_delivered() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        all_delivered(),
-        "every acknowledged record reached every subscription"
-    );
+    eventually(
+        "every acknowledged record reached every subscription",
+        || async { all_delivered() },
+    )
+    .await;
 
     let usage = |sub: String| {
         let (client, base, token) = (client.clone(), base.clone(), subscriber.clone());
@@ -262,8 +267,18 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_counts_each_delivery_
                 .sum::<u64>()
         }
     };
-    let settle = Duration::from_millis(500);
-    tokio::time::sleep(settle).await;
+    // Counting follows the acknowledgement in the same write as the position move: once the
+    // counts stop short of nothing, they must equal what was seen, never more.
+    eventually("every subscription's deliveries are counted", || async {
+        for (sub, seen) in &hooks {
+            let distinct = seen.lock().unwrap().len() as u64;
+            if usage(sub.clone()).await < distinct {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     for (sub, seen) in &hooks {
         let distinct = seen.lock().unwrap().len() as u64;
         assert_eq!(
@@ -293,6 +308,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_counts_each_delivery_
         duplicates += res["duplicates"].as_u64().unwrap();
     }
     assert_eq!(duplicates, acked.len() as u64);
+    // Nothing arrives in the second after: time itself is what this checks.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after: Vec<usize> = hooks.iter().map(|(_, s)| s.lock().unwrap().len()).collect();
     assert_eq!(before, after);

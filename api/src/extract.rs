@@ -9,6 +9,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use wharf_core::domain::Principal;
+use wharf_core::error::field_of_message;
 use wharf_core::{CoreError, FieldError};
 
 /// The verified caller: a user's bearer token or an API key.
@@ -40,16 +41,9 @@ pub fn bearer(parts: &Parts) -> Result<&str, CoreError> {
     let value = value
         .to_str()
         .map_err(|_| CoreError::Unauthenticated("malformed Authorization header".into()))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
-        _ => Err(CoreError::Unauthenticated(
-            "expected `Authorization: Bearer <token>`".into(),
-        )),
-    }
+    wharf_core::credentials::bearer(value).ok_or_else(|| {
+        CoreError::Unauthenticated("expected `Authorization: Bearer <token>`".into())
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -126,7 +120,11 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
                     if path == "." {
                         path.clear();
                     }
-                    if let Some(field) = named_field(&message) {
+                    let (field, message) = match field_of_message(&message) {
+                        Some((field, inner)) => (Some(field), inner.to_owned()),
+                        None => (named_field(&message), message.clone()),
+                    };
+                    if let Some(field) = field {
                         path = if path.is_empty() {
                             field.to_owned()
                         } else {

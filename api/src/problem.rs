@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{IntoResponses, ToSchema};
+use wharf_core::domain::{BodyError, MAX_RECORDS_PER_REQUEST};
 use wharf_core::{CoreError, FieldError};
 
 /// The media type of error bodies.
@@ -55,6 +56,18 @@ impl From<CoreError> for ApiError {
     }
 }
 
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Malformed(detail) => ApiError::MalformedBody(detail),
+            BodyError::Invalid(field) => ApiError::Core(CoreError::Validation(vec![field])),
+            BodyError::TooMany => ApiError::TooLarge(format!(
+                "at most {MAX_RECORDS_PER_REQUEST} records per request"
+            )),
+        }
+    }
+}
+
 fn problem(
     status: StatusCode,
     kind: &str,
@@ -79,65 +92,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         use StatusCode as S;
         match self {
-            ApiError::Core(CoreError::NotFound(what)) => problem(
-                S::NOT_FOUND,
-                "not-found",
-                "Not found",
-                Some(format!("{what} not found")),
-                vec![],
-            ),
-            ApiError::Core(CoreError::Conflict(detail)) => {
-                problem(S::CONFLICT, "conflict", "Conflict", Some(detail), vec![])
-            }
-            ApiError::Core(CoreError::Validation(errors)) => {
-                let n = errors.len();
-                let detail = format!("{n} field{} invalid", if n == 1 { " is" } else { "s are" });
-                problem(
-                    S::UNPROCESSABLE_ENTITY,
-                    "validation",
-                    "Validation failed",
-                    Some(detail),
-                    errors,
-                )
-            }
-            ApiError::Core(CoreError::Unauthenticated(detail)) => {
-                let mut res = problem(
-                    S::UNAUTHORIZED,
-                    "unauthenticated",
-                    "Unauthenticated",
-                    Some(detail),
-                    vec![],
-                );
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                res
-            }
-            ApiError::Core(CoreError::Forbidden(detail)) => {
-                problem(S::FORBIDDEN, "forbidden", "Forbidden", Some(detail), vec![])
-            }
-            ApiError::Core(CoreError::Unavailable(source)) => {
-                tracing::warn!(error = %source, "dependency unavailable");
-                let mut res = problem(
-                    S::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Service unavailable",
-                    Some("retry later".into()),
-                    vec![],
-                );
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                res
-            }
-            ApiError::Core(CoreError::Internal(source)) => {
-                tracing::error!(error = %source, chain = ?source, "internal error");
-                problem(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    None,
-                    vec![],
-                )
-            }
+            ApiError::Core(e) => core_problem(e),
             ApiError::MalformedBody(detail) => problem(
                 S::BAD_REQUEST,
                 "malformed",
@@ -173,6 +128,66 @@ impl IntoResponse for ApiError {
                 None,
                 vec![],
             ),
+        }
+    }
+}
+
+/// The problem document of a failure from the services; its status is the error's own.
+fn core_problem(e: CoreError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match e {
+        CoreError::NotFound(what) => problem(
+            status,
+            "not-found",
+            "Not found",
+            Some(format!("{what} not found")),
+            vec![],
+        ),
+        CoreError::Conflict(detail) => {
+            problem(status, "conflict", "Conflict", Some(detail), vec![])
+        }
+        CoreError::Validation(errors) => {
+            let n = errors.len();
+            let detail = format!("{n} field{} invalid", if n == 1 { " is" } else { "s are" });
+            problem(
+                status,
+                "validation",
+                "Validation failed",
+                Some(detail),
+                errors,
+            )
+        }
+        CoreError::Unauthenticated(detail) => {
+            let mut res = problem(
+                status,
+                "unauthenticated",
+                "Unauthenticated",
+                Some(detail),
+                vec![],
+            );
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            res
+        }
+        CoreError::Forbidden(detail) => {
+            problem(status, "forbidden", "Forbidden", Some(detail), vec![])
+        }
+        CoreError::Unavailable(source) => {
+            tracing::warn!(error = %source, "dependency unavailable");
+            let mut res = problem(
+                status,
+                "unavailable",
+                "Service unavailable",
+                Some("retry later".into()),
+                vec![],
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+        CoreError::Internal(source) => {
+            tracing::error!(error = %source, chain = ?source, "internal error");
+            problem(status, "internal", "Internal error", None, vec![])
         }
     }
 }

@@ -41,6 +41,14 @@ pub fn check_password(password: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The token of an `Authorization` header's value `Bearer <token>` (the scheme in any case);
+/// `None` for another scheme or no token. The one reading of bearer credentials.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String, CoreError> {
     use argon2::password_hash::{PasswordHasher, SaltString};
@@ -129,6 +137,15 @@ mod tests {
         assert!(check_password("aaaaaaaaaaaaaaaa").is_err());
         assert!(check_password("Password1234").is_err());
         assert!(check_password("correct horse battery").is_ok());
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_whatever_the_scheme_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 
     #[test]

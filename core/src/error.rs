@@ -47,6 +47,20 @@ impl CoreError {
         CoreError::Unavailable(e.into())
     }
 
+    /// The HTTP status that says what went wrong: the one mapping every handler uses (the
+    /// API's problem documents, and the WebSocket gateway's connect answers).
+    pub fn status(&self) -> u16 {
+        match self {
+            CoreError::Validation(_) => 422,
+            CoreError::Unauthenticated(_) => 401,
+            CoreError::Forbidden(_) => 403,
+            CoreError::NotFound(_) => 404,
+            CoreError::Conflict(_) => 409,
+            CoreError::Unavailable(_) => 503,
+            CoreError::Internal(_) => 500,
+        }
+    }
+
     /// What went wrong, without the kind in front (for a message that names the kind itself).
     pub fn reason(&self) -> String {
         match self {
@@ -82,6 +96,20 @@ impl FieldError {
             message: message.into(),
         }
     }
+}
+
+/// The message of a deserialization error about one field of a value that is deserialized as
+/// a whole (an internally tagged enum, whose fields serde cannot track): the JSON extractor
+/// reads the field back into the error's path with [`field_of_message`].
+pub fn field_message(field: &str, message: &str) -> String {
+    format!("at `{field}`: {message}")
+}
+
+/// The field and message of a [`field_message`].
+pub fn field_of_message(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix("at `")?;
+    let (field, message) = rest.split_once("`: ")?;
+    Some((field, message))
 }
 
 /// Collects field errors across a whole input before failing, so the caller sees all of them.

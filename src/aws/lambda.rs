@@ -1,10 +1,10 @@
 //! The Lambda entry point: the `wharf` binary is the bootstrap of every function. With
 //! `AWS_LAMBDA_RUNTIME_API` set it runs the handler `_HANDLER` names: `api` (the REST API's
 //! axum router through lambda_http), or `ingest`, `stream`, `sender`, `websocket` and
-//! `schedule` (through lambda_runtime, on `aws_lambda_events` types). The services are built
-//! once per cold start and shared by every invocation.
+//! `schedule` (through lambda_runtime: each event decoded by `wharf_aws::lambda`, handled by
+//! `wharf_workers::handlers`, and answered). The services are built once per cold start and
+//! shared by every invocation.
 
-use super::handlers::{Deliveries, Handlers};
 use super::{Resources, aws_shape};
 use crate::config::Config;
 use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
@@ -13,7 +13,12 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
-use wharf_core::ports::SystemClock;
+use wharf_aws::lambda::{
+    queue_messages, socket_event, socket_response, sqs_response, stream_changes, stream_response,
+    tick,
+};
+use wharf_core::ports::{EventHandlers, SystemClock};
+use wharf_workers::handlers::{Deliveries, Handlers};
 
 /// The handlers a function may name.
 pub const HANDLERS: [&str; 6] = ["api", "ingest", "stream", "sender", "websocket", "schedule"];
@@ -39,54 +44,71 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     tracing::info!(handler, "cold start done");
+    if handler == "api" {
+        return lambda_http::run(wharf_api::router(shape.services))
+            .await
+            .map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"));
+    }
     let handlers = Arc::new(Handlers::new(
-        &shape,
+        shape.services,
         config.delivery(),
         Deliveries::Awaited,
     ));
-    let result =
-        match handler.as_str() {
-            "api" => lambda_http::run(wharf_api::router(shape.services)).await,
-            "ingest" => lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-                let handlers = handlers.clone();
-                async move { Ok::<_, lambda_runtime::Error>(handlers.ingest(event.payload).await) }
+    serve(&handler, handlers)
+        .await
+        .map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
+}
+
+/// Serves one of the event handlers: Lambda's event decoded, handled, and answered.
+async fn serve(handler: &str, handlers: Arc<Handlers>) -> Result<(), lambda_runtime::Error> {
+    let h = handlers;
+    match handler {
+        "ingest" => {
+            lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
+                let h = h.clone();
+                async move { ok(sqs_response(h.ingest(queue_messages(e.payload)).await)) }
             }))
-            .await,
-            "stream" => lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| {
-                let handlers = handlers.clone();
-                async move { Ok::<_, lambda_runtime::Error>(handlers.stream(event.payload).await) }
+            .await
+        }
+        "sender" => {
+            lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| {
+                let h = h.clone();
+                async move { ok(sqs_response(h.sender(queue_messages(e.payload)).await)) }
             }))
-            .await,
-            "sender" => lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-                let handlers = handlers.clone();
-                async move { Ok::<_, lambda_runtime::Error>(handlers.sender(event.payload).await) }
+            .await
+        }
+        "stream" => {
+            lambda_runtime::run(service_fn(move |e: LambdaEvent<StreamEvent>| {
+                let h = h.clone();
+                async move { ok(stream_response(h.stream(stream_changes(e.payload)).await)) }
             }))
-            .await,
-            "websocket" => {
-                lambda_runtime::run(service_fn(
-                    move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
-                        let handlers = handlers.clone();
-                        async move {
-                            Ok::<_, lambda_runtime::Error>(handlers.websocket(event.payload).await)
-                        }
-                    },
-                ))
-                .await
-            }
-            _ => {
-                lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
-                    let handlers = handlers.clone();
-                    async move {
-                        handlers
-                            .schedule(event.payload)
-                            .await
-                            .map_err(|e| lambda_runtime::Error::from(e.to_string()))
-                    }
-                }))
-                .await
-            }
-        };
-    result.map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
+            .await
+        }
+        "websocket" => {
+            lambda_runtime::run(service_fn(
+                move |e: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+                    let h = h.clone();
+                    async move { ok(socket_response(h.websocket(socket_event(&e.payload)).await)) }
+                },
+            ))
+            .await
+        }
+        _ => {
+            lambda_runtime::run(service_fn(move |e: LambdaEvent<EventBridgeEvent>| {
+                let h = h.clone();
+                async move {
+                    h.schedule(tick(&e.payload))
+                        .await
+                        .map_err(|e| lambda_runtime::Error::from(e.to_string()))
+                }
+            }))
+            .await
+        }
+    }
+}
+
+fn ok<T>(answer: T) -> Result<T, lambda_runtime::Error> {
+    Ok(answer)
 }
 
 async fn cold_start(config: &Config, handler: &str) -> anyhow::Result<super::AwsShape> {

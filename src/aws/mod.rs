@@ -1,19 +1,18 @@
-//! The aws shape: the same services on DynamoDB, SQS, Cognito and S3, the Lambda handlers
-//! that run the pipeline from AWS's event sources, the Lambda entry point, and, for
-//! `wharf serve --backend aws`, stand-ins for those event sources in one process.
+//! The aws shape's composition: the services on DynamoDB, SQS, SNS, Cognito and S3, built
+//! once per process or Lambda cold start. The handlers are `wharf_workers::handlers`; the
+//! Lambda entry is `lambda`; the event-source stand-ins of `wharf serve --backend aws` are
+//! `wharf_aws::emulate`.
 
-pub mod cost;
-pub mod emulate;
-pub mod handlers;
 pub mod lambda;
-pub mod publish;
 
 use crate::config::Config;
 use anyhow::Context;
 use std::sync::Arc;
 use wharf_aws::cognito::{CognitoIdentity, UserPool};
+use wharf_aws::emulate::Queues;
 use wharf_aws::fanout::SnsFanout;
 use wharf_aws::ingest::{SqsIngestQueue, SqsSourceQueues};
+use wharf_aws::sockets::GatewaySockets;
 use wharf_aws::{AwsSettings, Clients, DynamoStore};
 use wharf_core::Services;
 use wharf_core::domain::Shape;
@@ -27,16 +26,8 @@ pub struct AwsShape {
     pub services: Services,
     /// The AWS clients (and their call counts).
     pub clients: Clients,
-    /// The store itself, for what the output side keeps beside the ports.
-    pub store: Arc<DynamoStore>,
-    /// The feed topics.
-    pub fanout: Arc<SnsFanout>,
-    /// The ingest queue.
-    pub ingest_queue_url: String,
-    /// The webhook delivery queue.
-    pub delivery_queue_url: String,
-    /// API Gateway's WebSocket management endpoint, on Lambda.
-    pub websocket_endpoint: Option<String>,
+    /// The queues the event sources read.
+    pub queues: Queues,
 }
 
 /// How the resources are found.
@@ -122,10 +113,17 @@ pub async fn aws_shape(
             FileSecretBox::load_or_create(&config.data_dir).context("cannot load the secret key")?
         }
     };
-    let store = Arc::new(DynamoStore::new(clients.clone()));
-    let fanout = Arc::new(SnsFanout::new(&clients, delivery_queue_url.clone()));
+    // On Lambda the functions record a gateway's sockets, and those that know the management
+    // endpoint (the stream function) post to them; `wharf serve` serves sockets itself unless
+    // it is given a management endpoint too.
+    let sockets: Option<Arc<dyn wharf_core::ports::Sockets>> =
+        match (resources, aws.websocket_endpoint.as_deref()) {
+            (_, Some(endpoint)) => Some(Arc::new(GatewaySockets::new(&clients, Some(endpoint)))),
+            (Resources::Configured, None) => Some(Arc::new(GatewaySockets::new(&clients, None))),
+            (Resources::Bootstrap, None) => None,
+        };
     let services = Services {
-        store: store.clone(),
+        store: Arc::new(DynamoStore::new(clients.clone())),
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),
@@ -139,17 +137,20 @@ pub async fn aws_shape(
             ingest_queue_url.clone(),
         ))),
         source_queues: Some(Arc::new(SqsSourceQueues::new(&clients))),
-        fanout: Some(fanout.clone()),
+        fanout: Some(Arc::new(SnsFanout::new(
+            &clients,
+            delivery_queue_url.clone(),
+        ))),
+        sockets,
         metrics: vec![Arc::new(clients.calls.clone())],
         settings: crate::app::settings(config, Shape::Aws)?,
     };
     Ok(AwsShape {
         services,
         clients,
-        store,
-        fanout,
-        ingest_queue_url,
-        delivery_queue_url,
-        websocket_endpoint: aws.websocket_endpoint.clone(),
+        queues: Queues {
+            ingest: ingest_queue_url,
+            delivery: delivery_queue_url,
+        },
     })
 }

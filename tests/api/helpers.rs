@@ -24,6 +24,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub services: Services,
     pub dir: tempfile::TempDir,
+    idle: wharf::app::Idle,
 }
 
 pub struct Res {
@@ -75,16 +76,25 @@ pub async fn spawn_on(
         .unwrap();
     let addr = server.local_addr().unwrap();
     let services = server.services.clone();
+    let idle = server.idle();
     tokio::spawn(server.run(std::future::pending()));
     TestApp {
         addr,
         client: reqwest::Client::new(),
         services,
         dir,
+        idle,
     }
 }
 
 impl TestApp {
+    /// Drives the pipeline until it has no work left: every record processed, every due
+    /// window closed and retry made, every delivery passed over. What a test waits on before
+    /// asserting that something did not happen.
+    pub async fn idle(&self) {
+        self.idle.wait().await.unwrap();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

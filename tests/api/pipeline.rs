@@ -340,7 +340,7 @@ async fn failed_webhooks_follow_the_retry_schedule_and_count_once() {
     let failed = app.get(&log_path, Some(&sub_token)).await.body["items"][0].clone();
     assert_eq!(failed["status_code"], 500);
     assert_eq!(failed["attempt"], 1);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    app.idle().await;
     assert_eq!(
         receiver.hits().len(),
         1,
@@ -352,7 +352,7 @@ async fn failed_webhooks_follow_the_retry_schedule_and_count_once() {
     })
     .await;
     clock.advance(Duration::from_secs(299));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    app.idle().await;
     assert_eq!(
         receiver.hits().len(),
         2,
@@ -447,7 +447,7 @@ async fn retry_after_is_honoured_and_410_pauses_the_subscription() {
     })
     .await;
     clock.advance(Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    app.idle().await;
     assert_eq!(
         throttled.hits().len(),
         1,
@@ -574,7 +574,7 @@ async fn batched_subscriptions_get_arrays_and_paused_ones_miss_what_came_meanwhi
             .is_some_and(|items| items.len() == 4)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.idle().await;
     assert_eq!(receiver.hits().len(), 2, "nothing while paused");
     app.patch(&path, Some(&sub_token), json!({"status": "active"}))
         .await;
@@ -613,7 +613,7 @@ async fn batched_subscriptions_get_arrays_and_paused_ones_miss_what_came_meanwhi
         receiver.hits().len() == 8
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.idle().await;
     assert_eq!(
         usage_of(&app, &sub_token, &sub).await,
         4,
@@ -693,7 +693,7 @@ async fn windows_close_on_schedule_with_values_computed_independently() {
     assert_eq!(res.status, 200, "{:?}", res.body);
     let (_, sub_token) = app.subscriber("bob").await;
     let sub = app.subscribe(&sub_token, &feed).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await; // the scheduler sees the feed
+    app.idle().await;
     let now = clock.now().unix_timestamp();
     let window_start = (now + 300) / 60 * 60;
     let at = |s: i64| {
@@ -737,7 +737,7 @@ async fn windows_close_on_schedule_with_values_computed_independently() {
             .is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.idle().await;
     let items = app.get(&path, Some(&sub_token)).await.body["items"].clone();
     let data: Vec<Value> = items
         .as_array()
@@ -838,7 +838,7 @@ async fn the_live_channel_pushes_records_counts_them_once_and_resumes_without_a_
         next_record(&mut again).await;
     }
     drop(again);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.idle().await;
     assert_eq!(
         usage_of(&app, &sub_token, &sub).await,
         4,
@@ -1069,7 +1069,7 @@ async fn the_same_ids_pushed_concurrently_make_one_record_one_output_one_deliver
             == 50
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.idle().await;
     let mut seen: Vec<String> = receiver
         .hits()
         .iter()
@@ -1083,7 +1083,7 @@ async fn the_same_ids_pushed_concurrently_make_one_record_one_output_one_deliver
         usage_of(&app, &sub_token, &hooked).await == 50
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.idle().await;
     assert_eq!(
         usage_of(&app, &sub_token, &hooked).await,
         50,

@@ -3,7 +3,8 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_webhook_subscription_gets_its_signing_secret_once() {
-    let app = spawn_app().await;
+    // The webhook host is a loopback port nothing listens on: no record is ever sent here.
+    let app = spawn_with(|c| c.allow_private_webhooks = true).await;
     let (vendor, token) = app.vendor("Acme").await;
     let feed = app.feed(&token, "f").await;
     let (user, sub) = app.subscriber("bob").await;
@@ -12,7 +13,7 @@ async fn a_webhook_subscription_gets_its_signing_secret_once() {
             "/v1/subscriptions",
             Some(&sub),
             json!({"feed_id": feed, "plan_id": "pro",
-            "channel": {"type": "webhook", "url": "https://203.0.114.10/hooks/wharf"},
+            "channel": {"type": "webhook", "url": "http://127.0.0.1:9/hooks/wharf"},
             "filter": "record.usd > 1000.0", "batch": {"max_records": 100, "max_wait_ms": 500}}),
         )
         .await;
@@ -64,8 +65,8 @@ async fn webhooks_to_private_loopback_link_local_or_metadata_hosts_are_refused()
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/h",
         "http://[fd00:ec2::254]/h",
-        "ftp://203.0.114.10/h",
-        "https://user:pw@203.0.114.10/h",
+        "ftp://hooks.example.com/h",
+        "https://user:pw@hooks.example.com/h",
         "not a url",
     ] {
         let res = app.post("/v1/subscriptions", Some(&sub), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": url}})).await;
@@ -178,7 +179,8 @@ async fn bad_subscriptions_are_422s_that_name_the_field() {
 
 #[tokio::test]
 async fn subscriptions_pause_resume_change_and_cancel() {
-    let app = spawn_app().await;
+    // The webhook it switches to is a loopback port nothing listens on; no record is pushed.
+    let app = spawn_with(|c| c.allow_private_webhooks = true).await;
     let (_, token) = app.vendor("Acme").await;
     let feed = app.feed(&token, "f").await;
     let (_, sub) = app.subscriber("bob").await;
@@ -198,7 +200,7 @@ async fn subscriptions_pause_resume_change_and_cancel() {
         .map(|h| h["status"].as_str().unwrap())
         .collect();
     assert_eq!(history, vec!["active", "paused", "active"]);
-    let to_webhook = app.patch(&path, Some(&sub), json!({"channel": {"type": "webhook", "url": "https://203.0.114.10/h"}, "filter": "record.usd > 5.0"})).await;
+    let to_webhook = app.patch(&path, Some(&sub), json!({"channel": {"type": "webhook", "url": "http://127.0.0.1:9/h"}, "filter": "record.usd > 5.0"})).await;
     assert_eq!(to_webhook.status, 200);
     assert!(
         to_webhook.body["signing_secret"]

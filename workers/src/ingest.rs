@@ -1,23 +1,20 @@
-//! The ingest handler: a batch of ingest queue messages (SQS in the aws shape), each the
-//! raw records the ingest endpoint accepted, stored with dedup. A message that cannot be
-//! read, or whose records cannot be stored, is reported failed so the queue delivers it
-//! again; after a bounded number of receives it goes to the dead-letter queue. Storing a
-//! message twice stores nothing new: records keep their ids, and the store skips known ones.
+//! Storing what queues carry (the aws shape's ingest handler):
+//! - a message of the ingest queue holds raw records the ingest endpoint accepted, stored
+//!   with dedup ([`handle`]); storing a message twice stores nothing new, as records keep
+//!   their ids and the store skips known ones;
+//! - a message of an `sqs` source's own queue holds what its vendor sent (one record, or
+//!   `{"records": [...]}`), checked like a push ([`source_message`]); the records the schema
+//!   refuses are named in the source's `last_error`.
+//!
+//! A message that cannot be read or stored is reported failed, so the queue delivers it again
+//! and, after a bounded number of receives, moves it to the dead-letter queue.
 
-use crate::BatchOutcome;
+use wharf_core::domain::{BatchOutcome, BodyError, IngestFormat, ParsedBody, QueueMessage, Source};
 use wharf_core::ingest_queue::unpack;
 use wharf_core::ports::{Notifier, RecordStore};
+use wharf_core::{CoreError, Services};
 
-/// One queue message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The queue's id of the message, reported back when it fails.
-    pub id: String,
-    /// The body `wharf_core::ingest_queue::pack` made.
-    pub body: String,
-}
-
-/// What the batch stored, besides which messages failed.
+/// What a batch of ingest queue messages stored, besides which messages failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ingested {
     /// The messages to retry.
@@ -28,11 +25,11 @@ pub struct Ingested {
     pub duplicates: usize,
 }
 
-/// Stores each message's records; see the module documentation.
+/// Stores each ingest queue message's records.
 pub async fn handle(
     store: &dyn RecordStore,
     notifier: &dyn Notifier,
-    messages: &[Message],
+    messages: &[QueueMessage],
 ) -> Ingested {
     let mut done = Ingested::default();
     for message in messages {
@@ -62,4 +59,40 @@ pub async fn handle(
         notifier.raw_appended();
     }
     done
+}
+
+/// Stores one message a vendor sent to `source`'s own queue. Records the source's schema
+/// refuses are kept out and named in the source's `last_error`; a message that is not records
+/// at all fails.
+pub async fn source_message(
+    services: &Services,
+    mut source: Source,
+    message: &QueueMessage,
+) -> Result<(), CoreError> {
+    let mut parsed =
+        ParsedBody::parse(IngestFormat::Message, message.body.as_bytes()).map_err(|e| {
+            let why = match e {
+                BodyError::Malformed(why) => why,
+                BodyError::Invalid(field) => format!("{} {}", field.path, field.message),
+                BodyError::TooMany => "more records than one request may carry".into(),
+            };
+            CoreError::invalid("body", why)
+        })?;
+    let records = std::mem::take(&mut parsed.records);
+    let result = services
+        .ingest_from_source_queue(&source, records, message)
+        .await?;
+    let result = parsed.merge(result);
+    if let Some(first) = result.rejected.first() {
+        source.last_error = Some(format!(
+            "message {}: {} of its records refused; record {}: {}",
+            message.id,
+            result.rejected.len(),
+            first.index,
+            first.error
+        ));
+        source.updated_at = services.clock.now();
+        services.store.update_source(&source).await?;
+    }
+    Ok(())
 }

@@ -20,13 +20,13 @@
 //! - any other filter is evaluated by Wharf at publish time, and the policy matches the
 //!   subscription's id in `wharf.match`.
 
-use crate::{Clients, aws_error};
+use crate::{Clients, DynamoStore, aws_error};
 use async_trait::async_trait;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use wharf_core::domain::{Channel, Feed, NativeLink, Subscription};
+use wharf_core::domain::{Channel, Feed, NativeLink, Subscription, TopicMessage};
 use wharf_core::expr::{Expr, Literal, Test, conjunction};
 use wharf_core::ports::{Fanout, Result};
 use wharf_core::{CoreError, FeedId, TenantId};
@@ -38,22 +38,11 @@ pub const MATCH_ATTRIBUTE: &str = "wharf.match";
 /// The attribute that wakes the webhook sender through the delivery queue.
 pub const WAKE_ATTRIBUTE: &str = "wharf.wake";
 
-/// One record to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    /// The feed output position.
-    pub position: u64,
-    /// The record's JSON, as subscribers receive it.
-    pub body: String,
-    /// Subscriptions whose Wharf-evaluated filter matches this record.
-    pub matched: Vec<String>,
-    /// Wake the webhook sender with this record.
-    pub wake: bool,
-}
-
 /// Per-feed topics on SNS.
 pub struct SnsFanout {
     clients: Clients,
+    /// Where each topic's position is kept.
+    store: DynamoStore,
     /// The webhook delivery queue every topic feeds.
     delivery_queue_url: String,
     /// Its ARN, read when the first topic is made (not at every cold start).
@@ -66,6 +55,7 @@ impl SnsFanout {
     pub fn new(clients: &Clients, delivery_queue_url: impl Into<String>) -> SnsFanout {
         SnsFanout {
             clients: clients.clone(),
+            store: DynamoStore::new(clients.clone()),
             delivery_queue_url: delivery_queue_url.into(),
             delivery_queue_arn: Mutex::new(None),
             topics: Mutex::new(HashMap::new()),
@@ -147,11 +137,11 @@ impl SnsFanout {
 
     /// Publishes `records` of a feed to its topic, ten per call; every entry must be
     /// accepted (a failed entry fails the call, and the publisher tries again).
-    pub async fn publish(
+    async fn publish_records(
         &self,
         tenant: &TenantId,
         feed: &FeedId,
-        records: &[Outgoing],
+        records: &[TopicMessage],
     ) -> Result<()> {
         let topic = self.topic_arn(tenant, feed).await?;
         for chunk in batches(records) {
@@ -275,10 +265,11 @@ impl SnsFanout {
 /// `records` in runs SNS takes in one call: at most ten, and at most 256 KiB of messages
 /// (attributes included, estimated generously). A record too large for a call on its own is
 /// sent alone, and SNS refuses it.
-fn batches(records: &[Outgoing]) -> Vec<&[Outgoing]> {
+fn batches(records: &[TopicMessage]) -> Vec<&[TopicMessage]> {
     const MAX_BYTES: usize = 256 * 1024;
-    let size =
-        |r: &Outgoing| r.body.len() + 512 + r.matched.iter().map(|m| m.len() + 3).sum::<usize>();
+    let size = |r: &TopicMessage| {
+        r.body.len() + 512 + r.matched.iter().map(|m| m.len() + 3).sum::<usize>()
+    };
     let mut runs = Vec::new();
     let mut start = 0;
     while start < records.len() {
@@ -313,7 +304,7 @@ fn attribute(kind: &str, value: impl Into<String>) -> Result<MessageAttributeVal
         .map_err(CoreError::internal)
 }
 
-fn entry(tenant: &TenantId, feed: &FeedId, r: &Outgoing) -> Result<PublishBatchRequestEntry> {
+fn entry(tenant: &TenantId, feed: &FeedId, r: &TopicMessage) -> Result<PublishBatchRequestEntry> {
     let mut entry = PublishBatchRequestEntry::builder()
         .id(r.position.to_string())
         .message(&r.body)
@@ -439,6 +430,29 @@ impl Fanout for SnsFanout {
             ..link.clone()
         })
     }
+
+    async fn publish(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        messages: &[TopicMessage],
+    ) -> Result<()> {
+        self.publish_records(tenant, feed, messages).await
+    }
+
+    async fn topic_position(&self, tenant: &TenantId, feed: &FeedId) -> Result<Option<u64>> {
+        self.store.topic_position(tenant, feed).await
+    }
+
+    async fn move_topic_position(
+        &self,
+        tenant: &TenantId,
+        feed: &FeedId,
+        from: Option<u64>,
+        to: u64,
+    ) -> Result<bool> {
+        self.store.move_topic_position(tenant, feed, from, to).await
+    }
 }
 
 /// Translates a subscription filter into an SNS `MessageBody` filter policy over the record's
@@ -536,13 +550,13 @@ mod tests {
 
     #[test]
     fn publish_calls_hold_ten_records_and_256_kib_at_most() {
-        let record = |n: usize| Outgoing {
+        let record = |n: usize| TopicMessage {
             position: n as u64,
             body: "x".repeat(if n == 3 { 255 * 1024 } else { 10 }),
             matched: vec![],
             wake: false,
         };
-        let records: Vec<Outgoing> = (0..25).map(record).collect();
+        let records: Vec<TopicMessage> = (0..25).map(record).collect();
         let sizes: Vec<usize> = batches(&records).iter().map(|b| b.len()).collect();
         // The 255 KiB record fills a call on its own.
         assert_eq!(sizes, vec![3, 1, 10, 10, 1]);

@@ -5,7 +5,7 @@
 use crate::{Clients, aws_error};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use wharf_core::CoreError;
-use wharf_core::domain::RawRecord;
+use wharf_core::domain::{QueueMessage, RawRecord};
 use wharf_core::ingest_queue::{MAX_MESSAGE_BYTES, pack};
 use wharf_core::ports::Result;
 
@@ -120,7 +120,7 @@ impl SqsSourceQueues {
     }
 
     /// The URLs of every source queue.
-    pub async fn list(clients: &Clients) -> Result<Vec<String>> {
+    async fn list(clients: &Clients) -> Result<Vec<String>> {
         let mut urls = Vec::new();
         let mut token = None;
         loop {
@@ -141,7 +141,7 @@ impl SqsSourceQueues {
     }
 
     /// The tenant and source a source queue feeds, from its tags.
-    pub async fn source_of(
+    async fn tagged_source(
         clients: &Clients,
         queue_url: &str,
     ) -> Result<(wharf_core::TenantId, wharf_core::SourceId)> {
@@ -213,5 +213,119 @@ impl wharf_core::ports::SourceQueues for SqsSourceQueues {
             }
             Err(e) => Err(aws_error("deleting a source queue", e)),
         }
+    }
+
+    fn is_source_queue(&self, queue: &str) -> bool {
+        queue.starts_with(&Self::name_prefix(&self.clients))
+    }
+
+    async fn source_of(&self, queue: &str) -> Result<(wharf_core::TenantId, wharf_core::SourceId)> {
+        let url = self
+            .clients
+            .sqs
+            .get_queue_url()
+            .queue_name(queue)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("finding queue {queue}"), e))?
+            .queue_url
+            .ok_or_else(|| CoreError::internal("GetQueueUrl answered no URL"))?;
+        Self::tagged_source(&self.clients, &url).await
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        Self::list(&self.clients).await
+    }
+
+    async fn receive(&self, url: &str) -> Result<Vec<QueueMessage>> {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        Ok(receive(&self.clients, url, 0)
+            .await?
+            .iter()
+            .map(|m| queue_message(m, name))
+            .collect())
+    }
+
+    async fn delete(&self, url: &str, messages: &[QueueMessage]) -> Result<()> {
+        delete(
+            &self.clients,
+            url,
+            messages.iter().filter_map(|m| m.receipt.clone()),
+        )
+        .await
+    }
+}
+
+/// Up to ten messages of the queue at `url`, waiting up to `wait_secs` for the first, with
+/// every system and message attribute.
+pub(crate) async fn receive(
+    clients: &Clients,
+    url: &str,
+    wait_secs: i32,
+) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+    Ok(clients
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_secs)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(|e| aws_error("receiving messages", e))?
+        .messages
+        .unwrap_or_default())
+}
+
+/// Deletes handled messages by their receipt handles.
+pub(crate) async fn delete(
+    clients: &Clients,
+    url: &str,
+    receipts: impl Iterator<Item = String>,
+) -> Result<()> {
+    let entries = receipts
+        .enumerate()
+        .map(|(i, receipt)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(receipt)
+                .build()
+                .map_err(CoreError::internal)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    clients
+        .sqs
+        .delete_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| aws_error("deleting handled messages", e))?;
+    Ok(())
+}
+
+/// A received message as the handlers take it.
+fn queue_message(m: &aws_sdk_sqs::types::Message, queue: &str) -> QueueMessage {
+    let sent_at = m
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp))
+        .and_then(|ms| crate::lambda::epoch_millis(ms));
+    QueueMessage {
+        id: m.message_id.clone().unwrap_or_default(),
+        queue: queue.to_owned(),
+        body: m.body.clone().unwrap_or_default(),
+        sent_at,
+        attributes: m
+            .message_attributes
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.string_value.clone()?)))
+            .collect(),
+        receipt: m.receipt_handle.clone(),
     }
 }

@@ -5,14 +5,23 @@ pub mod bootstrap;
 pub mod calls;
 pub mod clients;
 pub mod cognito;
+pub mod emulate;
 pub mod fanout;
 pub mod ingest;
+pub mod lambda;
 pub mod s3;
+pub mod sockets;
 pub mod store;
 pub mod table;
 
 pub use calls::CallCounter;
 pub use clients::{AwsSettings, Clients};
+
+// The SDKs, for tests and tools that speak to the same services (no other crate depends on them).
+pub use aws_sdk_dynamodb;
+pub use aws_sdk_dynamodbstreams;
+pub use aws_sdk_sns;
+pub use aws_sdk_sqs;
 pub use store::DynamoStore;
 
 /// A failed AWS call (or a fetch from an AWS endpoint) as `Unavailable`, naming what was being

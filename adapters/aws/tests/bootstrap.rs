@@ -13,7 +13,9 @@ async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing
     let first = bootstrap(&clients).await.expect("first bootstrap");
     assert!(first.table_created);
     assert!(
-        first.stream_arn.contains(":table/wharf/stream/"),
+        first
+            .stream_arn
+            .contains(&format!(":table/{}/stream/", clients.settings.table)),
         "{}",
         first.stream_arn
     );
@@ -84,9 +86,9 @@ async fn bootstrap_creates_the_table_and_queues_and_a_second_run_changes_nothing
     let redrive: serde_json::Value =
         serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).expect("json");
     assert!(
-        redrive["deadLetterTargetArn"]
-            .as_str()
-            .is_some_and(|arn| arn.ends_with(":wharf-ingest-dlq")),
+        redrive["deadLetterTargetArn"].as_str().is_some_and(
+            |arn| arn.ends_with(&format!(":{}-ingest-dlq", clients.settings.queue_prefix))
+        ),
         "{redrive}"
     );
     assert_eq!(

@@ -7,11 +7,12 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use wharf_aws::bootstrap::bootstrap;
 use wharf_aws::ingest::SqsIngestQueue;
+use wharf_core::domain::QueueMessage;
 use wharf_core::domain::RawRecord;
 use wharf_core::ports::{ChangeLog, Notifier};
 use wharf_core::{SourceId, VendorId};
 use wharf_local::{Db, Durability, SqliteStore};
-use wharf_workers::ingest::{Message, handle};
+use wharf_workers::ingest::handle;
 
 #[derive(Default)]
 struct CountingNotifier(AtomicUsize);
@@ -79,9 +80,13 @@ async fn queued_records_are_stored_once_and_a_poison_message_fails_alone() {
             "queue ran dry at {}",
             received.len()
         );
-        received.extend(page.messages().iter().map(|m| Message {
+        received.extend(page.messages().iter().map(|m| QueueMessage {
             id: m.message_id().unwrap_or_default().to_owned(),
+            queue: "ingest".into(),
             body: m.body().unwrap_or_default().to_owned(),
+            sent_at: None,
+            attributes: Default::default(),
+            receipt: None,
         }));
     }
     let poison_id = received

@@ -51,9 +51,8 @@ async fn live(
     let header_token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned());
+        .and_then(wharf_core::credentials::bearer)
+        .map(str::to_owned);
     let token = header_token
         .or(q.access_token)
         .ok_or_else(|| CoreError::Unauthenticated("missing bearer token".into()))?;

@@ -2,7 +2,7 @@
 //! delivery log, replays, and the pull channel.
 
 use crate::AppState;
-use crate::extract::{ApiPath, ApiQuery, Caller, PageParams, RawBody, parse_json};
+use crate::extract::{ApiPath, ApiQuery, Caller, PageParams, RawBody};
 use crate::problem::{ApiError, ReadErrors, WriteErrors};
 use axum::Json;
 use axum::extract::State;
@@ -12,11 +12,9 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::DeliveryAttempt;
-use wharf_core::domain::{
-    FeedError, IngestBatch, IngestRecord, IngestResult, MAX_RECORDS_PER_REQUEST, Rejected,
-};
+use wharf_core::domain::{FeedError, IngestBatch, IngestFormat, IngestResult, ParsedBody};
 use wharf_core::services::{Granularity, PulledPage, ReplayAccepted, ReplayRange, UsagePoint};
-use wharf_core::{CoreError, FeedId, Page, SourceId, SubscriptionId, Timestamp};
+use wharf_core::{FeedId, Page, SourceId, SubscriptionId, Timestamp};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -26,97 +24,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries))
         .routes(routes!(replay))
         .routes(routes!(pull))
-}
-
-/// An ingest body taken apart: the records that parsed, those that did not, and each parsed
-/// record's index in the request.
-struct Parsed {
-    records: Vec<IngestRecord>,
-    rejected: Vec<Rejected>,
-    positions: Vec<usize>,
-}
-
-/// Parses an ingest body: `{"records": [...]}` as JSON, or one record per line as NDJSON.
-/// Records are checked one by one so a bad record is rejected by index and the rest kept.
-fn parse_records(body: &RawBody) -> Result<Parsed, ApiError> {
-    let values: Vec<serde_json::Value> = match body.media_type.as_str() {
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
-            let text = std::str::from_utf8(&body.bytes)
-                .map_err(|_| ApiError::MalformedBody("NDJSON must be UTF-8".into()))?;
-            let mut values = Vec::new();
-            for (n, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                values.push(serde_json::from_str(line).map_err(|e| {
-                    ApiError::MalformedBody(format!("line {}: malformed JSON: {e}", n + 1))
-                })?);
-            }
-            values
-        }
-        "application/json" => {
-            // Fast path: a batch whose every record is well-formed parses in one pass; only
-            // a batch with a bad record is taken apart record by record to reject it by index.
-            if let Ok(batch) = serde_json::from_slice::<IngestBatch>(&body.bytes) {
-                if batch.records.len() > MAX_RECORDS_PER_REQUEST {
-                    return Err(ApiError::TooLarge(format!(
-                        "at most {MAX_RECORDS_PER_REQUEST} records per request"
-                    )));
-                }
-                if batch.records.is_empty() {
-                    return Err(ApiError::Core(CoreError::invalid(
-                        "records",
-                        "send at least one record",
-                    )));
-                }
-                let positions = (0..batch.records.len()).collect();
-                return Ok(Parsed {
-                    records: batch.records,
-                    rejected: vec![],
-                    positions,
-                });
-            }
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Envelope {
-                records: Vec<serde_json::Value>,
-            }
-            parse_json::<Envelope>(&body.bytes)?.records
-        }
-        _ => return Err(ApiError::UnsupportedMediaType),
-    };
-    if values.len() > MAX_RECORDS_PER_REQUEST {
-        return Err(ApiError::TooLarge(format!(
-            "at most {MAX_RECORDS_PER_REQUEST} records per request"
-        )));
-    }
-    if values.is_empty() {
-        return Err(ApiError::Core(CoreError::invalid(
-            "records",
-            "send at least one record",
-        )));
-    }
-    let mut records = Vec::with_capacity(values.len());
-    let mut rejected = Vec::new();
-    let mut positions = Vec::with_capacity(values.len());
-    for (index, value) in values.into_iter().enumerate() {
-        match serde_json::from_value::<IngestRecord>(value) {
-            Ok(r) => {
-                records.push(r);
-                positions.push(index);
-            }
-            Err(e) => rejected.push(Rejected {
-                index,
-                error: e.to_string(),
-            }),
-        }
-    }
-    Ok(Parsed {
-        records,
-        rejected,
-        positions,
-    })
 }
 
 /// Push records into a source (a vendor token, or an API key with the `ingest` scope).
@@ -138,19 +45,12 @@ async fn ingest(
     ApiPath(id): ApiPath<SourceId>,
     body: RawBody,
 ) -> Result<(StatusCode, Json<IngestResult>), ApiError> {
-    let Parsed {
-        records,
-        mut rejected,
-        positions,
-    } = parse_records(&body)?;
-    let mut result = s.services.ingest(&who, &id, records).await?;
-    for r in &mut result.rejected {
-        r.index = positions.get(r.index).copied().unwrap_or(r.index);
-    }
-    rejected.append(&mut result.rejected);
-    rejected.sort_by_key(|r| r.index);
-    result.rejected = rejected;
-    Ok((StatusCode::ACCEPTED, Json(result)))
+    let format =
+        IngestFormat::of_media_type(&body.media_type).ok_or(ApiError::UnsupportedMediaType)?;
+    let mut parsed = ParsedBody::parse(format, &body.bytes)?;
+    let records = std::mem::take(&mut parsed.records);
+    let result = s.services.ingest(&who, &id, records).await?;
+    Ok((StatusCode::ACCEPTED, Json(parsed.merge(result))))
 }
 
 /// Records the feed's pipeline could not process, newest first, with the failing rule.

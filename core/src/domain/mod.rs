@@ -3,6 +3,7 @@
 pub mod address;
 pub mod billing;
 pub mod delivery;
+pub mod events;
 pub mod feed;
 pub mod identity;
 pub mod pipeline;
@@ -14,6 +15,7 @@ pub mod subscription;
 pub use address::*;
 pub use billing::*;
 pub use delivery::*;
+pub use events::*;
 pub use feed::*;
 pub use identity::*;
 pub use pipeline::*;

@@ -38,6 +38,163 @@ pub struct IngestBatch {
     pub records: Vec<IngestRecord>,
 }
 
+/// How an ingest body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestFormat {
+    /// `{"records": [...]}` (`application/json`).
+    Json,
+    /// One record per line (`application/x-ndjson` and its aliases).
+    Ndjson,
+    /// A message on a source's queue: `{"records": [...]}`, or one record.
+    Message,
+}
+
+impl IngestFormat {
+    /// The format of a push body by its media type (lowercase, no parameters).
+    pub fn of_media_type(media_type: &str) -> Option<IngestFormat> {
+        match media_type {
+            "application/json" => Some(IngestFormat::Json),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Some(IngestFormat::Ndjson)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why an ingest body cannot be taken at all (a record that does not parse is rejected by
+/// index instead, and the rest kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not JSON (or NDJSON) at all.
+    Malformed(String),
+    /// JSON, but not the shape an ingest body has.
+    Invalid(crate::FieldError),
+    /// More than [`MAX_RECORDS_PER_REQUEST`] records.
+    TooMany,
+}
+
+/// An ingest body taken apart: the records that parsed, those that did not (by index), and
+/// each parsed record's index in the body.
+#[derive(Debug, Clone)]
+pub struct ParsedBody {
+    /// The records that parsed, in body order.
+    pub records: Vec<IngestRecord>,
+    /// The records that did not, by their index in the body.
+    pub rejected: Vec<Rejected>,
+    /// The index in the body of each of `records`.
+    pub positions: Vec<usize>,
+}
+
+impl ParsedBody {
+    /// Reads an ingest body; see [`IngestFormat`].
+    pub fn parse(format: IngestFormat, bytes: &[u8]) -> Result<ParsedBody, BodyError> {
+        let values = match format {
+            IngestFormat::Ndjson => ndjson_values(bytes)?,
+            IngestFormat::Json | IngestFormat::Message => {
+                // Fast path: a batch of well-formed records parses in one pass; only a batch
+                // with a bad record is taken apart record by record to reject it by index.
+                if let Ok(batch) = serde_json::from_slice::<IngestBatch>(bytes) {
+                    return ParsedBody::whole(batch.records);
+                }
+                let value: serde_json::Value = serde_json::from_slice(bytes)
+                    .map_err(|e| BodyError::Malformed(format!("malformed JSON: {e}")))?;
+                match value {
+                    serde_json::Value::Object(mut fields) if fields.contains_key("records") => {
+                        envelope_records(&mut fields)?
+                    }
+                    one if format == IngestFormat::Message => vec![one],
+                    _ => return Err(invalid("records", "missing field `records`")),
+                }
+            }
+        };
+        if values.len() > MAX_RECORDS_PER_REQUEST {
+            return Err(BodyError::TooMany);
+        }
+        if values.is_empty() {
+            return Err(invalid("records", "send at least one record"));
+        }
+        let mut parsed = ParsedBody {
+            records: Vec::with_capacity(values.len()),
+            rejected: Vec::new(),
+            positions: Vec::with_capacity(values.len()),
+        };
+        for (index, value) in values.into_iter().enumerate() {
+            match serde_json::from_value::<IngestRecord>(value) {
+                Ok(r) => {
+                    parsed.records.push(r);
+                    parsed.positions.push(index);
+                }
+                Err(e) => parsed.rejected.push(Rejected {
+                    index,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn whole(records: Vec<IngestRecord>) -> Result<ParsedBody, BodyError> {
+        if records.len() > MAX_RECORDS_PER_REQUEST {
+            return Err(BodyError::TooMany);
+        }
+        if records.is_empty() {
+            return Err(invalid("records", "send at least one record"));
+        }
+        Ok(ParsedBody {
+            positions: (0..records.len()).collect(),
+            records,
+            rejected: Vec::new(),
+        })
+    }
+
+    /// The answer of storing `records`, with its rejections (by position among `records`)
+    /// and the parse's merged by index in the body.
+    pub fn merge(self, mut result: IngestResult) -> IngestResult {
+        for r in &mut result.rejected {
+            r.index = self.positions.get(r.index).copied().unwrap_or(r.index);
+        }
+        let mut rejected = self.rejected;
+        rejected.append(&mut result.rejected);
+        rejected.sort_by_key(|r| r.index);
+        result.rejected = rejected;
+        result
+    }
+}
+
+fn invalid(path: &str, message: &str) -> BodyError {
+    BodyError::Invalid(crate::FieldError::new(path, message))
+}
+
+fn ndjson_values(bytes: &[u8]) -> Result<Vec<serde_json::Value>, BodyError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| BodyError::Malformed("NDJSON must be UTF-8".into()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| BodyError::Malformed(format!("line {}: malformed JSON: {e}", n + 1)))
+        })
+        .collect()
+}
+
+/// The `records` array of `{"records": [...]}`, which has no other field.
+fn envelope_records(
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<serde_json::Value>, BodyError> {
+    if let Some(other) = fields.keys().find(|k| k.as_str() != "records") {
+        return Err(invalid(
+            other,
+            &format!("unknown field `{other}`, expected `records`"),
+        ));
+    }
+    match fields.remove("records") {
+        Some(serde_json::Value::Array(values)) => Ok(values),
+        _ => Err(invalid("records", "must be an array of records")),
+    }
+}
+
 /// A record the ingest refused, by its position in the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

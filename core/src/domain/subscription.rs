@@ -9,7 +9,12 @@ use serde::{Deserialize, Serialize};
 
 /// Where a subscription's records go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "ChannelText"
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Channel {
     /// Signed HTTP POSTs (Standard Webhooks).
@@ -36,6 +41,40 @@ pub enum Channel {
         /// The SNS platform endpoint ARN.
         endpoint_arn: String,
     },
+}
+
+/// A channel as sent, its addresses not parsed yet.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ChannelText {
+    Webhook { url: String },
+    Pull {},
+    Websocket {},
+    Email { address: String },
+    Sqs { queue_arn: String },
+    MobilePush { endpoint_arn: String },
+}
+
+impl TryFrom<ChannelText> for Channel {
+    type Error = String;
+
+    fn try_from(text: ChannelText) -> Result<Channel, String> {
+        fn at(field: &'static str) -> impl Fn(String) -> String {
+            move |message| crate::error::field_message(field, &message)
+        }
+        Ok(match text {
+            ChannelText::Webhook { url } => Channel::Webhook {
+                url: WebhookUrl::parse(&url).map_err(at("url"))?,
+            },
+            ChannelText::Email { address } => Channel::Email {
+                address: Email::parse(&address).map_err(at("address"))?,
+            },
+            ChannelText::Pull {} => Channel::Pull {},
+            ChannelText::Websocket {} => Channel::Websocket {},
+            ChannelText::Sqs { queue_arn } => Channel::Sqs { queue_arn },
+            ChannelText::MobilePush { endpoint_arn } => Channel::MobilePush { endpoint_arn },
+        })
+    }
 }
 
 impl Channel {
@@ -98,6 +137,20 @@ impl Channel {
 fn arn_of(arn: &str, service: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     parts.len() == 6 && parts[0] == "arn" && parts[2] == service && parts[5].len() > 1
+}
+
+/// Who carries a channel's records to the subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Wharf's sender signs and sends them, retries and meters (webhooks, and email where
+    /// no topic sends it).
+    Sender,
+    /// The feed's topic delivers them (`sqs`, `mobile_push`, and email in the aws shape).
+    Topic,
+    /// A live socket: the process's own, or a gateway's connections.
+    Socket,
+    /// The subscriber fetches them.
+    Pull,
 }
 
 /// How records are grouped into one delivery.

@@ -4,11 +4,13 @@
 mod accounts;
 mod billing;
 mod catalog;
+mod channels;
 mod records;
 mod subscriptions;
 
 pub use accounts::*;
 pub use billing::StripeEventOutcome;
+pub use channels::*;
 pub use records::*;
 
 use crate::domain::Shape;
@@ -79,6 +81,8 @@ pub struct Services {
     pub source_queues: Option<Arc<dyn crate::ports::SourceQueues>>,
     /// The topics of published feeds; `None` where Wharf delivers every channel itself (local).
     pub fanout: Option<Arc<dyn crate::ports::Fanout>>,
+    /// A gateway's WebSocket connections; `None` where the process serves sockets itself.
+    pub sockets: Option<Arc<dyn crate::ports::Sockets>>,
     /// Figures `/metrics` shows besides the process's own.
     pub metrics: Vec<Arc<dyn crate::ports::Metrics>>,
     /// Business settings.

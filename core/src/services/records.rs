@@ -2,43 +2,10 @@
 
 use super::Services;
 use crate::domain::*;
-use crate::domain::{DeliveryAttempt, PendingDelivery, UsageFilter};
-use crate::{
-    CoreError, DeliveryId, FeedId, Page, PageRequest, SourceId, SubscriptionId, Timestamp,
-};
+use crate::domain::{DeliveryAttempt, UsageFilter};
+use crate::{CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-
-/// A message on a source's own queue: its id (the same at every delivery) and when it was
-/// sent, when the queue says.
-#[derive(Debug, Clone, Copy)]
-pub struct QueuedMessage<'a> {
-    pub id: &'a str,
-    pub sent_at: Option<Timestamp>,
-}
-
-/// Most records the pull channel returns at once.
-pub const MAX_PULL: usize = 1000;
-
-/// One record of the pull channel, with the cursor to continue after it.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PulledRecord {
-    /// Pass as `after` to continue after this record.
-    pub cursor: String,
-    /// The record.
-    pub record: OutputRecord,
-}
-
-/// A page of the pull channel.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PulledPage {
-    /// Records in feed order.
-    pub items: Vec<PulledRecord>,
-    /// Pass as `after` for the next page (the position reached, even when items is empty).
-    pub next_cursor: String,
-}
 
 /// Time grain of usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -65,31 +32,6 @@ pub struct UsagePoint {
     /// Acknowledged deliveries (records).
     pub deliveries: u64,
 }
-
-/// The answer of a replay request.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ReplayAccepted {
-    /// Records queued for delivery again (not billed again).
-    pub records: usize,
-}
-
-/// The body of `POST /v1/subscriptions/{id}/replay`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ReplayRange {
-    /// Start (inclusive) of the event-time range.
-    #[serde(with = "time::serde::rfc3339")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub from: Timestamp,
-    /// End (exclusive).
-    #[serde(with = "time::serde::rfc3339")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub to: Timestamp,
-}
-
-const MAX_REPLAY: usize = 100_000;
 
 impl Services {
     /// Stores records pushed to a source: rejected ones by index, duplicates counted, the
@@ -134,7 +76,7 @@ impl Services {
         &self,
         source: &Source,
         records: Vec<IngestRecord>,
-        message: &QueuedMessage<'_>,
+        message: &QueueMessage,
     ) -> Result<IngestResult, CoreError> {
         self.ingest_checked(source, records, None, Some(message))
             .await
@@ -146,7 +88,7 @@ impl Services {
         source: &Source,
         records: Vec<IngestRecord>,
         queue: Option<&dyn crate::ports::IngestQueue>,
-        message: Option<&QueuedMessage<'_>>,
+        message: Option<&QueueMessage>,
     ) -> Result<IngestResult, CoreError> {
         let (tenant, source_id) = (&source.tenant_id, &source.id);
         if records.len() > MAX_RECORDS_PER_REQUEST {
@@ -200,7 +142,7 @@ impl Services {
                 (None, Some(m)) => crate::RecordId::from_uuid(crate::id::derive(&[
                     "queued",
                     source_id.as_str(),
-                    m.id,
+                    &m.id,
                     &index.to_string(),
                 ])),
                 (None, None) => crate::RecordId::new(),
@@ -341,255 +283,6 @@ impl Services {
         self.store
             .list_attempts(&sub.tenant_id, &sub.id, status, page)
             .await
-    }
-
-    /// Queues the records of an event-time range for delivery again, without billing them again.
-    pub async fn replay(
-        &self,
-        who: &Principal,
-        id: &SubscriptionId,
-        range: ReplayRange,
-    ) -> Result<ReplayAccepted, CoreError> {
-        if range.to <= range.from {
-            return Err(CoreError::invalid("to", "must be after from"));
-        }
-        let sub = self.own_subscription(who, id).await?;
-        if sub.status == SubscriptionStatus::Cancelled {
-            return Err(CoreError::Conflict("the subscription is cancelled".into()));
-        }
-        if matches!(sub.channel, Channel::Pull {}) {
-            return Err(CoreError::Conflict(
-                "a pull subscription replays by fetching with an earlier cursor".into(),
-            ));
-        }
-        if self.is_native(&sub.channel) {
-            return Err(CoreError::Conflict(format!(
-                "`{}` records are sent by the feed's topic, which does not replay",
-                sub.channel.kind()
-            )));
-        }
-        let now = self.clock.now();
-        let nonce = crate::RecordId::new();
-        let filter = crate::pipeline::SubscriptionFilter::of(&sub);
-        let mut after = 0;
-        let mut queued = 0;
-        loop {
-            let chunk = self
-                .store
-                .output_between(
-                    &sub.tenant_id,
-                    &sub.feed_id,
-                    range.from,
-                    range.to,
-                    after,
-                    500,
-                )
-                .await?;
-            let Some((last, _)) = chunk.last() else { break };
-            after = *last;
-            let deliveries: Vec<PendingDelivery> = chunk
-                .iter()
-                .filter(|(_, r)| {
-                    crate::pipeline::SubscriptionFilter::admits(filter.as_ref(), &r.data)
-                })
-                .map(|(position, r)| PendingDelivery {
-                    id: DeliveryId::from_uuid(crate::id::derive(&[
-                        "replay",
-                        nonce.as_str(),
-                        sub.id.as_str(),
-                        r.id.as_str(),
-                    ])),
-                    tenant_id: sub.tenant_id.clone(),
-                    subscription_id: sub.id.clone(),
-                    record_ids: vec![r.id.clone()],
-                    positions: vec![*position],
-                    attempts: 0,
-                    next_attempt_at: now,
-                    first_failed_at: now,
-                    replay: true,
-                })
-                .collect();
-            queued += deliveries.len();
-            if queued > MAX_REPLAY {
-                return Err(CoreError::invalid(
-                    "to",
-                    format!("a replay covers at most {MAX_REPLAY} records; narrow the range"),
-                ));
-            }
-            self.store.park(&deliveries).await?;
-        }
-        self.notifier.outputs_appended();
-        Ok(ReplayAccepted { records: queued })
-    }
-
-    /// The pull channel: records after `after` (or after what was last fetched), counted as
-    /// delivered the first time they are fetched.
-    pub async fn pull(
-        &self,
-        who: &Principal,
-        id: &SubscriptionId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<PulledPage, CoreError> {
-        let sub = self.own_subscription(who, id).await?;
-        if !matches!(sub.channel, Channel::Pull {}) {
-            return Err(CoreError::Conflict(
-                "only pull subscriptions are read with this endpoint".into(),
-            ));
-        }
-        let limit = limit.clamp(1, MAX_PULL);
-        let after = match after {
-            Some(c) => c
-                .parse::<u64>()
-                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API"))?,
-            None => {
-                self.store
-                    .delivery_position(&sub.tenant_id, &sub.id)
-                    .await?
-            }
-        };
-        if sub.status != SubscriptionStatus::Active {
-            return Ok(PulledPage {
-                items: vec![],
-                next_cursor: after.to_string(),
-            });
-        }
-        let (items, reached) = self.read_after(&sub, after, limit).await?;
-        self.count_pulled(&sub, &items, reached).await?;
-        Ok(PulledPage {
-            items: items
-                .into_iter()
-                .map(|(p, record)| PulledRecord {
-                    cursor: p.to_string(),
-                    record,
-                })
-                .collect(),
-            next_cursor: reached.to_string(),
-        })
-    }
-
-    /// A subscription's records after `after` that it may see (filter, start), with the
-    /// position reached; nothing is counted.
-    async fn read_after(
-        &self,
-        sub: &Subscription,
-        after: u64,
-        limit: usize,
-    ) -> Result<(Vec<(u64, OutputRecord)>, u64), CoreError> {
-        let filter = crate::pipeline::SubscriptionFilter::of(sub);
-        let rows = self
-            .store
-            .output_after(&sub.tenant_id, &sub.feed_id, after, limit)
-            .await?;
-        let reached = rows.last().map(|(p, _)| *p).unwrap_or(after);
-        let items = rows
-            .into_iter()
-            // Stores keep microseconds; compare at that precision.
-            .filter(|(_, r)| {
-                r.created_at.unix_timestamp_nanos() / 1000
-                    >= sub.created_at.unix_timestamp_nanos() / 1000
-            })
-            .filter(|(_, r)| crate::pipeline::SubscriptionFilter::admits(filter.as_ref(), &r.data))
-            .collect();
-        Ok((items, reached))
-    }
-
-    /// Opens the live channel of the caller's websocket subscription; returns it with the
-    /// position to start after (`after`, or what was last pushed).
-    pub async fn live_open(
-        &self,
-        who: &Principal,
-        id: &SubscriptionId,
-        after: Option<&str>,
-    ) -> Result<(Subscription, u64), CoreError> {
-        let sub = self.own_subscription(who, id).await?;
-        if !matches!(sub.channel, Channel::Websocket {}) {
-            return Err(CoreError::Conflict(
-                "only websocket subscriptions have a live channel".into(),
-            ));
-        }
-        if sub.status == SubscriptionStatus::Cancelled {
-            return Err(CoreError::Conflict("the subscription is cancelled".into()));
-        }
-        let after = match after {
-            Some(c) => c
-                .parse::<u64>()
-                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API"))?,
-            None => {
-                self.store
-                    .delivery_position(&sub.tenant_id, &sub.id)
-                    .await?
-            }
-        };
-        Ok((sub, after))
-    }
-
-    /// The next records for a live socket (none while the subscription is not active).
-    pub async fn live_read(
-        &self,
-        sub: &Subscription,
-        after: u64,
-        limit: usize,
-    ) -> Result<(Vec<(u64, OutputRecord)>, u64), CoreError> {
-        let current = self.store.get_subscription(&sub.tenant_id, &sub.id).await?;
-        match current.status {
-            SubscriptionStatus::Active => {
-                self.read_after(&current, after, limit.clamp(1, MAX_PULL))
-                    .await
-            }
-            SubscriptionStatus::Paused => Ok((vec![], after)),
-            SubscriptionStatus::Cancelled => {
-                Err(CoreError::Conflict("the subscription is cancelled".into()))
-            }
-        }
-    }
-
-    /// Counts records pushed to a live socket, once each, after they were sent.
-    pub async fn live_acknowledge(
-        &self,
-        sub: &Subscription,
-        sent: &[(u64, OutputRecord)],
-        reached: u64,
-    ) -> Result<(), CoreError> {
-        self.count_pulled(sub, sent, reached).await
-    }
-
-    /// Counts fetched records beyond the furthest point fetched before, exactly once.
-    async fn count_pulled(
-        &self,
-        sub: &Subscription,
-        items: &[(u64, OutputRecord)],
-        reached: u64,
-    ) -> Result<(), CoreError> {
-        for _ in 0..5 {
-            let hwm = self
-                .store
-                .delivery_position(&sub.tenant_id, &sub.id)
-                .await?;
-            if reached <= hwm {
-                return Ok(());
-            }
-            let fresh = items.iter().filter(|(p, _)| *p > hwm).count() as u64;
-            match self
-                .store
-                .advance(
-                    &sub.tenant_id,
-                    &sub.id,
-                    hwm,
-                    reached,
-                    fresh,
-                    self.clock.now(),
-                    &[],
-                )
-                .await
-            {
-                Err(CoreError::Conflict(_)) => continue,
-                other => return other,
-            }
-        }
-        Err(CoreError::unavailable(
-            "the pull position kept changing; retry",
-        ))
     }
 }
 

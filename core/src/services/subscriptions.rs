@@ -168,13 +168,27 @@ impl Services {
         }
     }
 
+    /// Who carries `channel`'s records in this shape: the one place that decides it.
+    pub fn route(&self, channel: &Channel) -> Route {
+        match channel {
+            Channel::Webhook { .. } => Route::Sender,
+            Channel::Email { .. } if self.fanout.is_none() => Route::Sender,
+            Channel::Email { .. } | Channel::Sqs { .. } | Channel::MobilePush { .. } => {
+                Route::Topic
+            }
+            Channel::Websocket {} => Route::Socket,
+            Channel::Pull {} => Route::Pull,
+        }
+    }
+
     /// Whether `channel` is delivered by the feed's topic rather than by Wharf.
     pub fn is_native(&self, channel: &Channel) -> bool {
-        self.fanout.is_some()
-            && matches!(
-                channel,
-                Channel::Sqs { .. } | Channel::Email { .. } | Channel::MobilePush { .. }
-            )
+        self.route(channel) == Route::Topic
+    }
+
+    /// Whether Wharf's sender delivers `sub` now: an active subscription on a channel it sends.
+    pub fn is_sent_by_wharf(&self, sub: &Subscription) -> bool {
+        sub.status == SubscriptionStatus::Active && self.route(&sub.channel) == Route::Sender
     }
 
     /// The topic subscription `sub` should have: one for an active native channel.

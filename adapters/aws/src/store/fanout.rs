@@ -8,21 +8,8 @@
 
 use super::accounts::tenant_pk;
 use super::*;
+use wharf_core::domain::Connection;
 use wharf_core::{FeedId, SubscriptionId, TenantId};
-
-/// A WebSocket connection API Gateway holds for a websocket subscription.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Connection {
-    /// API Gateway's connection id.
-    pub id: String,
-    /// The selling tenant.
-    pub tenant_id: TenantId,
-    /// The subscription whose records it carries.
-    pub subscription_id: SubscriptionId,
-    /// When it connected.
-    #[serde(with = "time::serde::rfc3339")]
-    pub connected_at: Timestamp,
-}
 
 fn topic_sk(feed: &FeedId) -> String {
     format!("TOPIC#{feed}")

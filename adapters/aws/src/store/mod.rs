@@ -14,10 +14,11 @@ mod billing;
 mod deliveries;
 mod fanout;
 mod records;
+mod stream;
 mod usage;
 
-pub use fanout::Connection;
 pub use records::{PART_BYTES, packed_part, part_records_of};
+pub use stream::change_of;
 
 use crate::table::{decode_cursor, encode_cursor};
 use crate::{Clients, aws_error};

@@ -1,0 +1,139 @@
+//! Retrying parked deliveries when they come due: each read again by position (checking each
+//! position still holds its record), sent again under its own id, and settled one by one.
+
+use super::send::{Verdict, send_all, transport};
+use super::settle::{Health, endpoint_health, log_entry, next_attempt};
+use super::{DeliveryConfig, Job, plan::body};
+use std::collections::HashMap;
+use std::time::Duration;
+use wharf_core::domain::{
+    Channel, OutputRecord, PendingDelivery, Subscription, SubscriptionStatus,
+};
+use wharf_core::{CoreError, Services, Timestamp};
+
+/// Retries the pending deliveries that are due. Returns how many were attempted.
+pub async fn retry_due(
+    services: &Services,
+    config: &DeliveryConfig,
+    limit: usize,
+) -> Result<usize, CoreError> {
+    let now = services.clock.now();
+    let due = services.store.due_deliveries(now, limit).await?;
+    let mut by_sub: HashMap<_, Vec<PendingDelivery>> = HashMap::new();
+    for d in due.iter().cloned() {
+        by_sub
+            .entry((d.tenant_id.clone(), d.subscription_id.clone()))
+            .or_default()
+            .push(d);
+    }
+    for ((tenant, sub_id), pending) in by_sub {
+        let sub = match services.store.get_subscription(&tenant, &sub_id).await {
+            Ok(s) => s,
+            Err(CoreError::NotFound(_)) => {
+                for d in &pending {
+                    services.store.drop_pending(&d.id).await?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        retry_subscription(services, &sub, pending, config, now).await?;
+    }
+    Ok(due.len())
+}
+
+async fn retry_subscription(
+    services: &Services,
+    sub: &Subscription,
+    pending: Vec<PendingDelivery>,
+    config: &DeliveryConfig,
+    now: Timestamp,
+) -> Result<(), CoreError> {
+    let transport = match (&sub.channel, sub.status) {
+        (_, SubscriptionStatus::Cancelled) | (Channel::Pull {} | Channel::Websocket {}, _) => {
+            for d in &pending {
+                services.store.drop_pending(&d.id).await?;
+            }
+            return Ok(());
+        }
+        (_, SubscriptionStatus::Paused) => {
+            for mut d in pending {
+                d.next_attempt_at = now + Duration::from_secs(60);
+                services.store.reschedule(&d).await?;
+            }
+            return Ok(());
+        }
+        _ => match transport(services, sub, now).await? {
+            Some(t) => t,
+            None => return Ok(()),
+        },
+    };
+    let mut jobs = Vec::new();
+    let mut kept = Vec::new();
+    for d in pending {
+        // Read by position; the ids make sure each position still holds its record.
+        let records: Vec<OutputRecord> = services
+            .store
+            .output_at(&sub.tenant_id, &sub.feed_id, &d.positions)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| d.record_ids.contains(&r.id))
+            .collect();
+        if records.is_empty() {
+            services.store.drop_pending(&d.id).await?;
+            continue;
+        }
+        let refs: Vec<&OutputRecord> = records.iter().collect();
+        let batched = sub.batch.is_some() || refs.len() > 1;
+        jobs.push(Job {
+            id: d.id.clone(),
+            records: d.record_ids.clone(),
+            positions: d.positions.clone(),
+            body: body(&refs, batched)?,
+        });
+        kept.push(d);
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let results = send_all(services, &transport, sub, jobs, config, now).await?;
+    let mut health = Health::default();
+    let mut log = Vec::new();
+    for ((job, verdict), mut d) in results.into_iter().zip(kept) {
+        let attempt_no = d.attempts + 1;
+        let next = match &verdict {
+            Verdict::Failed { retry_after, .. } => {
+                next_attempt(config, attempt_no, *retry_after, now)
+            }
+            _ => None,
+        };
+        log.push(log_entry(sub, &job, attempt_no, &verdict, next, now));
+        match verdict {
+            Verdict::Delivered(_) => {
+                health.any_ok = true;
+                services
+                    .store
+                    .ack_pending(&d, job.records.len() as u64, now)
+                    .await?;
+            }
+            Verdict::Gone(_) => {
+                health.gone = true;
+                services.store.drop_pending(&d.id).await?;
+            }
+            Verdict::Failed { .. } => {
+                health.any_failed = true;
+                match next {
+                    Some(next) => {
+                        d.attempts = attempt_no;
+                        d.next_attempt_at = next;
+                        services.store.reschedule(&d).await?;
+                    }
+                    None => services.store.drop_pending(&d.id).await?,
+                }
+            }
+        }
+    }
+    services.store.log_attempts(&sub.tenant_id, &log).await?;
+    endpoint_health(services, sub, health, config, now).await
+}
