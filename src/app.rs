@@ -170,11 +170,14 @@ enum Workers {
     /// The local shape's loops, following the change log.
     Local(Arc<LocalWorkers>),
     /// The aws shape's handlers, fed by stand-ins for Lambda's event sources.
-    Aws {
-        shape: Box<crate::aws::AwsShape>,
-        supervisor: Supervisor,
-        activity: Arc<Activity>,
-    },
+    Aws(Box<AwsWorkers>),
+}
+
+/// The aws shape's handlers and what drives and watches them.
+struct AwsWorkers {
+    shape: crate::aws::AwsShape,
+    supervisor: Supervisor,
+    activity: Arc<Activity>,
 }
 
 /// A server bound to its address, not yet serving.
@@ -219,11 +222,11 @@ impl Server {
                     crate::aws::aws_shape(config, clock, crate::aws::Resources::Bootstrap).await?;
                 let supervisor =
                     Supervisor::new(shape.services.clone(), config.delivery(), AWS_PASSES);
-                let workers = Workers::Aws {
-                    shape: Box::new(shape.clone()),
+                let workers = Workers::Aws(Box::new(AwsWorkers {
+                    shape: shape.clone(),
                     supervisor,
                     activity: Arc::default(),
-                };
+                }));
                 (shape.services, workers)
             }
         };
@@ -246,13 +249,9 @@ impl Server {
     pub fn idle(&self) -> Idle {
         match &self.workers {
             Workers::Local(workers) => Idle::Local(workers.clone()),
-            Workers::Aws {
-                supervisor,
-                activity,
-                ..
-            } => Idle::Aws {
-                supervisor: supervisor.clone(),
-                activity: activity.clone(),
+            Workers::Aws(aws) => Idle::Aws {
+                supervisor: Box::new(aws.supervisor.clone()),
+                activity: aws.activity.clone(),
             },
         }
     }
@@ -269,15 +268,16 @@ impl Server {
     ) -> anyhow::Result<()> {
         let workers = match self.workers {
             Workers::Local(workers) => workers.spawn(),
-            Workers::Aws {
-                shape,
-                supervisor,
-                activity,
-            } => {
+            Workers::Aws(aws) => {
+                let AwsWorkers {
+                    shape,
+                    supervisor,
+                    activity,
+                } = *aws;
                 let handlers = Arc::new(Handlers::new(
                     shape.services.clone(),
                     self.delivery,
-                    Deliveries::Supervised(supervisor),
+                    Deliveries::Supervised(Box::new(supervisor)),
                 ));
                 wharf_aws::emulate::spawn(
                     &shape.clients,
@@ -310,7 +310,7 @@ pub enum Idle {
     /// the delivery tasks they started.
     Aws {
         /// The delivery tasks' supervisor.
-        supervisor: Supervisor,
+        supervisor: Box<Supervisor>,
         /// The stand-ins' activity.
         activity: Arc<Activity>,
     },

@@ -46,7 +46,7 @@ pub async fn seed(services: &Services, data_dir: &Path) -> anyhow::Result<Demo> 
     let signup = services
         .signup_vendor(NewVendor {
             name: "Demo Markets".into(),
-            admin_email: "vendor@demo.wharf.local".into(),
+            admin_email: "vendor@demo.example".into(),
             admin_password: vendor_password.clone(),
         })
         .await
@@ -66,35 +66,11 @@ pub async fn seed(services: &Services, data_dir: &Path) -> anyhow::Result<Demo> 
         )
         .await
         .map_err(err)?;
-    let plan = serde_json::json!({"id": "starter", "name": "Starter", "currency": "usd", "monthly_fee": "0.00", "included_deliveries": 100000,
-        "tiers": [{"up_to": null, "unit_price": "0.0001"}]});
-    let live = services
-        .create_feed(&vendor, serde_json::from_value(serde_json::json!({
-            "name": "Large trades (live)", "source_id": source.id, "status": "published",
-            "description": "Every trade above 10,000 USD notional, with its notional",
-            "pipeline": {"rules": [
-                {"type": "filter", "expr": "record.px * record.qty > 10000.0"},
-                {"type": "map", "fields": {"symbol": "record.sym", "price": "record.px", "qty": "record.qty", "notional": "record.px * record.qty"}}]},
-            "plans": [plan]}))?)
-        .await
-        .map_err(err)?;
-    let bars = services
-        .create_feed(&vendor, serde_json::from_value(serde_json::json!({
-            "name": "1-minute VWAP bars", "source_id": source.id, "status": "published",
-            "description": "Per symbol and minute: trade count, VWAP, high and low",
-            "pipeline": {"rules": [
-                {"type": "filter", "expr": "record.qty > 0.0"},
-                {"type": "window", "every": "1m", "window": "1m", "group_by": "record.sym",
-                 "aggregates": {"trades": "count()", "vwap": "sum(record.px * record.qty) / sum(record.qty)", "high": "max(record.px)", "low": "min(record.px)"}},
-                {"type": "map", "fields": {"symbol": "record.group", "minute_end": "record.window_end", "trades": "record.trades",
-                                           "vwap": "record.vwap", "high": "record.high", "low": "record.low"}}]},
-            "plans": [plan]}))?)
-        .await
-        .map_err(err)?;
+    let (live, bars) = demo_feeds(services, &vendor, &source.id).await?;
     let subscriber = services
         .signup_subscriber(NewSubscriberAccount {
             name: "Demo Subscriber".into(),
-            email: "subscriber@demo.wharf.local".into(),
+            email: "subscriber@demo.example".into(),
             password: subscriber_password.clone(),
         })
         .await
@@ -124,6 +100,41 @@ pub async fn seed(services: &Services, data_dir: &Path) -> anyhow::Result<Demo> 
     };
     write_private(&path, &serde_json::to_vec_pretty(&demo)?)?;
     Ok(demo)
+}
+
+/// The demo's two feeds on `source`: large trades as they come, and one-minute VWAP bars.
+async fn demo_feeds(
+    services: &Services,
+    vendor: &Principal,
+    source: &wharf_core::SourceId,
+) -> anyhow::Result<(wharf_core::domain::Feed, wharf_core::domain::Feed)> {
+    let err = |e: wharf_core::CoreError| anyhow::anyhow!("{e:?}");
+    let plan = serde_json::json!({"id": "starter", "name": "Starter", "currency": "usd", "monthly_fee": "0.00", "included_deliveries": 100000,
+        "tiers": [{"up_to": null, "unit_price": "0.0001"}]});
+    let live = services
+        .create_feed(vendor, serde_json::from_value(serde_json::json!({
+            "name": "Large trades (live)", "source_id": source, "status": "published",
+            "description": "Every trade above 10,000 USD notional, with its notional",
+            "pipeline": {"rules": [
+                {"type": "filter", "expr": "record.px * record.qty > 10000.0"},
+                {"type": "map", "fields": {"symbol": "record.sym", "price": "record.px", "qty": "record.qty", "notional": "record.px * record.qty"}}]},
+            "plans": [plan]}))?)
+        .await
+        .map_err(err)?;
+    let bars = services
+        .create_feed(vendor, serde_json::from_value(serde_json::json!({
+            "name": "1-minute VWAP bars", "source_id": source, "status": "published",
+            "description": "Per symbol and minute: trade count, VWAP, high and low",
+            "pipeline": {"rules": [
+                {"type": "filter", "expr": "record.qty > 0.0"},
+                {"type": "window", "every": "1m", "window": "1m", "group_by": "record.sym",
+                 "aggregates": {"trades": "count()", "vwap": "sum(record.px * record.qty) / sum(record.qty)", "high": "max(record.px)", "low": "min(record.px)"}},
+                {"type": "map", "fields": {"symbol": "record.group", "minute_end": "record.window_end", "trades": "record.trades",
+                                           "vwap": "record.vwap", "high": "record.high", "low": "record.low"}}]},
+            "plans": [plan]}))?)
+        .await
+        .map_err(err)?;
+    Ok((live, bars))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

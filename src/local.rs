@@ -231,7 +231,7 @@ impl LocalWorkers {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retrying deliveries failed"),
             }
-            if tick % 2 == 0
+            if tick.is_multiple_of(2)
                 && let Err(e) = self.close_windows().await
             {
                 tracing::warn!(error = %e, "closing windows failed");

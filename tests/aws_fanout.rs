@@ -3,7 +3,7 @@
 //! endpoint) as subscriptions of the topic with filter policies, webhooks through the delivery queue and the sender, and
 //! WebSocket delivery through API Gateway's management API (served here by a fake that
 //! records posts and answers 410 for a stale connection).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 #[path = "support/moto.rs"]
 mod moto;

@@ -4,7 +4,7 @@
 //! the feed's SNS topic and the delivery queue), partial batch failures
 //! when the table is gone, and a poison message moved to the dead-letter queue by the queue
 //! itself after five receives while `wharf serve --backend aws` polls it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 #[path = "support/moto.rs"]
 mod moto;

@@ -1,7 +1,7 @@
 //! The `wharf` binary as a Lambda bootstrap: for each handler, the real binary is started with
 //! `AWS_LAMBDA_RUNTIME_API` pointing at a Runtime API served here, takes one event in Lambda's
 //! JSON, and posts back the answer Lambda would get, against resources on a real moto server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 #[path = "support/moto.rs"]
 mod moto;

@@ -1,6 +1,6 @@
 //! The `wharf` binary as a user runs it: serve on an empty data dir, admin create, bad
 //! configuration, openapi.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,4 +1,5 @@
-//! `wharf cost`: what one million records delivered to N subscribers costs on the aws shape.
+//! `wharf-bench aws-cost`: what one million records delivered to N subscribers costs on the
+//! aws shape.
 //!
 //! It runs the aws shape's handlers against an emulator (moto) as `wharf serve --backend aws`
 //! does (queue and stream stand-ins, no schedule), creates a feed with N subscribers on `sqs`
@@ -17,16 +18,17 @@
 //!
 //! Setup calls (the feed, subscriptions, queues) are left out: they do not grow with records.
 
-use super::handlers::{Deliveries, Handlers};
-use super::{Resources, aws_shape};
-use crate::config::{Backend, Config};
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wharf::aws::{Resources, aws_shape};
+use wharf::config::{Backend, Config};
+use wharf_aws::aws_sdk_sqs;
 use wharf_aws::calls::Billed;
 use wharf_core::ports::{DeliveryStore, SystemClock};
+use wharf_workers::handlers::{Deliveries, Handlers};
 
 /// List prices in USD, us-east-1, as published on AWS's pricing pages in 2025 (the on-demand
 /// DynamoDB prices after the November 2024 cut). Free tiers are left out.
@@ -213,7 +215,7 @@ pub async fn measure(
     let config = Config {
         backend: Backend::Aws,
         data_dir: data_dir.clone(),
-        aws: crate::config::AwsConfig {
+        aws: wharf::config::AwsConfig {
             endpoint_url: Some(endpoint_url.to_owned()),
             region: Some("us-east-1".into()),
             table: name.clone(),
@@ -221,14 +223,14 @@ pub async fn measure(
             bucket: name.clone(),
             user_pool_name: name.clone(),
             access_key_id: Some("testing".into()),
-            secret_access_key: Some(crate::config::Secret("testing".into())),
+            secret_access_key: Some(wharf::config::Secret("testing".into())),
             ..Default::default()
         },
         ..Config::default()
     };
     let shape = aws_shape(&config, Arc::new(SystemClock), Resources::Bootstrap).await?;
     let handlers = Arc::new(Handlers::new(
-        &shape,
+        shape.services.clone(),
         config.delivery(),
         Deliveries::Awaited,
     ));
@@ -277,7 +279,7 @@ pub async fn measure(
         .context("a feed id")?
         .to_owned();
     // The subscribers' side is read on clients of its own, so it is not counted.
-    let theirs = super::clients(&config).await;
+    let theirs = wharf::aws::clients(&config).await;
     let mut queues = Vec::new();
     for i in 0..subscribers {
         let email = format!("s{i}@cost.example");
@@ -307,7 +309,14 @@ pub async fn measure(
     }
 
     let their_store = wharf_aws::DynamoStore::new(theirs.clone());
-    let sources = super::emulate::spawn_sources(&shape, handlers.clone(), &data_dir);
+    let stand_ins = wharf_aws::emulate::spawn(
+        &shape.clients,
+        &shape.queues,
+        handlers,
+        &data_dir,
+        false,
+        Arc::default(),
+    );
     shape.clients.calls.estimate_units();
     let before = shape.clients.calls.billed();
     let started = Instant::now();
@@ -373,12 +382,13 @@ pub async fn measure(
     }
     let elapsed = started.elapsed();
     let waited = shape.clients.calls.waited();
-    for task in sources {
+    for task in &stand_ins.tasks {
         task.abort();
     }
     let calls = diff(&before, &shape.clients.calls.billed());
-    let mut invocations: Vec<(String, u64, Duration)> = handlers
-        .invocations()
+    let mut invocations: Vec<(String, u64, Duration)> = stand_ins
+        .invocations
+        .snapshot()
         .into_iter()
         .map(|(h, n, t)| (h.to_owned(), n, t))
         .collect();
@@ -452,4 +462,36 @@ impl Api {
             .context("an access token")?
             .to_owned())
     }
+}
+
+/// Runs the measurement and prints what it cost.
+pub async fn report(endpoint_url: &str, records: usize, subscribers: usize) -> anyhow::Result<()> {
+    let m = measure(endpoint_url, records, subscribers).await?;
+    let (lines, per_million) = price(&m);
+    println!(
+        "{} records to {} subscribers in {:.1} s ({}):",
+        m.records,
+        m.subscribers,
+        m.elapsed.as_secs_f64(),
+        prices::AS_OF
+    );
+    for l in &lines {
+        println!("  {:<48} {:>14.1} {:>12.6} USD", l.item, l.quantity, l.usd);
+    }
+    let (measured, on_aws) = lambda_seconds(&m);
+    println!(
+        "Lambda: {measured:.1} s of handler time here, {:.1} s of the run waiting on the \
+         emulator; with AWS's typical latencies instead: {on_aws:.1} s",
+        m.waited.as_secs_f64()
+    );
+    println!("cost per 1M records: {per_million:.2} USD (Lambda time as measured here)");
+    println!(
+        "cost per 1M records: {:.2} USD (Lambda time with AWS's typical latencies)",
+        per_million_on_aws(&m)
+    );
+    println!(
+        "naive per-record design, same prices: {:.2} USD per 1M records",
+        naive_per_million(subscribers)
+    );
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Wharf's domain: typed ids, entities, validation rules, the ports adapters implement, and
 //! the services that hold the business rules. Nothing here performs I/O; every effect goes
 //! through a port (`ports`), so the same services run on SQLite and on AWS.
+#![warn(missing_docs)]
 
 pub mod billing;
 pub mod credentials;

@@ -56,52 +56,48 @@ pub async fn clients(config: &Config) -> Clients {
     .await
 }
 
-/// Builds the aws shape's services once (per process, or per Lambda cold start).
-pub async fn aws_shape(
-    config: &Config,
-    clock: Arc<dyn Clock>,
-    resources: Resources,
-) -> anyhow::Result<AwsShape> {
-    let clients = clients(config).await;
-    let aws = &config.aws;
-    let (pool, ingest_queue_url, delivery_queue_url) = match resources {
-        Resources::Bootstrap => {
-            let done = wharf_aws::bootstrap::bootstrap(&clients)
-                .await
-                .context("cannot create the table and queues")?;
-            let pool = wharf_aws::cognito::bootstrap_user_pool(&clients, &aws.user_pool_name)
-                .await
-                .context("cannot create the user pool")?;
-            wharf_aws::s3::bootstrap_bucket(&clients)
-                .await
-                .context("cannot create the object bucket")?;
-            (pool, done.ingest_queue_url, done.delivery_queue_url)
-        }
-        Resources::Configured => {
-            let missing = |name: &str| anyhow::anyhow!("`aws.{name}` must be set on Lambda");
-            let pool = UserPool {
-                pool_id: aws
-                    .user_pool_id
-                    .clone()
-                    .ok_or_else(|| missing("user_pool_id"))?,
-                client_id: aws.client_id.clone().ok_or_else(|| missing("client_id"))?,
-            };
-            let queue = aws
-                .ingest_queue_url
-                .clone()
-                .ok_or_else(|| missing("ingest_queue_url"))?;
-            let delivery = aws
-                .delivery_queue_url
-                .clone()
-                .ok_or_else(|| missing("delivery_queue_url"))?;
-            (pool, queue, delivery)
-        }
-    };
-    // Cognito issues tokens on real time, whatever clock the business runs on.
-    let identity = CognitoIdentity::new(&clients, pool, Arc::new(SystemClock))
+/// The user pool and the ingest and delivery queues, made where missing.
+async fn bootstrap(
+    clients: &Clients,
+    pool_name: &str,
+) -> anyhow::Result<(UserPool, String, String)> {
+    let done = wharf_aws::bootstrap::bootstrap(clients)
         .await
-        .context("cannot reach the user pool")?;
-    let secrets = match &aws.secret_key {
+        .context("cannot create the table and queues")?;
+    let pool = wharf_aws::cognito::bootstrap_user_pool(clients, pool_name)
+        .await
+        .context("cannot create the user pool")?;
+    wharf_aws::s3::bootstrap_bucket(clients)
+        .await
+        .context("cannot create the object bucket")?;
+    Ok((pool, done.ingest_queue_url, done.delivery_queue_url))
+}
+
+/// The user pool and the ingest and delivery queues, as the configuration names them.
+fn configured(aws: &crate::config::AwsConfig) -> anyhow::Result<(UserPool, String, String)> {
+    let missing = |name: &str| anyhow::anyhow!("`aws.{name}` must be set on Lambda");
+    let pool = UserPool {
+        pool_id: aws
+            .user_pool_id
+            .clone()
+            .ok_or_else(|| missing("user_pool_id"))?,
+        client_id: aws.client_id.clone().ok_or_else(|| missing("client_id"))?,
+    };
+    let queue = aws
+        .ingest_queue_url
+        .clone()
+        .ok_or_else(|| missing("ingest_queue_url"))?;
+    let delivery = aws
+        .delivery_queue_url
+        .clone()
+        .ok_or_else(|| missing("delivery_queue_url"))?;
+    Ok((pool, queue, delivery))
+}
+
+/// The key sealing webhook secrets: configured (required on Lambda), or kept in the data
+/// dir.
+fn secret_box(config: &Config, resources: Resources) -> anyhow::Result<FileSecretBox> {
+    Ok(match &config.aws.secret_key {
         Some(key) => FileSecretBox::from_encoded_key(&key.0).context("invalid `aws.secret_key`")?,
         None if resources == Resources::Configured => {
             anyhow::bail!("`aws.secret_key` must be set on Lambda")
@@ -112,7 +108,26 @@ pub async fn aws_shape(
             })?;
             FileSecretBox::load_or_create(&config.data_dir).context("cannot load the secret key")?
         }
+    })
+}
+
+/// Builds the aws shape's services once (per process, or per Lambda cold start).
+pub async fn aws_shape(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    resources: Resources,
+) -> anyhow::Result<AwsShape> {
+    let clients = clients(config).await;
+    let aws = &config.aws;
+    let (pool, ingest_queue_url, delivery_queue_url) = match resources {
+        Resources::Bootstrap => bootstrap(&clients, &aws.user_pool_name).await?,
+        Resources::Configured => configured(aws)?,
     };
+    // Cognito issues tokens on real time, whatever clock the business runs on.
+    let identity = CognitoIdentity::new(&clients, pool, Arc::new(SystemClock))
+        .await
+        .context("cannot reach the user pool")?;
+    let secrets = secret_box(config, resources)?;
     // On Lambda the functions record a gateway's sockets, and those that know the management
     // endpoint (the stream function) post to them; `wharf serve` serves sockets itself unless
     // it is given a management endpoint too.

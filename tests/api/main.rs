@@ -1,5 +1,5 @@
 //! Black-box tests: the real app on 127.0.0.1:0 with a fresh data dir, driven over HTTP.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 /// The shape every test here runs on; `tests/aws_api` runs the same tests on the aws shape.
 const BACKEND: helpers::Backend = helpers::Backend::Local;

@@ -1,7 +1,7 @@
 //! The black-box tests of `tests/api`, unchanged, on the aws shape: each app is
 //! `wharf serve --backend aws` in-process (DynamoDB, SQS, Cognito and S3 on a real moto
 //! server; the process stands in for Lambda's event sources).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 const BACKEND: helpers::Backend = helpers::Backend::Aws;
 

@@ -37,7 +37,7 @@ pub enum Deliveries {
     Awaited,
     /// Each subscription's delivery runs in its own supervised task that goes on while there
     /// is work, so a slow endpoint delays only itself (`wharf serve`).
-    Supervised(Supervisor),
+    Supervised(Box<Supervisor>),
 }
 
 /// The handlers, with what they keep across invocations of one cold start.

@@ -461,7 +461,7 @@ impl Shards {
         records: &[aws_sdk_dynamodbstreams::types::Record],
         outcome: BatchOutcome,
     ) -> Result<Option<String>, CoreError> {
-        let sequences = records
+        let mut sequences = records
             .iter()
             .filter_map(|r| r.dynamodb.as_ref()?.sequence_number.clone());
         let failed = outcome
@@ -469,7 +469,7 @@ impl Shards {
             .into_iter()
             .min_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
         let Some(seq) = failed else {
-            if let Some(last) = sequences.last() {
+            if let Some(last) = sequences.next_back() {
                 self.checkpoint(shard, last)?;
             }
             return Ok(None);

@@ -1,4 +1,5 @@
 //! `wharf aws bootstrap` against a real moto server.
+#![allow(clippy::too_many_lines)]
 
 mod common;
 

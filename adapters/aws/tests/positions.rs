@@ -1,7 +1,7 @@
 //! Output positions on DynamoDB: a reader never moves past a position that may still be
 //! written, passes gap markers at once, and passes a hole for good once the record after it
 //! has settled (its writer died between reserving the position and storing it).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

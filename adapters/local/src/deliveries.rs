@@ -11,11 +11,11 @@
 //!   `NotFound("subscription")`. The retry queue (`due_deliveries`, `drop_pending`) is global:
 //!   it serves the delivery worker, not tenants.
 
-use crate::db::sql_error;
-use crate::records::{
-    bound, collect, column, id_column, micros, output_head_in, stored_position, time_column,
-    unsigned,
+use crate::columns::{
+    bound, collect, column, id_column, micros, stored_position, time_column, unsigned,
 };
+use crate::db::sql_error;
+use crate::records::output_head_in;
 use crate::store::{SqliteStore, exists, from_doc, run, to_doc};
 use async_trait::async_trait;
 use rusqlite::types::Value;

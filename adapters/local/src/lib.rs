@@ -3,6 +3,7 @@
 //! delivery state and usage in `deliveries`) and the other local adapters.
 
 mod billing;
+mod columns;
 pub mod db;
 mod deliveries;
 mod records;

@@ -90,7 +90,6 @@ impl Services {
         queue: Option<&dyn crate::ports::IngestQueue>,
         message: Option<&QueueMessage>,
     ) -> Result<IngestResult, CoreError> {
-        let (tenant, source_id) = (&source.tenant_id, &source.id);
         if records.len() > MAX_RECORDS_PER_REQUEST {
             return Err(CoreError::invalid(
                 "records",
@@ -107,60 +106,23 @@ impl Services {
         let now = message
             .and_then(|m| m.sent_at)
             .unwrap_or_else(|| self.clock.now());
-        let expires_at = now + time::Duration::days(i64::from(source.retention_days));
+        let arriving = Arriving {
+            source,
+            validator: validator.as_ref(),
+            message,
+            now,
+            expires_at: now + time::Duration::days(i64::from(source.retention_days)),
+        };
         let mut rejected = Vec::new();
         let mut seen = HashSet::new();
         let mut in_request_duplicates = 0;
         let mut raw = Vec::with_capacity(records.len());
         for (index, r) in records.into_iter().enumerate() {
-            if let Some(id) = &r.id
-                && (id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN)
-            {
-                rejected.push(Rejected {
-                    index,
-                    error: format!("id must be 1 to {MAX_EXTERNAL_ID_LEN} characters"),
-                });
-                continue;
+            match arriving.raw_record(index, r) {
+                Err(error) => rejected.push(Rejected { index, error }),
+                Ok(record) if !seen.insert(record.id.clone()) => in_request_duplicates += 1,
+                Ok(record) => raw.push(record),
             }
-            if let Some(v) = &validator
-                && let Some(e) = v.iter_errors(&r.data).next()
-            {
-                let at = e.instance_path().to_string();
-                let at = if at.is_empty() {
-                    String::new()
-                } else {
-                    format!(" at {at}")
-                };
-                rejected.push(Rejected {
-                    index,
-                    error: format!("does not match the source's schema{at}: {e}"),
-                });
-                continue;
-            }
-            let id = match (&r.id, message) {
-                (Some(external), _) => RawRecord::id_for(source_id, external),
-                (None, Some(m)) => crate::RecordId::from_uuid(crate::id::derive(&[
-                    "queued",
-                    source_id.as_str(),
-                    &m.id,
-                    &index.to_string(),
-                ])),
-                (None, None) => crate::RecordId::new(),
-            };
-            if !seen.insert(id.clone()) {
-                in_request_duplicates += 1;
-                continue;
-            }
-            raw.push(RawRecord {
-                id,
-                tenant_id: tenant.clone(),
-                source_id: source_id.clone(),
-                external_id: r.id,
-                ts: r.ts.unwrap_or(now),
-                received_at: now,
-                expires_at,
-                data: r.data,
-            });
         }
         let accepted = match queue {
             _ if raw.is_empty() => 0,
@@ -283,6 +245,59 @@ impl Services {
         self.store
             .list_attempts(&sub.tenant_id, &sub.id, status, page)
             .await
+    }
+}
+
+/// What records arriving in one request (or queue message) have in common.
+struct Arriving<'a> {
+    source: &'a Source,
+    validator: Option<&'a jsonschema::Validator>,
+    message: Option<&'a QueueMessage>,
+    now: Timestamp,
+    expires_at: Timestamp,
+}
+
+impl Arriving<'_> {
+    /// The raw record the request's record `index` makes, or why it is refused. A record
+    /// sent with the vendor's id has an id derived from it; one without, from the queue
+    /// message it came in (so a message delivered again makes the same records), or else a
+    /// fresh one.
+    fn raw_record(&self, index: usize, r: IngestRecord) -> Result<RawRecord, String> {
+        if let Some(id) = &r.id
+            && (id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN)
+        {
+            return Err(format!("id must be 1 to {MAX_EXTERNAL_ID_LEN} characters"));
+        }
+        if let Some(e) = self.validator.and_then(|v| v.iter_errors(&r.data).next()) {
+            let at = e.instance_path().to_string();
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" at {at}")
+            };
+            return Err(format!("does not match the source's schema{at}: {e}"));
+        }
+        let source_id = &self.source.id;
+        let id = match (&r.id, self.message) {
+            (Some(external), _) => RawRecord::id_for(source_id, external),
+            (None, Some(m)) => crate::RecordId::from_uuid(crate::id::derive(&[
+                "queued",
+                source_id.as_str(),
+                &m.id,
+                &index.to_string(),
+            ])),
+            (None, None) => crate::RecordId::new(),
+        };
+        Ok(RawRecord {
+            id,
+            tenant_id: self.source.tenant_id.clone(),
+            source_id: source_id.clone(),
+            external_id: r.id,
+            ts: r.ts.unwrap_or(self.now),
+            received_at: self.now,
+            expires_at: self.expires_at,
+            data: r.data,
+        })
     }
 }
 

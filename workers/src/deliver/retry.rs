@@ -7,7 +7,7 @@ use super::{DeliveryConfig, Job, plan::body};
 use std::collections::HashMap;
 use std::time::Duration;
 use wharf_core::domain::{
-    Channel, OutputRecord, PendingDelivery, Subscription, SubscriptionStatus,
+    AttemptStatus, DeliveryAttempt, OutputRecord, PendingDelivery, Subscription, SubscriptionStatus,
 };
 use wharf_core::{CoreError, Services, Timestamp};
 
@@ -49,29 +49,53 @@ async fn retry_subscription(
     config: &DeliveryConfig,
     now: Timestamp,
 ) -> Result<(), CoreError> {
-    let transport = match (&sub.channel, sub.status) {
-        (_, SubscriptionStatus::Cancelled) | (Channel::Pull {} | Channel::Websocket {}, _) => {
-            for d in &pending {
-                services.store.drop_pending(&d.id).await?;
-            }
-            return Ok(());
+    let store = &services.store;
+    if sub.status == SubscriptionStatus::Paused {
+        for mut d in pending {
+            d.next_attempt_at = now + Duration::from_secs(60);
+            store.reschedule(&d).await?;
         }
-        (_, SubscriptionStatus::Paused) => {
-            for mut d in pending {
-                d.next_attempt_at = now + Duration::from_secs(60);
-                services.store.reschedule(&d).await?;
-            }
-            return Ok(());
-        }
-        _ => match transport(services, sub, now).await? {
-            Some(t) => t,
-            None => return Ok(()),
-        },
+        return Ok(());
+    }
+    let transport = match services.is_sent_by_wharf(sub) {
+        true => transport(services, sub, now).await?,
+        // Cancelled, or moved to a channel Wharf's sender does not deliver.
+        false => None,
     };
+    let Some(transport) = transport else {
+        for d in &pending {
+            store.drop_pending(&d.id).await?;
+        }
+        return Ok(());
+    };
+    let (jobs, kept) = retry_jobs(services, sub, pending).await?;
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let results = send_all(services, &transport, sub, jobs, config, now).await?;
+    let mut health = Health::default();
+    let mut log = Vec::new();
+    for ((job, verdict), d) in results.into_iter().zip(kept) {
+        let entry = settle_retry(services, sub, d, &job, &verdict, config, now).await?;
+        health.any_ok |= entry.status == AttemptStatus::Delivered;
+        health.gone |= entry.status == AttemptStatus::Disabled;
+        health.any_failed |= matches!(entry.status, AttemptStatus::Failed | AttemptStatus::GaveUp);
+        log.push(entry);
+    }
+    store.log_attempts(&sub.tenant_id, &log).await?;
+    endpoint_health(services, sub, health, config, now).await
+}
+
+/// The deliveries to attempt again, read by position (the ids make sure each position still
+/// holds its record); a delivery whose records are all gone (expired) is dropped.
+async fn retry_jobs(
+    services: &Services,
+    sub: &Subscription,
+    pending: Vec<PendingDelivery>,
+) -> Result<(Vec<Job>, Vec<PendingDelivery>), CoreError> {
     let mut jobs = Vec::new();
     let mut kept = Vec::new();
     for d in pending {
-        // Read by position; the ids make sure each position still holds its record.
         let records: Vec<OutputRecord> = services
             .store
             .output_at(&sub.tenant_id, &sub.feed_id, &d.positions)
@@ -94,46 +118,36 @@ async fn retry_subscription(
         });
         kept.push(d);
     }
-    if jobs.is_empty() {
-        return Ok(());
-    }
-    let results = send_all(services, &transport, sub, jobs, config, now).await?;
-    let mut health = Health::default();
-    let mut log = Vec::new();
-    for ((job, verdict), mut d) in results.into_iter().zip(kept) {
-        let attempt_no = d.attempts + 1;
-        let next = match &verdict {
-            Verdict::Failed { retry_after, .. } => {
-                next_attempt(config, attempt_no, *retry_after, now)
-            }
-            _ => None,
-        };
-        log.push(log_entry(sub, &job, attempt_no, &verdict, next, now));
-        match verdict {
-            Verdict::Delivered(_) => {
-                health.any_ok = true;
-                services
-                    .store
-                    .ack_pending(&d, job.records.len() as u64, now)
-                    .await?;
-            }
-            Verdict::Gone(_) => {
-                health.gone = true;
-                services.store.drop_pending(&d.id).await?;
-            }
-            Verdict::Failed { .. } => {
-                health.any_failed = true;
-                match next {
-                    Some(next) => {
-                        d.attempts = attempt_no;
-                        d.next_attempt_at = next;
-                        services.store.reschedule(&d).await?;
-                    }
-                    None => services.store.drop_pending(&d.id).await?,
-                }
-            }
+    Ok((jobs, kept))
+}
+
+/// Settles one retry: acknowledged (counted unless a replay), gone, or failed again (due
+/// again later, or given up); answers its row of the delivery log.
+async fn settle_retry(
+    services: &Services,
+    sub: &Subscription,
+    mut d: PendingDelivery,
+    job: &Job,
+    verdict: &Verdict,
+    config: &DeliveryConfig,
+    now: Timestamp,
+) -> Result<DeliveryAttempt, CoreError> {
+    let store = &services.store;
+    let attempt_no = d.attempts + 1;
+    let next = match verdict {
+        Verdict::Failed { retry_after, .. } => next_attempt(config, attempt_no, *retry_after, now),
+        _ => None,
+    };
+    match (verdict, next) {
+        (Verdict::Delivered(_), _) => {
+            store.ack_pending(&d, job.records.len() as u64, now).await?;
         }
+        (Verdict::Failed { .. }, Some(next)) => {
+            d.attempts = attempt_no;
+            d.next_attempt_at = next;
+            store.reschedule(&d).await?;
+        }
+        (Verdict::Gone(_) | Verdict::Failed { .. }, _) => store.drop_pending(&d.id).await?,
     }
-    services.store.log_attempts(&sub.tenant_id, &log).await?;
-    endpoint_health(services, sub, health, config, now).await
+    Ok(log_entry(sub, job, attempt_no, verdict, next, now))
 }

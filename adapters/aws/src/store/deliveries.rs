@@ -6,7 +6,8 @@
 //! come due through `gsi1`. Every usage change is in the same transaction as the position
 //! move or pending-delivery removal that causes it.
 
-use super::accounts::{position_sk, tenant_pk, usage_update};
+use super::accounts::tenant_pk;
+use super::subscriptions::{position_sk, usage_update};
 use super::usage::{hour_key, hour_start, usage_pk};
 use super::*;
 use async_trait::async_trait;

@@ -11,13 +11,18 @@
 
 mod accounts;
 mod billing;
+mod catalog;
 mod deliveries;
 mod fanout;
+mod packs;
+mod parts;
 mod records;
 mod stream;
+mod subscriptions;
 mod usage;
 
-pub use records::{PART_BYTES, packed_part, part_records_of};
+pub use packs::{packed_part, part_records_of};
+pub use records::PART_BYTES;
 pub use stream::change_of;
 
 use crate::table::{decode_cursor, encode_cursor};

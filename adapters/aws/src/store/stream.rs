@@ -3,7 +3,7 @@
 //! to publish. Images arrive in DynamoDB's JSON (`{"S": "…"}`, `{"B": "<base64>"}`), as
 //! Lambda's stream events carry them.
 
-use super::records::part_records_of;
+use super::packs::part_records_of;
 use base64::Engine as _;
 use serde_json::Value;
 use wharf_core::domain::{RawRecord, StreamChange};
