@@ -106,7 +106,6 @@ pub fn settings(config: &Config, shape: Shape) -> anyhow::Result<Settings> {
         log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
         platform_fee_percent,
         vendor_fee_percent,
-        stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.0.clone()),
     })
 }
 
@@ -116,6 +115,7 @@ pub fn payments(config: &Config) -> anyhow::Result<Option<Arc<dyn wharf_core::po
         Some(stripe) => Some(Arc::new(wharf_stripe::StripeClient::new(
             &stripe.api_base,
             &stripe.secret_key.0,
+            &stripe.webhook_secret.0,
         )?)),
         None => None,
     })

@@ -16,7 +16,6 @@ pub mod page;
 pub mod pipeline;
 pub mod ports;
 pub mod services;
-pub mod stripe;
 pub mod webhook;
 
 pub use error::{CoreError, FieldError};

@@ -65,7 +65,7 @@ fn id_of(invoice: &Value) -> String {
 /// POSTs a Stripe event signed with `secret` at unix time `t`: (status, body).
 async fn stripe_post(app: &TestApp, event: &Value, t: i64, secret: &str) -> (u16, Value) {
     let body = serde_json::to_vec(event).unwrap();
-    let signature = wharf_core::stripe::sign(secret, &body, t).unwrap();
+    let signature = wharf_stripe::signature::sign(secret, &body, t).unwrap();
     let res = app
         .client
         .post(app.url("/v1/webhooks/stripe"))

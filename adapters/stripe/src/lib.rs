@@ -1,14 +1,18 @@
 //! The payment port on Stripe's REST API: the four calls an invoice push needs, each with an
-//! `Idempotency-Key` so Stripe answers a retried call with the first call's result.
+//! `Idempotency-Key` so Stripe answers a retried call with the first call's result; and
+//! Stripe's signed webhook calls, checked (`signature`) and read into typed events (`events`).
 //!
 //! A small client over reqwest rather than a generated SDK: four form-encoded POSTs and one id
 //! read back from each answer. Answers are read leniently (only `id`), so Stripe adding or
 //! omitting fields never breaks a push. The API base is configurable for tests.
 
+mod events;
+pub mod signature;
+
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::time::Duration;
-use wharf_core::domain::{Email, Invoice};
+use wharf_core::domain::{Email, Invoice, PaymentEvent};
 use wharf_core::ports::Payments;
 use wharf_core::{CoreError, UserId};
 
@@ -16,11 +20,13 @@ use wharf_core::{CoreError, UserId};
 const API_VERSION: &str = "2024-06-20";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Talks to Stripe (or a fake at another base URL) with a secret key.
+/// Talks to Stripe (or a fake at another base URL) with a secret key, and reads the webhook
+/// calls Stripe signs with the endpoint's signing secret.
 pub struct StripeClient {
     http: reqwest::Client,
     base: String,
     secret_key: String,
+    webhook_secret: String,
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -48,8 +54,13 @@ struct FailureDetail {
 }
 
 impl StripeClient {
-    /// A client for the API at `base` (`https://api.stripe.com`).
-    pub fn new(base: &str, secret_key: &str) -> Result<StripeClient, CoreError> {
+    /// A client for the API at `base` (`https://api.stripe.com`), checking webhook calls
+    /// with the endpoint's `webhook_secret`.
+    pub fn new(
+        base: &str,
+        secret_key: &str,
+        webhook_secret: &str,
+    ) -> Result<StripeClient, CoreError> {
         Ok(StripeClient {
             http: reqwest::Client::builder()
                 .timeout(TIMEOUT)
@@ -57,6 +68,7 @@ impl StripeClient {
                 .map_err(CoreError::internal)?,
             base: base.trim_end_matches('/').to_owned(),
             secret_key: secret_key.to_owned(),
+            webhook_secret: webhook_secret.to_owned(),
         })
     }
 
@@ -101,6 +113,15 @@ impl StripeClient {
 
 #[async_trait]
 impl Payments for StripeClient {
+    fn parse_event(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now: wharf_core::Timestamp,
+    ) -> Result<PaymentEvent, CoreError> {
+        self.read_event(signature, body, now)
+    }
+
     async fn create_customer(
         &self,
         key: &str,

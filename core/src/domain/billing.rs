@@ -164,3 +164,28 @@ pub struct InvoiceFilter {
     /// Only in this state.
     pub status: Option<InvoiceStatus>,
 }
+
+/// A payment processor's event about one of Wharf's invoices, as its signed callback says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEvent {
+    /// The processor's id of the event: each is applied once.
+    pub id: String,
+    /// What happened.
+    pub kind: PaymentEventKind,
+}
+
+/// What a payment event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentEventKind {
+    /// Wharf's invoice was paid, or its payment failed.
+    Invoice {
+        /// Wharf's invoice.
+        invoice: crate::InvoiceId,
+        /// `Paid` or `Failed`.
+        status: InvoiceStatus,
+        /// The processor's id of the invoice.
+        processor_invoice: Option<String>,
+    },
+    /// Something Wharf does not act on.
+    Other,
+}

@@ -270,6 +270,27 @@ pub struct FeedPatch {
     pub sample: Option<serde_json::Value>,
 }
 
+impl CatalogEntry {
+    /// The catalog's view of `feed`, sold by `vendor`, whose source's records follow
+    /// `schema`: the one place an entry is assembled, whichever store lists it.
+    pub fn of(
+        feed: Feed,
+        vendor: super::Vendor,
+        schema: Option<serde_json::Value>,
+    ) -> CatalogEntry {
+        CatalogEntry {
+            feed_id: feed.id,
+            vendor_id: vendor.id,
+            vendor_name: vendor.name,
+            name: feed.name,
+            description: feed.description,
+            plans: feed.plans,
+            schema,
+            sample: feed.sample,
+        }
+    }
+}
+
 /// A published feed as the catalog shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -133,6 +133,32 @@ pub enum VendorStatus {
     Active,
 }
 
+impl VendorStatus {
+    /// The status's name, as the API and the stores write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VendorStatus::Pending => "pending",
+            VendorStatus::Active => "active",
+        }
+    }
+}
+
+impl Vendor {
+    /// `self` moved from status `from` to `to`: the one rule of a status change, which every
+    /// store applies inside the write that stores it. `Conflict` when the vendor is not `from`.
+    pub fn moved(mut self, from: VendorStatus, to: VendorStatus) -> Result<Vendor, CoreError> {
+        if self.status != from {
+            return Err(CoreError::Conflict(format!(
+                "the vendor is {}, not {}",
+                self.status.as_str(),
+                from.as_str()
+            )));
+        }
+        self.status = to;
+        Ok(self)
+    }
+}
+
 /// A vendor, the tenant that owns sources, feeds and keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

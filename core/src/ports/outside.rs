@@ -33,6 +33,15 @@ pub trait Payments: Send + Sync {
     ) -> Result<()>;
     /// Finalizes a draft invoice so it can be paid.
     async fn finalize_invoice(&self, key: &str, processor_invoice: &str) -> Result<()>;
+    /// The event a signed callback of the processor carries, once its `signature` header
+    /// checks out for `body` at `now`; `Unauthenticated` when it is missing, wrong or stale,
+    /// `Validation` when the body is not an event.
+    fn parse_event(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<PaymentEvent>;
 }
 
 /// Figures a running process adds to `/metrics`, in Prometheus' text format.

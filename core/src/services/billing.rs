@@ -16,11 +16,11 @@
 
 use super::Services;
 use crate::billing::{self, Period};
-use crate::domain::InvoiceFilter;
 use crate::domain::{
     BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, Plan, Principal, Role,
     RunStatus, Subscription,
 };
+use crate::domain::{InvoiceFilter, PaymentEventKind};
 use crate::money::{Amount, Currency};
 use crate::{
     CoreError, FeedId, InvoiceId, Page, PageRequest, PayoutId, SubscriptionId, UserId, VendorId,
@@ -575,33 +575,20 @@ impl Services {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<StripeEventOutcome, CoreError> {
-        let secret = self
-            .settings
-            .stripe_webhook_secret
+        let payments = self
+            .payments
             .as_deref()
             .ok_or(CoreError::NotFound("Stripe webhook endpoint"))?;
-        let signature = signature
-            .ok_or_else(|| CoreError::Unauthenticated("missing Stripe-Signature header".into()))?;
-        crate::stripe::verify(secret, signature, body, self.clock.now().unix_timestamp())
-            .map_err(|e| CoreError::Unauthenticated(format!("Stripe-Signature: {e}")))?;
-        let event: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| CoreError::invalid("", format!("not a Stripe event: {e}")))?;
-        let id = event["id"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| CoreError::invalid("id", "a Stripe event has an id"))?;
-        let status = match event["type"].as_str() {
-            Some("invoice.paid" | "invoice.payment_succeeded") => InvoiceStatus::Paid,
-            Some("invoice.payment_failed") => InvoiceStatus::Failed,
-            _ => return Ok(StripeEventOutcome::Ignored),
-        };
-        let object = &event["data"]["object"];
-        let Some(invoice) = object["metadata"]["wharf_invoice_id"]
-            .as_str()
-            .and_then(|s| s.parse::<InvoiceId>().ok())
+        let event = payments.parse_event(signature, body, self.clock.now())?;
+        let PaymentEventKind::Invoice {
+            invoice,
+            status,
+            processor_invoice,
+        } = event.kind
         else {
             return Ok(StripeEventOutcome::Ignored);
         };
+        let id = event.id.as_str();
         const SCOPE: &str = "stripe-event";
         match self.store.begin(SCOPE, id, id, self.clock.now()).await? {
             crate::domain::IdempotencyState::Completed(_) => {
@@ -616,7 +603,7 @@ impl Services {
         }
         let applied = self
             .store
-            .set_invoice_status(&invoice, status, object["id"].as_str())
+            .set_invoice_status(&invoice, status, processor_invoice.as_deref())
             .await;
         match applied {
             Ok(()) => {

@@ -428,16 +428,7 @@ impl Services {
             .store
             .get_source(&feed.tenant_id, &feed.source_id)
             .await?;
-        Ok(CatalogEntry {
-            feed_id: feed.id,
-            vendor_id: vendor.id,
-            vendor_name: vendor.name,
-            name: feed.name,
-            description: feed.description,
-            plans: feed.plans,
-            schema: source.schema,
-            sample: feed.sample,
-        })
+        Ok(CatalogEntry::of(feed, vendor, source.schema))
     }
 }
 

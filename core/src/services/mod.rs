@@ -35,8 +35,6 @@ pub struct Settings {
     pub platform_fee_percent: rust_decimal::Decimal,
     /// Per-vendor exceptions to `platform_fee_percent`.
     pub vendor_fee_percent: std::collections::HashMap<crate::VendorId, rust_decimal::Decimal>,
-    /// The secret Stripe signs its webhook calls with; `None` when Stripe is not configured.
-    pub stripe_webhook_secret: Option<String>,
 }
 
 impl Default for Settings {
@@ -49,7 +47,6 @@ impl Default for Settings {
             log_retention: Duration::from_secs(30 * 24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),
             vendor_fee_percent: std::collections::HashMap::new(),
-            stripe_webhook_secret: None,
         }
     }
 }

@@ -57,15 +57,7 @@ impl AccountStore for DynamoStore {
         from: VendorStatus,
         to: VendorStatus,
     ) -> Result<Vendor> {
-        let mut vendor = self.get_vendor(id).await?;
-        if vendor.status != from {
-            return Err(CoreError::Conflict(format!(
-                "the vendor is {}, not {}",
-                label(&vendor.status)?,
-                label(&from)?
-            )));
-        }
-        vendor.status = to;
+        let vendor = self.get_vendor(id).await?.moved(from, to)?;
         let sent = self
             .db()
             .put_item()

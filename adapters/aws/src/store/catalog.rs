@@ -282,16 +282,8 @@ impl FeedStore for DynamoStore {
                             }
                             let source =
                                 self.get_source(&feed.tenant_id, &feed.source_id).await.ok();
-                            let entry = CatalogEntry {
-                                feed_id: feed.id,
-                                vendor_id: vendor.id,
-                                vendor_name: vendor.name,
-                                name: feed.name,
-                                description: feed.description,
-                                plans: feed.plans,
-                                schema: source.and_then(|s| s.schema),
-                                sample: feed.sample,
-                            };
+                            let entry =
+                                CatalogEntry::of(feed, vendor, source.and_then(|s| s.schema));
                             item.insert(
                                 "doc".into(),
                                 s(serde_json::to_string(&entry).map_err(CoreError::internal)?),

@@ -45,20 +45,13 @@ impl AccountStore for SqliteStore {
         let id = id.clone();
         self.db
             .write(move |tx| {
-                let mut vendor: Vendor = one(
+                let vendor: Vendor = one(
                     tx,
                     "SELECT doc FROM vendors WHERE id = ?",
                     [id.as_str()],
                     "vendor",
                 )?;
-                if vendor.status != from {
-                    return Err(CoreError::Conflict(format!(
-                        "the vendor is {}, not {}",
-                        label(&vendor.status)?,
-                        label(&from)?
-                    )));
-                }
-                vendor.status = to;
+                let vendor = vendor.moved(from, to)?;
                 run(
                     tx,
                     "UPDATE vendors SET status = ?, doc = ? WHERE id = ?",

@@ -128,16 +128,7 @@ fn decode_catalog_entry(row: &Row<'_>) -> Result<CatalogEntry> {
     let feed: Feed = from_doc(&text(1)?)?;
     let vendor: Vendor = from_doc(&text(2)?)?;
     let source: Source = from_doc(&text(3)?)?;
-    Ok(CatalogEntry {
-        feed_id: feed.id,
-        vendor_id: vendor.id,
-        vendor_name: vendor.name,
-        name: feed.name,
-        description: feed.description,
-        plans: feed.plans,
-        schema: source.schema,
-        sample: feed.sample,
-    })
+    Ok(CatalogEntry::of(feed, vendor, source.schema))
 }
 
 #[async_trait]

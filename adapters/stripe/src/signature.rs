@@ -1,4 +1,4 @@
-//! Stripe's webhook signatures and the payment events Wharf acts on.
+//! Stripe's webhook signatures.
 //!
 //! A `Stripe-Signature` header is `t=<unix seconds>,v1=<hex>[,v1=<hex>…]`, where each `v1` is
 //! HMAC-SHA256 of `"{t}.{raw body}"` under the endpoint's signing secret. A signature older or
