@@ -65,6 +65,7 @@ impl Handlers {
     /// A gateway's WebSocket event; answers the HTTP status the gateway gives the client.
     /// `Connect` carries `?subscription_id=` and the subscriber's token, and stores a
     /// connection of that websocket subscription; `Disconnect` forgets it.
+    #[tracing::instrument(name = "websocket handler", skip_all)]
     pub async fn websocket(&self, event: SocketEvent) -> u16 {
         let outcome = match &event {
             SocketEvent::Connect {
@@ -302,6 +303,7 @@ impl Handlers {
 
 #[async_trait]
 impl EventHandlers for Handlers {
+    #[tracing::instrument(name = "ingest handler", skip_all, fields(messages = messages.len()))]
     async fn ingest(&self, messages: Vec<QueueMessage>) -> BatchOutcome {
         let (from_sources, queued): (Vec<QueueMessage>, Vec<QueueMessage>) =
             messages.into_iter().partition(|m| {
@@ -334,6 +336,7 @@ impl EventHandlers for Handlers {
         BatchOutcome { failed }
     }
 
+    #[tracing::instrument(name = "sender handler", skip_all, fields(messages = messages.len()))]
     async fn sender(&self, messages: Vec<QueueMessage>) -> BatchOutcome {
         let mut feeds: BTreeMap<(TenantId, FeedId), Vec<String>> = BTreeMap::new();
         let mut failed = Vec::new();
@@ -360,6 +363,7 @@ impl EventHandlers for Handlers {
         BatchOutcome { failed }
     }
 
+    #[tracing::instrument(name = "stream handler", skip_all, fields(changes = changes.len()))]
     async fn stream(&self, changes: Vec<StreamChange>) -> BatchOutcome {
         let mut units = Vec::new();
         let mut outputs = Vec::new();
@@ -382,6 +386,7 @@ impl EventHandlers for Handlers {
         BatchOutcome { failed }
     }
 
+    #[tracing::instrument(name = "schedule handler", level = "debug", skip_all, fields(retention = tick.retention))]
     async fn schedule(&self, tick: Tick) -> Result<(), CoreError> {
         let services = &self.services;
         let windows = crate::schedule::close_due_windows(services).await?;

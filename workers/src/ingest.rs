@@ -64,6 +64,7 @@ pub async fn handle(
 /// Stores one message a vendor sent to `source`'s own queue. Records the source's schema
 /// refuses are kept out and named in the source's `last_error`; a message that is not records
 /// at all fails.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %source.tenant_id, source.id = %source.id))]
 pub async fn source_message(
     services: &Services,
     mut source: Source,

@@ -76,6 +76,7 @@ fn records(body: &[u8]) -> Result<Vec<IngestRecord>, String> {
 }
 
 /// Polls one source now and records the outcome on it.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %source.tenant_id, source.id = %source.id))]
 pub async fn poll(services: &Services, source: &Source) -> Result<(), CoreError> {
     let now = services.clock.now();
     let url = source.url.clone().unwrap_or_default();
@@ -116,4 +117,47 @@ pub async fn poll(services: &Services, source: &Source) -> Result<(), CoreError>
         }
     }
     services.store.update_source(&current).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(body: &str) -> Vec<(Option<String>, serde_json::Value)> {
+        records(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|r| (r.id, r.data))
+            .collect()
+    }
+
+    #[test]
+    fn a_poll_answer_may_be_the_push_format_an_array_or_ndjson() {
+        let push = r#"{"records": [{"id": "a", "data": {"px": 1}}]}"#;
+        assert_eq!(
+            ids(push),
+            vec![(Some("a".into()), serde_json::json!({"px": 1}))]
+        );
+        let array = r#"[{"id": 7, "px": 1}, {"px": 2}]"#;
+        assert_eq!(
+            ids(array),
+            vec![
+                (Some("7".into()), serde_json::json!({"id": 7, "px": 1})),
+                (None, serde_json::json!({"px": 2}))
+            ]
+        );
+        let ndjson = "{\"id\": \"x\", \"px\": 1}\n\n{\"px\": 2}\n";
+        assert_eq!(ids(ndjson).len(), 2);
+        assert_eq!(
+            ids(r#"{"px": 3}"#),
+            vec![(None, serde_json::json!({"px": 3}))]
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_records_says_why() {
+        assert!(records(b"not json\nat all").is_err());
+        assert!(records(br#"{"records": "nope"}"#).is_err());
+        assert!(records(&[0xff, 0xfe]).is_err());
+    }
 }

@@ -43,6 +43,7 @@ impl Processor {
     /// `unit` (the stored batch the records came in, which always holds the same records),
     /// the outputs are stored once per unit rather than checked id by id.
     /// `feeds` keeps the sources' feeds as they were read: pass a fresh one per batch.
+    #[tracing::instrument(level = "debug", skip_all, fields(records = records.len(), unit = ?unit))]
     pub async fn handle(
         &self,
         services: &Services,

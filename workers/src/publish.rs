@@ -50,6 +50,7 @@ struct Listeners {
 
 /// Publishes what a feed has produced since its last publish. Without topics (the local
 /// shape) there is nothing to publish.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %tenant, feed.id = %feed))]
 pub async fn publish(
     services: &Services,
     tenant: &TenantId,
@@ -252,4 +253,81 @@ async fn post_to_sockets(
         posted += items.len();
     }
     Ok(posted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_core::domain::{NativeLink, OutputRecord};
+    use wharf_core::{RecordId, VendorId};
+
+    fn rows(n: u64) -> Vec<(u64, OutputRecord)> {
+        (1..=n)
+            .map(|p| {
+                let at = time::OffsetDateTime::UNIX_EPOCH;
+                let record = OutputRecord {
+                    id: RecordId::new(),
+                    feed_id: FeedId::new(),
+                    tenant_id: VendorId::new(),
+                    pipeline_version: 1,
+                    ts: at,
+                    created_at: at,
+                    expires_at: at,
+                    data: serde_json::json!({ "n": p }),
+                };
+                (p, record)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_message_in_ten_and_the_last_wake_the_sender_when_the_feed_has_webhooks() {
+        let listeners = Listeners {
+            webhooks: vec![SubscriptionId::new()],
+            ..Listeners::default()
+        };
+        let messages = topic_messages(&rows(25), &listeners).unwrap_or_default();
+        let woken: Vec<u64> = messages
+            .iter()
+            .filter(|m| m.wake)
+            .map(|m| m.position)
+            .collect();
+        assert_eq!(woken, vec![10, 20, 25]);
+        let quiet = topic_messages(&rows(25), &Listeners::default()).unwrap_or_default();
+        assert!(quiet.iter().all(|m| !m.wake), "no webhooks, no wake-ups");
+    }
+
+    #[test]
+    fn messages_name_the_subscriptions_whose_filter_wharf_evaluates_and_matches() {
+        let link = |by_wharf: bool| NativeLink {
+            id: "arn".into(),
+            pending_confirmation: false,
+            filtered_by_wharf: by_wharf,
+        };
+        let native = |filter: &str, by_wharf: bool| {
+            let mut sub = crate::deliver::fixtures::sub(Some(filter), None);
+            sub.native = Some(link(by_wharf));
+            let f = SubscriptionFilter::of(&sub);
+            (sub, f)
+        };
+        // Numbers from JSON are doubles in CEL.
+        let (even, odd_by_sns) = (
+            native("record.n == 2.0", true),
+            native("record.n != 2.0", false),
+        );
+        let (even_id, odd_id) = (even.0.id.to_string(), odd_by_sns.0.id.to_string());
+        let listeners = Listeners {
+            native: vec![even, odd_by_sns],
+            ..Listeners::default()
+        };
+        let messages = topic_messages(&rows(3), &listeners).unwrap_or_default();
+        let matched: Vec<&Vec<String>> = messages.iter().map(|m| &m.matched).collect();
+        assert_eq!(matched, [&vec![], &vec![even_id], &vec![]]);
+        assert!(
+            !messages.iter().any(|m| m.matched.contains(&odd_id)),
+            "SNS filters that one"
+        );
+        let body: serde_json::Value = serde_json::from_str(&messages[0].body).unwrap_or_default();
+        assert_eq!(body["data"]["n"], 1);
+    }
 }

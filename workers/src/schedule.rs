@@ -36,6 +36,7 @@ pub async fn close_due_windows(services: &Services) -> Result<usize, CoreError> 
 }
 
 /// Closes the due windows of one feed.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %feed.tenant_id, feed.id = %feed.id))]
 pub async fn close_feed_windows(services: &Services, feed: &Feed) -> Result<usize, CoreError> {
     let compiled = Compiled::new(&feed.pipeline);
     let Some(spec) = &compiled.window else {

@@ -77,6 +77,7 @@ struct Charged {
 impl Services {
     /// Closes `period` (platform finance): creates its invoices and payouts. Returns the run
     /// and whether this call closed the month (false when it was closed before).
+    #[tracing::instrument(level = "debug", skip_all, fields(period = period))]
     pub async fn run_billing(
         &self,
         who: &Principal,
@@ -570,6 +571,7 @@ impl Services {
     /// Applies a signed Stripe event: `invoice.paid` / `invoice.payment_succeeded` mark the
     /// invoice named in the Stripe invoice's `metadata.wharf_invoice_id` paid,
     /// `invoice.payment_failed` failed. Each event id is applied once.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn stripe_event(
         &self,
         signature: Option<&str>,

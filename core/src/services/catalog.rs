@@ -72,6 +72,7 @@ impl Services {
     }
 
     /// Changes a source of the caller's tenant.
+    #[tracing::instrument(level = "debug", skip_all, fields(source.id = %id))]
     pub async fn update_source(
         &self,
         who: &Principal,
@@ -102,6 +103,7 @@ impl Services {
     }
 
     /// Deletes a source of the caller's tenant that no feed uses.
+    #[tracing::instrument(level = "debug", skip_all, fields(source.id = %id))]
     pub async fn delete_source(&self, who: &Principal, id: &SourceId) -> Result<(), CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let source = self.store.get_source(tenant, id).await?;
@@ -188,6 +190,7 @@ impl Services {
     }
 
     /// Changes a feed's name, description, plans, visibility, status or sample.
+    #[tracing::instrument(level = "debug", skip_all, fields(feed.id = %id))]
     pub async fn update_feed(
         &self,
         who: &Principal,
@@ -316,6 +319,7 @@ impl Services {
     }
 
     /// Saves a new pipeline version of a feed of the caller's tenant.
+    #[tracing::instrument(level = "debug", skip_all, fields(feed.id = %id))]
     pub async fn put_pipeline(
         &self,
         who: &Principal,
@@ -336,6 +340,7 @@ impl Services {
     }
 
     /// Deletes a feed of the caller's tenant that has no subscriptions.
+    #[tracing::instrument(level = "debug", skip_all, fields(feed.id = %id))]
     pub async fn delete_feed(&self, who: &Principal, id: &FeedId) -> Result<(), CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let feed = self.store.get_feed(tenant, id).await?;

@@ -61,6 +61,7 @@ impl Services {
     /// for the hour of now, and stores `parked` deliveries, in one atomic write: the one way
     /// a delivery is counted, on every channel. `false` when another worker moved the
     /// position first; then nothing changed, and what that worker sent is what counts.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %sub.tenant_id, subscription.id = %sub.id))]
     pub async fn acknowledge(
         &self,
         sub: &Subscription,
@@ -82,6 +83,7 @@ impl Services {
     }
 
     /// Queues the records of an event-time range for delivery again, without billing them again.
+    #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn replay(
         &self,
         who: &Principal,
@@ -160,6 +162,7 @@ impl Services {
 
     /// The pull channel: records after `after` (or after what was last fetched), counted as
     /// delivered the first time they are fetched.
+    #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn pull(
         &self,
         who: &Principal,
@@ -232,6 +235,7 @@ impl Services {
 
     /// Opens the live channel of the caller's websocket subscription; returns it with the
     /// position to start after (`after`, or what was last pushed).
+    #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn live_open(
         &self,
         who: &Principal,

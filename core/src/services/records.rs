@@ -36,6 +36,7 @@ pub struct UsagePoint {
 impl Services {
     /// Stores records pushed to a source: rejected ones by index, duplicates counted, the
     /// rest durable when this returns.
+    #[tracing::instrument(level = "debug", skip_all, fields(source.id = %source_id))]
     pub async fn ingest(
         &self,
         who: &Principal,
@@ -59,6 +60,7 @@ impl Services {
 
     /// Stores records into `source` (already authorized: a push by its tenant, or its poller);
     /// in the aws shape they are queued and stored by the ingest handler.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %source.tenant_id, source.id = %source.id))]
     pub async fn ingest_into(
         &self,
         source: &Source,
@@ -72,6 +74,7 @@ impl Services {
     /// already passed through a queue. Their arrival time is the message's, and a record
     /// without the vendor's id gets an id derived from the message and its place in it, so a
     /// message delivered again makes the very records of its first delivery.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %source.tenant_id, source.id = %source.id))]
     pub async fn ingest_from_source_queue(
         &self,
         source: &Source,
@@ -228,6 +231,7 @@ impl Services {
     }
 
     /// A subscription's delivery log: its subscriber, or an admin of the selling vendor.
+    #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn delivery_log(
         &self,
         who: &Principal,

@@ -9,6 +9,7 @@ use crate::{CoreError, Page, PageRequest, SubscriptionId, Timestamp};
 
 impl Services {
     /// Subscribes the caller to a published feed.
+    #[tracing::instrument(level = "debug", skip_all, fields(feed.id = %input.feed_id))]
     pub async fn create_subscription(
         &self,
         who: &Principal,
@@ -255,6 +256,7 @@ impl Services {
     }
 
     /// Pauses, resumes or changes the channel, filter or batching of the caller's subscription.
+    #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn update_subscription(
         &self,
         who: &Principal,
@@ -339,6 +341,7 @@ impl Services {
     }
 
     /// Cancels the caller's subscription for good.
+    #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn cancel_subscription(
         &self,
         who: &Principal,
@@ -363,6 +366,7 @@ impl Services {
     }
 
     /// Issues a new signing secret; the previous one keeps signing for the overlap period.
+    #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn rotate_secret(
         &self,
         who: &Principal,

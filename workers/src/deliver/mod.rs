@@ -6,6 +6,8 @@
 //! is counted once whatever crashes or retries happen. [`retry`] sends parked deliveries
 //! when they come due.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod plan;
 mod retry;
 mod send;
@@ -64,6 +66,7 @@ pub struct Job {
 
 /// One pass over a subscription Wharf's sender delivers: delivers what its feed produced
 /// since its position. Returns the number of records the pass moved past.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %sub.tenant_id, subscription.id = %sub.id))]
 pub async fn deliver_push(
     services: &Services,
     sub: &Subscription,

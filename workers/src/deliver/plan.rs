@@ -149,46 +149,10 @@ pub fn delivery_id(sub: &Subscription, records: &[RecordId]) -> DeliveryId {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{at, sub};
     use super::*;
     use serde_json::json;
-    use wharf_core::domain::{Batch, Channel, StatusChange, SubscriptionStatus, WebhookUrl};
-    use wharf_core::expr::Expr;
-    use wharf_core::{FeedId, SubscriptionId, UserId, VendorId};
-
-    fn at(ms: i64) -> Timestamp {
-        Timestamp::from_unix_timestamp_nanos(1_767_225_600_000_000_000 + i128::from(ms) * 1_000_000)
-            .unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-
-    fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
-        Subscription {
-            id: SubscriptionId::new(),
-            tenant_id: VendorId::new(),
-            subscriber_id: UserId::new(),
-            feed_id: FeedId::new(),
-            plan_id: "pro".into(),
-            channel: Channel::Webhook {
-                url: WebhookUrl::parse("https://hooks.example.com/x")
-                    .unwrap_or_else(|e| panic!("{e}")),
-            },
-            filter: filter.map(|f| Expr::parse(f).unwrap_or_else(|e| panic!("{e}"))),
-            batch: batch.map(|(max_records, max_wait_ms)| Batch {
-                max_records,
-                max_wait_ms,
-            }),
-            status: SubscriptionStatus::Active,
-            history: vec![StatusChange {
-                status: SubscriptionStatus::Active,
-                at: at(0),
-            }],
-            disabled_reason: None,
-            failing_since: None,
-            native: None,
-            revision: 1,
-            created_at: at(0),
-            updated_at: at(0),
-        }
-    }
+    use wharf_core::{FeedId, VendorId};
 
     /// Records at positions `from + 1 ..`, each made at `made_ms`, with `n` as its data.
     fn rows(from: u64, values: &[i64], made_ms: i64) -> Vec<(u64, OutputRecord)> {

@@ -42,6 +42,7 @@ pub async fn retry_due(
     Ok(due.len())
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %sub.tenant_id, subscription.id = %sub.id, deliveries = pending.len()))]
 async fn retry_subscription(
     services: &Services,
     sub: &Subscription,

@@ -231,3 +231,125 @@ async fn notify_disabled(services: &Services, sub: &Subscription) {
         tracing::warn!(subscription.id = %sub.id, error = %e, "could not tell the subscriber that the subscription was paused");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{at, sub};
+    use super::super::send::judge;
+    use super::*;
+    use wharf_core::domain::SendOutcome;
+    use wharf_core::{DeliveryId, RecordId};
+
+    fn job(records: usize) -> Job {
+        Job {
+            id: DeliveryId::new(),
+            records: (0..records).map(|_| RecordId::new()).collect(),
+            positions: (1..=records as u64).collect(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    fn answered(status: u16, retry_after: Option<u64>) -> Verdict {
+        judge(SendOutcome::Answered {
+            status,
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn acknowledged_records_are_counted_and_failures_parked_for_the_schedule() {
+        let config = DeliveryConfig::default();
+        let sub = sub(None, None);
+        let now = at(0);
+        let settled = settle(
+            &sub,
+            vec![
+                (job(3), answered(200, None)),
+                (job(1), answered(500, None)),
+                (
+                    job(2),
+                    judge(SendOutcome::Failed("could not connect".into())),
+                ),
+            ],
+            &config,
+            now,
+        );
+        assert_eq!(settled.acknowledged, 3);
+        assert_eq!(settled.parked.len(), 2);
+        assert!(
+            settled
+                .parked
+                .iter()
+                .all(|p| p.attempts == 1 && p.next_attempt_at == now + config.retry_schedule[0])
+        );
+        let statuses: Vec<AttemptStatus> = settled.log.iter().map(|a| a.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                AttemptStatus::Delivered,
+                AttemptStatus::Failed,
+                AttemptStatus::Failed
+            ]
+        );
+        assert_eq!(
+            settled.health,
+            Health {
+                any_ok: true,
+                any_failed: true,
+                gone: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_410_disables_and_parks_nothing() {
+        let settled = settle(
+            &sub(None, None),
+            vec![(job(1), answered(410, None))],
+            &DeliveryConfig::default(),
+            at(0),
+        );
+        assert!(settled.parked.is_empty());
+        assert_eq!(settled.acknowledged, 0);
+        assert!(settled.health.gone);
+        assert_eq!(settled.log[0].status, AttemptStatus::Disabled);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_on_429_and_503_only_and_never_shortens_the_wait() {
+        let config = DeliveryConfig::default();
+        let first = config.retry_schedule[0];
+        let now = at(0);
+        let wait = |verdict: Verdict| match verdict {
+            Verdict::Failed { retry_after, .. } => {
+                next_attempt(&config, 1, retry_after, now).map(|t| t - now)
+            }
+            _ => None,
+        };
+        let long = first.as_secs() + 60;
+        assert_eq!(
+            wait(answered(429, Some(long))),
+            Some(time::Duration::seconds(long as i64))
+        );
+        assert_eq!(
+            wait(answered(503, Some(long))),
+            Some(time::Duration::seconds(long as i64))
+        );
+        assert_eq!(
+            wait(answered(500, Some(long))),
+            Some(first.try_into().unwrap_or_default())
+        );
+        assert_eq!(
+            wait(answered(429, Some(0))),
+            Some(first.try_into().unwrap_or_default())
+        );
+    }
+
+    #[test]
+    fn the_last_scheduled_failure_gives_up() {
+        let config = DeliveryConfig::default();
+        let spent = config.retry_schedule.len() as u32 + 1;
+        assert_eq!(next_attempt(&config, spent, None, at(0)), None);
+        assert!(next_attempt(&config, spent - 1, None, at(0)).is_some());
+    }
+}
