@@ -41,7 +41,8 @@ def main():
                 sys.exit(f"the README walkthrough failed with exit code {run.returncode}")
             out = run.stdout
             for expected in ['"status": "active"', '"rules[0].expr"',
-                             '"name": "Large trades"', '"signing_secret": "whsec_']:
+                             '"name": "Large trades"', '"accepted": 2', '"symbol": "AAPL"',
+                             '"usd": 202.5']:
                 if expected not in out:
                     sys.exit(f"the walkthrough output lacks {expected}")
             print("walkthrough: 1 passed, 0 failed")
