@@ -274,6 +274,10 @@ mod tests {
     fn every_check_is_expanded_by_a_macro() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
+        let macros = lib.split("#[cfg(test)]").next().unwrap_or_default();
+        let words: std::collections::HashSet<&str> = macros
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .collect();
         let mut missing = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -281,9 +285,7 @@ mod tests {
             for line in text.lines() {
                 if let Some(rest) = line.strip_prefix("pub async fn ") {
                     let name = rest.split('(').next().unwrap_or_default();
-                    if !lib.contains(&format!("            {name},"))
-                        && !lib.contains(&format!("async fn {name}()"))
-                    {
+                    if !words.contains(name) {
                         missing.push(name.to_owned());
                     }
                 }

@@ -57,6 +57,7 @@ async fn handle(
         inner.script.pop_front().unwrap_or(Answer::Status(200))
     };
     if let Answer::Hang = answer {
+        // A hanging endpoint: time itself is what the sender's timeout is tested against.
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     r.inner.lock().unwrap().hits.push(Hit { headers, body });
@@ -143,6 +144,7 @@ where
         if check().await {
             return;
         }
+        // The one poll interval of the tests that wait on another task or process.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting until {what}");
