@@ -49,8 +49,14 @@ fn every_path_architecture_md_names_exists() {
             missing.push(span.to_owned());
         }
     }
-    assert!(checked > 50, "only {checked} paths found: is the document there?");
-    assert!(missing.is_empty(), "ARCHITECTURE.md names paths that do not exist: {missing:?}");
+    assert!(
+        checked > 50,
+        "only {checked} paths found: is the document there?"
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
 }
 
 #[test]
@@ -86,7 +92,10 @@ fn api_and_workers_reach_the_adapters_only_through_core() {
 #[test]
 fn the_root_package_calls_no_aws_sdk() {
     for dependency in dependencies("Cargo.toml") {
-        assert!(!dependency.starts_with("aws-sdk"), "the root depends on {dependency}");
+        assert!(
+            !dependency.starts_with("aws-sdk"),
+            "the root depends on {dependency}"
+        );
     }
     for entry in walk(&root().join("src")) {
         let text = std::fs::read_to_string(&entry).unwrap();

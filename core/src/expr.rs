@@ -82,6 +82,11 @@ impl Expr {
         &self.source
     }
 
+    /// The same, as every text value of the domain names it.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
     /// The program's syntax tree (macros expanded), as it is evaluated.
     pub fn node(&self) -> &IdedExpr {
         self.program.expression()
@@ -100,18 +105,7 @@ impl fmt::Debug for Expr {
     }
 }
 
-impl serde::Serialize for Expr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.source)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Expr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Expr, D::Error> {
-        let source = String::deserialize(d)?;
-        Expr::parse(&source).map_err(serde::de::Error::custom)
-    }
-}
+text_value!(Expr, Aggregate);
 
 /// A parsed program from the process-wide cache, or `parse`'s, cached when it succeeds.
 fn cached(
@@ -255,7 +249,7 @@ impl Aggregate {
     }
 
     /// The text the aggregate was written as.
-    pub fn source(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.source
     }
 }
@@ -269,19 +263,6 @@ impl PartialEq for Aggregate {
 impl fmt::Debug for Aggregate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Aggregate({:?})", self.source)
-    }
-}
-
-impl serde::Serialize for Aggregate {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.source)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Aggregate {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Aggregate, D::Error> {
-        let source = String::deserialize(d)?;
-        Aggregate::parse(&source).map_err(serde::de::Error::custom)
     }
 }
 

@@ -3,6 +3,26 @@
 //! through a port (`ports`), so the same services run on SQLite and on AWS.
 #![warn(missing_docs)]
 
+/// Serde for a value written as text and made by `parse(&str) -> Result<Self, String>`: it
+/// serializes as the text it was made from (`as_str`) and deserializes through `parse`, so
+/// a stored value is read back exactly as a sent one is checked.
+macro_rules! text_value {
+    ($($t:ty),* $(,)?) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                <$t>::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+
 pub mod billing;
 pub mod credentials;
 pub mod domain;

@@ -1,12 +1,10 @@
 //! Addresses Wharf sends to: email addresses and webhook URLs, parsed once where they enter
 //! (a request, a stored document) so the rest of the code holds only valid ones.
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// An email address, normalised: trimmed, lowercase, one `@`, a dotted domain, ≤ 254 bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Email(String);
 
 impl Email {
@@ -48,11 +46,7 @@ impl fmt::Display for Email {
     }
 }
 
-impl<'de> Deserialize<'de> for Email {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Email, D::Error> {
-        Email::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
+text_value!(Email, WebhookUrl);
 
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Email {
@@ -117,18 +111,6 @@ impl WebhookUrl {
 impl fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raw)
-    }
-}
-
-impl Serialize for WebhookUrl {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.raw)
-    }
-}
-
-impl<'de> Deserialize<'de> for WebhookUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WebhookUrl, D::Error> {
-        WebhookUrl::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 

@@ -59,18 +59,6 @@ impl fmt::Debug for Interval {
     }
 }
 
-impl Serialize for Interval {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Interval {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Interval, D::Error> {
-        Interval::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Interval {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -86,8 +74,7 @@ impl utoipa::PartialSchema for Interval {
 impl utoipa::ToSchema for Interval {}
 
 /// A machine name: `[a-z0-9_-]`, 1 to 64 characters (reference tables).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slug(String);
 
 impl Slug {
@@ -106,11 +93,7 @@ impl Slug {
     }
 }
 
-impl<'de> Deserialize<'de> for Slug {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Slug, D::Error> {
-        Slug::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
+text_value!(Interval, Slug);
 
 /// One rule as sent and shown: expressions as CEL text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -177,16 +177,7 @@ impl Services {
             ));
         }
         let limit = limit.clamp(1, MAX_PULL);
-        let after = match after {
-            Some(c) => c
-                .parse::<u64>()
-                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API"))?,
-            None => {
-                self.store
-                    .delivery_position(&sub.tenant_id, &sub.id)
-                    .await?
-            }
-        };
+        let after = self.cursor_or_position(&sub, after).await?;
         if sub.status != SubscriptionStatus::Active {
             return Ok(PulledPage {
                 items: vec![],
@@ -251,16 +242,7 @@ impl Services {
         if sub.status == SubscriptionStatus::Cancelled {
             return Err(CoreError::Conflict("the subscription is cancelled".into()));
         }
-        let after = match after {
-            Some(c) => c
-                .parse::<u64>()
-                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API"))?,
-            None => {
-                self.store
-                    .delivery_position(&sub.tenant_id, &sub.id)
-                    .await?
-            }
-        };
+        let after = self.cursor_or_position(&sub, after).await?;
         Ok((sub, after))
     }
 
@@ -281,6 +263,21 @@ impl Services {
             SubscriptionStatus::Cancelled => {
                 Err(CoreError::Conflict("the subscription is cancelled".into()))
             }
+        }
+    }
+
+    /// The position a reader resumes after: its cursor, or where the subscription's
+    /// deliveries stand.
+    async fn cursor_or_position(
+        &self,
+        sub: &Subscription,
+        cursor: Option<&str>,
+    ) -> Result<u64, CoreError> {
+        match cursor {
+            Some(c) => c
+                .parse::<u64>()
+                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API")),
+            None => self.store.delivery_position(&sub.tenant_id, &sub.id).await,
         }
     }
 
