@@ -72,6 +72,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         notifier: notifier.clone(),
         http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
         mailer: mailer(config)?,
+        compute: Arc::new(wharf_workers::compute::Lanes::per_core()),
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),
@@ -106,6 +107,7 @@ pub fn settings(config: &Config, shape: Shape) -> anyhow::Result<Settings> {
         log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
         platform_fee_percent,
         vendor_fee_percent,
+        limits: config.limits,
     })
 }
 

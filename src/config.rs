@@ -225,6 +225,9 @@ pub struct Config {
     /// Stripe (`WHARF_STRIPE__SECRET_KEY`, `WHARF_STRIPE__WEBHOOK_SECRET`,
     /// `WHARF_STRIPE__API_BASE`); absent: invoices stay in Wharf.
     pub stripe: Option<StripeConfig>,
+    /// Evaluation budgets and quotas (`[limits.budgets]`, `[limits.quotas]`,
+    /// `WHARF_LIMITS__QUOTAS__SOURCES_PER_TENANT`, …).
+    pub limits: wharf_core::limits::Limits,
 }
 
 impl Default for Config {
@@ -254,6 +257,7 @@ impl Default for Config {
             vendor_fee_percent: std::collections::BTreeMap::new(),
             clock_start: None,
             stripe: None,
+            limits: wharf_core::limits::Limits::default(),
         }
     }
 }
@@ -286,6 +290,7 @@ const SETTINGS: &[&str] = &[
     "vendor_fee_percent",
     "clock_start",
     "stripe",
+    "limits",
 ];
 
 impl Config {

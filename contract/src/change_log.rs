@@ -46,6 +46,61 @@ pub async fn the_change_log_lists_raw_records_in_storage_order_once(
     );
 }
 
+/// Each tenant reads its own raw records in storage order, and the tenants with records
+/// after a position are listed with the position of their last one.
+pub async fn each_tenant_reads_its_own_records_and_tenants_with_new_ones_are_listed(
+    store: &dyn Store,
+    log: &dyn ChangeLog,
+) {
+    let (a, b) = (
+        stored_vendor(store, VendorStatus::Active).await,
+        stored_vendor(store, VendorStatus::Active).await,
+    );
+    let (sa, sb) = (
+        stored_source(store, &a.id).await,
+        stored_source(store, &b.id).await,
+    );
+    let start = log_end(log).await;
+    let (a1, b1, a2) = (
+        raw_record(&sa, "t-1", 10),
+        raw_record(&sb, "t-2", 20),
+        raw_record(&sa, "t-3", 30),
+    );
+    store.append_raw(&[a1.clone(), b1.clone()]).await.unwrap();
+    store.append_raw(std::slice::from_ref(&a2)).await.unwrap();
+
+    let of_a = log.raw_of_tenant_after(&a.id, start, 100).await.unwrap();
+    assert_positions_ascend(&of_a);
+    assert_eq!(records_of(&of_a), vec![a1, a2]);
+    let of_b = log.raw_of_tenant_after(&b.id, start, 100).await.unwrap();
+    assert_eq!(records_of(&of_b), vec![b1]);
+    assert_eq!(
+        records_of(
+            &log.raw_of_tenant_after(&a.id, of_a[0].0, 100)
+                .await
+                .unwrap()
+        ),
+        records_of(&of_a[1..])
+    );
+    assert_eq!(
+        log.raw_of_tenant_after(&a.id, start, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let tenants = log.tenants_after(start).await.unwrap();
+    assert!(tenants.contains(&(a.id.clone(), of_a[1].0)), "{tenants:?}");
+    assert!(tenants.contains(&(b.id.clone(), of_b[0].0)), "{tenants:?}");
+    let later = log.tenants_after(of_b[0].0).await.unwrap();
+    assert!(later.contains(&(a.id.clone(), of_a[1].0)));
+    assert!(
+        !later.iter().any(|(t, _)| *t == b.id),
+        "b has nothing after its record"
+    );
+}
+
 /// A consumer's position is 0 until set, then the last value set, separately per consumer.
 pub async fn consumer_positions_round_trip_per_consumer(log: &dyn ChangeLog) {
     let (mine, theirs) = (format!("process-{}", nonce()), format!("index-{}", nonce()));

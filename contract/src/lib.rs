@@ -214,6 +214,15 @@ macro_rules! change_log_contract {
             }
 
             #[tokio::test]
+            async fn each_tenant_reads_its_own_records_and_tenants_with_new_ones_are_listed() {
+                let (store, log) = $make.await;
+                $crate::change_log::each_tenant_reads_its_own_records_and_tenants_with_new_ones_are_listed(
+                    &*store, &*log,
+                )
+                .await;
+            }
+
+            #[tokio::test]
             async fn consumer_positions_round_trip_per_consumer() {
                 let (_store, log) = $make.await;
                 $crate::change_log::consumer_positions_round_trip_per_consumer(&*log).await;

@@ -30,6 +30,7 @@ pub mod error;
 pub mod expr;
 pub mod id;
 pub mod ingest_queue;
+pub mod limits;
 pub mod money;
 pub mod net;
 pub mod page;

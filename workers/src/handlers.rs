@@ -11,7 +11,9 @@
 //! condition), so a batch handled twice changes nothing twice.
 
 use crate::deliver::{self, DeliveryConfig};
+use crate::poll::Poller;
 use crate::process::{FeedsOfSources, Processor};
+use crate::schedule::Windows;
 use crate::supervisor::Supervisor;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -44,6 +46,8 @@ pub enum Deliveries {
 pub struct Handlers {
     services: Services,
     processor: Processor,
+    windows: Windows,
+    poller: Poller,
     delivery: DeliveryConfig,
     deliveries: Deliveries,
     /// The tenant and source of each source queue seen, by queue name.
@@ -56,6 +60,8 @@ impl Handlers {
         Handlers {
             services,
             processor: Processor::default(),
+            windows: Windows::default(),
+            poller: Poller::default(),
             delivery,
             deliveries,
             source_queues: Mutex::new(HashMap::new()),
@@ -244,32 +250,56 @@ impl Handlers {
         }
     }
 
-    /// Runs each unit of raw records through the stateless rules; on a failure, the unit and
-    /// every one after it fail (the stream retries from the first failed).
+    /// Runs each unit of raw records through the stateless rules, the units of different
+    /// tenants side by side (each tenant's in order, in its own compute lane), so a tenant
+    /// with expensive rules does not hold back the others' units of the same batch. On a
+    /// failure, the first failed unit in stream order is reported: the stream retries from
+    /// there, and units already stored are stored once.
     async fn process(
         &self,
         units: &[(&String, &String, &Vec<wharf_core::domain::RawRecord>)],
     ) -> Vec<String> {
-        let mut feeds = FeedsOfSources::default();
-        for (sequence, unit, records) in units {
-            match self
-                .processor
-                .handle(&self.services, records, Some(unit.as_str()), &mut feeds)
-                .await
-            {
-                Ok(done) => tracing::info!(
-                    records = records.len(),
-                    outputs = done.outputs,
-                    errors = done.errors,
-                    "processed raw records"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "processing failed; the batch is retried");
-                    return vec![(*sequence).clone()];
-                }
+        let feeds = FeedsOfSources::default();
+        let mut tenants: Vec<(&TenantId, Vec<usize>)> = Vec::new();
+        for (i, (_, _, records)) in units.iter().enumerate() {
+            let Some(tenant) = records.first().map(|r| &r.tenant_id) else {
+                continue;
+            };
+            match tenants.iter_mut().find(|(t, _)| *t == tenant) {
+                Some((_, of)) => of.push(i),
+                None => tenants.push((tenant, vec![i])),
             }
         }
-        Vec::new()
+        let feeds = &feeds;
+        let failed = futures_util::future::join_all(tenants.iter().map(|(_, of)| async move {
+            for &i in of {
+                let (_, unit, records) = units[i];
+                match self
+                    .processor
+                    .handle(&self.services, records, Some(unit.as_str()), feeds)
+                    .await
+                {
+                    Ok(done) => tracing::info!(
+                        records = records.len(),
+                        outputs = done.outputs,
+                        errors = done.errors,
+                        "processed raw records"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "processing failed; the batch is retried");
+                        return Some(i);
+                    }
+                }
+            }
+            None
+        }))
+        .await;
+        failed
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|i| vec![units[i].0.clone()])
+            .unwrap_or_default()
     }
 
     /// Publishes each feed with new outputs; a feed that fails has its first change failed.
@@ -389,7 +419,7 @@ impl EventHandlers for Handlers {
     #[tracing::instrument(name = "schedule handler", level = "debug", skip_all, fields(retention = tick.retention))]
     async fn schedule(&self, tick: Tick) -> Result<(), CoreError> {
         let services = &self.services;
-        let windows = crate::schedule::close_due_windows(services).await?;
+        let windows = self.windows.close_due(services).await?;
         let mut retried = 0;
         for _ in 0..MAX_PASSES {
             match deliver::retry_due(services, &self.delivery, 200).await? {
@@ -397,7 +427,7 @@ impl EventHandlers for Handlers {
                 n => retried += n,
             }
         }
-        let polled = crate::poll::poll_due(services).await?;
+        let polled = self.poller.poll_due(services).await?;
         let from_queues = self.drain_source_queues().await?;
         self.flush_waiting().await?;
         if tick.retention {

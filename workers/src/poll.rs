@@ -6,36 +6,82 @@
 //! of objects (each one a record's data, its `id` field the record id), or NDJSON of such
 //! objects.
 
+use crate::lanes::Lanes;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use wharf_core::domain::{IngestRecord, Source};
-use wharf_core::{CoreError, PageRequest, Services};
+use wharf_core::{CoreError, PageRequest, Services, SourceId};
 
 /// Most bytes read from one poll.
 const MAX_BODY: usize = 1024 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Polls every source that is due. Returns how many were polled.
-pub async fn poll_due(services: &Services) -> Result<usize, CoreError> {
-    let now = services.clock.now();
-    let mut polled = 0;
-    let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
-    loop {
-        let sources = services.store.list_poll_sources(&page).await?;
-        for source in sources.items {
-            let every = source
-                .every
-                .as_ref()
-                .map_or(Duration::from_secs(60), |e| e.duration());
-            if source.last_polled_at.is_some_and(|t| t + every > now) {
-                continue;
+/// Sources being polled at once, overall and per tenant.
+const POLLS_AT_ONCE: usize = 32;
+const POLLS_PER_TENANT: usize = 4;
+
+/// Polls sources as they come due, each poll a task of its own: a slow or failing source
+/// delays only itself, a tenant's polls beyond its share wait for each other, and a poll's
+/// failure is recorded on its source.
+pub struct Poller {
+    lanes: Arc<Lanes<SourceId>>,
+}
+
+impl Default for Poller {
+    fn default() -> Self {
+        Poller {
+            lanes: Lanes::new(POLLS_AT_ONCE, POLLS_PER_TENANT),
+        }
+    }
+}
+
+impl Poller {
+    /// Starts a poll of every due source not being polled; answers the polls started.
+    pub async fn start_due(&self, services: &Services) -> Result<Vec<JoinHandle<()>>, CoreError> {
+        let now = services.clock.now();
+        let mut started = Vec::new();
+        let mut page = PageRequest::first(wharf_core::page::MAX_LIMIT);
+        loop {
+            let sources = services.store.list_poll_sources(&page).await?;
+            for source in sources.items {
+                let every = source
+                    .every
+                    .as_ref()
+                    .map_or(Duration::from_secs(60), |e| e.duration());
+                if source.last_polled_at.is_some_and(|t| t + every > now) {
+                    continue;
+                }
+                let (tenant, id) = (source.tenant_id.clone(), source.id.clone());
+                let services = services.clone();
+                let polled = self.lanes.spawn(&tenant, id, async move {
+                    if let Err(e) = poll(&services, &source).await {
+                        tracing::warn!(tenant.id = %source.tenant_id, source.id = %source.id, error = %e, "cannot record a poll");
+                    }
+                });
+                started.extend(polled);
             }
-            poll(services, &source).await?;
-            polled += 1;
+            match sources.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(started),
+            }
         }
-        match sources.next_cursor {
-            Some(c) => page.cursor = Some(c),
-            None => return Ok(polled),
+    }
+
+    /// Polls every due source and waits for those polls (a schedule tick). Returns how many
+    /// were polled.
+    pub async fn poll_due(&self, services: &Services) -> Result<usize, CoreError> {
+        let started = self.start_due(services).await?;
+        let polled = started.len();
+        for poll in started {
+            poll.await.map_err(CoreError::internal)?;
         }
+        Ok(polled)
+    }
+
+    /// Completes once no poll is running.
+    pub async fn until_idle(&self) {
+        self.lanes.until_idle().await;
     }
 }
 
@@ -75,7 +121,8 @@ fn records(body: &[u8]) -> Result<Vec<IngestRecord>, String> {
         .collect()
 }
 
-/// Polls one source now and records the outcome on it.
+/// Polls one source now and records the outcome on it, failures included (a source that
+/// cannot be read, or whose records cannot be stored, is polled again only when due).
 #[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %source.tenant_id, source.id = %source.id))]
 pub async fn poll(services: &Services, source: &Source) -> Result<(), CoreError> {
     let now = services.clock.now();
@@ -84,13 +131,21 @@ pub async fn poll(services: &Services, source: &Source) -> Result<(), CoreError>
         Ok((status, body)) if (200..300).contains(&status) => match records(&body) {
             Ok(records) => {
                 let mut summary = Vec::new();
+                let mut failed = None;
                 for chunk in records.chunks(wharf_core::domain::MAX_RECORDS_PER_REQUEST) {
-                    let result = services.ingest_into(source, chunk.to_vec()).await?;
-                    summary.extend(result.rejected.into_iter().map(|r| r.error));
+                    match services.ingest_into(source, chunk.to_vec()).await {
+                        Ok(result) => summary.extend(result.rejected.into_iter().map(|r| r.error)),
+                        Err(e) => {
+                            failed =
+                                Some(format!("the records could not be stored: {}", e.reason()));
+                            break;
+                        }
+                    }
                 }
-                match summary.first() {
-                    None => Ok(String::new()),
-                    Some(first) => {
+                match (failed, summary.first()) {
+                    (Some(e), _) => Err(e),
+                    (None, None) => Ok(String::new()),
+                    (None, Some(first)) => {
                         Err(format!("{} records rejected, e.g.: {first}", summary.len()))
                     }
                 }

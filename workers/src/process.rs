@@ -4,11 +4,13 @@
 //! fails on goes to the feed's error list; the rest of the batch carries on.
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use wharf_core::domain::{Feed, FeedError, FeedStatus, OutputRecord, RawRecord};
-use wharf_core::pipeline::{Compiled, Lookup, Outcome};
-use wharf_core::ports::Store;
+use wharf_core::limits::Budgets;
+use wharf_core::pipeline::{Compiled, Lookup, Outcome, Runner};
+use wharf_core::ports::{Store, tenant_lane};
 use wharf_core::{CoreError, FeedId, PageRequest, Services, SourceId, TenantId};
 
 /// What one batch produced.
@@ -26,81 +28,65 @@ pub struct Processor {
     compiled: Mutex<HashMap<(FeedId, u32), Arc<Compiled>>>,
 }
 
+/// What one tenant's records of a batch made.
+#[derive(Default)]
+struct Part {
+    outputs: Vec<OutputRecord>,
+    errors: Vec<FeedError>,
+}
+
 impl Processor {
-    fn compiled(&self, feed: &Feed) -> Arc<Compiled> {
+    fn compiled(&self, feed: &Feed, budgets: Budgets) -> Arc<Compiled> {
         let key = (feed.id.clone(), feed.pipeline.version);
         let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = cache.get(&key) {
             return c.clone();
         }
-        let compiled = Arc::new(Compiled::new(&feed.pipeline));
+        let compiled = Arc::new(Compiled::new(&feed.pipeline, budgets));
         cache.retain(|(id, _), _| id != &feed.id);
         cache.insert(key, compiled.clone());
         compiled
     }
 
-    /// Runs `records` through the stateless rules of their sources' published feeds. With a
-    /// `unit` (the stored batch the records came in, which always holds the same records),
-    /// the outputs are stored once per unit rather than checked id by id.
-    /// `feeds` keeps the sources' feeds as they were read: pass a fresh one per batch.
+    /// Runs `records` through the stateless rules of their sources' published feeds, each
+    /// tenant's records in that tenant's compute lane and the tenants side by side, so one
+    /// tenant's expensive rules delay its own records only. With a `unit` (the stored batch
+    /// the records came in, which always holds the same records), the outputs are stored
+    /// once per unit rather than checked id by id. `feeds` keeps the sources' feeds as they
+    /// were read: pass a fresh one per batch.
     #[tracing::instrument(level = "debug", skip_all, fields(records = records.len(), unit = ?unit))]
     pub async fn handle(
         &self,
         services: &Services,
         records: &[RawRecord],
         unit: Option<&str>,
-        feeds: &mut FeedsOfSources,
+        feeds: &FeedsOfSources,
     ) -> Result<Processed, CoreError> {
-        let now = services.clock.now();
-        let feeds_of = &mut feeds.0;
-        let mut outputs = Vec::new();
-        let mut errors: HashMap<TenantId, Vec<FeedError>> = HashMap::new();
+        let mut tenants: Vec<(&TenantId, Vec<&RawRecord>)> = Vec::new();
         for raw in records {
-            let key = (raw.tenant_id.clone(), raw.source_id.clone());
-            if !feeds_of.contains_key(&key) {
-                let feeds =
-                    feeds_of_source(services.store.as_ref(), &raw.tenant_id, &raw.source_id)
-                        .await?;
-                feeds_of.insert(key.clone(), feeds);
-            }
-            let lookup = References {
-                store: services.store.clone(),
-                tenant: raw.tenant_id.clone(),
-            };
-            for feed in feeds_of.get(&key).into_iter().flatten() {
-                let compiled = self.compiled(feed);
-                if compiled.window.is_some() {
-                    continue; // windows run on their schedule
-                }
-                match compiled.apply(raw.data.clone(), &lookup).await {
-                    Ok(Outcome::Keep(data)) => outputs.push(OutputRecord {
-                        id: OutputRecord::id_for(&feed.id, feed.pipeline.version, raw),
-                        feed_id: feed.id.clone(),
-                        tenant_id: feed.tenant_id.clone(),
-                        pipeline_version: feed.pipeline.version,
-                        ts: raw.ts,
-                        created_at: now,
-                        expires_at: raw.expires_at,
-                        data,
-                    }),
-                    Ok(Outcome::Drop) => {}
-                    Err(e) => errors
-                        .entry(raw.tenant_id.clone())
-                        .or_default()
-                        .push(FeedError {
-                            feed_id: feed.id.clone(),
-                            record_id: Some(raw.id.clone()),
-                            pipeline_version: feed.pipeline.version,
-                            rule: e.rule,
-                            message: e.message,
-                            at: now,
-                        }),
-                }
+            match tenants.iter_mut().find(|(t, _)| *t == &raw.tenant_id) {
+                Some((_, recs)) => recs.push(raw),
+                None => tenants.push((&raw.tenant_id, vec![raw])),
             }
         }
-        let error_count = errors.values().map(Vec::len).sum();
-        for (tenant, errs) in errors {
-            services.store.record_feed_errors(&tenant, &errs).await?;
+        let parts = join_all(
+            tenants
+                .iter()
+                .map(|(tenant, recs)| self.tenant_part(services, tenant, recs, feeds)),
+        )
+        .await;
+        let mut outputs = Vec::new();
+        let mut error_count = 0;
+        for ((tenant, _), part) in tenants.iter().zip(parts) {
+            let part = part?;
+            if !part.errors.is_empty() {
+                error_count += part.errors.len();
+                services
+                    .store
+                    .record_feed_errors(tenant, &part.errors)
+                    .await?;
+            }
+            outputs.extend(part.outputs);
         }
         let new = match unit {
             _ if outputs.is_empty() => 0,
@@ -115,12 +101,110 @@ impl Processor {
             errors: error_count,
         })
     }
+
+    /// One tenant's records through its feeds, source by source and feed by feed, each
+    /// feed's rules over all of the source's records at once.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %tenant, records = records.len()))]
+    async fn tenant_part(
+        &self,
+        services: &Services,
+        tenant: &TenantId,
+        records: &[&RawRecord],
+        feeds: &FeedsOfSources,
+    ) -> Result<Part, CoreError> {
+        let now = services.clock.now();
+        let lane = tenant_lane(tenant);
+        let lookup = References {
+            store: services.store.clone(),
+            tenant: tenant.clone(),
+        };
+        let runner = Runner {
+            compute: services.compute.as_ref(),
+            lane: &lane,
+            lookup: &lookup,
+        };
+        let budgets = services.settings.limits.budgets;
+        let mut sources: Vec<(&SourceId, Vec<&RawRecord>)> = Vec::new();
+        for raw in records {
+            match sources.iter_mut().find(|(s, _)| *s == &raw.source_id) {
+                Some((_, recs)) => recs.push(raw),
+                None => sources.push((&raw.source_id, vec![raw])),
+            }
+        }
+        let mut part = Part::default();
+        for (source, raws) in sources {
+            for feed in feeds
+                .of(services.store.as_ref(), tenant, source)
+                .await?
+                .iter()
+            {
+                let compiled = self.compiled(feed, budgets);
+                if compiled.window.is_some() {
+                    continue; // windows run on their schedule
+                }
+                let data = raws.iter().map(|r| r.data.clone()).collect();
+                let outcomes = compiled.apply_all(data, &runner).await?;
+                for (raw, outcome) in raws.iter().zip(outcomes) {
+                    match outcome {
+                        Ok(Outcome::Keep(data)) => part.outputs.push(OutputRecord {
+                            id: OutputRecord::id_for(&feed.id, feed.pipeline.version, raw),
+                            feed_id: feed.id.clone(),
+                            tenant_id: feed.tenant_id.clone(),
+                            pipeline_version: feed.pipeline.version,
+                            ts: raw.ts,
+                            created_at: now,
+                            expires_at: raw.expires_at,
+                            data,
+                        }),
+                        Ok(Outcome::Drop) => {}
+                        Err(e) => part.errors.push(FeedError {
+                            feed_id: feed.id.clone(),
+                            record_id: Some(raw.id.clone()),
+                            pipeline_version: feed.pipeline.version,
+                            rule: e.rule,
+                            message: e.message,
+                            at: now,
+                        }),
+                    }
+                }
+            }
+        }
+        Ok(part)
+    }
 }
 
 /// The published feeds of the sources a batch's records came from, each read once per batch
 /// (a stream batch holds many stored batches of the same sources).
 #[derive(Default)]
-pub struct FeedsOfSources(HashMap<(TenantId, SourceId), Vec<Feed>>);
+pub struct FeedsOfSources(Mutex<HashMap<SourceKey, Arc<Vec<Feed>>>>);
+
+type SourceKey = (TenantId, SourceId);
+
+impl FeedsOfSources {
+    /// The published feeds of `source`, read on first use.
+    pub async fn of(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+        source: &SourceId,
+    ) -> Result<Arc<Vec<Feed>>, CoreError> {
+        let key = (tenant.clone(), source.clone());
+        if let Some(feeds) = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(feeds.clone());
+        }
+        let feeds = Arc::new(feeds_of_source(store, tenant, source).await?);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, feeds.clone());
+        Ok(feeds)
+    }
+}
 
 /// Published feeds of a source.
 pub async fn feeds_of_source(

@@ -16,7 +16,6 @@
 
 use crate::deliver::record_json;
 use wharf_core::domain::{FeedStatus, Route, Subscription, SubscriptionStatus, TopicMessage};
-use wharf_core::pipeline::SubscriptionFilter;
 use wharf_core::ports::{Fanout, Sockets};
 use wharf_core::{CoreError, FeedId, Services, SubscriptionId, TenantId};
 
@@ -43,7 +42,7 @@ pub struct Published {
 /// The feed's listeners, read once per publish.
 #[derive(Default)]
 struct Listeners {
-    native: Vec<(Subscription, Option<SubscriptionFilter>)>,
+    native: Vec<Subscription>,
     webhooks: Vec<SubscriptionId>,
     sockets: Vec<Subscription>,
 }
@@ -96,8 +95,7 @@ async fn listeners(
             Route::Topic if sub.native.is_some() => {
                 let sub = services.confirmed(sub).await?;
                 if sub.native.as_ref().is_some_and(|l| !l.pending_confirmation) {
-                    let filter = SubscriptionFilter::of(&sub);
-                    listeners.native.push((sub, filter));
+                    listeners.native.push(sub);
                 }
             }
             Route::Topic | Route::Pull => {}
@@ -116,7 +114,7 @@ async fn first_position(
 ) -> Result<u64, CoreError> {
     let store = &services.store;
     let mut start = store.output_head(tenant, feed).await?;
-    let served = listeners.native.iter().map(|(sub, _)| &sub.id);
+    let served = listeners.native.iter().map(|sub| &sub.id);
     for id in served.chain(&listeners.webhooks) {
         start = start.min(store.delivery_position(tenant, id).await?);
     }
@@ -147,19 +145,25 @@ async fn topic_pass(
     let Some(&(last, _)) = rows.last() else {
         return Ok(false);
     };
-    let messages = topic_messages(&rows, listeners)?;
+    let mut rows = rows;
+    let mut marks = Vec::with_capacity(listeners.native.len());
+    for sub in &listeners.native {
+        let (back, admitted) = services.filter_marks(sub, rows).await?;
+        rows = back;
+        marks.push(admitted);
+    }
+    let messages = topic_messages(&rows, listeners, &marks)?;
     fanout.publish(tenant, feed, &messages).await?;
     done.records += rows.len();
-    for (sub, filter) in &listeners.native {
+    for (sub, admitted) in listeners.native.iter().zip(&marks) {
         let at = services.store.delivery_position(tenant, &sub.id).await?;
         if at >= last {
             continue;
         }
         let counted = rows
             .iter()
-            .filter(|(p, r)| {
-                *p > at.max(from) && SubscriptionFilter::admits(filter.as_ref(), &r.data)
-            })
+            .zip(admitted)
+            .filter(|((p, _), admitted)| **admitted && *p > at.max(from))
             .count() as u64;
         // `false`: another publisher counted this range.
         if services.acknowledge(sub, at, last, counted, &[]).await? {
@@ -173,11 +177,12 @@ async fn topic_pass(
 }
 
 /// The topic's messages for `rows`: each names the native subscriptions whose filter Wharf
-/// evaluated and found matching, and one in ten (and the last) wakes the sender when the
-/// feed has webhooks.
+/// evaluated and found matching (`marks`: per native listener, per row), and one in ten (and
+/// the last) wakes the sender when the feed has webhooks.
 fn topic_messages(
     rows: &[(u64, wharf_core::domain::OutputRecord)],
     listeners: &Listeners,
+    marks: &[Vec<bool>],
 ) -> Result<Vec<TopicMessage>, CoreError> {
     rows.iter()
         .enumerate()
@@ -188,9 +193,10 @@ fn topic_messages(
                 matched: listeners
                     .native
                     .iter()
-                    .filter(|(sub, filter)| {
+                    .zip(marks)
+                    .filter(|(sub, admitted)| {
                         sub.native.as_ref().is_some_and(|l| l.filtered_by_wharf)
-                            && SubscriptionFilter::admits(filter.as_ref(), &record.data)
+                            && admitted.get(i).copied().unwrap_or(false)
                     })
                     .map(|(sub, _)| sub.id.to_string())
                     .collect(),
@@ -286,14 +292,14 @@ mod tests {
             webhooks: vec![SubscriptionId::new()],
             ..Listeners::default()
         };
-        let messages = topic_messages(&rows(25), &listeners).unwrap_or_default();
+        let messages = topic_messages(&rows(25), &listeners, &[]).unwrap_or_default();
         let woken: Vec<u64> = messages
             .iter()
             .filter(|m| m.wake)
             .map(|m| m.position)
             .collect();
         assert_eq!(woken, vec![10, 20, 25]);
-        let quiet = topic_messages(&rows(25), &Listeners::default()).unwrap_or_default();
+        let quiet = topic_messages(&rows(25), &Listeners::default(), &[]).unwrap_or_default();
         assert!(quiet.iter().all(|m| !m.wake), "no webhooks, no wake-ups");
     }
 
@@ -307,20 +313,25 @@ mod tests {
         let native = |filter: &str, by_wharf: bool| {
             let mut sub = crate::deliver::fixtures::sub(Some(filter), None);
             sub.native = Some(link(by_wharf));
-            let f = SubscriptionFilter::of(&sub);
-            (sub, f)
+            sub
         };
         // Numbers from JSON are doubles in CEL.
         let (even, odd_by_sns) = (
             native("record.n == 2.0", true),
             native("record.n != 2.0", false),
         );
-        let (even_id, odd_id) = (even.0.id.to_string(), odd_by_sns.0.id.to_string());
+        let (even_id, odd_id) = (even.id.to_string(), odd_by_sns.id.to_string());
         let listeners = Listeners {
             native: vec![even, odd_by_sns],
             ..Listeners::default()
         };
-        let messages = topic_messages(&rows(3), &listeners).unwrap_or_default();
+        let rows = rows(3);
+        let marks: Vec<Vec<bool>> = listeners
+            .native
+            .iter()
+            .map(|sub| crate::deliver::fixtures::marks(sub, &rows))
+            .collect();
+        let messages = topic_messages(&rows, &listeners, &marks).unwrap_or_default();
         let matched: Vec<&Vec<String>> = messages.iter().map(|m| &m.matched).collect();
         assert_eq!(matched, [&vec![], &vec![even_id], &vec![]]);
         assert!(

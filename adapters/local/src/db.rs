@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_payment_customers.sql"),
     include_str!("../migrations/0006_billed_by_period.sql"),
     include_str!("../migrations/0007_pending_positions.sql"),
+    include_str!("../migrations/0008_raw_by_tenant.sql"),
 ];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.

@@ -622,6 +622,45 @@ impl ChangeLog for SqliteStore {
             .await
     }
 
+    async fn raw_of_tenant_after(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RawRecord)>> {
+        let (tenant, after, limit) = (tenant.to_string(), bound(after), bound(limit));
+        self.db
+            .read_large(move |c| {
+                collect(
+                    c,
+                    concat!(
+                        "SELECT ",
+                        raw_columns!(),
+                        " FROM raw_records WHERE tenant_id = ? AND position > ?
+                          ORDER BY position LIMIT ?"
+                    ),
+                    params![tenant, after, limit],
+                    decode_raw,
+                )
+            })
+            .await
+    }
+
+    async fn tenants_after(&self, after: u64) -> Result<Vec<(TenantId, u64)>> {
+        let after = bound(after);
+        self.db
+            .read_large(move |c| {
+                collect(
+                    c,
+                    "SELECT tenant_id, MAX(position) FROM raw_records WHERE position > ?
+                     GROUP BY tenant_id",
+                    params![after],
+                    |row| Ok((id_column(row, 0)?, unsigned(column(row, 1)?)?)),
+                )
+            })
+            .await
+    }
+
     async fn consumer_position(&self, consumer: &str) -> Result<u64> {
         let consumer = consumer.to_owned();
         let position: Option<i64> = self

@@ -7,6 +7,7 @@
 use super::is_slug;
 use crate::FieldError;
 use crate::expr::{Aggregate, Expr};
+use crate::limits::Budgets;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -223,6 +224,7 @@ const WINDOW_BOUNDS: (u64, u64) = (1, 31 * 86_400);
 /// Collects the errors of one pipeline, each at `{prefix}rules[i].{field}`.
 struct Parsing<'a> {
     prefix: &'a str,
+    budgets: &'a Budgets,
     errors: Vec<FieldError>,
 }
 
@@ -232,8 +234,10 @@ impl Parsing<'_> {
         self.errors.push(FieldError::new(path, message));
     }
 
-    fn expr(&mut self, i: usize, field: &str, source: &str) -> Option<Expr> {
-        Expr::parse(source).map_err(|e| self.fail(i, field, e)).ok()
+    fn expr(&mut self, i: usize, field: &str, source: &str, budget: u64) -> Option<Expr> {
+        Expr::parse_within(source, budget)
+            .map_err(|e| self.fail(i, field, e))
+            .ok()
     }
 
     fn interval(&mut self, i: usize, field: &str, text: &str) -> Option<Interval> {
@@ -250,7 +254,7 @@ impl Parsing<'_> {
     fn rule(&mut self, i: usize, spec: &RuleSpec) -> Option<Rule> {
         match spec {
             RuleSpec::Filter { expr } => Some(Rule::Filter {
-                expr: self.expr(i, "expr", expr)?,
+                expr: self.expr(i, "expr", expr, self.budgets.filter)?,
             }),
             RuleSpec::Map { fields } => {
                 if fields.is_empty() {
@@ -258,7 +262,10 @@ impl Parsing<'_> {
                 }
                 let parsed: BTreeMap<String, Option<Expr>> = fields
                     .iter()
-                    .map(|(name, e)| (name.clone(), self.expr(i, &format!("fields.{name}"), e)))
+                    .map(|(name, e)| {
+                        let field = format!("fields.{name}");
+                        (name.clone(), self.expr(i, &field, e, self.budgets.map))
+                    })
                     .collect();
                 let fields = parsed
                     .into_iter()
@@ -296,7 +303,7 @@ impl Parsing<'_> {
         if as_field.is_empty() || as_field.len() > 64 {
             self.fail(i, "as", "must be 1 to 64 characters");
         }
-        let key = self.expr(i, "key", key);
+        let key = self.expr(i, "key", key, self.budgets.enrich);
         Some(Rule::Enrich {
             table: table?,
             key: key?,
@@ -314,20 +321,23 @@ impl Parsing<'_> {
     ) -> Option<Rule> {
         let every = self.interval(i, "every", every);
         let window = self.interval(i, "window", window);
-        let group_by = group_by.as_deref().map(|g| self.expr(i, "group_by", g));
+        let budget = self.budgets.window;
+        let group_by = group_by
+            .as_deref()
+            .map(|g| self.expr(i, "group_by", g, budget));
         if aggregates.is_empty() {
             self.fail(i, "aggregates", "needs at least one aggregate");
         }
         let parsed: BTreeMap<String, Option<Aggregate>> = aggregates
             .iter()
             .map(|(name, source)| {
-                let parsed = Aggregate::parse(source)
+                let parsed = Aggregate::parse_within(source, budget)
                     .map_err(|e| self.fail(i, &format!("aggregates.{name}"), e))
                     .ok();
                 (name.clone(), parsed)
             })
             .collect();
-        let having = having.as_deref().map(|h| self.expr(i, "having", h));
+        let having = having.as_deref().map(|h| self.expr(i, "having", h, budget));
         Some(Rule::Window {
             every: every?,
             window: window?,
@@ -343,10 +353,12 @@ impl Parsing<'_> {
 
 impl PipelineSpec {
     /// Parses every rule; on failure, every error, each at `{prefix}rules[i]…` with the
-    /// position in the expression.
-    pub fn parse(&self, prefix: &str) -> Result<Vec<Rule>, Vec<FieldError>> {
+    /// position in the expression. An expression whose worst case, as far as it is known
+    /// before a record is seen, is over the budget of its rule's kind is refused.
+    pub fn parse(&self, prefix: &str, budgets: &Budgets) -> Result<Vec<Rule>, Vec<FieldError>> {
         let mut parsing = Parsing {
             prefix,
+            budgets,
             errors: Vec::new(),
         };
         if self.rules.len() > MAX_RULES {
@@ -400,7 +412,7 @@ mod tests {
     fn errors(rules: serde_json::Value) -> Vec<String> {
         let spec: PipelineSpec = serde_json::from_value(serde_json::json!({ "rules": rules }))
             .unwrap_or_else(|e| panic!("{e}"));
-        match spec.parse("pipeline.") {
+        match spec.parse("pipeline.", &Budgets::default()) {
             Ok(_) => vec![],
             Err(errors) => errors.into_iter().map(|e| e.path).collect(),
         }
@@ -436,7 +448,9 @@ mod tests {
         ]);
         let spec: PipelineSpec = serde_json::from_value(serde_json::json!({ "rules": sent }))
             .unwrap_or_else(|e| panic!("{e}"));
-        let rules = spec.parse("").unwrap_or_else(|e| panic!("{e:?}"));
+        let rules = spec
+            .parse("", &Budgets::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(serde_json::to_value(&rules).ok(), Some(sent.clone()));
         let back: Vec<Rule> = serde_json::from_value(sent).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, rules);

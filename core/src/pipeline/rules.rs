@@ -2,12 +2,16 @@
 
 use super::value::{to_cel, to_json};
 use super::window::WindowSpec;
+use crate::CoreError;
 use crate::domain::{Pipeline, Rule, Slug};
-use crate::expr::Expr;
+use crate::expr::{Expr, evaluate};
+use crate::limits::Budgets;
+use crate::ports::{Compute, off_runtime};
 use async_trait::async_trait;
-use cel::{Context, Env, IdedExpr, Value};
+use cel::Value;
 use serde_json::Value as Json;
-use std::sync::{Arc, OnceLock};
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Looks reference rows up for `enrich` rules.
 #[async_trait]
@@ -52,30 +56,37 @@ pub struct Compiled {
     /// The window rule, when the pipeline has one.
     pub window: Option<WindowSpec>,
     pub(super) after: Vec<(usize, Stage)>,
+    budgets: Budgets,
 }
 
-pub(super) fn env() -> Arc<Env> {
-    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
-    ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
+/// Where a batch's expressions run, in whose lane, and where `enrich` rules look rows up.
+pub struct Runner<'a> {
+    /// Runs the expressions off the async runtime.
+    pub compute: &'a dyn Compute,
+    /// The lane of the pipeline's tenant.
+    pub lane: &'a str,
+    /// The tenant's reference rows.
+    pub lookup: &'a dyn Lookup,
 }
 
-/// Evaluates `node` (a program's whole tree, or a part of one) with `bindings` bound.
-pub(super) fn eval(node: &IdedExpr, bindings: &[(&str, Value)]) -> Result<Value, String> {
-    let mut ctx = Context::with_env(env());
-    for (name, value) in bindings {
-        ctx.add_variable_from_value(*name, value.clone());
-    }
-    Value::resolve(node, &ctx).map_err(|e| e.to_string())
-}
+/// Each record's outcome, in the order of the records.
+pub type Outcomes = Vec<Result<Outcome, RuleError>>;
+
+/// Records still going through the rules, by their index in the batch.
+type Live = Vec<(usize, Json)>;
+/// Records whose outcome is known, by their index in the batch.
+type Settled = Vec<(usize, Result<Outcome, RuleError>)>;
 
 impl Compiled {
-    /// The stages of a parsed pipeline, split at its window rule.
-    pub fn new(pipeline: &Pipeline) -> Compiled {
+    /// The stages of a parsed pipeline, split at its window rule, each expression to run
+    /// within the budget of its rule's kind.
+    pub fn new(pipeline: &Pipeline, budgets: Budgets) -> Compiled {
         let mut compiled = Compiled {
             version: pipeline.version,
             before: vec![],
             window: None,
             after: vec![],
+            budgets,
         };
         for (i, rule) in pipeline.rules.iter().enumerate() {
             let stage = match rule {
@@ -96,7 +107,7 @@ impl Compiled {
                     as_field: as_field.clone(),
                 },
                 Rule::Window { .. } => {
-                    compiled.window = WindowSpec::new(i, rule);
+                    compiled.window = WindowSpec::new(i, rule, budgets.window);
                     continue;
                 }
             };
@@ -109,83 +120,216 @@ impl Compiled {
         compiled
     }
 
-    /// Applies the rules before the window (all of them when there is none).
-    pub async fn apply(&self, record: Json, lookup: &dyn Lookup) -> Result<Outcome, RuleError> {
-        run(&self.before, record, lookup).await
+    /// Applies the rules before the window (all of them when there is none) to `records`.
+    /// Fails only when the work could not be run; a rule failing on a record is that
+    /// record's outcome.
+    pub async fn apply_all(
+        self: &Arc<Self>,
+        records: Vec<Json>,
+        runner: &Runner<'_>,
+    ) -> Result<Outcomes, CoreError> {
+        run_all(self, false, records, runner).await
     }
 
-    /// Applies the rules after the window to one aggregate.
-    pub async fn apply_after_window(
+    /// Applies the rules after the window to aggregates.
+    pub async fn apply_all_after_window(
+        self: &Arc<Self>,
+        records: Vec<Json>,
+        runner: &Runner<'_>,
+    ) -> Result<Outcomes, CoreError> {
+        run_all(self, true, records, runner).await
+    }
+
+    fn stages(&self, after: bool) -> &[(usize, Stage)] {
+        if after { &self.after } else { &self.before }
+    }
+
+    /// Runs the expression stages `range` over `live` (on a compute thread): the records still
+    /// kept, and the outcomes of the others.
+    fn evaluate_range(
         &self,
-        record: Json,
-        lookup: &dyn Lookup,
-    ) -> Result<Outcome, RuleError> {
-        run(&self.after, record, lookup).await
+        after: bool,
+        range: Range<usize>,
+        live: Live,
+    ) -> (Live, Settled) {
+        let mut kept = Vec::with_capacity(live.len());
+        let mut settled = Vec::new();
+        'records: for (index, mut record) in live {
+            for (i, stage) in &self.stages(after)[range.clone()] {
+                match self.evaluate_stage(*i, stage, record) {
+                    Ok(Some(next)) => record = next,
+                    Ok(None) => {
+                        settled.push((index, Ok(Outcome::Drop)));
+                        continue 'records;
+                    }
+                    Err(e) => {
+                        settled.push((index, Err(e)));
+                        continue 'records;
+                    }
+                }
+            }
+            kept.push((index, record));
+        }
+        (kept, settled)
     }
-}
 
-async fn run(
-    stages: &[(usize, Stage)],
-    mut record: Json,
-    lookup: &dyn Lookup,
-) -> Result<Outcome, RuleError> {
-    for (i, stage) in stages {
-        let fail = |message: String| RuleError { rule: *i, message };
+    /// One `filter` or `map` on one record: the record it becomes, or `None` when dropped.
+    fn evaluate_stage(
+        &self,
+        rule: usize,
+        stage: &Stage,
+        record: Json,
+    ) -> Result<Option<Json>, RuleError> {
+        let fail = |message: String| RuleError { rule, message };
         let bound = [("record", to_cel(&record))];
         match stage {
-            Stage::Filter(p) => match eval(p.node(), &bound).map_err(fail)? {
-                Value::Bool(true) => {}
-                Value::Bool(false) => return Ok(Outcome::Drop),
-                other => {
-                    return Err(fail(format!(
+            Stage::Filter(p) => {
+                match evaluate(p.metered(), &bound, self.budgets.filter).map_err(fail)? {
+                    Value::Bool(true) => Ok(Some(record)),
+                    Value::Bool(false) => Ok(None),
+                    other => Err(fail(format!(
                         "a filter must be true or false, got {}",
                         kind(&other)
-                    )));
+                    ))),
                 }
-            },
+            }
             Stage::Map(fields) => {
                 let mut out = serde_json::Map::new();
                 for (name, p) in fields {
-                    let v =
-                        eval(p.node(), &bound).map_err(|e| fail(format!("field `{name}`: {e}")))?;
-                    out.insert(
-                        name.clone(),
-                        to_json(&v).map_err(|e| fail(format!("field `{name}`: {e}")))?,
-                    );
+                    let field = |e: String| fail(format!("field `{name}`: {e}"));
+                    let v = evaluate(p.metered(), &bound, self.budgets.map).map_err(field)?;
+                    out.insert(name.clone(), to_json(&v).map_err(field)?);
                 }
-                record = Json::Object(out);
+                Ok(Some(Json::Object(out)))
             }
-            Stage::Enrich {
-                table,
-                key,
-                as_field,
-            } => {
-                let key = match eval(key.node(), &bound).map_err(fail)? {
-                    Value::String(s) => s.to_string(),
-                    Value::Int(n) => n.to_string(),
-                    Value::UInt(n) => n.to_string(),
-                    Value::Float(f) if f.fract() == 0.0 => format!("{}", f as i64),
-                    other => {
-                        return Err(fail(format!(
-                            "an enrich key must be a string or a number, got {}",
-                            kind(&other)
-                        )));
-                    }
-                };
-                let row = lookup
-                    .lookup(table.as_str(), &key)
-                    .await
-                    .map_err(|e| fail(format!("reference lookup failed: {}", e.reason())))?;
-                match &mut record {
-                    Json::Object(fields) => {
-                        fields.insert(as_field.clone(), row.unwrap_or(Json::Null));
-                    }
-                    _ => return Err(fail("enrich needs the record to be an object".into())),
-                }
-            }
+            Stage::Enrich { .. } => Err(fail("an enrich rule runs on its own".into())),
         }
     }
-    Ok(Outcome::Keep(record))
+
+    /// The key of the `enrich` stage `at` for each of `live` (on a compute thread).
+    fn enrich_keys(
+        &self,
+        after: bool,
+        at: usize,
+        live: Live,
+    ) -> Vec<(usize, Json, Result<String, RuleError>)> {
+        let (rule, stage) = &self.stages(after)[at];
+        let Stage::Enrich { key, .. } = stage else {
+            return Vec::new();
+        };
+        live.into_iter()
+            .map(|(index, record)| {
+                let key = enrich_key(*rule, key, &record, self.budgets.enrich);
+                (index, record, key)
+            })
+            .collect()
+    }
+}
+
+fn enrich_key(rule: usize, key: &Expr, record: &Json, budget: u64) -> Result<String, RuleError> {
+    let fail = |message: String| RuleError { rule, message };
+    match evaluate(key.metered(), &[("record", to_cel(record))], budget).map_err(fail)? {
+        Value::String(s) => Ok(s.to_string()),
+        Value::Int(n) => Ok(n.to_string()),
+        Value::UInt(n) => Ok(n.to_string()),
+        Value::Float(f) if f.fract() == 0.0 => Ok(format!("{}", f as i64)),
+        other => Err(fail(format!(
+            "an enrich key must be a string or a number, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// Runs the stages of one side of the window over `records`: each run of `filter` and `map`
+/// rules as one compute job for the whole batch, each `enrich` as a job for its keys and the
+/// lookups after it.
+async fn run_all(
+    compiled: &Arc<Compiled>,
+    after: bool,
+    records: Vec<Json>,
+    runner: &Runner<'_>,
+) -> Result<Outcomes, CoreError> {
+    let count = compiled.stages(after).len();
+    let mut outcomes: Vec<Option<Result<Outcome, RuleError>>> =
+        records.iter().map(|_| None).collect();
+    let mut live: Live = records.into_iter().enumerate().collect();
+    let mut at = 0;
+    while at < count && !live.is_empty() {
+        let end = compiled.stages(after)[at..]
+            .iter()
+            .position(|(_, s)| matches!(s, Stage::Enrich { .. }))
+            .map_or(count, |p| at + p);
+        let c = compiled.clone();
+        if end > at {
+            let (kept, settled) = off_runtime(runner.compute, runner.lane, move || {
+                c.evaluate_range(after, at..end, live)
+            })
+            .await?;
+            for (index, outcome) in settled {
+                outcomes[index] = Some(outcome);
+            }
+            live = kept;
+            at = end;
+            continue;
+        }
+        let keyed = off_runtime(runner.compute, runner.lane, move || {
+            c.enrich_keys(after, at, live)
+        })
+        .await?;
+        live = Vec::with_capacity(keyed.len());
+        let (rule, stage) = &compiled.stages(after)[at];
+        let Stage::Enrich {
+            table, as_field, ..
+        } = stage
+        else {
+            break;
+        };
+        for (index, mut record, key) in keyed {
+            let fail = |message: String| RuleError {
+                rule: *rule,
+                message,
+            };
+            let enriched = match key {
+                Ok(key) => enrich(&mut record, runner.lookup, table, &key, as_field)
+                    .await
+                    .map_err(fail),
+                Err(e) => Err(e),
+            };
+            match enriched {
+                Ok(()) => live.push((index, record)),
+                Err(e) => outcomes[index] = Some(Err(e)),
+            }
+        }
+        at += 1;
+    }
+    for (index, record) in live {
+        outcomes[index] = Some(Ok(Outcome::Keep(record)));
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Ok(Outcome::Drop)))
+        .collect())
+}
+
+/// Adds the row under `key` in `table` to `record` as `as_field` (null when there is none).
+async fn enrich(
+    record: &mut Json,
+    lookup: &dyn Lookup,
+    table: &Slug,
+    key: &str,
+    as_field: &str,
+) -> Result<(), String> {
+    let row = lookup
+        .lookup(table.as_str(), key)
+        .await
+        .map_err(|e| format!("reference lookup failed: {}", e.reason()))?;
+    match record {
+        Json::Object(fields) => {
+            fields.insert(as_field.to_owned(), row.unwrap_or(Json::Null));
+            Ok(())
+        }
+        _ => Err("enrich needs the record to be an object".into()),
+    }
 }
 
 pub(super) fn kind(v: &Value) -> &'static str {
@@ -214,9 +358,23 @@ mod tests {
         }
     }
 
-    fn pipeline(rules: Json) -> Compiled {
+    fn pipeline(rules: Json) -> Arc<Compiled> {
         let rules: Vec<Rule> = serde_json::from_value(rules).unwrap_or_else(|e| panic!("{e}"));
-        Compiled::new(&Pipeline { version: 3, rules })
+        Arc::new(Compiled::new(
+            &Pipeline { version: 3, rules },
+            Budgets::default(),
+        ))
+    }
+
+    async fn apply(p: &Arc<Compiled>, records: Vec<Json>) -> Outcomes {
+        let runner = Runner {
+            compute: &crate::ports::Inline,
+            lane: "test",
+            lookup: &Table,
+        };
+        p.apply_all(records, &runner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[tokio::test]
@@ -226,16 +384,28 @@ mod tests {
             {"type": "enrich", "table": "companies", "key": "record.sym", "as": "company"},
             {"type": "map", "fields": {"symbol": "record.sym", "usd": "record.price * 2.0", "name": "record.company.name"}}
         ]));
-        let out = p.apply(json!({"sym": "AAPL", "price": 150}), &Table).await;
+        let out = apply(
+            &p,
+            vec![
+                json!({"sym": "AAPL", "price": 150}),
+                json!({"sym": "AAPL", "price": 99.5}),
+                json!({"sym": "MSFT", "price": 101}),
+            ],
+        )
+        .await;
         assert_eq!(
             out,
-            Ok(Outcome::Keep(
-                json!({"symbol": "AAPL", "usd": 300, "name": "Apple"})
-            ))
-        );
-        assert_eq!(
-            p.apply(json!({"sym": "AAPL", "price": 99.5}), &Table).await,
-            Ok(Outcome::Drop)
+            vec![
+                Ok(Outcome::Keep(
+                    json!({"symbol": "AAPL", "usd": 300, "name": "Apple"})
+                )),
+                Ok(Outcome::Drop),
+                Err(RuleError {
+                    rule: 2,
+                    // No company was found for MSFT: `record.company` is null.
+                    message: "field `name`: found no matching overload for '_._' applied to '(null_type, string)'".into()
+                }),
+            ]
         );
     }
 
@@ -245,21 +415,29 @@ mod tests {
             {"type": "filter", "expr": "true"},
             {"type": "map", "fields": {"x": "record.missing * 2.0"}}
         ]));
-        let err = p
-            .apply(json!({"sym": "AAPL"}), &Table)
-            .await
-            .err()
-            .map(|e| e.rule);
-        assert_eq!(err, Some(1));
+        let err = apply(&p, vec![json!({"sym": "AAPL"})]).await;
+        assert_eq!(err[0].as_ref().err().map(|e| e.rule), Some(1));
         let typed = pipeline(json!([{"type": "filter", "expr": "record.sym"}]));
-        let msg = typed
-            .apply(json!({"sym": "AAPL"}), &Table)
-            .await
-            .err()
-            .map(|e| e.message);
+        let msg = apply(&typed, vec![json!({"sym": "AAPL"})]).await;
         assert_eq!(
-            msg,
-            Some("a filter must be true or false, got a string".into())
+            msg[0].as_ref().err().map(|e| e.message.as_str()),
+            Some("a filter must be true or false, got a string")
         );
+    }
+
+    #[tokio::test]
+    async fn a_record_over_the_budget_fails_alone() {
+        let p = pipeline(json!([
+            {"type": "filter", "expr": "record.items.all(a, record.items.all(b, record.items.all(c, a + b + c >= 0)))"}
+        ]));
+        let big: Vec<u32> = (0..100).collect();
+        let out = apply(&p, vec![json!({"items": big}), json!({"items": [1, 2]})]).await;
+        let over = out[0]
+            .as_ref()
+            .err()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        assert!(over.contains(crate::expr::OVER_BUDGET), "{over}");
+        assert_eq!(out[1], Ok(Outcome::Keep(json!({"items": [1, 2]}))));
     }
 }

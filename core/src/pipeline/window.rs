@@ -1,10 +1,10 @@
 //! Window rules: records are grouped and folded into accumulators as they are read, then
 //! each group becomes one aggregate record when the window closes.
 
-use super::rules::{RuleError, eval, kind};
+use super::rules::{RuleError, kind};
 use super::value::{to_cel, to_json};
 use crate::domain::Rule;
-use crate::expr::{Aggregate, AggregateFn, Expr};
+use crate::expr::{Aggregate, AggregateFn, Expr, evaluate};
 use cel::Value;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -30,6 +30,7 @@ pub struct WindowSpec {
     group_by: Option<Expr>,
     aggregates: Vec<(String, Aggregate)>,
     having: Option<Expr>,
+    budget: u64,
 }
 
 /// The groups of one window, being folded.
@@ -52,7 +53,7 @@ impl Accumulated {
 
 impl WindowSpec {
     /// The window of `rule`, the pipeline's rule number `index`; `None` for another rule.
-    pub(super) fn new(index: usize, rule: &Rule) -> Option<WindowSpec> {
+    pub(super) fn new(index: usize, rule: &Rule, budget: u64) -> Option<WindowSpec> {
         let Rule::Window {
             every,
             window,
@@ -73,6 +74,7 @@ impl WindowSpec {
                 .map(|(name, a)| (name.clone(), a.clone()))
                 .collect(),
             having: having.clone(),
+            budget,
         })
     }
 
@@ -84,10 +86,11 @@ impl WindowSpec {
         };
         let bound = [("record", to_cel(record))];
         let group = match &self.group_by {
-            Some(p) => {
-                to_json(&eval(p.node(), &bound).map_err(|e| fail(format!("group_by: {e}")))?)
-                    .map_err(fail)?
-            }
+            Some(p) => to_json(
+                &evaluate(p.metered(), &bound, self.budget)
+                    .map_err(|e| fail(format!("group_by: {e}")))?,
+            )
+            .map_err(fail)?,
             None => Json::Null,
         };
         let key = group.to_string();
@@ -118,9 +121,8 @@ impl WindowSpec {
             for (call, slot) in aggregate.calls.iter().zip(slots.iter_mut()) {
                 let function = call.function.name();
                 let value = match &call.argument {
-                    Some(p) => {
-                        eval(p, &bound).map_err(|e| fail(format!("aggregate `{name}`: {e}")))?
-                    }
+                    Some(p) => evaluate(p, &bound, self.budget)
+                        .map_err(|e| fail(format!("aggregate `{name}`: {e}")))?,
                     None => Value::Null,
                 };
                 let number = || match &value {
@@ -196,7 +198,7 @@ impl WindowSpec {
                     .iter()
                     .map(|(n, v)| (n.as_str(), v.clone()))
                     .collect();
-                let value = eval(&aggregate.outer, &bound)
+                let value = evaluate(&aggregate.outer, &bound, self.budget)
                     .map_err(|e| fail(format!("aggregate `{name}`: {e}")))?;
                 record.insert(name.clone(), to_json(&value).map_err(fail)?);
                 named.push((name.clone(), value));
@@ -206,7 +208,9 @@ impl WindowSpec {
                     named.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
                 let group_value = to_cel(&group);
                 bound.push(("group", group_value));
-                match eval(having.node(), &bound).map_err(|e| fail(format!("having: {e}")))? {
+                match evaluate(having.metered(), &bound, self.budget)
+                    .map_err(|e| fail(format!("having: {e}")))?
+                {
                     Value::Bool(true) => {}
                     Value::Bool(false) => continue,
                     other => {
@@ -234,7 +238,7 @@ mod tests {
             "aggregates": {"n": "count()", "vwap": "sum(record.px*record.qty)/sum(record.qty)", "hi": "max(record.px)", "last": "last(record.px)"},
             "having": "n > 1.0"}))
         .unwrap_or_else(|e| panic!("{e}"));
-        let spec = WindowSpec::new(2, &rule).unwrap_or_else(|| panic!("a window rule"));
+        let spec = WindowSpec::new(2, &rule, 100_000).unwrap_or_else(|| panic!("a window rule"));
         let mut acc = Accumulated::default();
         for r in [
             json!({"sym": "A", "px": 10, "qty": 1}),

@@ -3,11 +3,13 @@
 //! as `NotFound`. Each port has one contract test suite (`wharf-contract`) that every
 //! adapter runs.
 
+mod compute;
 mod fanout;
 mod outside;
 mod records;
 mod store;
 
+pub use compute::*;
 pub use fanout::*;
 pub use outside::*;
 pub use records::*;

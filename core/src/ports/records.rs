@@ -101,6 +101,16 @@ pub trait RecordStore: Send + Sync {
 pub trait ChangeLog: Send + Sync {
     /// Raw records stored after position `after`, oldest first, with their positions.
     async fn raw_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, RawRecord)>>;
+    /// One tenant's raw records stored after position `after`, oldest first.
+    async fn raw_of_tenant_after(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RawRecord)>>;
+    /// The tenants with raw records stored after position `after`, each with the position of
+    /// its last one.
+    async fn tenants_after(&self, after: u64) -> Result<Vec<(TenantId, u64)>>;
     /// A consumer's committed position (0 when it has none).
     async fn consumer_position(&self, consumer: &str) -> Result<u64>;
     /// Commits a consumer's position after its effects are stored.

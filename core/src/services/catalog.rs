@@ -121,10 +121,14 @@ impl Services {
     pub async fn create_feed(&self, who: &Principal, input: NewFeed) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut p = Problems::default();
-        let rules = input.pipeline.parse("pipeline.").unwrap_or_else(|errors| {
-            p.extend(errors);
-            Vec::new()
-        });
+        let budgets = &self.settings.limits.budgets;
+        let rules = input
+            .pipeline
+            .parse("pipeline.", budgets)
+            .unwrap_or_else(|errors| {
+                p.extend(errors);
+                Vec::new()
+            });
         let now = self.clock.now();
         let feed = Feed {
             id: FeedId::new(),
@@ -327,7 +331,9 @@ impl Services {
         spec: PipelineSpec,
     ) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
-        let rules = spec.parse("").map_err(CoreError::Validation)?;
+        let rules = spec
+            .parse("", &self.settings.limits.budgets)
+            .map_err(CoreError::Validation)?;
         let mut feed = self.store.get_feed(tenant, id).await?;
         if feed.status == FeedStatus::Archived {
             return Err(CoreError::Conflict("an archived feed cannot change".into()));

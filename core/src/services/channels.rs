@@ -110,7 +110,6 @@ impl Services {
         }
         let now = self.clock.now();
         let nonce = crate::RecordId::new();
-        let filter = SubscriptionFilter::of(&sub);
         let mut after = 0;
         let mut queued = 0;
         loop {
@@ -127,9 +126,10 @@ impl Services {
                 .await?;
             let Some((last, _)) = chunk.last() else { break };
             after = *last;
-            let deliveries: Vec<PendingDelivery> = chunk
+            let deliveries: Vec<PendingDelivery> = self
+                .admitted(&sub, chunk)
+                .await?
                 .iter()
-                .filter(|(_, r)| SubscriptionFilter::admits(filter.as_ref(), &r.data))
                 .map(|(position, r)| PendingDelivery {
                     id: DeliveryId::from_uuid(crate::id::derive(&[
                         "replay",
@@ -206,7 +206,6 @@ impl Services {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<(u64, OutputRecord)>, u64), CoreError> {
-        let filter = SubscriptionFilter::of(sub);
         let rows = self
             .store
             .output_after(&sub.tenant_id, &sub.feed_id, after, limit)
@@ -219,9 +218,42 @@ impl Services {
                 r.created_at.unix_timestamp_nanos() / 1000
                     >= sub.created_at.unix_timestamp_nanos() / 1000
             })
-            .filter(|(_, r)| SubscriptionFilter::admits(filter.as_ref(), &r.data))
             .collect();
-        Ok((items, reached))
+        Ok((self.admitted(sub, items).await?, reached))
+    }
+
+    /// The records of `rows` that `sub`'s filter admits, evaluated off the request threads
+    /// in the subscriber's lane and within the subscription filters' budget.
+    pub async fn admitted(
+        &self,
+        sub: &Subscription,
+        rows: Vec<(u64, OutputRecord)>,
+    ) -> Result<Vec<(u64, OutputRecord)>, CoreError> {
+        let (rows, marks) = self.filter_marks(sub, rows).await?;
+        Ok(rows
+            .into_iter()
+            .zip(marks)
+            .filter_map(|(row, admitted)| admitted.then_some(row))
+            .collect())
+    }
+
+    /// `rows` back, with whether `sub`'s filter admits each (see [`Services::admitted`]).
+    pub async fn filter_marks(
+        &self,
+        sub: &Subscription,
+        rows: Vec<(u64, OutputRecord)>,
+    ) -> Result<(Vec<(u64, OutputRecord)>, Vec<bool>), CoreError> {
+        let budget = self.settings.limits.budgets.subscription_filter;
+        let Some(filter) = SubscriptionFilter::of(sub, budget) else {
+            let marks = vec![true; rows.len()];
+            return Ok((rows, marks));
+        };
+        let lane = crate::ports::subscriber_lane(&sub.subscriber_id);
+        crate::ports::off_runtime(self.compute.as_ref(), &lane, move || {
+            let marks = rows.iter().map(|(_, r)| filter.matches(&r.data)).collect();
+            (rows, marks)
+        })
+        .await
     }
 
     /// Opens the live channel of the caller's websocket subscription; returns it with the

@@ -35,6 +35,8 @@ pub struct Settings {
     pub platform_fee_percent: rust_decimal::Decimal,
     /// Per-vendor exceptions to `platform_fee_percent`.
     pub vendor_fee_percent: std::collections::HashMap<crate::VendorId, rust_decimal::Decimal>,
+    /// Evaluation budgets and quotas.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             log_retention: Duration::from_secs(30 * 24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),
             vendor_fee_percent: std::collections::HashMap::new(),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -70,6 +73,8 @@ pub struct Services {
     pub http: Arc<dyn OutboundHttp>,
     /// Sends email.
     pub mailer: Arc<dyn Mailer>,
+    /// Runs tenants' expressions off the request threads, a bounded share per lane.
+    pub compute: Arc<dyn crate::ports::Compute>,
     /// The payment processor, when one is configured.
     pub payments: Option<Arc<dyn crate::ports::Payments>>,
     /// The aws shape's ingest queue; `None` stores ingested records at once (local shape).

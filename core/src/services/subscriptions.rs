@@ -124,7 +124,10 @@ impl Services {
             b.validate(p);
         }
         let filter = filter.filter(|f| !f.trim().is_empty())?;
-        Expr::parse(filter).map_err(|e| p.add("filter", e)).ok()
+        let budget = self.settings.limits.budgets.subscription_filter;
+        Expr::parse_within(filter, budget)
+            .map_err(|e| p.add("filter", e))
+            .ok()
     }
 
     /// Refuses hosts that resolve to non-public addresses, unless the operator allows them.

@@ -42,3 +42,11 @@ pub fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
         updated_at: at(0),
     }
 }
+
+/// Whether `sub`'s filter admits each of `rows`, evaluated here.
+pub fn marks(sub: &Subscription, rows: &[(u64, wharf_core::domain::OutputRecord)]) -> Vec<bool> {
+    let filter = wharf_core::pipeline::SubscriptionFilter::of(sub, 10_000);
+    rows.iter()
+        .map(|(_, r)| wharf_core::pipeline::SubscriptionFilter::admits(filter.as_ref(), &r.data))
+        .collect()
+}

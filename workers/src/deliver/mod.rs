@@ -80,8 +80,9 @@ pub async fn deliver_push(
     let rows = store
         .output_after(&sub.tenant_id, &sub.feed_id, from, config.chunk)
         .await?;
+    let (rows, admitted) = services.filter_marks(sub, rows).await?;
     let now = services.clock.now();
-    let Some(plan) = plan::plan(sub, &rows, from, config.chunk, now) else {
+    let Some(plan) = plan::plan(sub, &rows, &admitted, from, config.chunk, now) else {
         return Ok(0);
     };
     let jobs = plan.jobs(sub)?;

@@ -5,7 +5,6 @@
 use super::Job;
 use std::time::Duration;
 use wharf_core::domain::{OutputRecord, Subscription};
-use wharf_core::pipeline::SubscriptionFilter;
 use wharf_core::{CoreError, DeliveryId, RecordId, Timestamp};
 
 /// What one pass does.
@@ -19,21 +18,22 @@ pub struct Plan<'a> {
 }
 
 /// Plans a pass over `rows`, the records after position `from` (at most `chunk` of them,
-/// in position order). A batch subscription's last partial batch is held while the reader
+/// in position order), of which those `admitted` marks pass the subscription's filter. A batch subscription's last partial batch is held while the reader
 /// is caught up (fewer than `chunk` rows) and its oldest record has waited less than
 /// `max_wait_ms` at `now`. `None` when the position would not move.
 pub fn plan<'a>(
     sub: &Subscription,
     rows: &'a [(u64, OutputRecord)],
+    admitted: &[bool],
     from: u64,
     chunk: usize,
     now: Timestamp,
 ) -> Option<Plan<'a>> {
     let &(last, _) = rows.last()?;
-    let filter = SubscriptionFilter::of(sub);
     let wanted: Vec<&(u64, OutputRecord)> = rows
         .iter()
-        .filter(|(_, r)| SubscriptionFilter::admits(filter.as_ref(), &r.data))
+        .zip(admitted)
+        .filter_map(|(row, admitted)| admitted.then_some(row))
         .collect();
     let mut to = last;
     let groups = match sub.batch {
@@ -149,7 +149,7 @@ pub fn delivery_id(sub: &Subscription, records: &[RecordId]) -> DeliveryId {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{at, sub};
+    use super::super::fixtures::{at, marks, sub};
     use super::*;
     use serde_json::json;
     use wharf_core::{FeedId, VendorId};
@@ -177,6 +177,17 @@ mod tests {
             .collect()
     }
 
+    /// Plans with the subscription's filter evaluated here.
+    fn planned<'a>(
+        sub: &Subscription,
+        rows: &'a [(u64, OutputRecord)],
+        from: u64,
+        chunk: usize,
+        now: Timestamp,
+    ) -> Option<Plan<'a>> {
+        plan(sub, rows, &marks(sub, rows), from, chunk, now)
+    }
+
     fn positions(plan: &Plan) -> Vec<Vec<u64>> {
         plan.groups
             .iter()
@@ -186,13 +197,13 @@ mod tests {
 
     #[test]
     fn nothing_read_is_nothing_to_do() {
-        assert_eq!(plan(&sub(None, None), &[], 7, 100, at(0)), None);
+        assert_eq!(planned(&sub(None, None), &[], 7, 100, at(0)), None);
     }
 
     #[test]
     fn each_record_is_its_own_delivery_without_batching() {
         let rows = rows(10, &[1, 2, 3], 0);
-        let p = plan(&sub(None, None), &rows, 10, 100, at(0));
+        let p = planned(&sub(None, None), &rows, 10, 100, at(0));
         assert_eq!(
             p.as_ref().map(|p| (p.to, positions(p))),
             Some((13, vec![vec![11], vec![12], vec![13]]))
@@ -202,12 +213,12 @@ mod tests {
     #[test]
     fn the_filter_skips_records_but_the_position_moves_past_them() {
         let rows = rows(0, &[5, 50, 500], 0);
-        let p = plan(&sub(Some("record.n > 10"), None), &rows, 0, 100, at(0));
+        let p = planned(&sub(Some("record.n > 10"), None), &rows, 0, 100, at(0));
         assert_eq!(
             p.as_ref().map(|p| (p.to, positions(p))),
             Some((3, vec![vec![2], vec![3]]))
         );
-        let none_wanted = plan(&sub(Some("record.n > 1000"), None), &rows, 0, 100, at(0));
+        let none_wanted = planned(&sub(Some("record.n > 1000"), None), &rows, 0, 100, at(0));
         assert_eq!(none_wanted.map(|p| (p.to, p.groups.len())), Some((3, 0)));
     }
 
@@ -215,12 +226,12 @@ mod tests {
     fn batches_hold_a_partial_tail_until_it_has_waited_long_enough() {
         let rows = rows(0, &[1, 2, 3, 4, 5], 0);
         let batching = sub(None, Some((2, 500)));
-        let early = plan(&batching, &rows, 0, 100, at(100));
+        let early = planned(&batching, &rows, 0, 100, at(100));
         assert_eq!(
             early.as_ref().map(|p| (p.to, positions(p))),
             Some((4, vec![vec![1, 2], vec![3, 4]]))
         );
-        let late = plan(&batching, &rows, 0, 100, at(500));
+        let late = planned(&batching, &rows, 0, 100, at(500));
         assert_eq!(
             late.as_ref().map(|p| (p.to, positions(p))),
             Some((5, vec![vec![1, 2], vec![3, 4], vec![5]]))
@@ -231,7 +242,7 @@ mod tests {
     fn a_reader_behind_sends_its_partial_tail_at_once() {
         // `chunk` rows were read: more are waiting, so the tail is not the feed's end.
         let rows = rows(0, &[1, 2, 3], 0);
-        let p = plan(&sub(None, Some((2, 60_000))), &rows, 0, 3, at(0));
+        let p = planned(&sub(None, Some((2, 60_000))), &rows, 0, 3, at(0));
         assert_eq!(p.as_ref().map(positions), Some(vec![vec![1, 2], vec![3]]));
     }
 
@@ -239,7 +250,7 @@ mod tests {
     fn a_held_first_batch_leaves_the_position_where_it_was() {
         let rows = rows(20, &[1], 0);
         assert_eq!(
-            plan(&sub(None, Some((5, 60_000))), &rows, 20, 100, at(1)),
+            planned(&sub(None, Some((5, 60_000))), &rows, 20, 100, at(1)),
             None
         );
     }
@@ -248,7 +259,7 @@ mod tests {
     fn jobs_carry_stable_ids_and_an_array_for_batches() {
         let rows = rows(0, &[1, 2, 3], 0);
         let batching = sub(None, Some((2, 0)));
-        let p = plan(&batching, &rows, 0, 100, at(0)).unwrap_or_else(|| panic!("a plan"));
+        let p = planned(&batching, &rows, 0, 100, at(0)).unwrap_or_else(|| panic!("a plan"));
         let jobs = p.jobs(&batching).unwrap_or_else(|e| panic!("{e}"));
         let again = p.jobs(&batching).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(jobs.len(), 2);

@@ -9,9 +9,17 @@ use std::time::Duration;
 use wharf_core::domain::{
     AttemptStatus, DeliveryAttempt, OutputRecord, PendingDelivery, Subscription, SubscriptionStatus,
 };
-use wharf_core::{CoreError, Services, Timestamp};
+use wharf_core::{CoreError, Services, TenantId, Timestamp};
 
-/// Retries the pending deliveries that are due. Returns how many were attempted.
+/// Most due deliveries of one tenant a round retries; the rest wait for a later round.
+const PER_TENANT: usize = 50;
+/// How long a tenant's deliveries beyond its share of a round wait.
+const DEFER: Duration = Duration::from_secs(30);
+
+/// Retries the pending deliveries that are due, the subscriptions side by side, so a hanging
+/// endpoint holds a round for one webhook timeout at most. A tenant's deliveries beyond its
+/// share of the round are moved to a later round, so a tenant with thousands of failing
+/// deliveries slows its own retries, not other tenants'. Returns how many were due.
 pub async fn retry_due(
     services: &Services,
     config: &DeliveryConfig,
@@ -19,27 +27,54 @@ pub async fn retry_due(
 ) -> Result<usize, CoreError> {
     let now = services.clock.now();
     let due = services.store.due_deliveries(now, limit).await?;
+    let count = due.len();
+    let mut shares: HashMap<TenantId, usize> = HashMap::new();
     let mut by_sub: HashMap<_, Vec<PendingDelivery>> = HashMap::new();
-    for d in due.iter().cloned() {
+    for mut d in due {
+        let share = shares.entry(d.tenant_id.clone()).or_default();
+        if *share >= PER_TENANT {
+            d.next_attempt_at = now + DEFER;
+            match services.store.reschedule(&d).await {
+                Ok(()) | Err(CoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        *share += 1;
         by_sub
             .entry((d.tenant_id.clone(), d.subscription_id.clone()))
             .or_default()
             .push(d);
     }
-    for ((tenant, sub_id), pending) in by_sub {
-        let sub = match services.store.get_subscription(&tenant, &sub_id).await {
-            Ok(s) => s,
-            Err(CoreError::NotFound(_)) => {
-                for d in &pending {
-                    services.store.drop_pending(&d.id).await?;
-                }
-                continue;
+    let rounds = by_sub.into_iter().map(|((tenant, sub_id), pending)| async move {
+        let retried = retry_of(services, config, &tenant, &sub_id, pending, now).await;
+        if let Err(e) = retried {
+            tracing::warn!(tenant.id = %tenant, subscription.id = %sub_id, error = %e, "retrying deliveries failed");
+        }
+    });
+    futures_util::future::join_all(rounds).await;
+    Ok(count)
+}
+
+/// Retries one subscription's due deliveries (dropped when the subscription is gone).
+async fn retry_of(
+    services: &Services,
+    config: &DeliveryConfig,
+    tenant: &TenantId,
+    sub_id: &wharf_core::SubscriptionId,
+    pending: Vec<PendingDelivery>,
+    now: Timestamp,
+) -> Result<(), CoreError> {
+    match services.store.get_subscription(tenant, sub_id).await {
+        Ok(sub) => retry_subscription(services, &sub, pending, config, now).await,
+        Err(CoreError::NotFound(_)) => {
+            for d in &pending {
+                services.store.drop_pending(&d.id).await?;
             }
-            Err(e) => return Err(e),
-        };
-        retry_subscription(services, &sub, pending, config, now).await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
-    Ok(due.len())
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %sub.tenant_id, subscription.id = %sub.id, deliveries = pending.len()))]

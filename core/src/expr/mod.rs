@@ -6,9 +6,16 @@
 //!
 //! Stored pipelines are read back through the same parse. Parsing is cached per process by
 //! source text, so reading a feed costs a lookup per expression, not a parse.
+//!
+//! Every expression runs under an evaluation budget ([`meter`]).
+
+mod meter;
+
+pub use meter::{OVER_BUDGET, evaluate};
 
 use cel::common::ast::{CallExpr, Expr as Node, LiteralValue};
 use cel::{IdedExpr, Program};
+use meter::meter;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -60,21 +67,48 @@ const CACHE_LIMIT: usize = 8192;
 #[derive(Clone)]
 pub struct Expr {
     source: Arc<str>,
-    program: Arc<Program>,
+    parsed: Arc<Parsed>,
+}
+
+/// An expression's syntax tree (macros expanded), as written and as evaluated.
+struct Parsed {
+    tree: IdedExpr,
+    metered: IdedExpr,
+    worst_case: u64,
+}
+
+impl Parsed {
+    fn of(tree: IdedExpr) -> Parsed {
+        let mut metered = tree.clone();
+        let worst_case = meter(&mut metered);
+        Parsed {
+            tree,
+            metered,
+            worst_case,
+        }
+    }
 }
 
 impl Expr {
     /// Parses and checks `source`; the error names the line and column.
     pub fn parse(source: &str) -> Result<Expr, String> {
-        let program = cached(source, |s| {
+        let parsed = cached(source, |s| {
             let program = compile(s)?;
             check_functions(program.expression(), &[])?;
-            Ok(program)
+            Ok(Parsed::of(program.expression().clone()))
         })?;
         Ok(Expr {
             source: source.into(),
-            program,
+            parsed,
         })
+    }
+
+    /// Parses `source` and refuses it when its worst case, as far as it is known before any
+    /// record is seen, takes more than `budget` evaluation steps.
+    pub fn parse_within(source: &str, budget: u64) -> Result<Expr, String> {
+        let expr = Expr::parse(source)?;
+        within(expr.worst_case(), budget)?;
+        Ok(expr)
     }
 
     /// The text the expression was written as.
@@ -87,10 +121,30 @@ impl Expr {
         &self.source
     }
 
-    /// The program's syntax tree (macros expanded), as it is evaluated.
+    /// The program's syntax tree (macros expanded), as written.
     pub fn node(&self) -> &IdedExpr {
-        self.program.expression()
+        &self.parsed.tree
     }
+
+    /// The tree [`evaluate`] runs: the program with its evaluation steps counted.
+    pub fn metered(&self) -> &IdedExpr {
+        &self.parsed.metered
+    }
+
+    /// The evaluation steps of the program's worst case, counting collections whose size
+    /// depends on the record as empty: what can be known of its cost when it is saved.
+    pub fn worst_case(&self) -> u64 {
+        self.parsed.worst_case
+    }
+}
+
+fn within(worst_case: u64, budget: u64) -> Result<(), String> {
+    if worst_case > budget {
+        return Err(format!(
+            "takes {worst_case} evaluation steps at worst, {OVER_BUDGET} of {budget} steps"
+        ));
+    }
+    Ok(())
 }
 
 impl PartialEq for Expr {
@@ -110,9 +164,9 @@ text_value!(Expr, Aggregate);
 /// A parsed program from the process-wide cache, or `parse`'s, cached when it succeeds.
 fn cached(
     source: &str,
-    parse: impl FnOnce(&str) -> Result<Program, String>,
-) -> Result<Arc<Program>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<Arc<str>, Arc<Program>>>> = OnceLock::new();
+    parse: impl FnOnce(&str) -> Result<Parsed, String>,
+) -> Result<Arc<Parsed>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<Arc<str>, Arc<Parsed>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
     if let Some(found) = cache
         .lock()
@@ -211,7 +265,7 @@ impl AggregateFn {
 pub struct AggregateCall {
     /// The function.
     pub function: AggregateFn,
-    /// Its argument, run per record; `None` for `count()`.
+    /// Its argument, run per record (metered, for [`evaluate`]); `None` for `count()`.
     pub argument: Option<IdedExpr>,
 }
 
@@ -221,13 +275,22 @@ pub struct AggregateCall {
 #[derive(Clone)]
 pub struct Aggregate {
     source: Arc<str>,
-    /// The expression over the calls' results.
+    /// The expression over the calls' results (metered, for [`evaluate`]).
     pub outer: IdedExpr,
     /// The calls, in order of appearance.
     pub calls: Vec<AggregateCall>,
+    worst_case: u64,
 }
 
 impl Aggregate {
+    /// Parses an aggregate expression and refuses it when its worst case on one record or on
+    /// one group takes more than `budget` steps.
+    pub fn parse_within(source: &str, budget: u64) -> Result<Aggregate, String> {
+        let aggregate = Aggregate::parse(source)?;
+        within(aggregate.worst_case, budget)?;
+        Ok(aggregate)
+    }
+
     /// Parses an aggregate expression; the error says what is wrong.
     pub fn parse(source: &str) -> Result<Aggregate, String> {
         let program = compile(source)?;
@@ -241,10 +304,17 @@ impl Aggregate {
                 "an aggregate must call count(), sum(), avg(), min(), max() or last()".into(),
             );
         }
+        let mut worst_case = meter(&mut outer);
+        for call in &mut calls {
+            if let Some(argument) = &mut call.argument {
+                worst_case = worst_case.max(meter(argument));
+            }
+        }
         Ok(Aggregate {
             source: source.into(),
             outer,
             calls,
+            worst_case,
         })
     }
 
@@ -278,7 +348,7 @@ fn lift_calls(node: &mut IdedExpr, calls: &mut Vec<AggregateCall>) -> Result<(),
         calls.push(AggregateCall { function, argument });
         return Ok(());
     }
-    children_mut(node)
+    meter::children(node)
         .into_iter()
         .try_for_each(|child| lift_calls(child, calls))
 }
@@ -299,46 +369,6 @@ fn aggregate_argument(function: AggregateFn, call: &CallExpr) -> Result<Option<I
             }
         }
         _ => Err(format!("{name}() takes one argument")),
-    }
-}
-
-/// The direct children of a node.
-fn children_mut(node: &mut IdedExpr) -> Vec<&mut IdedExpr> {
-    use cel::common::ast::EntryExpr;
-    match &mut node.expr {
-        Node::Call(call) => {
-            let mut children: Vec<&mut IdedExpr> = call.args.iter_mut().collect();
-            if let Some(target) = call.target.as_deref_mut() {
-                children.push(target);
-            }
-            children
-        }
-        Node::Comprehension(c) => vec![
-            &mut c.iter_range,
-            &mut c.accu_init,
-            &mut c.loop_cond,
-            &mut c.loop_step,
-            &mut c.result,
-        ],
-        Node::List(list) => list.elements.iter_mut().collect(),
-        Node::Map(map) => map
-            .entries
-            .iter_mut()
-            .flat_map(|e| match &mut e.expr {
-                EntryExpr::MapEntry(m) => vec![&mut m.key, &mut m.value],
-                EntryExpr::StructField(f) => vec![&mut f.value],
-            })
-            .collect(),
-        Node::Struct(s) => s
-            .entries
-            .iter_mut()
-            .flat_map(|e| match &mut e.expr {
-                EntryExpr::MapEntry(m) => vec![&mut m.key, &mut m.value],
-                EntryExpr::StructField(f) => vec![&mut f.value],
-            })
-            .collect(),
-        Node::Select(select) => vec![select.operand.as_mut()],
-        Node::Unspecified | Node::Ident(_) | Node::Literal(_) => vec![],
     }
 }
 

@@ -1,12 +1,16 @@
-//! The local shape's workers, run inside `wharf serve`: the processor follows the change log
-//! of raw records; each active subscription Wharf's sender delivers gets its own delivery
-//! task (the supervisor's), so a slow or hanging endpoint only ever delays itself; windows,
-//! due retries, polls and retention run on timers. Notifications wake the loops at once;
-//! timers catch anything a notification missed.
+//! The local shape's workers, run inside `wharf serve`: each tenant's raw records are
+//! processed in a lane of their own ([`processing`]); each active subscription Wharf's
+//! sender delivers gets its own delivery task (the supervisor's), so a slow or hanging
+//! endpoint only ever delays itself; each windowed feed and each polled source is worked on
+//! in a task of its own when due; retries and retention run on timers. Notifications wake
+//! the loops at once; timers catch anything a notification missed.
 //!
-//! [`LocalWorkers::run_until_idle`] drives the same steps, under the same locks, until none
-//! has work left: what tests and tools wait on instead of sleeping.
+//! [`LocalWorkers::run_until_idle`] drives the same steps until none has work left: what
+//! tests and tools wait on instead of sleeping.
 
+mod processing;
+
+use processing::Processing;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
@@ -15,7 +19,8 @@ use wharf_core::domain::Subscription;
 use wharf_core::ports::{ChangeLog, Notifier};
 use wharf_core::{CoreError, PageRequest, Services};
 use wharf_workers::deliver::{self, DeliveryConfig};
-use wharf_workers::process::{FeedsOfSources, Processor};
+use wharf_workers::poll::Poller;
+use wharf_workers::schedule::Windows;
 use wharf_workers::supervisor::Supervisor;
 
 /// Wakes the local loops.
@@ -34,31 +39,20 @@ impl Notifier for LocalNotifier {
     }
 }
 
-const PROCESS_BATCH: usize = 500;
 const IDLE_WAIT: Duration = Duration::from_millis(100);
-const RETRY_WAIT: Duration = Duration::from_secs(1);
-/// The processor's consumer name in the change log.
-const CONSUMER: &str = "process";
 /// Rounds `run_until_idle` makes before it reports that work keeps coming.
 const MAX_ROUNDS: usize = 100;
-
-/// The processor and how far it has read the change log (`None`: not read yet).
-struct Processing {
-    processor: Processor,
-    position: Option<u64>,
-}
 
 /// The local shape's workers and the state their steps share.
 pub struct LocalWorkers {
     services: Services,
-    log: Arc<dyn ChangeLog>,
     notifier: Arc<LocalNotifier>,
     config: DeliveryConfig,
     supervisor: Supervisor,
-    /// One processing step at a time.
-    processing: Mutex<Processing>,
-    /// One pass over windows, and over due retries, at a time.
-    windows: Mutex<()>,
+    processing: Arc<Processing>,
+    windows: Windows,
+    poller: Poller,
+    /// One pass over due retries at a time.
     retries: Mutex<()>,
 }
 
@@ -72,15 +66,12 @@ impl LocalWorkers {
     ) -> Arc<LocalWorkers> {
         Arc::new(LocalWorkers {
             supervisor: Supervisor::new(services.clone(), config.clone(), usize::MAX),
+            processing: Processing::new(services.clone(), log),
             services,
-            log,
             notifier,
             config,
-            processing: Mutex::new(Processing {
-                processor: Processor::default(),
-                position: None,
-            }),
-            windows: Mutex::new(()),
+            windows: Windows::default(),
+            poller: Poller::default(),
             retries: Mutex::new(()),
         })
     }
@@ -90,24 +81,22 @@ impl LocalWorkers {
         vec![
             tokio::spawn(self.clone().process_loop()),
             tokio::spawn(self.clone().delivery_loop()),
-            tokio::spawn(self.clone().timer_loop()),
-            tokio::spawn(poll_loop(self.services.clone())),
+            tokio::spawn(self.clone().retry_loop()),
+            tokio::spawn(self.clone().schedule_loop()),
             tokio::spawn(retention_loop(self.services.clone())),
         ]
     }
 
-    /// Drives every step until a round finds no work: the change log processed to its end,
+    /// Drives every step until a round finds no work: every tenant's records processed,
     /// due windows closed, due retries attempted, and every subscription Wharf's sender
     /// delivers passed over until its position stops moving (a held partial batch stays
-    /// held). Safe beside the running loops: each step holds the lock its loop holds.
+    /// held). Safe beside the running loops: each step is one the loops would take.
     pub async fn run_until_idle(&self) -> Result<(), CoreError> {
         let mut positions = self.positions().await?;
         for _ in 0..MAX_ROUNDS {
-            let mut work = 0;
-            while self.process_step().await? > 0 {
-                work += 1;
-            }
-            work += self.close_windows().await?;
+            let mut work = self.processing.until_idle(MAX_ROUNDS).await?;
+            work += self.windows.close_due(&self.services).await?;
+            self.windows.until_idle().await;
             work += self.retry_due().await?;
             self.wake_deliveries().await?;
             self.supervisor.until_idle().await;
@@ -120,40 +109,6 @@ impl LocalWorkers {
         Err(CoreError::unavailable(
             "the local workers did not come to rest",
         ))
-    }
-
-    /// Processes the next batch of the change log; answers how many records it read.
-    async fn process_step(&self) -> Result<usize, CoreError> {
-        let mut processing = self.processing.lock().await;
-        let position = match processing.position {
-            Some(p) => p,
-            None => self.log.consumer_position(CONSUMER).await?,
-        };
-        let batch = self.log.raw_after(position, PROCESS_BATCH).await?;
-        let Some(&(last, _)) = batch.last() else {
-            processing.position = Some(position);
-            return Ok(0);
-        };
-        let records: Vec<_> = batch.into_iter().map(|(_, r)| r).collect();
-        // The position is committed only after the outputs are stored; outputs are keyed by
-        // derived ids, so a batch processed again after a crash writes nothing new.
-        processing
-            .processor
-            .handle(
-                &self.services,
-                &records,
-                None,
-                &mut FeedsOfSources::default(),
-            )
-            .await?;
-        self.log.set_consumer_position(CONSUMER, last).await?;
-        processing.position = Some(last);
-        Ok(records.len())
-    }
-
-    async fn close_windows(&self) -> Result<usize, CoreError> {
-        let _one = self.windows.lock().await;
-        wharf_workers::schedule::close_due_windows(&self.services).await
     }
 
     async fn retry_due(&self) -> Result<usize, CoreError> {
@@ -194,19 +149,14 @@ impl LocalWorkers {
         Ok(positions)
     }
 
+    /// Starts the lanes of tenants with new records when records are appended (and on a
+    /// timer).
     async fn process_loop(self: Arc<Self>) {
         loop {
-            match self.process_step().await {
-                Ok(0) => {
-                    let _ =
-                        tokio::time::timeout(IDLE_WAIT * 10, self.notifier.raw.notified()).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "processing failed; retrying the batch");
-                    tokio::time::sleep(RETRY_WAIT).await;
-                }
+            if let Err(e) = self.processing.dispatch().await {
+                tracing::error!(error = %e, "cannot read the change log");
             }
+            let _ = tokio::time::timeout(IDLE_WAIT * 10, self.notifier.raw.notified()).await;
         }
     }
 
@@ -221,33 +171,30 @@ impl LocalWorkers {
         }
     }
 
-    /// Due retries every quarter second (at once again while there were some), due windows
-    /// every half second.
-    async fn timer_loop(self: Arc<Self>) {
-        let mut tick = 0u64;
+    /// Due retries every quarter second, at once again while there were some.
+    async fn retry_loop(self: Arc<Self>) {
         loop {
             match self.retry_due().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retrying deliveries failed"),
             }
-            if tick.is_multiple_of(2)
-                && let Err(e) = self.close_windows().await
-            {
-                tracing::warn!(error = %e, "closing windows failed");
-            }
-            tick += 1;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-}
 
-async fn poll_loop(services: Services) {
-    loop {
-        if let Err(e) = wharf_workers::poll::poll_due(&services).await {
-            tracing::warn!(error = %e, "polling sources failed");
+    /// Every half second, starts closing due windows and polling due sources; both run in
+    /// tasks of their own, so a slow feed or source never holds the schedule.
+    async fn schedule_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.windows.start_due(&self.services).await {
+                tracing::warn!(error = %e, "cannot list windowed feeds");
+            }
+            if let Err(e) = self.poller.start_due(&self.services).await {
+                tracing::warn!(error = %e, "cannot list polled sources");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
