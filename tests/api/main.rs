@@ -10,6 +10,8 @@ mod feeds;
 mod helpers;
 mod identity;
 mod isolation;
+mod lanes;
+mod limits;
 mod ops;
 mod pipeline;
 mod receiver;

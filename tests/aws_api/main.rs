@@ -17,6 +17,8 @@ mod helpers;
 mod identity;
 #[path = "../api/isolation.rs"]
 mod isolation;
+#[path = "../api/limits.rs"]
+mod limits;
 #[path = "../api/ops.rs"]
 mod ops;
 #[path = "../api/pipeline.rs"]
@@ -27,6 +29,8 @@ mod receiver;
 mod sources;
 #[path = "../api/subscriptions.rs"]
 mod subscriptions;
+// `lanes.rs` stays with the local shape: it is about the local processor's per-tenant lanes
+// (the stream handler's tenants side by side are in `tests/aws_handlers.rs`).
 // `tokens.rs` stays with the local shape: it forges tokens with the local issuer's key
 // from the data dir. The aws shape's token checks (signature, algorithm, issuer, audience,
 // expiry and use of Cognito's tokens, tampered ones refused) are in

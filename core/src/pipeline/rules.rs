@@ -146,12 +146,7 @@ impl Compiled {
 
     /// Runs the expression stages `range` over `live` (on a compute thread): the records still
     /// kept, and the outcomes of the others.
-    fn evaluate_range(
-        &self,
-        after: bool,
-        range: Range<usize>,
-        live: Live,
-    ) -> (Live, Settled) {
+    fn evaluate_range(&self, after: bool, range: Range<usize>, live: Live) -> (Live, Settled) {
         let mut kept = Vec::with_capacity(live.len());
         let mut settled = Vec::new();
         'records: for (index, mut record) in live {
