@@ -186,6 +186,7 @@ struct AwsWorkers {
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
+    connections: crate::serve::ConnectionLimits,
     workers: Workers,
     delivery: wharf_workers::deliver::DeliveryConfig,
     data_dir: std::path::PathBuf,
@@ -240,6 +241,7 @@ impl Server {
         Ok(Server {
             listener,
             router,
+            connections: config.connections,
             services,
             workers,
             delivery: config.delivery(),
@@ -292,9 +294,17 @@ impl Server {
                 .tasks
             }
         };
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let open_files = crate::serve::raise_open_file_limit();
+        let capacity = crate::serve::connection_capacity(&self.connections, open_files);
+        tracing::info!(open_files, connections = capacity, "serving");
+        let served = crate::serve::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            capacity,
+            shutdown,
+        )
+        .await;
         for worker in workers {
             worker.abort();
         }

@@ -228,6 +228,8 @@ pub struct Config {
     /// Evaluation budgets and quotas (`[limits.budgets]`, `[limits.quotas]`,
     /// `WHARF_LIMITS__QUOTAS__SOURCES_PER_TENANT`, …).
     pub limits: wharf_core::limits::Limits,
+    /// Connection timeouts and the connection limit of `wharf serve` (`[connections]`).
+    pub connections: crate::serve::ConnectionLimits,
 }
 
 impl Default for Config {
@@ -258,6 +260,7 @@ impl Default for Config {
             clock_start: None,
             stripe: None,
             limits: wharf_core::limits::Limits::default(),
+            connections: crate::serve::ConnectionLimits::default(),
         }
     }
 }
@@ -291,6 +294,7 @@ const SETTINGS: &[&str] = &[
     "clock_start",
     "stripe",
     "limits",
+    "connections",
 ];
 
 impl Config {
@@ -364,6 +368,71 @@ impl Config {
         }
     }
 
+    /// Every budget, quota, timeout and the connection limit must be at least 1.
+    fn validate_limits(&self) -> Result<(), String> {
+        let budgets = &self.limits.budgets;
+        let quotas = &self.limits.quotas;
+        let connections = &self.connections;
+        let values: [(&str, u64); 16] = [
+            ("limits.budgets.filter", budgets.filter),
+            ("limits.budgets.map", budgets.map),
+            ("limits.budgets.enrich", budgets.enrich),
+            ("limits.budgets.window", budgets.window),
+            (
+                "limits.budgets.subscription_filter",
+                budgets.subscription_filter,
+            ),
+            (
+                "limits.quotas.sources_per_tenant",
+                quotas.sources_per_tenant.into(),
+            ),
+            (
+                "limits.quotas.feeds_per_tenant",
+                quotas.feeds_per_tenant.into(),
+            ),
+            (
+                "limits.quotas.published_feeds_per_source",
+                quotas.published_feeds_per_source.into(),
+            ),
+            (
+                "limits.quotas.subscriptions_per_subscriber",
+                quotas.subscriptions_per_subscriber.into(),
+            ),
+            (
+                "limits.quotas.sockets_per_subscription",
+                quotas.sockets_per_subscription.into(),
+            ),
+            (
+                "limits.quotas.replays_per_hour",
+                quotas.replays_per_hour.into(),
+            ),
+            (
+                "limits.quotas.records_per_replay",
+                quotas.records_per_replay.into(),
+            ),
+            (
+                "connections.max_connections",
+                connections.max_connections as u64,
+            ),
+            (
+                "connections.header_read_timeout_secs",
+                connections.header_read_timeout_secs,
+            ),
+            (
+                "connections.body_read_timeout_secs",
+                connections.body_read_timeout_secs,
+            ),
+            (
+                "connections.idle_timeout_secs",
+                connections.idle_timeout_secs,
+            ),
+        ];
+        match values.iter().find(|(_, v)| *v == 0) {
+            Some((key, _)) => Err(format!("invalid configuration: `{key}` must be at least 1")),
+            None => Ok(()),
+        }
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |key: &str, why: &str| Err(format!("invalid configuration: `{key}` {why}"));
@@ -393,6 +462,7 @@ impl Config {
         }
         self.fee_percents()?;
         self.clock_start()?;
+        self.validate_limits()?;
         if let Some(admin) = &self.admin {
             wharf_core::domain::Email::parse(&admin.email)
                 .map_err(|e| format!("invalid configuration: `admin.email` {e}"))?;

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod config;
 pub mod demo;
 pub mod local;
+pub mod serve;
 
 pub use app::Server;
 pub use config::Config;

@@ -147,3 +147,67 @@ async fn a_record_over_the_budget_goes_to_the_feeds_errors_and_the_rest_flow() {
         .await;
     assert_eq!(other_pulled.body["items"].as_array().map(Vec::len), Some(1));
 }
+
+/// Reads what the server answers on `stream` until it closes it (or a broken run's deadline).
+async fn answer(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut bytes),
+    )
+    .await;
+    assert!(read.is_ok(), "the server kept a stalled connection open");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_time_out_and_connections_beyond_the_limit_get_a_503() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_with(|c| {
+        c.connections.max_connections = 40;
+        c.connections.header_read_timeout_secs = 1;
+        c.connections.body_read_timeout_secs = 1;
+        c.connections.idle_timeout_secs = 2;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: wharf.test\r\n")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    // Beyond the limit: refused at once with a problem, not queued or dropped.
+    let mut extra = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let refused = answer(&mut extra).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("application/problem+json"), "{refused}");
+    // The half-sent requests are cut when their headers do not come in time.
+    for s in &mut stalled {
+        answer(s).await;
+    }
+    let healthy = app.get("/healthz", None).await;
+    assert_eq!(healthy.status, 200);
+
+    // A body that stops halfway is cut too, with an answer.
+    let (_, vendor) = app.vendor("Acme").await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/sources HTTP/1.1\r\nhost: wharf.test\r\nauthorization: Bearer {vendor}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let cut = answer(&mut slow).await;
+    assert!(cut.starts_with("HTTP/1.1 4"), "{cut}");
+    let sources = app.get("/v1/sources", Some(&vendor)).await;
+    assert_eq!(sources.body["items"].as_array().map(Vec::len), Some(0));
+
+    // An idle keep-alive connection is closed after the idle timeout.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: wharf.test\r\n\r\n")
+        .await
+        .unwrap();
+    let served = answer(&mut idle).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+}
