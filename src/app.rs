@@ -2,7 +2,7 @@
 //! services and the router, and runs the server until a shutdown signal.
 
 use crate::config::{Backend, Config, Durability, SmtpTls};
-use crate::local::{LocalNotifier, LocalWorkers};
+use crate::local::LocalWorkers;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use wharf_local::{
 };
 use wharf_workers::handlers::{Deliveries, Handlers};
 use wharf_workers::supervisor::Supervisor;
+use wharf_workers::wake::Wakers;
 
 /// Delivery passes a woken subscription's task makes in the aws shape before it looks again
 /// (the local shape's tasks drain until idle).
@@ -34,7 +35,7 @@ pub struct Local {
     /// The change log of raw records.
     pub log: Arc<dyn ChangeLog>,
     /// Wakes the workers.
-    pub notifier: Arc<LocalNotifier>,
+    pub notifier: Arc<Wakers>,
 }
 
 /// Opens the local shape's adapters in `config.data_dir` and builds the services.
@@ -66,7 +67,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         Duration::from_secs(config.refresh_token_ttl_secs),
     );
     let store = Arc::new(SqliteStore::new(db));
-    let notifier = Arc::new(LocalNotifier::default());
+    let notifier = Arc::new(Wakers::default());
     let services = Services {
         store: store.clone(),
         notifier: notifier.clone(),

@@ -21,6 +21,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     /// The core services.
     pub services: Services,
+    /// The live sockets this process serves, per subscription.
+    pub sockets: routes::live::OpenSockets,
 }
 
 #[derive(OpenApi)]
@@ -96,5 +98,8 @@ pub fn router(services: Services) -> Router {
         .fallback(problem::no_route)
         .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { services })
+        .with_state(AppState {
+            services,
+            sockets: routes::live::OpenSockets::default(),
+        })
 }

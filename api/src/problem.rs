@@ -31,6 +31,12 @@ pub struct Problem {
     /// Invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The quota reached, for quota problems (`sources_per_tenant`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+    /// The quota's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 /// Every way a request can fail.
@@ -81,7 +87,13 @@ fn problem(
         status: status.as_u16(),
         detail,
         errors,
+        quota: None,
+        limit: None,
     };
+    problem_response(status, body)
+}
+
+fn problem_response(status: StatusCode, body: Problem) -> Response {
     let mut res = (status, axum::Json(body)).into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -172,6 +184,11 @@ fn core_problem(e: CoreError) -> Response {
         CoreError::Forbidden(detail) => {
             problem(status, "forbidden", "Forbidden", Some(detail), vec![])
         }
+        CoreError::QuotaExceeded { quota, limit } => quota_problem(status, quota, limit),
+        CoreError::TooManyRequests {
+            message,
+            retry_after,
+        } => too_many(status, message, retry_after),
         CoreError::Unavailable(source) => {
             tracing::warn!(error = %source, "dependency unavailable");
             let mut res = problem(
@@ -190,6 +207,38 @@ fn core_problem(e: CoreError) -> Response {
             problem(status, "internal", "Internal error", None, vec![])
         }
     }
+}
+
+/// A quota reached: the problem names it and its value.
+fn quota_problem(status: StatusCode, quota: &str, limit: u64) -> Response {
+    problem_response(
+        status,
+        Problem {
+            kind: "/problems/quota".into(),
+            title: "Quota reached".into(),
+            status: status.as_u16(),
+            detail: Some(format!("over the quota `{quota}` of {limit}")),
+            errors: vec![],
+            quota: Some(quota.into()),
+            limit: Some(limit),
+        },
+    )
+}
+
+/// A 429 with `Retry-After`.
+fn too_many(status: StatusCode, message: String, retry_after: std::time::Duration) -> Response {
+    let mut res = problem(
+        status,
+        "too-many-requests",
+        "Too many requests",
+        Some(message),
+        vec![],
+    );
+    let secs = retry_after.as_secs().max(1).to_string();
+    if let Ok(value) = HeaderValue::from_str(&secs) {
+        res.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    res
 }
 
 /// The 404 for unknown routes.
@@ -251,10 +300,11 @@ error_set!(
     401 => "Missing, invalid or expired credentials",
     403 => "The caller's role does not allow this",
     404 => "No such object in the caller's tenant",
-    409 => "Conflicts with the current state, or an Idempotency-Key reused with another body",
+    409 => "Conflicts with the current state, a quota is reached (`quota` names it), or an Idempotency-Key reused with another body",
     413 => "Body too large",
     415 => "Body is not application/json",
     422 => "Invalid fields; `errors` names each one",
+    429 => "Too many requests of this kind; retry after `Retry-After` seconds",
     503 => "Temporarily unavailable; retry",
 );
 error_set!(
@@ -266,7 +316,8 @@ error_set!(
     413 => "Body too large",
     415 => "Body is not application/json",
     422 => "Invalid fields; `errors` names each one",
-    503 => "Temporarily unavailable; retry",
+    429 => "Too many attempts from this address or for this account; retry after `Retry-After` seconds",
+    503 => "Temporarily unavailable; retry; `Retry-After` says when",
 );
 error_set!(
     /// Errors of signed callbacks from a payment processor.

@@ -167,6 +167,7 @@ pub(crate) fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         failing_since: None,
+        recent_replays: vec![],
         native: None,
         history: vec![StatusChange {
             status: SubscriptionStatus::Active,

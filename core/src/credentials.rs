@@ -41,6 +41,16 @@ pub fn check_password(password: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// When a token that already verified expires (its `exp` claim); `None` for credentials
+/// without one (API keys). Read only after the token verified: it checks nothing itself.
+pub fn verified_token_expiry(token: &str) -> Option<crate::Timestamp> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    crate::Timestamp::from_unix_timestamp(exp as i64).ok()
+}
+
 /// The token of an `Authorization` header's value `Bearer <token>` (the scheme in any case);
 /// `None` for another scheme or no token. The one reading of bearer credentials.
 pub fn bearer(header: &str) -> Option<&str> {

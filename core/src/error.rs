@@ -23,6 +23,22 @@ pub enum CoreError {
     /// The caller is known but its role does not allow this in its own tenant.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A tenant, subscriber or subscription has as many of something as its quota allows.
+    #[error("quota exceeded: over the quota `{quota}` of {limit}")]
+    QuotaExceeded {
+        /// The quota's name, as configured (`sources_per_tenant`, …).
+        quota: &'static str,
+        /// Its value.
+        limit: u64,
+    },
+    /// Too many requests of a kind in a while; the same request may succeed later.
+    #[error("too many requests: {message}")]
+    TooManyRequests {
+        /// What was too many, with the limit.
+        message: String,
+        /// When trying again may succeed.
+        retry_after: std::time::Duration,
+    },
     /// A dependency is temporarily unavailable; retrying may succeed.
     #[error("unavailable: {0}")]
     Unavailable(#[source] Source),
@@ -55,7 +71,8 @@ impl CoreError {
             CoreError::Unauthenticated(_) => 401,
             CoreError::Forbidden(_) => 403,
             CoreError::NotFound(_) => 404,
-            CoreError::Conflict(_) => 409,
+            CoreError::Conflict(_) | CoreError::QuotaExceeded { .. } => 409,
+            CoreError::TooManyRequests { .. } => 429,
             CoreError::Unavailable(_) => 503,
             CoreError::Internal(_) => 500,
         }
@@ -73,7 +90,19 @@ impl CoreError {
                 .map(|e| format!("{} {}", e.path, e.message))
                 .collect::<Vec<_>>()
                 .join("; "),
+            CoreError::QuotaExceeded { quota, limit } => {
+                format!("over the quota `{quota}` of {limit}")
+            }
+            CoreError::TooManyRequests { message, .. } => message.clone(),
             CoreError::Unavailable(source) | CoreError::Internal(source) => source.to_string(),
+        }
+    }
+
+    /// The quota error of `quota`, whose value is `limit`.
+    pub fn quota(quota: &'static str, limit: impl Into<u64>) -> Self {
+        CoreError::QuotaExceeded {
+            quota,
+            limit: limit.into(),
         }
     }
 }

@@ -16,7 +16,7 @@ use wharf_aws::sockets::GatewaySockets;
 use wharf_aws::{AwsSettings, Clients, DynamoStore};
 use wharf_core::Services;
 use wharf_core::domain::Shape;
-use wharf_core::ports::{Clock, NoNotifier, SystemClock};
+use wharf_core::ports::{Clock, SystemClock};
 use wharf_local::{FileSecretBox, HttpWebhookSender, SystemResolver};
 
 /// The aws shape's services and where its resources are.
@@ -143,7 +143,7 @@ pub async fn aws_shape(
         clock,
         resolver: Arc::new(SystemResolver),
         secrets: Arc::new(secrets),
-        notifier: Arc::new(NoNotifier),
+        notifier: Arc::new(wharf_workers::wake::Wakers::default()),
         http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
         mailer: crate::app::mailer(config)?,
         compute: Arc::new(wharf_workers::compute::Lanes::per_core()),

@@ -13,31 +13,16 @@ mod processing;
 use processing::Processing;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use wharf_core::domain::Subscription;
-use wharf_core::ports::{ChangeLog, Notifier};
+use wharf_core::ports::ChangeLog;
 use wharf_core::{CoreError, PageRequest, Services};
 use wharf_workers::deliver::{self, DeliveryConfig};
 use wharf_workers::poll::Poller;
 use wharf_workers::schedule::Windows;
 use wharf_workers::supervisor::Supervisor;
-
-/// Wakes the local loops.
-#[derive(Default)]
-pub struct LocalNotifier {
-    raw: Notify,
-    outputs: Notify,
-}
-
-impl Notifier for LocalNotifier {
-    fn raw_appended(&self) {
-        self.raw.notify_one();
-    }
-    fn outputs_appended(&self) {
-        self.outputs.notify_one();
-    }
-}
+use wharf_workers::wake::Wakers;
 
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// Rounds `run_until_idle` makes before it reports that work keeps coming.
@@ -46,7 +31,7 @@ const MAX_ROUNDS: usize = 100;
 /// The local shape's workers and the state their steps share.
 pub struct LocalWorkers {
     services: Services,
-    notifier: Arc<LocalNotifier>,
+    notifier: Arc<Wakers>,
     config: DeliveryConfig,
     supervisor: Supervisor,
     processing: Arc<Processing>,
@@ -61,7 +46,7 @@ impl LocalWorkers {
     pub fn new(
         services: Services,
         log: Arc<dyn ChangeLog>,
-        notifier: Arc<LocalNotifier>,
+        notifier: Arc<Wakers>,
         config: DeliveryConfig,
     ) -> Arc<LocalWorkers> {
         Arc::new(LocalWorkers {
@@ -156,7 +141,7 @@ impl LocalWorkers {
             if let Err(e) = self.processing.dispatch().await {
                 tracing::error!(error = %e, "cannot read the change log");
             }
-            let _ = tokio::time::timeout(IDLE_WAIT * 10, self.notifier.raw.notified()).await;
+            self.notifier.raw_stored(IDLE_WAIT * 10).await;
         }
     }
 
@@ -167,7 +152,7 @@ impl LocalWorkers {
             if let Err(e) = self.wake_deliveries().await {
                 tracing::error!(error = %e, "cannot list subscriptions");
             }
-            let _ = tokio::time::timeout(IDLE_WAIT, self.notifier.outputs.notified()).await;
+            self.notifier.outputs_stored(IDLE_WAIT).await;
         }
     }
 

@@ -211,3 +211,260 @@ async fn half_sent_requests_time_out_and_connections_beyond_the_limit_get_a_503(
     let served = answer(&mut idle).await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 }
+
+/// The quota named in a 409 problem, and its value.
+fn quota_of(res: &Res) -> (String, u64) {
+    assert_eq!(res.status, 409, "{:?}", res.body);
+    assert_eq!(res.body["type"], "/problems/quota", "{:?}", res.body);
+    (
+        res.body["quota"].as_str().unwrap().to_owned(),
+        res.body["limit"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn sources_feeds_published_feeds_and_subscriptions_stop_at_their_quotas() {
+    let app = spawn_with(|c| {
+        c.limits.quotas.sources_per_tenant = 2;
+        c.limits.quotas.feeds_per_tenant = 3;
+        c.limits.quotas.published_feeds_per_source = 1;
+        c.limits.quotas.subscriptions_per_subscriber = 1;
+    })
+    .await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let first = app.source(&vendor).await;
+    app.source(&vendor).await;
+    let third = app
+        .post(
+            "/v1/sources",
+            Some(&vendor),
+            json!({"name": "one more", "kind": "push"}),
+        )
+        .await;
+    assert_eq!(quota_of(&third), ("sources_per_tenant".into(), 2));
+
+    let published = app
+        .post("/v1/feeds", Some(&vendor), feed_body(&first, "one"))
+        .await;
+    assert_eq!(published.status, 201, "{:?}", published.body);
+    let again = app
+        .post("/v1/feeds", Some(&vendor), feed_body(&first, "two"))
+        .await;
+    assert_eq!(quota_of(&again), ("published_feeds_per_source".into(), 1));
+    let mut draft = feed_body(&first, "draft");
+    draft["status"] = json!("draft");
+    let draft = app.post("/v1/feeds", Some(&vendor), draft).await;
+    assert_eq!(draft.status, 201, "a draft is not published");
+    let draft = draft.body["id"].as_str().unwrap().to_owned();
+    let publish = app
+        .patch(
+            &format!("/v1/feeds/{draft}"),
+            Some(&vendor),
+            json!({"status": "published"}),
+        )
+        .await;
+    assert_eq!(quota_of(&publish), ("published_feeds_per_source".into(), 1));
+    let mut another = feed_body(&first, "another draft");
+    another["status"] = json!("draft");
+    app.post("/v1/feeds", Some(&vendor), another.clone()).await;
+    let fourth = app.post("/v1/feeds", Some(&vendor), another).await;
+    assert_eq!(quota_of(&fourth), ("feeds_per_tenant".into(), 3));
+    let listed = app.get("/v1/feeds", Some(&vendor)).await;
+    assert_eq!(
+        listed.body["items"].as_array().map(Vec::len),
+        Some(3),
+        "nothing more saved"
+    );
+
+    let feed = published.body["id"].as_str().unwrap();
+    let (_, subscriber) = app.subscriber("bob").await;
+    app.subscribe(&subscriber, feed).await;
+    let second = app
+        .post(
+            "/v1/subscriptions",
+            Some(&subscriber),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}}),
+        )
+        .await;
+    assert_eq!(
+        quota_of(&second),
+        ("subscriptions_per_subscriber".into(), 1)
+    );
+}
+
+#[tokio::test]
+async fn replays_are_limited_per_hour_and_in_size_and_refused_where_they_cannot_be_served() {
+    let app = spawn_with(|c| {
+        c.limits.quotas.replays_per_hour = 1;
+        c.limits.quotas.records_per_replay = 2;
+        c.allow_private_webhooks = true;
+    })
+    .await;
+    let receiver = crate::receiver::Receiver::start(vec![]).await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let feed = app.feed(&vendor, "trades").await;
+    let source = app
+        .get(&format!("/v1/feeds/{feed}"), Some(&vendor))
+        .await
+        .body["source_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, subscriber) = app.subscriber("bob").await;
+    let hook = app
+        .post(
+            "/v1/subscriptions",
+            Some(&subscriber),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": receiver.url}}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{:?}", hook.body);
+    let hook = hook.body["id"].as_str().unwrap().to_owned();
+    let records: Vec<Value> = (0..3)
+        .map(|i| json!({"id": format!("r{i}"), "data": {"sym": "AAPL", "price": 150.0, "px": 150.0}}))
+        .collect();
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            json!({"records": records}),
+        )
+        .await;
+    assert_eq!(pushed.status, 202);
+    app.idle().await;
+    let delivered = receiver.hits().len();
+    assert_eq!(delivered, 3);
+
+    let range = json!({"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"});
+    let too_big = app
+        .post(
+            &format!("/v1/subscriptions/{hook}/replay"),
+            Some(&subscriber),
+            range.clone(),
+        )
+        .await;
+    assert_eq!(quota_of(&too_big), ("records_per_replay".into(), 2));
+    app.idle().await;
+    assert_eq!(
+        receiver.hits().len(),
+        delivered,
+        "a refused replay queues nothing"
+    );
+
+    let unchanged = app
+        .get(&format!("/v1/subscriptions/{hook}"), Some(&subscriber))
+        .await;
+    assert_eq!(
+        unchanged.body["recent_replays"],
+        json!([]),
+        "a refused replay does not count"
+    );
+
+    let (_, vendor_b) = app.vendor("Other").await;
+    let small_feed = app.feed(&vendor_b, "small").await;
+    let small_source = app
+        .get(&format!("/v1/feeds/{small_feed}"), Some(&vendor_b))
+        .await
+        .body["source_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let small = app
+        .post(
+            "/v1/subscriptions",
+            Some(&subscriber),
+            json!({"feed_id": small_feed, "plan_id": "pro", "channel": {"type": "webhook", "url": receiver.url}}),
+        )
+        .await;
+    let small = small.body["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/v1/sources/{small_source}/records"),
+        Some(&vendor_b),
+        json!({"records": [{"id": "s", "data": {"sym": "MSFT", "price": 420.0, "px": 420.0}}]}),
+    )
+    .await;
+    app.idle().await;
+    let replayed = app
+        .post(
+            &format!("/v1/subscriptions/{small}/replay"),
+            Some(&subscriber),
+            range.clone(),
+        )
+        .await;
+    assert_eq!(replayed.status, 202, "{:?}", replayed.body);
+    assert_eq!(replayed.body["records"], 1);
+    let again = app
+        .post(
+            &format!("/v1/subscriptions/{small}/replay"),
+            Some(&subscriber),
+            range.clone(),
+        )
+        .await;
+    assert_eq!(again.status, 429, "{:?}", again.body);
+    assert!(
+        again.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("replays_per_hour")
+    );
+    let wait: u64 = again.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3000..=3600).contains(&wait), "{wait}");
+
+    let (_, carol) = app.subscriber("carol").await;
+    let ws = app
+        .post(
+            "/v1/subscriptions",
+            Some(&carol),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "websocket"}}),
+        )
+        .await;
+    assert_eq!(ws.status, 201);
+    let ws = ws.body["id"].as_str().unwrap();
+    let refused = app
+        .post(
+            &format!("/v1/subscriptions/{ws}/replay"),
+            Some(&carol),
+            range,
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert!(refused.body["detail"].as_str().unwrap().contains("after"));
+}
+
+#[tokio::test]
+async fn a_subscription_has_at_most_its_quota_of_open_sockets() {
+    let app = spawn_with(|c| c.limits.quotas.sockets_per_subscription = 1).await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let feed = app.feed(&vendor, "trades").await;
+    let (_, subscriber) = app.subscriber("bob").await;
+    let created = app
+        .post(
+            "/v1/subscriptions",
+            Some(&subscriber),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "websocket"}}),
+        )
+        .await;
+    let sub = created.body["id"].as_str().unwrap().to_owned();
+    let url = format!(
+        "ws://{}/v1/subscriptions/{sub}/live?access_token={subscriber}",
+        app.addr
+    );
+    let (first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let second = tokio_tungstenite::connect_async(&url).await;
+    match second {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 409);
+        }
+        other => panic!("a second socket was let in: {other:?}"),
+    }
+    drop(first);
+    // Once the first is gone there is room again.
+    crate::receiver::eventually("the closed socket frees its place", || async {
+        tokio_tungstenite::connect_async(&url).await.is_ok()
+    })
+    .await;
+}

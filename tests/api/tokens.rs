@@ -118,3 +118,96 @@ async fn every_kind_of_bad_token_is_a_401() {
         );
     }
 }
+
+/// `token` re-signed with the server's own key, its `exp` set `secs` from now.
+fn expiring_in(app: &TestApp, token: &str, secs: i64) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["exp"] = json!(time::OffsetDateTime::now_utc().unix_timestamp() + secs);
+    let seed = std::fs::read(app.dir.path().join("jwt-signing.key")).unwrap();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed.try_into().unwrap());
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&signing).unwrap();
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = header["kid"].as_str().map(str::to_owned);
+    jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+}
+
+#[tokio::test]
+async fn a_live_socket_closes_when_its_token_expires_unless_it_sent_a_fresh_one() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app().await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let feed = app.feed(&vendor, "trades").await;
+    let (_, subscriber) = app.subscriber("bob").await;
+    let created = app
+        .post(
+            "/v1/subscriptions",
+            Some(&subscriber),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "websocket"}}),
+        )
+        .await;
+    let sub = created.body["id"].as_str().unwrap().to_owned();
+    let url = |token: &str| {
+        format!(
+            "ws://{}/v1/subscriptions/{sub}/live?access_token={token}",
+            app.addr
+        )
+    };
+    let closes = |mut ws: tokio_tungstenite::WebSocketStream<_>| async move {
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => {}
+                Ok(None | Some(Err(_))) => return None,
+                Err(_) => panic!("the socket outlived its token"),
+            }
+        }
+    };
+
+    let (short, _) = tokio_tungstenite::connect_async(url(&expiring_in(&app, &subscriber, 2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        closes(short).await,
+        Some(4001),
+        "closed with the token close code"
+    );
+
+    let (mut renewed, _) =
+        tokio_tungstenite::connect_async(url(&expiring_in(&app, &subscriber, 2)))
+            .await
+            .unwrap();
+    let fresh = expiring_in(&app, &subscriber, 4);
+    renewed
+        .send(Message::Text(
+            json!({"type": "token", "token": fresh}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(closes(renewed).await, Some(4001));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "the fresh token kept it open past the first one's expiry"
+    );
+
+    let (_, other) = app.subscriber("eve").await;
+    let (mut hijacked, _) =
+        tokio_tungstenite::connect_async(url(&expiring_in(&app, &subscriber, 60)))
+            .await
+            .unwrap();
+    hijacked
+        .send(Message::Text(
+            json!({"type": "token", "token": other}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        closes(hijacked).await,
+        Some(4001),
+        "another user's token is refused"
+    );
+}

@@ -86,7 +86,9 @@ impl Handlers {
                 Some(sockets) => sockets.disconnect(connection).await.map(|_| ()),
                 None => Ok(()),
             },
-            SocketEvent::Message => Ok(()),
+            SocketEvent::Message { connection, body } => {
+                self.socket_message(connection, body).await
+            }
         };
         match outcome {
             Ok(()) => 200,
@@ -117,14 +119,51 @@ impl Handlers {
             })?;
         let who = self.services.authenticate(token).await?;
         let (sub, _) = self.services.live_open(&who, &id, None).await?;
+        let open = sockets.connections_of(&sub.tenant_id, &sub.id).await?;
+        self.services.room_for_socket(open.len())?;
         sockets
             .connect(&Connection {
                 id: connection.to_owned(),
                 tenant_id: sub.tenant_id,
                 subscription_id: sub.id,
                 connected_at: self.services.clock.now(),
+                expires_at: wharf_core::credentials::verified_token_expiry(token),
             })
             .await
+    }
+
+    /// A client's message: a fresh token keeps the connection open past the old one's
+    /// expiry; a token that does not verify, or does not read this subscription, closes it.
+    async fn socket_message(&self, connection: &str, body: &str) -> Result<(), CoreError> {
+        #[derive(serde::Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum ClientMessage {
+            Token { token: String },
+        }
+        let Ok(ClientMessage::Token { token }) = serde_json::from_str(body) else {
+            return Ok(());
+        };
+        let Some(sockets) = &self.services.sockets else {
+            return Ok(());
+        };
+        let Some(mut known) = sockets.connection(connection).await? else {
+            return Ok(());
+        };
+        let sub = self
+            .services
+            .store
+            .get_subscription(&known.tenant_id, &known.subscription_id)
+            .await?;
+        match self.services.live_token(&sub, &token).await {
+            Ok(expires_at) => {
+                known.expires_at = expires_at;
+                sockets.connect(&known).await
+            }
+            Err(e) => {
+                sockets.close(connection).await?;
+                Err(e)
+            }
+        }
     }
 
     async fn source_of_queue(&self, queue: &str) -> Result<(TenantId, SourceId), CoreError> {

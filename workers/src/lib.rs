@@ -13,3 +13,4 @@ pub mod publish;
 pub mod retention;
 pub mod schedule;
 pub mod supervisor;
+pub mod wake;

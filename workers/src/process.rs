@@ -95,6 +95,12 @@ impl Processor {
         };
         if new > 0 {
             services.notifier.outputs_appended();
+            let mut feeds: Vec<&FeedId> = outputs.iter().map(|o| &o.feed_id).collect();
+            feeds.sort_unstable();
+            feeds.dedup();
+            for feed in feeds {
+                services.notifier.feed_appended(feed);
+            }
         }
         Ok(Processed {
             outputs: new,

@@ -215,7 +215,19 @@ async fn post_to_sockets(
     sockets: &dyn Sockets,
     sub: &Subscription,
 ) -> Result<usize, CoreError> {
-    let mut connections = sockets.connections_of(&sub.tenant_id, &sub.id).await?;
+    let now = services.clock.now();
+    let (expired, mut connections): (Vec<_>, Vec<_>) = sockets
+        .connections_of(&sub.tenant_id, &sub.id)
+        .await?
+        .into_iter()
+        .partition(|c| c.expires_at.is_some_and(|at| at <= now));
+    for connection in expired {
+        // A socket whose token expired gets no more records: it is told why and closed.
+        let notice = br#"{"type":"closed","reason":"token expired"}"#.to_vec();
+        let _ = sockets.post(&connection.id, &[notice]).await;
+        sockets.close(&connection.id).await?;
+        tracing::info!(connection = connection.id, "socket token expired; closed");
+    }
     let mut posted = 0;
     for _ in 0..MAX_PASSES {
         if connections.is_empty() {

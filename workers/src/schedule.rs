@@ -182,6 +182,7 @@ impl Closing<'_> {
         }
         if !outputs.is_empty() && store.append_output(&outputs).await? > 0 {
             self.services.notifier.outputs_appended();
+            self.services.notifier.feed_appended(&feed.id);
         }
         Ok(())
     }

@@ -131,7 +131,10 @@ pub fn socket_event(request: &ApiGatewayWebsocketProxyRequest) -> SocketEvent {
             }
         }
         "$disconnect" => SocketEvent::Disconnect { connection },
-        _ => SocketEvent::Message,
+        _ => SocketEvent::Message {
+            connection,
+            body: request.body.clone().unwrap_or_default(),
+        },
     }
 }
 

@@ -45,6 +45,27 @@ impl Sockets for GatewaySockets {
         self.store.connections_of(tenant, sub).await
     }
 
+    async fn connection(&self, connection: &str) -> Result<Option<Connection>> {
+        self.store.connection(connection).await
+    }
+
+    async fn close(&self, connection: &str) -> Result<()> {
+        if let Some(api) = &self.api {
+            let closed = api
+                .delete_connection()
+                .connection_id(connection)
+                .send()
+                .await;
+            if let Err(e) = closed {
+                let gone = e.as_service_error().is_some_and(|s| s.is_gone_exception());
+                if !gone {
+                    return Err(aws_error("closing a socket", e));
+                }
+            }
+        }
+        self.store.delete_connection(connection).await.map(|_| ())
+    }
+
     fn posts(&self) -> bool {
         self.api.is_some()
     }

@@ -17,11 +17,16 @@ use wharf_workers::ingest::handle;
 #[derive(Default)]
 struct CountingNotifier(AtomicUsize);
 
+#[async_trait::async_trait]
 impl Notifier for CountingNotifier {
     fn raw_appended(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
     fn outputs_appended(&self) {}
+    fn feed_appended(&self, _: &wharf_core::FeedId) {}
+    async fn feed_changed(&self, _: &wharf_core::FeedId, timeout: std::time::Duration) {
+        tokio::time::sleep(timeout).await;
+    }
 }
 
 fn records(n: usize) -> Vec<RawRecord> {

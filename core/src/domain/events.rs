@@ -79,8 +79,14 @@ pub enum SocketEvent {
         /// The gateway's id of the connection.
         connection: String,
     },
-    /// The client sent something; Wharf ignores it.
-    Message,
+    /// The client sent a message: a fresh token (`{"type": "token", "token": …}`) keeps its
+    /// connection open; anything else is ignored.
+    Message {
+        /// The gateway's id of the connection.
+        connection: String,
+        /// What the client sent.
+        body: String,
+    },
 }
 
 /// A tick of the schedule.
@@ -102,6 +108,10 @@ pub struct Connection {
     /// When it connected.
     #[serde(with = "time::serde::rfc3339")]
     pub connected_at: Timestamp,
+    /// When the token it presented expires: it is closed then unless the client sent a
+    /// fresh one.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// One output record as a feed's topic publishes it.

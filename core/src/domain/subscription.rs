@@ -230,6 +230,11 @@ pub struct Subscription {
     /// 410, or failing for days); cleared on resume.
     #[serde(default)]
     pub disabled_reason: Option<String>,
+    /// When the subscription was replayed within the last hour (what `replays_per_hour`
+    /// counts).
+    #[serde(default, with = "timestamps")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub recent_replays: Vec<Timestamp>,
     /// Since when every delivery attempt has failed, if the endpoint is failing now.
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -335,4 +340,24 @@ pub struct RotatedSecret {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub previous_secret_expires_at: Timestamp,
+}
+
+/// A list of instants, each written as RFC 3339.
+mod timestamps {
+    use crate::Timestamp;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct At(#[serde(with = "time::serde::rfc3339")] Timestamp);
+
+    pub fn serialize<S: Serializer>(instants: &[Timestamp], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(instants.iter().map(|t| At(*t)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Timestamp>, D::Error> {
+        Ok(Vec::<At>::deserialize(d)?
+            .into_iter()
+            .map(|a| a.0)
+            .collect())
+    }
 }

@@ -82,6 +82,10 @@ pub trait Sockets: Send + Sync {
     async fn connect(&self, connection: &Connection) -> Result<()>;
     /// Forgets a connection; answers what it was, if it was known.
     async fn disconnect(&self, connection: &str) -> Result<Option<Connection>>;
+    /// A connection, if it is known.
+    async fn connection(&self, connection: &str) -> Result<Option<Connection>>;
+    /// Closes a connection at the gateway (where this process can) and forgets it.
+    async fn close(&self, connection: &str) -> Result<()>;
     /// The open connections of a subscription.
     async fn connections_of(
         &self,

@@ -3,7 +3,7 @@
 
 use super::Result;
 use crate::domain::*;
-use crate::{CoreError, Timestamp, UserId};
+use crate::{CoreError, FeedId, Timestamp, UserId};
 use async_trait::async_trait;
 use std::net::IpAddr;
 
@@ -149,21 +149,18 @@ impl Clock for SystemClock {
     }
 }
 
-/// Wakes the local shape's workers when there is new work (a no-op where event sources
-/// deliver the work, as in the aws shape).
+/// Wakes the workers and live readers of this process when there is new work (where event
+/// sources deliver the work, as on Lambda, nothing is waiting to be woken).
+#[async_trait]
 pub trait Notifier: Send + Sync {
     /// New raw records were stored.
     fn raw_appended(&self);
     /// New output records were stored, or a subscription changed.
     fn outputs_appended(&self);
-}
-
-/// A notifier that does nothing.
-pub struct NoNotifier;
-
-impl Notifier for NoNotifier {
-    fn raw_appended(&self) {}
-    fn outputs_appended(&self) {}
+    /// New output records of `feed` were stored.
+    fn feed_appended(&self, feed: &FeedId);
+    /// Completes when `feed` gets new output records, or after `timeout`.
+    async fn feed_changed(&self, feed: &FeedId, timeout: std::time::Duration);
 }
 
 /// Outbound HTTP (webhook POSTs, polled sources), refusing addresses the guard does not allow.

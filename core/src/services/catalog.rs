@@ -34,6 +34,7 @@ impl Services {
             updated_at: now,
         };
         source.validate(self.settings.shape)?;
+        self.room_for_source(tenant).await?;
         let mut source = source;
         if source.kind == SourceKind::Sqs {
             let queues = self.source_queues.as_ref().ok_or_else(|| {
@@ -155,7 +156,10 @@ impl Services {
             Err(e) => return Err(e),
         }
         p.finish()?;
-        if feed.status == FeedStatus::Published {
+        let published = feed.status == FeedStatus::Published;
+        self.room_for_feed(tenant, &feed.source_id, published)
+            .await?;
+        if published {
             self.require_active_vendor(tenant).await?;
             self.open_topic(&feed).await?;
         }
@@ -213,6 +217,7 @@ impl Services {
             }
             if status == FeedStatus::Published && feed.status != FeedStatus::Published {
                 self.require_active_vendor(tenant).await?;
+                self.room_to_publish(tenant, &feed.source_id).await?;
             }
             feed.status = status;
         }

@@ -54,8 +54,6 @@ pub struct ReplayRange {
     pub to: Timestamp,
 }
 
-const MAX_REPLAY: usize = 100_000;
-
 impl Services {
     /// Moves `sub`'s position from `from` to `to`, adds `acknowledged` records to its usage
     /// for the hour of now, and stores `parked` deliveries, in one atomic write: the one way
@@ -82,7 +80,9 @@ impl Services {
         }
     }
 
-    /// Queues the records of an event-time range for delivery again, without billing them again.
+    /// Queues the records of an event-time range for delivery again, without billing them
+    /// again. At most `replays_per_hour` replays per subscription in any hour (429) and
+    /// `records_per_replay` records in one (409, and nothing is queued).
     #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn replay(
         &self,
@@ -93,25 +93,70 @@ impl Services {
         if range.to <= range.from {
             return Err(CoreError::invalid("to", "must be after from"));
         }
-        let sub = self.own_subscription(who, id).await?;
+        let mut sub = self.own_subscription(who, id).await?;
+        self.can_replay(&sub)?;
+        let now = self.clock.now();
+        let quotas = self.settings.limits.quotas;
+        sub.recent_replays
+            .retain(|t| *t + std::time::Duration::from_secs(3600) > now);
+        if sub.recent_replays.len() >= quotas.replays_per_hour as usize {
+            let oldest = sub.recent_replays.iter().min().copied().unwrap_or(now);
+            let wait = (oldest + std::time::Duration::from_secs(3600) - now).unsigned_abs();
+            return Err(CoreError::TooManyRequests {
+                message: format!(
+                    "over the quota `replays_per_hour` of {}",
+                    quotas.replays_per_hour
+                ),
+                retry_after: wait,
+            });
+        }
+        let deliveries = self.replayed(&sub, &range, now).await?;
+        sub.recent_replays.push(now);
+        sub.revision += 1;
+        sub.updated_at = now;
+        self.store.update_subscription(&sub, None).await?;
+        for chunk in deliveries.chunks(500) {
+            self.store.park(chunk).await?;
+        }
+        self.notifier.outputs_appended();
+        Ok(ReplayAccepted {
+            records: deliveries.len(),
+        })
+    }
+
+    /// Refuses replays of channels that do not replay.
+    fn can_replay(&self, sub: &Subscription) -> Result<(), CoreError> {
         if sub.status == SubscriptionStatus::Cancelled {
             return Err(CoreError::Conflict("the subscription is cancelled".into()));
         }
-        if matches!(sub.channel, Channel::Pull {}) {
-            return Err(CoreError::Conflict(
+        match &sub.channel {
+            Channel::Pull {} => Err(CoreError::Conflict(
                 "a pull subscription replays by fetching with an earlier cursor".into(),
-            ));
-        }
-        if self.is_native(&sub.channel) {
-            return Err(CoreError::Conflict(format!(
+            )),
+            Channel::Websocket {} => Err(CoreError::Conflict(
+                "a websocket subscription replays by connecting with an earlier `after` cursor"
+                    .into(),
+            )),
+            channel if self.is_native(channel) => Err(CoreError::Conflict(format!(
                 "`{}` records are sent by the feed's topic, which does not replay",
-                sub.channel.kind()
-            )));
+                channel.kind()
+            ))),
+            _ => Ok(()),
         }
-        let now = self.clock.now();
+    }
+
+    /// The deliveries of a replay of `range`: every record its filter admits, refused whole
+    /// when there are more than `records_per_replay`.
+    async fn replayed(
+        &self,
+        sub: &Subscription,
+        range: &ReplayRange,
+        now: Timestamp,
+    ) -> Result<Vec<PendingDelivery>, CoreError> {
+        let most = self.settings.limits.quotas.records_per_replay;
         let nonce = crate::RecordId::new();
         let mut after = 0;
-        let mut queued = 0;
+        let mut deliveries = Vec::new();
         loop {
             let chunk = self
                 .store
@@ -124,13 +169,15 @@ impl Services {
                     500,
                 )
                 .await?;
-            let Some((last, _)) = chunk.last() else { break };
+            let Some((last, _)) = chunk.last() else {
+                return Ok(deliveries);
+            };
             after = *last;
-            let deliveries: Vec<PendingDelivery> = self
-                .admitted(&sub, chunk)
-                .await?
-                .iter()
-                .map(|(position, r)| PendingDelivery {
+            for (position, r) in self.admitted(sub, chunk).await? {
+                if deliveries.len() >= most as usize {
+                    return Err(CoreError::quota("records_per_replay", most));
+                }
+                deliveries.push(PendingDelivery {
                     id: DeliveryId::from_uuid(crate::id::derive(&[
                         "replay",
                         nonce.as_str(),
@@ -139,25 +186,15 @@ impl Services {
                     ])),
                     tenant_id: sub.tenant_id.clone(),
                     subscription_id: sub.id.clone(),
-                    record_ids: vec![r.id.clone()],
-                    positions: vec![*position],
+                    record_ids: vec![r.id],
+                    positions: vec![position],
                     attempts: 0,
                     next_attempt_at: now,
                     first_failed_at: now,
                     replay: true,
-                })
-                .collect();
-            queued += deliveries.len();
-            if queued > MAX_REPLAY {
-                return Err(CoreError::invalid(
-                    "to",
-                    format!("a replay covers at most {MAX_REPLAY} records; narrow the range"),
-                ));
+                });
             }
-            self.store.park(&deliveries).await?;
         }
-        self.notifier.outputs_appended();
-        Ok(ReplayAccepted { records: queued })
     }
 
     /// The pull channel: records after `after` (or after what was last fetched), counted as
@@ -276,6 +313,18 @@ impl Services {
         }
         let after = self.cursor_or_position(&sub, after).await?;
         Ok((sub, after))
+    }
+
+    /// Checks a token a live socket presents again (`{"type": "token", "token": …}`): it
+    /// must verify and belong to whoever may read `sub`. Answers when it expires.
+    pub async fn live_token(
+        &self,
+        sub: &Subscription,
+        token: &str,
+    ) -> Result<Option<Timestamp>, CoreError> {
+        let who = self.authenticate(token).await?;
+        self.own_subscription(&who, &sub.id).await?;
+        Ok(crate::credentials::verified_token_expiry(token))
     }
 
     /// The next records for a live socket (none while the subscription is not active).

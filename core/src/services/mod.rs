@@ -5,6 +5,7 @@ mod accounts;
 mod billing;
 mod catalog;
 mod channels;
+mod quotas;
 mod records;
 mod subscriptions;
 

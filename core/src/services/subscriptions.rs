@@ -45,6 +45,7 @@ impl Services {
         let Some(feed) = feed else {
             return Err(CoreError::NotFound("feed"));
         };
+        self.room_for_subscription(&subscriber).await?;
         if self.store.get_vendor(&feed.tenant_id).await?.status != VendorStatus::Active {
             return Err(CoreError::invalid(
                 "feed_id",
@@ -64,6 +65,7 @@ impl Services {
             status: SubscriptionStatus::Active,
             disabled_reason: None,
             failing_since: None,
+            recent_replays: vec![],
             native: None,
             history: vec![StatusChange {
                 status: SubscriptionStatus::Active,

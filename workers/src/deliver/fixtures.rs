@@ -36,6 +36,7 @@ pub fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
         }],
         disabled_reason: None,
         failing_since: None,
+        recent_replays: vec![],
         native: None,
         revision: 1,
         created_at: at(0),

@@ -74,6 +74,14 @@ impl DynamoStore {
         self.put_all(vec![stored, lookup]).await
     }
 
+    /// A connection, if it is known.
+    pub async fn connection(&self, id: &str) -> Result<Option<Connection>> {
+        match self.get(&lookup_pk(id), "WSCONN").await? {
+            Some(found) => Ok(Some(from_item(&found)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Removes a connection; answers what it was, if it was known.
     pub async fn delete_connection(&self, id: &str) -> Result<Option<Connection>> {
         let Some(found) = self.get(&lookup_pk(id), "WSCONN").await? else {
