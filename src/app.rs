@@ -74,6 +74,7 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
         mailer: mailer(config)?,
         compute: Arc::new(wharf_workers::compute::Lanes::per_core()),
+        throttle: Arc::default(),
         identity: Arc::new(identity),
         clock,
         resolver: Arc::new(SystemResolver),

@@ -55,6 +55,21 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The client's address, where the server knows it (the connection's peer under
+/// `wharf serve`, API Gateway's source address on Lambda).
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddress(peer.map(|c| c.0.ip())))
+    }
+}
+
 /// A JSON body, plus its raw bytes (for idempotency fingerprints).
 pub struct JsonBody<T> {
     /// The parsed body.

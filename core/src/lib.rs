@@ -37,6 +37,7 @@ pub mod page;
 pub mod pipeline;
 pub mod ports;
 pub mod services;
+pub mod throttle;
 pub mod webhook;
 
 pub use error::{CoreError, FieldError};

@@ -67,7 +67,7 @@ impl Default for Quotas {
     }
 }
 
-/// Budgets and quotas.
+/// Budgets, quotas and throttles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -75,4 +75,6 @@ pub struct Limits {
     pub budgets: Budgets,
     /// Quotas.
     pub quotas: Quotas,
+    /// Throttles of logins, sign-ups and refreshes.
+    pub throttle: crate::throttle::Throttles,
 }

@@ -45,7 +45,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(handler, "cold start done");
     if handler == "api" {
-        return lambda_http::run(wharf_api::router(shape.services))
+        let api = tower::ServiceExt::map_request(
+            wharf_api::router(shape.services),
+            |mut req: lambda_http::Request| {
+                if let Some(address) = source_address(&req) {
+                    let peer = std::net::SocketAddr::new(address, 0);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                }
+                req
+            },
+        );
+        return lambda_http::run(api)
             .await
             .map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"));
     }
@@ -140,4 +151,16 @@ fn report_init_error(message: &str) -> std::io::Result<()> {
     let mut answer = [0u8; 64];
     let _ = stream.read(&mut answer)?;
     Ok(())
+}
+
+/// The client's address as API Gateway saw it (what throttles count by).
+fn source_address(req: &lambda_http::Request) -> Option<std::net::IpAddr> {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    let ip = match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
+        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.clone(),
+        _ => None,
+    }?;
+    ip.parse().ok()
 }

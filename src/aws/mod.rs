@@ -147,6 +147,7 @@ pub async fn aws_shape(
         http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
         mailer: crate::app::mailer(config)?,
         compute: Arc::new(wharf_workers::compute::Lanes::per_core()),
+        throttle: Arc::default(),
         payments: crate::app::payments(config)?,
         ingest_queue: Some(Arc::new(SqsIngestQueue::new(
             &clients,

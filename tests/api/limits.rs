@@ -468,3 +468,89 @@ async fn a_subscription_has_at_most_its_quota_of_open_sockets() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn logins_sign_ups_and_refreshes_are_throttled_per_address_and_failures_per_account() {
+    let app = spawn_with(|c| {
+        c.limits.throttle.logins_per_address_per_minute = 4;
+        c.limits.throttle.failed_logins_per_account = 2;
+        c.limits.throttle.signups_per_address_per_hour = 2;
+        c.limits.throttle.refreshes_per_address_per_minute = 1;
+    })
+    .await;
+    let email = "ops@acme.example";
+    let signup =
+        |email: &str| json!({"name": "Acme", "admin_email": email, "admin_password": PASSWORD});
+    assert_eq!(
+        app.post("/v1/vendors", None, signup(email)).await.status,
+        201
+    );
+    let second = app
+        .post(
+            "/v1/subscribers",
+            None,
+            json!({"name": "Bob", "email": "bob@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(second.status, 201, "{:?}", second.body);
+    let third = app
+        .post(
+            "/v1/subscribers",
+            None,
+            json!({"name": "Carol", "email": "carol@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(third.status, 429, "{:?}", third.body);
+    assert!(third.headers.contains_key("retry-after"));
+    assert!(
+        third.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signups_per_address_per_hour")
+    );
+
+    let login = |password: &str| json!({"email": email, "password": password});
+    let first = app.post("/v1/auth/token", None, login(PASSWORD)).await;
+    assert_eq!(first.status, 200);
+    let refresh = json!({"refresh_token": first.body["refresh_token"]});
+    assert_eq!(
+        app.post("/v1/auth/refresh", None, refresh.clone())
+            .await
+            .status,
+        200
+    );
+    let again = app.post("/v1/auth/refresh", None, refresh).await;
+    assert_eq!(again.status, 429, "{:?}", again.body);
+    assert!(
+        again.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refreshes_per_address_per_minute")
+    );
+
+    for _ in 0..2 {
+        let wrong = app
+            .post("/v1/auth/token", None, login("not it at all"))
+            .await;
+        assert_eq!(wrong.status, 401);
+    }
+    let right = app.post("/v1/auth/token", None, login(PASSWORD)).await;
+    assert_eq!(
+        right.status, 429,
+        "the account waits, even with the right password"
+    );
+    assert!(
+        right.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("failed_logins_per_account")
+    );
+    let fifth = app.post("/v1/auth/token", None, login(PASSWORD)).await;
+    assert_eq!(fifth.status, 429, "{:?}", fifth.body);
+    assert!(
+        fifth.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("logins_per_address_per_minute")
+    );
+}

@@ -211,3 +211,79 @@ async fn a_live_socket_closes_when_its_token_expires_unless_it_sent_a_fresh_one(
         "another user's token is refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_logins_is_shed_with_503_while_the_server_stays_up() {
+    let app = spawn_with(|c| c.limits.throttle.logins_per_address_per_minute = 10_000).await;
+    let attempts = (0..400).map(|i| {
+        let (client, url) = (reqwest::Client::new(), app.url("/v1/auth/token"));
+        async move {
+            let body =
+                json!({"email": format!("nobody{i}@example.com"), "password": "guess guess guess"});
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or(0))
+        .collect();
+    let shed = statuses.iter().filter(|s| **s == 503).count();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(shed + checked, statuses.len(), "{statuses:?}");
+    assert!(shed > 0, "none was shed: every check was queued");
+    assert_eq!(app.get("/healthz", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn reusing_a_refresh_token_revokes_every_token_rotated_from_it() {
+    let app = spawn_app().await;
+    let email = "ops@acme.example";
+    let signup = json!({"name": "Acme", "admin_email": email, "admin_password": PASSWORD});
+    assert_eq!(app.post("/v1/vendors", None, signup).await.status, 201);
+    let login = app
+        .post(
+            "/v1/auth/token",
+            None,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    let first = login.body["refresh_token"].clone();
+    let rotated = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": first}))
+        .await;
+    assert_eq!(rotated.status, 200);
+    let second = rotated.body["refresh_token"].clone();
+    let reused = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": first}))
+        .await;
+    assert_eq!(reused.status, 401, "a used token is refused");
+    let after = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": second}))
+        .await;
+    assert_eq!(
+        after.status, 401,
+        "and the token it was rotated into is revoked with it"
+    );
+
+    let other = app
+        .post(
+            "/v1/auth/token",
+            None,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    let fresh = app
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": other.body["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(fresh.status, 200, "another login's family is untouched");
+}

@@ -35,18 +35,27 @@ impl LocalIdentity {
         }
     }
 
-    async fn tokens_for(&self, user: &User) -> Result<TokenPair, CoreError> {
+    /// New tokens for `user`; the refresh token continues `family` (a login starts one).
+    async fn tokens_for(
+        &self,
+        user: &User,
+        family: Option<String>,
+    ) -> Result<TokenPair, CoreError> {
         let now = self.clock.now();
         let (access_token, expires_in) = self.issuer.issue(user, now)?;
         let refresh_token = format!("wr_{}", credentials::random_token(32)?);
         let digest = credentials::sha256_hex(refresh_token.as_bytes());
         let expires_at = (now + self.refresh_ttl).unix_timestamp();
         let user_id = user.id.to_string();
+        let family = match family {
+            Some(family) => family,
+            None => credentials::random_token(16)?,
+        };
         self.db
             .write(move |tx| {
                 tx.execute(
-                    "INSERT INTO refresh_tokens (digest, user_id, expires_at) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![digest, user_id, expires_at],
+                    "INSERT INTO refresh_tokens (digest, user_id, expires_at, family) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![digest, user_id, expires_at, family],
                 )
                 .map_err(CoreError::internal)?;
                 Ok(())
@@ -117,10 +126,38 @@ static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLoc
     tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
 });
 
-/// Runs CPU-heavy password hashing off the async workers, at most one per core at a time.
+/// Password hashes waiting or being computed at most; past it, a request is answered 503 at
+/// once rather than queued (a flood of logins sheds load instead of piling up).
+const HASHING_QUEUE: usize = 64;
+
+static QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place in the hashing queue, given back when dropped.
+struct Queued;
+
+impl Queued {
+    fn take() -> Result<Queued, CoreError> {
+        use std::sync::atomic::Ordering;
+        if QUEUED.fetch_add(1, Ordering::AcqRel) >= HASHING_QUEUE {
+            QUEUED.fetch_sub(1, Ordering::AcqRel);
+            return Err(CoreError::unavailable("password checks are at capacity"));
+        }
+        Ok(Queued)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        QUEUED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Runs CPU-heavy password hashing off the async workers, at most one per core at a time and
+/// at most `HASHING_QUEUE` waiting or running.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, CoreError> {
+    let _queued = Queued::take()?;
     let _turn = HASHING.acquire().await.map_err(CoreError::internal)?;
     tokio::task::spawn_blocking(f)
         .await
@@ -191,33 +228,53 @@ impl Identity for LocalIdentity {
         let password = password.to_owned();
         let ok = blocking(move || verify_password(&password, &hash)).await?;
         match found {
-            Some((user, _)) if ok => self.tokens_for(&user).await,
+            Some((user, _)) if ok => self.tokens_for(&user, None).await,
             _ => Err(CoreError::Unauthenticated(
                 "invalid email or password".into(),
             )),
         }
     }
 
+    /// Rotates a refresh token. A token used before is a token someone else also holds: its
+    /// whole family (every token rotated from the same login) is revoked.
     async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, CoreError> {
         let digest = credentials::sha256_hex(refresh_token.as_bytes());
         let now = self.clock.now().unix_timestamp();
-        let user = self
+        let found = self
             .db
             .write(move |tx| {
-                let row: Option<(String, i64)> = tx
-                    .query_row("DELETE FROM refresh_tokens WHERE digest = ?1 RETURNING user_id, expires_at", [digest], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
+                let row: Option<(String, i64, String, bool)> = tx
+                    .query_row(
+                        "SELECT user_id, expires_at, family, used FROM refresh_tokens WHERE digest = ?1",
+                        [&digest],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
                     .optional()
                     .map_err(CoreError::internal)?;
-                match row {
-                    Some((user_id, expires_at)) if expires_at > now => read_user(tx, "id", &user_id),
-                    _ => Ok(None),
+                let Some((user_id, expires_at, family, used)) = row else {
+                    return Ok(None);
+                };
+                tx.execute(
+                    "DELETE FROM refresh_tokens WHERE user_id = ?1 AND expires_at <= ?2",
+                    rusqlite::params![user_id, now],
+                )
+                .map_err(CoreError::internal)?;
+                if used {
+                    tx.execute("DELETE FROM refresh_tokens WHERE family = ?1", [&family])
+                        .map_err(CoreError::internal)?;
+                    tracing::warn!(user.id = %user_id, "a used refresh token came back; its family is revoked");
+                    return Ok(None);
                 }
+                if expires_at <= now {
+                    return Ok(None);
+                }
+                tx.execute("UPDATE refresh_tokens SET used = 1 WHERE digest = ?1", [&digest])
+                    .map_err(CoreError::internal)?;
+                Ok(read_user(tx, "id", &user_id)?.map(|user| (user, family)))
             })
             .await?;
-        match user {
-            Some((user, _)) => self.tokens_for(&user).await,
+        match found {
+            Some(((user, _), family)) => self.tokens_for(&user, Some(family)).await,
             None => Err(CoreError::Unauthenticated(
                 "refresh token is unknown, used or expired".into(),
             )),

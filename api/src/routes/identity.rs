@@ -1,7 +1,9 @@
 //! Sign-up, login, tokens, the caller, vendors and their approval, and the JWKS.
 
 use crate::AppState;
-use crate::extract::{ApiPath, ApiQuery, Caller, IdempotencyKey, JsonBody, PageParams};
+use crate::extract::{
+    ApiPath, ApiQuery, Caller, ClientAddress, IdempotencyKey, JsonBody, PageParams,
+};
 use crate::idempotency::{self, Reply};
 use crate::problem::{ApiError, PublicReadErrors, PublicWriteErrors, ReadErrors, WriteErrors};
 use axum::Json;
@@ -13,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::{Subscriber, TokenPair, Vendor, VendorStatus};
 use wharf_core::services::{Me, NewSubscriberAccount, NewVendor, VendorSignup};
+use wharf_core::throttle::Counted;
 use wharf_core::{CoreError, Page, VendorId};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,9 +38,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 201, body = VendorSignup), PublicWriteErrors))]
 async fn create_vendor(
     State(s): State<AppState>,
+    ClientAddress(from): ClientAddress,
     key: IdempotencyKey,
     body: JsonBody<NewVendor>,
 ) -> Result<Response, ApiError> {
+    s.services.admit_from(Counted::Signup, from)?;
     idempotency::once(
         &s,
         "anonymous",
@@ -104,9 +109,11 @@ async fn approve_vendor(
     responses((status = 201, body = Subscriber), PublicWriteErrors))]
 async fn create_subscriber(
     State(s): State<AppState>,
+    ClientAddress(from): ClientAddress,
     key: IdempotencyKey,
     body: JsonBody<NewSubscriberAccount>,
 ) -> Result<Response, ApiError> {
+    s.services.admit_from(Counted::Signup, from)?;
     idempotency::once(
         &s,
         "anonymous",
@@ -132,8 +139,10 @@ struct Credentials {
     responses((status = 200, body = TokenPair), PublicWriteErrors))]
 async fn token(
     State(s): State<AppState>,
+    ClientAddress(from): ClientAddress,
     body: JsonBody<Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
+    s.services.admit_from(Counted::Login, from)?;
     Ok(Json(
         s.services
             .login(&body.value.email, &body.value.password)
@@ -153,8 +162,10 @@ struct RefreshRequest {
     responses((status = 200, body = TokenPair), PublicWriteErrors))]
 async fn refresh(
     State(s): State<AppState>,
+    ClientAddress(from): ClientAddress,
     body: JsonBody<RefreshRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
+    s.services.admit_from(Counted::Refresh, from)?;
     Ok(Json(
         s.services
             .identity

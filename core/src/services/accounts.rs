@@ -4,6 +4,7 @@ use super::Services;
 use crate::credentials::{self, check_password};
 use crate::domain::*;
 use crate::error::Problems;
+use crate::throttle::Counted;
 use crate::{ApiKeyId, CoreError, Page, PageRequest, UserId, VendorId};
 use serde::{Deserialize, Serialize};
 
@@ -203,7 +204,8 @@ impl Services {
             .await
     }
 
-    /// Logs in with email and password.
+    /// Logs in with email and password. An account with `failed_logins_per_account`
+    /// failures in 15 minutes waits (429) whatever password comes next.
     pub async fn login(
         &self,
         email: &str,
@@ -211,7 +213,31 @@ impl Services {
     ) -> Result<crate::domain::TokenPair, CoreError> {
         let email = Email::parse(email)
             .map_err(|_| CoreError::Unauthenticated("invalid email or password".into()))?;
-        self.identity.login(&email, password).await
+        let (throttles, now) = (&self.settings.limits.throttle, self.clock.now());
+        let account = email.as_str().to_ascii_lowercase();
+        self.throttle
+            .check(throttles, Counted::FailedLogin, &account, now)?;
+        let outcome = self.identity.login(&email, password).await;
+        if let Err(CoreError::Unauthenticated(_)) = &outcome {
+            self.throttle.count(Counted::FailedLogin, &account, now);
+        }
+        outcome
+    }
+
+    /// Counts a throttled call (a login, sign-up or refresh) from the client at `address`;
+    /// 429 when the address is past its limit. Callers whose address is unknown are not
+    /// counted.
+    pub fn admit_from(
+        &self,
+        what: Counted,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), CoreError> {
+        let Some(address) = address else {
+            return Ok(());
+        };
+        let throttles = &self.settings.limits.throttle;
+        self.throttle
+            .admit(throttles, what, &address.to_string(), self.clock.now())
     }
 
     /// Verifies a bearer credential: an API key (`wk_…`) or an access token.

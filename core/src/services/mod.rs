@@ -76,6 +76,8 @@ pub struct Services {
     pub mailer: Arc<dyn Mailer>,
     /// Runs tenants' expressions off the request threads, a bounded share per lane.
     pub compute: Arc<dyn crate::ports::Compute>,
+    /// Counts logins, sign-ups and refreshes per address and account.
+    pub throttle: Arc<crate::throttle::Throttle>,
     /// The payment processor, when one is configured.
     pub payments: Option<Arc<dyn crate::ports::Payments>>,
     /// The aws shape's ingest queue; `None` stores ingested records at once (local shape).
