@@ -80,7 +80,12 @@ pub async fn spawn_on(
     tokio::spawn(server.run(std::future::pending()));
     TestApp {
         addr,
-        client: reqwest::Client::new(),
+        // Pooled connections are dropped well before any server's idle timeout, so a request
+        // never goes out on a connection the server is closing.
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_millis(500))
+            .build()
+            .unwrap(),
         services,
         dir,
         idle,

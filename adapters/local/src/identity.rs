@@ -20,6 +20,8 @@ pub struct LocalIdentity {
     verifier: JwtVerifier,
     clock: Arc<dyn Clock>,
     refresh_ttl: Duration,
+    /// Places in this server's hashing queue (see `HASHING_QUEUE`).
+    queue: Arc<tokio::sync::Semaphore>,
 }
 
 impl LocalIdentity {
@@ -32,7 +34,24 @@ impl LocalIdentity {
             verifier,
             clock,
             refresh_ttl,
+            queue: Arc::new(tokio::sync::Semaphore::new(HASHING_QUEUE)),
         }
+    }
+
+    /// Runs CPU-heavy password hashing off the async workers, at most one per core at a time
+    /// and at most `HASHING_QUEUE` waiting or running for this server.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CoreError> {
+        let _queued = self
+            .queue
+            .try_acquire()
+            .map_err(|_| CoreError::unavailable("password checks are at capacity"))?;
+        let _turn = HASHING.acquire().await.map_err(CoreError::internal)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(CoreError::internal)
     }
 
     /// New tokens for `user`; the refresh token continues `family` (a login starts one).
@@ -130,45 +149,11 @@ static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLoc
 /// once rather than queued (a flood of logins sheds load instead of piling up).
 const HASHING_QUEUE: usize = 64;
 
-static QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A place in the hashing queue, given back when dropped.
-struct Queued;
-
-impl Queued {
-    fn take() -> Result<Queued, CoreError> {
-        use std::sync::atomic::Ordering;
-        if QUEUED.fetch_add(1, Ordering::AcqRel) >= HASHING_QUEUE {
-            QUEUED.fetch_sub(1, Ordering::AcqRel);
-            return Err(CoreError::unavailable("password checks are at capacity"));
-        }
-        Ok(Queued)
-    }
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        QUEUED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// Runs CPU-heavy password hashing off the async workers, at most one per core at a time and
-/// at most `HASHING_QUEUE` waiting or running.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, CoreError> {
-    let _queued = Queued::take()?;
-    let _turn = HASHING.acquire().await.map_err(CoreError::internal)?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(CoreError::internal)
-}
-
 #[async_trait]
 impl Identity for LocalIdentity {
     async fn create_user(&self, new: NewUser) -> Result<User, CoreError> {
         let password = new.password;
-        let hash = blocking(move || hash_password(&password)).await??;
+        let hash = self.hashing(move || hash_password(&password)).await??;
         let user = User {
             id: UserId::new(),
             email: new.email,
@@ -226,7 +211,7 @@ impl Identity for LocalIdentity {
             .map(|(_, h)| h.clone())
             .unwrap_or_else(|| dummy_password_hash().to_owned());
         let password = password.to_owned();
-        let ok = blocking(move || verify_password(&password, &hash)).await?;
+        let ok = self.hashing(move || verify_password(&password, &hash)).await?;
         match found {
             Some((user, _)) if ok => self.tokens_for(&user, None).await,
             _ => Err(CoreError::Unauthenticated(
