@@ -45,7 +45,7 @@ pub fn local_services(config: &Config) -> anyhow::Result<Services> {
 
 /// Opens the local shape's adapters with a given clock.
 pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
-    std::fs::create_dir_all(&config.data_dir)
+    create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let durability = match config.durability {
         Durability::Normal => wharf_local::Durability::Normal,
@@ -389,4 +389,14 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Creates `dir` (and its missing parents) readable by its owner only; an existing directory
+/// is left as its owner made it.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

@@ -1,6 +1,8 @@
 //! `Idempotency-Key` on creating POSTs: the same key and body replay the first successful
 //! answer; the same key with another body, or while the first request runs, is a 409. A
-//! failed request releases its key, so a corrected retry can use it again.
+//! failed request releases its key, so a corrected retry can use it again. A secret shown in
+//! the first answer is neither stored nor replayed: the replay names it in `withheld`. Keys
+//! are kept a day.
 
 use crate::AppState;
 use crate::problem::ApiError;
@@ -14,6 +16,8 @@ use wharf_core::domain::{IdempotencyState, StoredResponse};
 pub struct Reply {
     status: StatusCode,
     body: Vec<u8>,
+    /// What a replay answers instead, when the answer shows a secret that must not be kept.
+    replayed: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -25,7 +29,19 @@ impl Reply {
     /// `status` with `value` as JSON.
     pub fn with<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Reply, ApiError> {
         let body = serde_json::to_vec(value).map_err(CoreError::internal)?;
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            replayed: None,
+        })
+    }
+
+    /// `201 Created` with `value`, which shows a secret once: a replay of the same key
+    /// answers `replayed` instead, and only that is stored.
+    pub fn created_once<T: serde::Serialize>(value: &T, replayed: &T) -> Result<Reply, ApiError> {
+        let mut reply = Self::created(value)?;
+        reply.replayed = Some(serde_json::to_vec(replayed).map_err(CoreError::internal)?);
+        Ok(reply)
     }
 }
 
@@ -73,6 +89,7 @@ where
             let mut res = Reply {
                 status,
                 body: stored.body,
+                replayed: None,
             }
             .into_response();
             res.headers_mut()
@@ -84,10 +101,10 @@ where
                 .into(),
         ))),
         IdempotencyState::Started => match handler().await {
-            Ok(reply) => {
+            Ok(mut reply) => {
                 let stored = StoredResponse {
                     status: reply.status.as_u16(),
-                    body: reply.body.clone(),
+                    body: reply.replayed.take().unwrap_or_else(|| reply.body.clone()),
                 };
                 if let Err(e) = store.complete(scope, &key, &stored).await {
                     tracing::error!(error = %e, "could not store an idempotent response");

@@ -170,3 +170,47 @@ pub async fn idempotency_keys_are_separate_per_scope(store: &dyn Store) {
         IdempotencyState::Completed(response)
     );
 }
+
+/// A key older than a day starts anew whatever it stored, and expiring keys reserved before
+/// a time leaves newer ones.
+pub async fn an_idempotency_key_older_than_a_day_starts_anew(store: &dyn Store) {
+    let scope = nonce();
+    let kept = wharf_core::ports::IDEMPOTENCY_KEPT.as_secs() as i64;
+    let response = StoredResponse {
+        status: 201,
+        body: br#"{"id":"old"}"#.to_vec(),
+    };
+    assert_eq!(
+        store.begin(&scope, "k", "fp", at(0)).await.unwrap(),
+        IdempotencyState::Started
+    );
+    store.complete(&scope, "k", &response).await.unwrap();
+    assert_eq!(
+        store.begin(&scope, "k", "fp", at(kept - 10)).await.unwrap(),
+        IdempotencyState::Completed(response)
+    );
+    assert_eq!(
+        store
+            .begin(&scope, "k", "another", at(kept + 10))
+            .await
+            .unwrap(),
+        IdempotencyState::Started,
+        "a day later the key is new, even for another request"
+    );
+    assert_eq!(
+        store
+            .begin(&scope, "fresh", "fp", at(kept + 20))
+            .await
+            .unwrap(),
+        IdempotencyState::Started
+    );
+    store.expire_idempotency(at(kept + 15)).await.unwrap();
+    assert_eq!(
+        store
+            .begin(&scope, "fresh", "fp", at(kept + 30))
+            .await
+            .unwrap(),
+        IdempotencyState::Conflict,
+        "a reservation newer than the cut is kept"
+    );
+}

@@ -139,6 +139,7 @@ macro_rules! store_contract {
                 a_stale_idempotency_reservation_is_taken_over,
                 abandoning_an_idempotency_key_frees_it,
                 idempotency_keys_are_separate_per_scope,
+                an_idempotency_key_older_than_a_day_starts_anew,
             ]
         );
         $crate::__checks!(

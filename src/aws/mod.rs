@@ -103,7 +103,7 @@ fn secret_box(config: &Config, resources: Resources) -> anyhow::Result<FileSecre
             anyhow::bail!("`aws.secret_key` must be set on Lambda")
         }
         None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            crate::app::create_private_dir(&config.data_dir).with_context(|| {
                 format!("cannot create the data dir {}", config.data_dir.display())
             })?;
             FileSecretBox::load_or_create(&config.data_dir).context("cannot load the secret key")?

@@ -366,3 +366,78 @@ async fn api_keys_show_their_secret_once_authenticate_and_stop_when_revoked() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_never_shows_a_secret_again_and_none_is_kept() {
+    let app = spawn_with(|c| c.allow_private_webhooks = true).await;
+    let (_, token) = app.vendor("Acme").await;
+    let feed = app.feed(&token, "f").await;
+    let (_, sub) = app.subscriber("bob").await;
+    let send = |path: &'static str, bearer: &str, body: serde_json::Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(bearer)
+            .header("idempotency-key", "same-key")
+            .json(&body)
+            .send()
+    };
+    let mut secrets = Vec::new();
+    for (path, bearer, body, secret) in [
+        (
+            "/v1/api-keys",
+            &token,
+            json!({"name": "uploader"}),
+            "secret",
+        ),
+        (
+            "/v1/subscriptions",
+            &sub,
+            json!({"feed_id": feed, "plan_id": "pro",
+                "channel": {"type": "webhook", "url": "http://127.0.0.1:9/hooks"}}),
+            "signing_secret",
+        ),
+    ] {
+        let first = send(path, bearer, body.clone()).await.unwrap();
+        assert_eq!(first.status(), 201, "{path}");
+        assert!(first.headers().get("idempotent-replayed").is_none());
+        let first: serde_json::Value = first.json().await.unwrap();
+        let shown = first[secret].as_str().unwrap().to_owned();
+        assert!(first.get("withheld").is_none(), "{first}");
+        let again = send(path, bearer, body).await.unwrap();
+        assert_eq!(again.status(), 201, "{path}");
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let again: serde_json::Value = again.json().await.unwrap();
+        assert_eq!(
+            again["id"], first["id"],
+            "the same object, not a second one"
+        );
+        assert!(again.get(secret).is_none(), "{path}: {again}");
+        assert_eq!(again["withheld"], json!([secret]));
+        assert!(!again.to_string().contains(&shown));
+        secrets.push(shown);
+    }
+    assert_eq!(
+        app.get("/v1/api-keys", Some(&token)).await.body["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    if BACKEND_UNDER_TEST == Backend::Local {
+        // Nothing the server wrote holds a secret in the clear: keys are hashed, signing
+        // secrets sealed, idempotent answers stored without them.
+        app.idle().await;
+        for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                for secret in &secrets {
+                    assert!(
+                        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                        "{} holds a secret",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 /// The shape every test here runs on; `tests/aws_api` runs the same tests on the aws shape.
 const BACKEND: helpers::Backend = helpers::Backend::Local;
 
+mod at_rest;
 mod billing;
 mod catalog;
 mod feeds;

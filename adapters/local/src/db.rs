@@ -142,6 +142,38 @@ impl Checkpointer {
     }
 }
 
+/// Creates the database file readable and writable by its owner only, or narrows an existing
+/// one to that. SQLite gives the `-wal` and `-shm` files it creates the database file's mode.
+fn owner_only(path: &Path) -> Result<(), CoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(CoreError::internal)?;
+    for file in [
+        path.to_owned(),
+        wal_sibling(path, "-wal"),
+        wal_sibling(path, "-shm"),
+    ] {
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(CoreError::internal(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` after its file name (`wharf.db` → `wharf.db-wal`).
+fn wal_sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db")
@@ -157,6 +189,7 @@ impl Db {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(CoreError::internal)?;
         }
+        owner_only(path)?;
         let mut writer = Connection::open(path).map_err(sql_error)?;
         configure(&writer)?;
         // journal_mode answers with a row, so it cannot go through execute_batch.

@@ -211,7 +211,9 @@ impl Identity for LocalIdentity {
             .map(|(_, h)| h.clone())
             .unwrap_or_else(|| dummy_password_hash().to_owned());
         let password = password.to_owned();
-        let ok = self.hashing(move || verify_password(&password, &hash)).await?;
+        let ok = self
+            .hashing(move || verify_password(&password, &hash))
+            .await?;
         match found {
             Some((user, _)) if ok => self.tokens_for(&user, None).await,
             _ => Err(CoreError::Unauthenticated(

@@ -36,7 +36,10 @@ async fn create(
         key.0,
         "POST /v1/api-keys",
         &body.raw,
-        || async { Reply::created(&s.services.create_api_key(&who, body.value).await?) },
+        || async {
+            let created = s.services.create_api_key(&who, body.value).await?;
+            Reply::created_once(&created, &created.withheld())
+        },
     )
     .await
 }

@@ -41,7 +41,10 @@ async fn create(
         key.0,
         "POST /v1/subscriptions",
         &body.raw,
-        || async { Reply::created(&s.services.create_subscription(&who, body.value).await?) },
+        || async {
+            let created = s.services.create_subscription(&who, body.value).await?;
+            Reply::created_once(&created, &created.withheld())
+        },
     )
     .await
 }

@@ -325,9 +325,29 @@ pub struct SubscriptionWithSecret {
     /// The subscription.
     #[serde(flatten)]
     pub subscription: Subscription,
-    /// `whsec_…`, webhook channels only; store it now, it is not shown again.
+    /// `whsec_…`, webhook channels only; store it now, it is not shown again. Absent when
+    /// the answer is a replay of the same `Idempotency-Key` (see `withheld`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
+    /// Fields this answer does not repeat: a replay of the same `Idempotency-Key` answers
+    /// `["signing_secret"]` here instead of the secret, which is shown once and never kept.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub withheld: Vec<String>,
+}
+
+impl SubscriptionWithSecret {
+    /// This answer as a replay shows it: without the signing secret.
+    pub fn withheld(&self) -> SubscriptionWithSecret {
+        SubscriptionWithSecret {
+            subscription: self.subscription.clone(),
+            signing_secret: None,
+            withheld: if self.signing_secret.is_some() {
+                vec!["signing_secret".into()]
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 /// The answer of `POST /v1/subscriptions/{id}/rotate-secret`.

@@ -170,12 +170,16 @@ pub trait SubscriptionStore: Send + Sync {
 /// over by a retry of the same request.
 pub const IDEMPOTENCY_RESERVATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long an idempotency key is kept: a key older than this starts anew, whatever it
+/// stored.
+pub const IDEMPOTENCY_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Idempotency keys of creating POSTs, scoped to a caller.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Reserves `key` for a request with `fingerprint`, or reports what is stored. A
     /// reservation older than [`IDEMPOTENCY_RESERVATION_TIMEOUT`] is taken over by the same
-    /// fingerprint.
+    /// fingerprint; a key older than [`IDEMPOTENCY_KEPT`] starts anew for any request.
     async fn begin(
         &self,
         scope: &str,
@@ -187,6 +191,9 @@ pub trait IdempotencyStore: Send + Sync {
     async fn complete(&self, scope: &str, key: &str, response: &StoredResponse) -> Result<()>;
     /// Releases a reserved key whose request failed without a final answer.
     async fn abandon(&self, scope: &str, key: &str) -> Result<()>;
+    /// Removes keys reserved before `before`; answers how many (a store whose items expire
+    /// by themselves may remove none).
+    async fn expire_idempotency(&self, before: Timestamp) -> Result<usize>;
 }
 
 /// Everything the services store, as one handle.

@@ -65,8 +65,25 @@ pub struct CreatedApiKey {
     /// The key.
     #[serde(flatten)]
     pub key: ApiKey,
-    /// `wk_…`; store it now, it is not shown again.
-    pub secret: String,
+    /// `wk_…`; store it now, it is not shown again. Absent when the answer is a replay of
+    /// the same `Idempotency-Key` (see `withheld`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Fields this answer does not repeat: a replay of the same `Idempotency-Key` answers
+    /// `["secret"]` here instead of the secret, which is shown once and never kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<String>,
+}
+
+impl CreatedApiKey {
+    /// This answer as a replay shows it: without the secret.
+    pub fn withheld(&self) -> CreatedApiKey {
+        CreatedApiKey {
+            key: self.key.clone(),
+            secret: None,
+            withheld: vec!["secret".into()],
+        }
+    }
 }
 
 /// What kind of credential the caller presented.
@@ -341,7 +358,11 @@ impl Services {
             created_at: self.clock.now(),
         };
         self.store.create_api_key(&key, &digest).await?;
-        Ok(CreatedApiKey { key, secret })
+        Ok(CreatedApiKey {
+            key,
+            secret: Some(secret),
+            withheld: Vec::new(),
+        })
     }
 
     /// Lists the caller's tenant's keys.

@@ -87,6 +87,7 @@ impl Services {
         Ok(SubscriptionWithSecret {
             subscription: sub,
             signing_secret: secret,
+            withheld: Vec::new(),
         })
     }
 
@@ -342,6 +343,7 @@ impl Services {
         Ok(SubscriptionWithSecret {
             subscription: sub,
             signing_secret: new_secret.0,
+            withheld: Vec::new(),
         })
     }
 

@@ -5,7 +5,9 @@ use super::*;
 use async_trait::async_trait;
 use wharf_core::domain::*;
 use wharf_core::domain::{IdempotencyState, StoredResponse};
-use wharf_core::ports::{IDEMPOTENCY_RESERVATION_TIMEOUT, IdempotencyStore, SubscriptionStore};
+use wharf_core::ports::{
+    IDEMPOTENCY_KEPT, IDEMPOTENCY_RESERVATION_TIMEOUT, IdempotencyStore, SubscriptionStore,
+};
 use wharf_core::{FeedId, SubscriptionId, TenantId, UserId, VendorId};
 
 pub(super) fn feed_subscriptions_pk(tenant: &TenantId, feed: &FeedId) -> String {
@@ -235,7 +237,7 @@ impl IdempotencyStore for DynamoStore {
         // Kept a day: long past any client's retries.
         reservation.insert(
             crate::bootstrap::TTL_ATTRIBUTE.into(),
-            n(now.unix_timestamp() + 86_400),
+            n(now.unix_timestamp() + IDEMPOTENCY_KEPT.as_secs() as i64),
         );
         match self.put_new(reservation.clone(), "idempotency key").await {
             Ok(()) => return Ok(IdempotencyState::Started),
@@ -246,6 +248,12 @@ impl IdempotencyStore for DynamoStore {
             // Abandoned in between: the caller retries with a fresh reservation.
             return Ok(IdempotencyState::Conflict);
         };
+        let reserved_us = num_attr(&stored, "reserved_us").unwrap_or(0);
+        let kept = i64::try_from(IDEMPOTENCY_KEPT.as_micros()).map_err(CoreError::internal)?;
+        if micros(now) - i64::try_from(reserved_us).unwrap_or(0) > kept {
+            // Older than a key is kept (the table's expiry is not immediate): a new key.
+            return self.take_over(reservation, reserved_us, false).await;
+        }
         if str_attr(&stored, "fingerprint")? != fingerprint {
             return Ok(IdempotencyState::Conflict);
         }
@@ -259,28 +267,17 @@ impl IdempotencyStore for DynamoStore {
                 body,
             }));
         }
-        let reserved_us = num_attr(&stored, "reserved_us").unwrap_or(0);
         let timeout = i64::try_from(IDEMPOTENCY_RESERVATION_TIMEOUT.as_micros())
             .map_err(CoreError::internal)?;
         if micros(now) - i64::try_from(reserved_us).unwrap_or(0) <= timeout {
             return Ok(IdempotencyState::Conflict);
         }
-        // Take the stale reservation over, unless someone else just did.
-        let taken = self
-            .db()
-            .put_item()
-            .table_name(self.table())
-            .set_item(Some(reservation))
-            .condition_expression("reserved_us = :old AND attribute_not_exists(#status)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":old", n(reserved_us))
-            .send()
-            .await;
-        if written(taken, "taking over an idempotency key")? {
-            Ok(IdempotencyState::Started)
-        } else {
-            Ok(IdempotencyState::Conflict)
-        }
+        self.take_over(reservation, reserved_us, true).await
+    }
+
+    async fn expire_idempotency(&self, _before: Timestamp) -> Result<usize> {
+        // The table's time to live removes keys a day after their reservation.
+        Ok(0)
     }
 
     async fn complete(&self, scope: &str, key_name: &str, response: &StoredResponse) -> Result<()> {
@@ -338,4 +335,33 @@ pub(super) fn usage_update(
             table, tenant, sub, subscriber, at, count,
         )?)
         .build())
+}
+
+impl DynamoStore {
+    /// Replaces the idempotency item reserved at `reserved_us` by `reservation`, unless
+    /// someone else just did (or, `unfinished`, it completed meanwhile).
+    async fn take_over(
+        &self,
+        reservation: Item,
+        reserved_us: u64,
+        unfinished: bool,
+    ) -> Result<IdempotencyState> {
+        let mut put = self
+            .db()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(reservation))
+            .expression_attribute_values(":old", n(reserved_us));
+        put = if unfinished {
+            put.condition_expression("reserved_us = :old AND attribute_not_exists(#status)")
+                .expression_attribute_names("#status", "status")
+        } else {
+            put.condition_expression("reserved_us = :old")
+        };
+        if written(put.send().await, "taking over an idempotency key")? {
+            Ok(IdempotencyState::Started)
+        } else {
+            Ok(IdempotencyState::Conflict)
+        }
+    }
 }

@@ -21,8 +21,8 @@ use std::str::FromStr;
 use wharf_core::domain::*;
 use wharf_core::domain::{IdempotencyState, StoredResponse};
 use wharf_core::ports::{
-    AccountStore, ApiKeyStore, FeedStore, IDEMPOTENCY_RESERVATION_TIMEOUT, IdempotencyStore,
-    ReferenceStore, Result, SourceStore, Store, SubscriptionStore,
+    AccountStore, ApiKeyStore, FeedStore, IDEMPOTENCY_KEPT, IDEMPOTENCY_RESERVATION_TIMEOUT,
+    IdempotencyStore, ReferenceStore, Result, SourceStore, Store, SubscriptionStore,
 };
 use wharf_core::{
     ApiKeyId, CoreError, FeedId, Page, PageRequest, SourceId, SubscriptionId, TenantId, Timestamp,

@@ -245,6 +245,13 @@ impl IdempotencyStore for SqliteStore {
                     })
                     .optional()
                     .map_err(sql_error)?;
+                let kept = |reserved_at: &str| {
+                    time::OffsetDateTime::parse(
+                        reserved_at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .is_ok_and(|at| now - at <= IDEMPOTENCY_KEPT)
+                };
                 match stored {
                     None => {
                         run(
@@ -252,6 +259,15 @@ impl IdempotencyStore for SqliteStore {
                             "INSERT INTO idempotency (scope, key, fingerprint, created_at)
                              VALUES (?, ?, ?, ?)",
                             [&scope, &key, &fingerprint, &created_at],
+                        )?;
+                        Ok(IdempotencyState::Started)
+                    }
+                    Some((_, _, _, reserved_at)) if !kept(&reserved_at) => {
+                        run(
+                            tx,
+                            "UPDATE idempotency SET fingerprint = ?, status = NULL, body = NULL,
+                             created_at = ? WHERE scope = ? AND key = ?",
+                            [&fingerprint, &created_at, &scope, &key],
                         )?;
                         Ok(IdempotencyState::Started)
                     }
@@ -282,6 +298,21 @@ impl IdempotencyStore for SqliteStore {
                         }
                     }
                 }
+            })
+            .await
+    }
+
+    async fn expire_idempotency(&self, before: Timestamp) -> Result<usize> {
+        let before = before
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(CoreError::internal)?;
+        self.db
+            .write(move |tx| {
+                run(
+                    tx,
+                    "DELETE FROM idempotency WHERE julianday(created_at) < julianday(?)",
+                    [&before],
+                )
             })
             .await
     }
