@@ -45,7 +45,7 @@ pub fn local_services(config: &Config) -> anyhow::Result<Services> {
 
 /// Opens the local shape's adapters with a given clock.
 pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
-    create_private_dir(&config.data_dir)
+    wharf_local::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let durability = match config.durability {
         Durability::Normal => wharf_local::Durability::Normal,
@@ -71,7 +71,9 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
     let services = Services {
         store: store.clone(),
         notifier: notifier.clone(),
-        http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
+        http: Arc::new(HttpWebhookSender::new(
+            config.egress().map_err(anyhow::Error::msg)?,
+        )?),
         mailer: mailer(config)?,
         compute: Arc::new(wharf_workers::compute::Lanes::per_core()),
         throttle: Arc::default(),
@@ -104,7 +106,7 @@ pub fn settings(config: &Config, shape: Shape) -> anyhow::Result<Settings> {
     Ok(Settings {
         shape,
         require_vendor_approval: config.require_vendor_approval,
-        allow_private_webhooks: config.allow_private_webhooks,
+        egress: config.egress().map_err(anyhow::Error::msg)?,
         secret_overlap: Duration::from_secs(config.secret_overlap_secs),
         log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
         platform_fee_percent,
@@ -134,6 +136,7 @@ pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
                 SmtpTls::Starttls => SmtpSecurity::StartTls,
                 SmtpTls::Tls => SmtpSecurity::Tls,
             };
+            check_mail_egress(config, &smtp.host, smtp.port)?;
             let credentials = smtp
                 .username
                 .clone()
@@ -151,6 +154,27 @@ pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
             &config.mail_from,
         )?),
     })
+}
+
+/// Refuses to start when the egress allow-list leaves out the mail server: mail would
+/// otherwise fail one message at a time. The mail server is the operator's own, so it may be
+/// on a private network.
+fn check_mail_egress(config: &Config, host: &str, port: u16) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let mut egress = config.egress().map_err(anyhow::Error::msg)?;
+    if egress.only.is_none() {
+        return Ok(());
+    }
+    egress.allow_private = true;
+    let addrs: Vec<std::net::IpAddr> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("the mail server `{host}` does not resolve"))?
+        .map(|a| a.ip())
+        .collect();
+    match egress.refuses_all(&addrs) {
+        Some(why) => anyhow::bail!("the mail server `{host}` may not be reached: {why}"),
+        None => Ok(()),
+    }
 }
 
 /// Creates the configured bootstrap admin unless that email already has an account.
@@ -389,14 +413,4 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-/// Creates `dir` (and its missing parents) readable by its owner only; an existing directory
-/// is left as its owner made it.
-pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }

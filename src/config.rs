@@ -187,6 +187,10 @@ pub struct Config {
     pub require_vendor_approval: bool,
     /// Allow webhook URLs on loopback and private networks (local testing only).
     pub allow_private_webhooks: bool,
+    /// When set, outbound connections (webhooks, polls, mail) go only to addresses in these
+    /// networks (`127.0.0.0/8`, `::1`, `10.0.0.0/8`…): the server cannot reach anything
+    /// else, whatever a tenant or subscriber names.
+    pub egress_allow: Option<Vec<String>>,
     /// SQLite durability.
     pub durability: Durability,
     /// `iss` of the tokens this process issues.
@@ -241,6 +245,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             require_vendor_approval: false,
             allow_private_webhooks: false,
+            egress_allow: None,
             durability: Durability::Normal,
             issuer: "urn:wharf:local".into(),
             audience: "wharf-api".into(),
@@ -275,6 +280,7 @@ const SETTINGS: &[&str] = &[
     "listen",
     "require_vendor_approval",
     "allow_private_webhooks",
+    "egress_allow",
     "durability",
     "issuer",
     "audience",
@@ -366,6 +372,26 @@ impl Config {
             disable_after: std::time::Duration::from_secs(self.webhook_disable_after_days * 86_400),
             ..wharf_workers::deliver::DeliveryConfig::default()
         }
+    }
+
+    /// Where outbound connections may go: `allow_private_webhooks` and `egress_allow`.
+    pub fn egress(&self) -> Result<wharf_core::net::Egress, String> {
+        let only = self
+            .egress_allow
+            .as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|n| {
+                        n.parse()
+                            .map_err(|e| format!("invalid configuration: `egress_allow` {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(wharf_core::net::Egress {
+            allow_private: self.allow_private_webhooks,
+            only,
+        })
     }
 
     /// Every budget, quota, timeout and the connection limit must be at least 1.
@@ -463,6 +489,7 @@ impl Config {
         self.fee_percents()?;
         self.clock_start()?;
         self.validate_limits()?;
+        self.egress()?;
         if let Some(admin) = &self.admin {
             wharf_core::domain::Email::parse(&admin.email)
                 .map_err(|e| format!("invalid configuration: `admin.email` {e}"))?;

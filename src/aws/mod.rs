@@ -103,7 +103,7 @@ fn secret_box(config: &Config, resources: Resources) -> anyhow::Result<FileSecre
             anyhow::bail!("`aws.secret_key` must be set on Lambda")
         }
         None => {
-            crate::app::create_private_dir(&config.data_dir).with_context(|| {
+            wharf_local::create_private_dir(&config.data_dir).with_context(|| {
                 format!("cannot create the data dir {}", config.data_dir.display())
             })?;
             FileSecretBox::load_or_create(&config.data_dir).context("cannot load the secret key")?
@@ -144,7 +144,9 @@ pub async fn aws_shape(
         resolver: Arc::new(SystemResolver),
         secrets: Arc::new(secrets),
         notifier: Arc::new(wharf_workers::wake::Wakers::default()),
-        http: Arc::new(HttpWebhookSender::new(config.allow_private_webhooks)?),
+        http: Arc::new(HttpWebhookSender::new(
+            config.egress().map_err(anyhow::Error::msg)?,
+        )?),
         mailer: crate::app::mailer(config)?,
         compute: Arc::new(wharf_workers::compute::Lanes::per_core()),
         throttle: Arc::default(),

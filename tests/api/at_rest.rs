@@ -15,9 +15,12 @@ async fn the_database_and_its_journal_are_readable_by_their_owner_only() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
     }
+    // So are the directories it makes inside the data dir (mail waiting in the outbox).
+    let outbox = std::fs::metadata(app.dir.path().join("outbox")).unwrap();
+    assert_eq!(outbox.permissions().mode() & 0o777, 0o700);
     // A data dir Wharf creates is its owner's alone.
     let dir = app.dir.path().join("nested").join("data");
-    wharf::app::create_private_dir(&dir).unwrap();
+    wharf_local::create_private_dir(&dir).unwrap();
     for d in [dir.parent().unwrap(), dir.as_path()] {
         let mode = std::fs::metadata(d).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "{} is {:o}", d.display(), mode & 0o777);

@@ -65,6 +65,9 @@ async fn webhooks_to_private_loopback_link_local_or_metadata_hosts_are_refused()
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/h",
         "http://[fd00:ec2::254]/h",
+        "http://[::127.0.0.1]/h",
+        "http://[::ffff:0:7f00:1]/h",
+        "http://[2001::1]/h",
         "ftp://hooks.example.com/h",
         "https://user:pw@hooks.example.com/h",
         "not a url",
@@ -83,6 +86,24 @@ async fn webhooks_to_private_loopback_link_local_or_metadata_hosts_are_refused()
     let (_, sub) = open.subscriber("bob").await;
     let res = open.post("/v1/subscriptions", Some(&sub), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": "http://127.0.0.1:9/h"}})).await;
     assert_eq!(res.status, 201, "allowed with allow_private_webhooks");
+    // The test servers' egress allow-list holds loopback only: a private address elsewhere
+    // is refused even where private webhooks are allowed.
+    for url in [
+        "http://10.0.0.5/h",
+        "http://[::ffff:0:a00:5]/h",
+        "http://[::10.0.0.5]/h",
+    ] {
+        let res = open.post("/v1/subscriptions", Some(&sub), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "webhook", "url": url}})).await;
+        assert_eq!(res.status, 422, "{url}: {:?}", res.body);
+        assert!(
+            res.body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("egress allow-list"),
+            "{:?}",
+            res.body
+        );
+    }
 }
 
 #[tokio::test]

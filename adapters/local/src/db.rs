@@ -187,7 +187,7 @@ impl Db {
     /// Blocks while doing so; call it at start-up.
     pub fn open(path: &Path, durability: Durability) -> Result<Db, CoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(CoreError::internal)?;
+            crate::create_private_dir(dir).map_err(CoreError::internal)?;
         }
         owner_only(path)?;
         let mut writer = Connection::open(path).map_err(sql_error)?;

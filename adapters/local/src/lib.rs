@@ -24,3 +24,14 @@ pub use objects::FsObjects;
 pub use resolve::SystemResolver;
 pub use seal::FileSecretBox;
 pub use webhook::HttpWebhookSender;
+
+/// Creates `dir` (and its missing parents) readable by its owner only: what Wharf keeps on
+/// disk (records, mail, models, keys) is no one else's to read. An existing directory is left
+/// as its owner made it.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}

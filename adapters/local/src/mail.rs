@@ -96,7 +96,7 @@ pub struct OutboxMailer {
 impl OutboxMailer {
     /// An outbox in `dir` (created when missing).
     pub fn new(dir: PathBuf, from: &str) -> Result<Self, CoreError> {
-        std::fs::create_dir_all(&dir).map_err(CoreError::internal)?;
+        crate::create_private_dir(&dir).map_err(CoreError::internal)?;
         let from = from
             .parse()
             .map_err(|e| CoreError::invalid("smtp.from", format!("is not a mailbox: {e}")))?;

@@ -22,7 +22,7 @@ pub struct FsObjects {
 impl FsObjects {
     /// Objects under `root`, created if missing.
     pub fn open(root: &Path) -> Result<FsObjects> {
-        std::fs::create_dir_all(root).map_err(CoreError::internal)?;
+        crate::create_private_dir(root).map_err(CoreError::internal)?;
         Ok(FsObjects {
             root: root.to_owned(),
         })
@@ -55,7 +55,7 @@ impl ObjectStore for FsObjects {
             if path.is_dir() {
                 return Err(conflict());
             }
-            if let Err(e) = std::fs::create_dir_all(dir) {
+            if let Err(e) = crate::create_private_dir(dir) {
                 let inside_an_object = dir
                     .ancestors()
                     .take_while(|a| a.starts_with(&root))

@@ -1,7 +1,8 @@
-//! The webhook sender: HTTP POSTs through a resolver that drops loopback, private,
-//! link-local and metadata addresses at connect time (unless the operator allows them), so
-//! a host that passed the check when the subscription was saved cannot later be re-pointed
-//! inside the network. Redirects are not followed; the answer's body is not read.
+//! The webhook and poll client: HTTP through a resolver that drops loopback, private,
+//! link-local and metadata addresses at connect time (unless the operator allows them), and
+//! every address outside the operator's egress allow-list, so a host that passed the check
+//! when the subscription was saved cannot later be re-pointed inside the network.
+//! Redirects are not followed; a webhook answer's body is not read.
 
 use async_trait::async_trait;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -10,23 +11,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use wharf_core::CoreError;
 use wharf_core::domain::SendOutcome;
-use wharf_core::net::is_public;
+use wharf_core::net::Egress;
 use wharf_core::ports::OutboundHttp;
 
 struct GuardedResolver {
-    allow_private: bool,
+    egress: Arc<Egress>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let egress = Arc::clone(&self.egress);
         Box::pin(async move {
             let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
-            let allowed: Vec<SocketAddr> = found
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
+            let allowed: Vec<SocketAddr> =
+                found.filter(|a| egress.refuses(a.ip()).is_none()).collect();
             if allowed.is_empty() {
-                return Err("the host resolves only to addresses webhooks may not reach".into());
+                return Err("the host resolves only to addresses Wharf may not reach".into());
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -36,24 +36,24 @@ impl Resolve for GuardedResolver {
 /// Sends webhooks over a shared connection pool.
 pub struct HttpWebhookSender {
     client: reqwest::Client,
-    allow_private: bool,
+    egress: Arc<Egress>,
 }
 
 impl HttpWebhookSender {
-    /// A sender; `allow_private` lets webhooks reach loopback and private networks.
-    pub fn new(allow_private: bool) -> Result<Self, wharf_core::CoreError> {
+    /// A sender that connects only where `egress` permits.
+    pub fn new(egress: Egress) -> Result<Self, wharf_core::CoreError> {
+        let egress = Arc::new(egress);
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                egress: Arc::clone(&egress),
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .user_agent(concat!("Wharf-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(wharf_core::CoreError::internal)?;
-        Ok(HttpWebhookSender {
-            client,
-            allow_private,
-        })
+        Ok(HttpWebhookSender { client, egress })
     }
 }
 
@@ -70,13 +70,8 @@ impl OutboundHttp for HttpWebhookSender {
             Ok(u) => u,
             Err(e) => return SendOutcome::Failed(format!("bad URL: {e}")),
         };
-        let literal: Option<IpAddr> = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
-            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
-            _ => None,
-        };
-        if literal.is_some_and(|ip| !self.allow_private && !is_public(ip)) {
-            return SendOutcome::Failed("the address is one webhooks may not reach".into());
+        if let Some(why) = self.refused(&parsed) {
+            return SendOutcome::Failed(format!("{why}; webhooks may not reach it"));
         }
         let mut request = self.client.post(parsed).timeout(timeout).body(body);
         for (name, value) in headers {
@@ -109,8 +104,8 @@ impl OutboundHttp for HttpWebhookSender {
         max_bytes: usize,
     ) -> Result<(u16, Vec<u8>), CoreError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| failed(format!("bad URL: {e}")))?;
-        if self.refused(&parsed) {
-            return Err(failed("the address is one Wharf may not reach"));
+        if let Some(why) = self.refused(&parsed) {
+            return Err(failed(format!("{why}; Wharf may not reach it")));
         }
         let mut response = self
             .client
@@ -144,13 +139,15 @@ impl OutboundHttp for HttpWebhookSender {
 }
 
 impl HttpWebhookSender {
-    fn refused(&self, url: &reqwest::Url) -> bool {
-        let literal: Option<IpAddr> = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
-            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
-            _ => None,
+    /// Why the address `url` names literally may not be reached (names are checked when
+    /// they resolve).
+    fn refused(&self, url: &reqwest::Url) -> Option<String> {
+        let literal: IpAddr = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.into(),
+            Some(url::Host::Ipv6(ip)) => ip.into(),
+            _ => return None,
         };
-        literal.is_some_and(|ip| !self.allow_private && !is_public(ip))
+        self.egress.refuses(literal)
     }
 }
 

@@ -26,8 +26,8 @@ pub struct Settings {
     pub shape: Shape,
     /// New vendors start `pending` until a platform admin approves them.
     pub require_vendor_approval: bool,
-    /// Allow webhook URLs that resolve to loopback or private addresses (local testing only).
-    pub allow_private_webhooks: bool,
+    /// Where webhooks, polls and mail may connect.
+    pub egress: crate::net::Egress,
     /// How long a rotated-out webhook secret keeps signing deliveries.
     pub secret_overlap: Duration,
     /// How long the delivery log and feed error lists keep an entry.
@@ -45,7 +45,7 @@ impl Default for Settings {
         Settings {
             shape: Shape::Local,
             require_vendor_approval: false,
-            allow_private_webhooks: false,
+            egress: crate::net::Egress::default(),
             secret_overlap: Duration::from_secs(24 * 3600),
             log_retention: Duration::from_secs(30 * 24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),

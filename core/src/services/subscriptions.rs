@@ -133,24 +133,30 @@ impl Services {
             .ok()
     }
 
-    /// Refuses hosts that resolve to non-public addresses, unless the operator allows them.
+    /// Refuses hosts that resolve to addresses outbound connections may not reach: non-public
+    /// ones unless the operator allows them, and any outside the egress allow-list.
     pub async fn check_webhook_host(&self, url: &url::Url) -> Result<(), String> {
-        if self.settings.allow_private_webhooks {
-            return Ok(());
-        }
+        let egress = &self.settings.egress;
+        let refused = |addrs: &[std::net::IpAddr]| match egress.refuses_all(addrs) {
+            Some(why) => Err(format!("{why}; webhooks may not reach it")),
+            None => Ok(()),
+        };
         let host = match url.host() {
-            Some(url::Host::Ipv4(ip)) => return guard(&[ip.into()]),
-            Some(url::Host::Ipv6(ip)) => return guard(&[ip.into()]),
+            Some(url::Host::Ipv4(ip)) => return refused(&[ip.into()]),
+            Some(url::Host::Ipv6(ip)) => return refused(&[ip.into()]),
             Some(url::Host::Domain(d)) => d.to_owned(),
             None => return Err("must name a host".into()),
         };
+        if egress.allow_private && egress.only.is_none() {
+            return Ok(());
+        }
         let port = url.port_or_known_default().unwrap_or(443);
         let addrs = self
             .resolver
             .resolve(&host, port)
             .await
             .map_err(|e| format!("host `{host}` does not resolve: {}", e.reason()))?;
-        guard(&addrs)
+        refused(&addrs)
     }
 
     /// Reads a subscription: its subscriber, or an admin of the selling vendor.
@@ -414,17 +420,5 @@ impl Services {
             signing_secret: secret,
             previous_secret_expires_at: overlap_end,
         })
-    }
-}
-
-fn guard(addrs: &[std::net::IpAddr]) -> Result<(), String> {
-    if addrs.is_empty() {
-        return Err("host has no addresses".into());
-    }
-    match addrs.iter().find(|ip| !crate::net::is_public(**ip)) {
-        Some(ip) => Err(format!(
-            "resolves to {ip}, a loopback, private, link-local or metadata address; webhooks must reach a public host"
-        )),
-        None => Ok(()),
     }
 }
