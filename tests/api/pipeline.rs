@@ -150,6 +150,33 @@ async fn records_flow_through_the_rules_to_the_pull_channel_and_are_counted_once
             == 1
     })
     .await;
+    // Cursors never given out are refused, and mark nothing as fetched.
+    let head: u64 = app
+        .get(
+            &format!("/v1/subscriptions/{sub}/records?after={next}"),
+            Some(&sub_token),
+        )
+        .await
+        .body["next_cursor"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for bad in [
+        u64::MAX.to_string(),
+        (head + 1).to_string(),
+        "-1".into(),
+        "x".into(),
+    ] {
+        let res = app
+            .get(
+                &format!("/v1/subscriptions/{sub}/records?after={bad}"),
+                Some(&sub_token),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{bad}: {:?}", res.body);
+        assert_eq!(res.paths(), vec!["after"], "{bad}");
+    }
     assert_eq!(
         usage_of(&app, &vendor, &sub).await,
         3,

@@ -158,9 +158,46 @@ async fn source_rules_are_checked() {
         )
         .await;
     assert_eq!(schema.paths(), vec!["schema", "retention_days"]);
+    // A schema JSON Schema itself refuses is refused when saved, not at the first push.
+    let invalid = json!({"type": "object", "properties": {"price": {"type": "numbr"}}});
+    let created = app
+        .post(
+            "/v1/sources",
+            Some(&token),
+            json!({"name": "q", "kind": "push", "schema": invalid}),
+        )
+        .await;
+    assert_eq!(created.status, 422, "{:?}", created.body);
+    assert_eq!(created.paths(), vec!["schema"]);
+    assert!(
+        created.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid JSON Schema"),
+        "{:?}",
+        created.body
+    );
     assert_eq!(
         app.get("/v1/sources", Some(&token)).await.body["items"],
         json!([])
+    );
+    let source = app.source(&token).await;
+    let patched = app
+        .patch(
+            &format!("/v1/sources/{source}"),
+            Some(&token),
+            json!({"schema": {"minimum": "zero"}}),
+        )
+        .await;
+    assert_eq!(patched.status, 422, "{:?}", patched.body);
+    assert_eq!(patched.paths(), vec!["schema"]);
+    assert!(
+        app.get(&format!("/v1/sources/{source}"), Some(&token))
+            .await
+            .body
+            .get("schema")
+            .is_none_or(serde_json::Value::is_null),
+        "the refused schema is not kept"
     );
 }
 

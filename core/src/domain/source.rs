@@ -153,10 +153,19 @@ impl Source {
                 }
             }
         }
-        if let Some(schema) = &self.schema
-            && !schema.is_object()
-        {
-            p.add("schema", "must be a JSON Schema object");
+        match &self.schema {
+            Some(schema) if !schema.is_object() => {
+                p.add("schema", "must be a JSON Schema object");
+            }
+            Some(schema) => {
+                if let Err(e) = jsonschema::validator_for(schema) {
+                    p.add(
+                        "schema",
+                        format!("is not a valid JSON Schema: {e} (at `{}`)", e.schema_path()),
+                    );
+                }
+            }
+            None => {}
         }
         if self.retention_days == 0 || self.retention_days > MAX_RETENTION_DAYS {
             p.add(

@@ -354,12 +354,22 @@ impl Services {
         sub: &Subscription,
         cursor: Option<&str>,
     ) -> Result<u64, CoreError> {
-        match cursor {
-            Some(c) => c
-                .parse::<u64>()
-                .map_err(|_| CoreError::invalid("after", "is not a cursor from this API")),
-            None => self.store.delivery_position(&sub.tenant_id, &sub.id).await,
+        let Some(cursor) = cursor else {
+            return self.store.delivery_position(&sub.tenant_id, &sub.id).await;
+        };
+        let position = cursor
+            .parse::<u64>()
+            .map_err(|_| CoreError::invalid("after", "is not a cursor from this API"))?;
+        // A cursor past the feed's newest record was never given out; taken as read it would
+        // mark records not yet written as fetched.
+        let head = self.store.output_head(&sub.tenant_id, &sub.feed_id).await?;
+        if position > head {
+            return Err(CoreError::invalid(
+                "after",
+                format!("is beyond the feed's newest record (cursor {head})"),
+            ));
         }
+        Ok(position)
     }
 
     /// Counts records pushed to a live socket, once each, after they were sent.

@@ -101,8 +101,13 @@ impl Services {
         }
         let validator = match &source.schema {
             Some(schema) => Some(
-                jsonschema::validator_for(schema)
-                    .map_err(|e| CoreError::internal(format!("stored schema: {e}")))?,
+                // Schemas are checked when saved; one saved before that was checked is the
+                // vendor's to fix, not a server error.
+                jsonschema::validator_for(schema).map_err(|e| {
+                    CoreError::Conflict(format!(
+                        "the source's schema is not a valid JSON Schema ({e}); correct it with PATCH"
+                    ))
+                })?,
             ),
             None => None,
         };
