@@ -122,6 +122,7 @@ pub(crate) fn feed(
         },
         plans: vec![plan()],
         visibility,
+        allowed_subscribers: vec![],
         status,
         sample: Some(json!({"px": 101.5})),
         revision: 1,

@@ -40,6 +40,36 @@ async fn a_webhook_subscription_gets_its_signing_secret_once() {
         .get(&format!("/v1/subscriptions/{id}"), Some(&token))
         .await;
     assert_eq!(vendor_view.status, 200);
+    // The vendor sees how records go, not where: a webhook URL is often a capability.
+    assert_eq!(
+        vendor_view.body["channel"],
+        json!({"type": "webhook", "host": "127.0.0.1"})
+    );
+    assert_eq!(vendor_view.body["subscriber_id"], user.as_str());
+    assert!(vendor_view.body.get("filter").is_none());
+    assert!(!vendor_view.body.to_string().contains("/hooks/wharf"));
+    let mailed = app
+        .post(
+            "/v1/subscriptions",
+            Some(&sub),
+            json!({"feed_id": feed, "plan_id": "pro",
+                "channel": {"type": "email", "address": "bob.private@mail.example"}}),
+        )
+        .await;
+    assert_eq!(mailed.status, 201, "{:?}", mailed.body);
+    let mailed = mailed.body["id"].as_str().unwrap();
+    let vendor_view = app
+        .get(&format!("/v1/subscriptions/{mailed}"), Some(&token))
+        .await;
+    assert_eq!(vendor_view.body["channel"], json!({"type": "email"}));
+    assert!(!vendor_view.body.to_string().contains("bob.private"));
+    let own_view = app
+        .get(&format!("/v1/subscriptions/{mailed}"), Some(&sub))
+        .await;
+    assert_eq!(
+        own_view.body["channel"]["address"],
+        "bob.private@mail.example"
+    );
     let pull = app
         .post(
             "/v1/subscriptions",
@@ -296,4 +326,98 @@ async fn only_webhook_subscriptions_rotate_secrets() {
         .status,
         409
     );
+}
+
+#[tokio::test]
+async fn a_private_feed_takes_only_the_subscribers_its_vendor_allowed() {
+    let app = spawn_app().await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let source = app.source(&vendor).await;
+    let (bob, bob_token) = app.subscriber("bob").await;
+    let mut body = feed_body(&source, "desk only");
+    body["visibility"] = json!("private");
+    body["allowed_subscribers"] = json!([bob, "@fund.example"]);
+    let created = app.post("/v1/feeds", Some(&vendor), body).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let feed = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.body["allowed_subscribers"],
+        json!([bob, "@fund.example"])
+    );
+    let signup = |email: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .post(
+                    "/v1/subscribers",
+                    None,
+                    json!({"name": "x", "email": email, "password": PASSWORD}),
+                )
+                .await;
+            assert_eq!(res.status, 201, "{:?}", res.body);
+            app.login(&email).await
+        }
+    };
+    let unique = wharf_core::UserId::new();
+    let desk = signup(format!("desk-{}@FUND.example", unique.as_str())).await;
+    let outsider = signup(format!("eve-{}@fund.example.invalid", unique.as_str())).await;
+    let subscribe = |token: String, feed: String| {
+        let app = &app;
+        async move {
+            app.post(
+                "/v1/subscriptions",
+                Some(&token),
+                json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        subscribe(bob_token.clone(), feed.clone()).await.status,
+        201,
+        "allowed by id"
+    );
+    assert_eq!(
+        subscribe(desk, feed.clone()).await.status,
+        201,
+        "allowed by domain"
+    );
+    // Anyone else is answered exactly as for a feed that does not exist.
+    let refused = subscribe(outsider.clone(), feed.clone()).await;
+    let missing = subscribe(outsider.clone(), wharf_core::FeedId::new().to_string()).await;
+    assert_eq!(refused.status, missing.status);
+    assert_eq!(refused.body, missing.body);
+    assert_eq!(refused.paths(), vec!["feed_id"]);
+    assert_eq!(
+        app.get(&format!("/v1/catalog/{feed}"), Some(&outsider))
+            .await
+            .status,
+        404
+    );
+    // Bad entries are refused when saved; a new list applies to the next subscription.
+    let bad = app
+        .patch(
+            &format!("/v1/feeds/{feed}"),
+            Some(&vendor),
+            json!({"allowed_subscribers": ["fund.example", "@", "usr_x"]}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(
+        bad.paths(),
+        vec![
+            "allowed_subscribers[0]",
+            "allowed_subscribers[1]",
+            "allowed_subscribers[2]"
+        ]
+    );
+    let opened = app
+        .patch(
+            &format!("/v1/feeds/{feed}"),
+            Some(&vendor),
+            json!({"allowed_subscribers": ["@fund.example.invalid"]}),
+        )
+        .await;
+    assert_eq!(opened.status, 200, "{:?}", opened.body);
+    assert_eq!(subscribe(outsider, feed).await.status, 201);
 }

@@ -10,7 +10,8 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::{
-    NewSubscription, RotatedSecret, Subscription, SubscriptionPatch, SubscriptionWithSecret,
+    NewSubscription, RotatedSecret, Subscription, SubscriptionPatch, SubscriptionView,
+    SubscriptionWithSecret,
 };
 use wharf_core::{Page, SubscriptionId};
 
@@ -60,15 +61,16 @@ async fn list(
     Ok(Json(s.services.list_subscriptions(&who, &q.page()).await?))
 }
 
-/// Read a subscription (its subscriber, or an admin of the selling vendor).
+/// Read a subscription: whole to its subscriber; to an admin of the selling vendor, a summary
+/// with the channel's kind and a webhook's host but not the subscriber's URL, address or filter.
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = SubscriptionId, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Subscription), ReadErrors))]
+    responses((status = 200, body = SubscriptionView), ReadErrors))]
 async fn get(
     State(s): State<AppState>,
     who: Caller,
     ApiPath(id): ApiPath<SubscriptionId>,
-) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(s.services.get_subscription(&who, &id).await?))
+) -> Result<Json<SubscriptionView>, ApiError> {
+    Ok(Json(s.services.read_subscription(&who, &id).await?))
 }
 
 /// Pause (`status: paused`), resume (`status: active`), or change the channel, filter or batching.

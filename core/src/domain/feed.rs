@@ -149,6 +149,9 @@ pub fn validate_plans(plans: &[Plan], prefix: &str, p: &mut Problems) {
     }
 }
 
+/// Entries a private feed's allow-list may hold.
+pub const MAX_ALLOWED_SUBSCRIBERS: usize = 1000;
+
 /// A sellable feed: a source, a pipeline and plans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -169,6 +172,11 @@ pub struct Feed {
     pub plans: Vec<Plan>,
     /// Catalog visibility.
     pub visibility: Visibility,
+    /// Who may subscribe to a private feed: subscriber ids (`usr_…`) and email domains
+    /// (`@fund.example`). Anyone else is answered as if the feed did not exist. Ignored for
+    /// public feeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_subscribers: Vec<String>,
     /// Lifecycle state.
     pub status: FeedStatus,
     /// Example output record shown in the catalog.
@@ -192,9 +200,41 @@ impl Feed {
         self.plans.iter().find(|p| p.id == plan)
     }
 
+    /// Whether the subscriber `id`, signed up with `email`, may subscribe.
+    pub fn admits(&self, id: &crate::UserId, email: &super::Email) -> bool {
+        if self.visibility == Visibility::Public {
+            return true;
+        }
+        let domain = email.as_str().rsplit_once('@').map(|(_, d)| d);
+        self.allowed_subscribers.iter().any(|entry| {
+            entry.strip_prefix('@').map_or_else(
+                || entry == id.as_str(),
+                |allowed| domain.is_some_and(|d| d.eq_ignore_ascii_case(allowed)),
+            )
+        })
+    }
+
     /// Checks the editable fields.
     pub fn validate_fields(&self, p: &mut Problems) {
         check_name(p, "name", &self.name, 100);
+        if self.allowed_subscribers.len() > MAX_ALLOWED_SUBSCRIBERS {
+            p.add(
+                "allowed_subscribers",
+                format!("must hold at most {MAX_ALLOWED_SUBSCRIBERS} entries"),
+            );
+        }
+        for (i, entry) in self.allowed_subscribers.iter().enumerate() {
+            let valid = match entry.strip_prefix('@') {
+                Some(domain) => super::Email::parse(&format!("x@{domain}")).is_ok(),
+                None => crate::UserId::parse(entry).is_ok(),
+            };
+            if !valid {
+                p.add(
+                    format!("allowed_subscribers[{i}]"),
+                    "must be a subscriber id (usr_…) or an email domain (@fund.example)",
+                );
+            }
+        }
         if self.description.chars().count() > 4000 {
             p.add("description", "must be at most 4000 characters");
         }
@@ -242,6 +282,9 @@ pub struct NewFeed {
     /// Defaults to `public`.
     #[serde(default)]
     pub visibility: Visibility,
+    /// Who may subscribe when the feed is private: subscriber ids and `@`email domains.
+    #[serde(default)]
+    pub allowed_subscribers: Vec<String>,
     /// Defaults to `draft`; may be `published` directly.
     #[serde(default)]
     pub status: FeedStatus,
@@ -263,6 +306,8 @@ pub struct FeedPatch {
     pub plans: Option<Vec<Plan>>,
     /// New visibility.
     pub visibility: Option<Visibility>,
+    /// A new allow-list for a private feed (replaces the old one).
+    pub allowed_subscribers: Option<Vec<String>>,
     /// New status (draft → published → archived).
     pub status: Option<FeedStatus>,
     /// New sample.

@@ -116,6 +116,14 @@ impl Principal {
         }
     }
 
+    /// The calling user, if the caller is one.
+    pub fn user_id(&self) -> Option<&UserId> {
+        match self {
+            Principal::User { id, .. } => Some(id),
+            Principal::ApiKey { .. } => None,
+        }
+    }
+
     /// 403 unless the caller holds `role`.
     pub fn require(&self, role: Role) -> Result<(), CoreError> {
         self.user_with(role).map(|_| ())

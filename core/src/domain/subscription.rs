@@ -318,6 +318,97 @@ pub struct SubscriptionPatch {
     pub batch: Option<Batch>,
 }
 
+/// A subscription as the selling vendor reads it: who subscribed to what, on which plan, and
+/// how records are delivered, without the subscriber's addresses (a webhook URL is often a
+/// capability; an email address is personal) or filter.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VendorSubscription {
+    /// The subscription's id.
+    pub id: SubscriptionId,
+    /// The vendor selling the feed.
+    pub tenant_id: VendorId,
+    /// The subscribing user.
+    pub subscriber_id: UserId,
+    /// The feed.
+    pub feed_id: FeedId,
+    /// The chosen plan of the feed.
+    pub plan_id: String,
+    /// How records are delivered.
+    pub channel: ChannelSummary,
+    /// Current state.
+    pub status: SubscriptionStatus,
+    /// Every status change, oldest first.
+    pub history: Vec<StatusChange>,
+    /// Why deliveries stopped, when Wharf paused the subscription itself.
+    pub disabled_reason: Option<String>,
+    /// Since when every delivery attempt has failed, if the endpoint is failing now.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub failing_since: Option<Timestamp>,
+    /// Grows by one on every change.
+    pub revision: u64,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+/// A channel's kind and, for a webhook, its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelSummary {
+    /// `webhook`, `pull`, `websocket`, `email`, `sqs` or `mobile_push`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The webhook's host (no scheme, path or query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl From<&Subscription> for VendorSubscription {
+    fn from(sub: &Subscription) -> Self {
+        let host = match &sub.channel {
+            Channel::Webhook { url } => url.url().host_str().map(str::to_owned),
+            _ => None,
+        };
+        VendorSubscription {
+            id: sub.id.clone(),
+            tenant_id: sub.tenant_id.clone(),
+            subscriber_id: sub.subscriber_id.clone(),
+            feed_id: sub.feed_id.clone(),
+            plan_id: sub.plan_id.clone(),
+            channel: ChannelSummary {
+                kind: sub.channel.kind().to_owned(),
+                host,
+            },
+            status: sub.status,
+            history: sub.history.clone(),
+            disabled_reason: sub.disabled_reason.clone(),
+            failing_since: sub.failing_since,
+            revision: sub.revision,
+            created_at: sub.created_at,
+            updated_at: sub.updated_at,
+        }
+    }
+}
+
+/// A subscription as its reader may see it: whole to its subscriber, summarized to the
+/// selling vendor.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum SubscriptionView {
+    /// The subscriber's own subscription.
+    Subscriber(Subscription),
+    /// The vendor's summary.
+    Vendor(VendorSubscription),
+}
+
 /// A subscription with the signing secret, shown once at creation and rotation.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

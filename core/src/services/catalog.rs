@@ -140,6 +140,7 @@ impl Services {
             pipeline: Pipeline { version: 1, rules },
             plans: input.plans,
             visibility: input.visibility,
+            allowed_subscribers: input.allowed_subscribers,
             status: input.status,
             sample: input.sample,
             revision: 1,
@@ -242,6 +243,9 @@ impl Services {
         }
         if let Some(v) = patch.visibility {
             feed.visibility = v;
+        }
+        if let Some(allowed) = patch.allowed_subscribers {
+            feed.allowed_subscribers = allowed;
         }
         if patch.sample.is_some() {
             feed.sample = patch.sample;

@@ -18,7 +18,9 @@ impl Services {
         let subscriber = who.user_with(Role::Subscriber)?.clone();
         let mut p = Problems::default();
         let feed = match self.store.locate_feed(&input.feed_id).await {
-            Ok(f) if f.status == FeedStatus::Published => Some(f),
+            Ok(f) if f.status == FeedStatus::Published && self.admits(&f, &subscriber).await? => {
+                Some(f)
+            }
             Ok(_) | Err(CoreError::NotFound(_)) => {
                 p.add("feed_id", "no published feed with this id");
                 None
@@ -89,6 +91,19 @@ impl Services {
             signing_secret: secret,
             withheld: Vec::new(),
         })
+    }
+
+    /// Whether `subscriber` may subscribe to `feed`: any feed that is public, a private one
+    /// only when its allow-list names them or their email's domain.
+    async fn admits(&self, feed: &Feed, subscriber: &crate::UserId) -> Result<bool, CoreError> {
+        if feed.visibility == Visibility::Public {
+            return Ok(true);
+        }
+        match self.store.get_subscriber(subscriber).await {
+            Ok(account) => Ok(feed.admits(subscriber, &account.email)),
+            Err(CoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn new_secret_for(
@@ -179,6 +194,21 @@ impl Services {
                 self.confirmed(sub).await
             }
         }
+    }
+
+    /// Reads a subscription as the caller may see it: whole to its subscriber, without the
+    /// subscriber's addresses to the selling vendor.
+    pub async fn read_subscription(
+        &self,
+        who: &Principal,
+        id: &SubscriptionId,
+    ) -> Result<SubscriptionView, CoreError> {
+        let sub = self.get_subscription(who, id).await?;
+        Ok(if who.user_id() == Some(&sub.subscriber_id) {
+            SubscriptionView::Subscriber(sub)
+        } else {
+            SubscriptionView::Vendor(VendorSubscription::from(&sub))
+        })
     }
 
     /// Who carries `channel`'s records in this shape: the one place that decides it.
