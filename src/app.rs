@@ -107,6 +107,7 @@ pub fn settings(config: &Config, shape: Shape) -> anyhow::Result<Settings> {
         shape,
         require_vendor_approval: config.require_vendor_approval,
         egress: config.egress().map_err(anyhow::Error::msg)?,
+        public_url: config.public_url(),
         secret_overlap: Duration::from_secs(config.secret_overlap_secs),
         log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
         platform_fee_percent,
@@ -236,6 +237,15 @@ impl Server {
 
     /// Builds everything on `clock` (tests move time forward with it) and binds.
     pub async fn bind_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Links in mail name the address actually bound (a `listen` port of 0 picks one).
+        let mut bound = config.clone();
+        if bound.public_url.is_none() {
+            bound.public_url = Some(format!("http://{}", listener.local_addr()?));
+        }
+        let config = &bound;
         let (services, workers) = match config.backend {
             Backend::Local => {
                 let Local {
@@ -260,9 +270,6 @@ impl Server {
             }
         };
         bootstrap_admin(&services, config).await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let router = wharf_api::router(services.clone());
         Ok(Server {
             listener,

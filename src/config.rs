@@ -191,6 +191,9 @@ pub struct Config {
     /// networks (`127.0.0.0/8`, `::1`, `10.0.0.0/8`…): the server cannot reach anything
     /// else, whatever a tenant or subscriber names.
     pub egress_allow: Option<Vec<String>>,
+    /// The API's address as its users reach it, for links in mail; defaults to
+    /// `http://{listen}`.
+    pub public_url: Option<String>,
     /// SQLite durability.
     pub durability: Durability,
     /// `iss` of the tokens this process issues.
@@ -246,6 +249,7 @@ impl Default for Config {
             require_vendor_approval: false,
             allow_private_webhooks: false,
             egress_allow: None,
+            public_url: None,
             durability: Durability::Normal,
             issuer: "urn:wharf:local".into(),
             audience: "wharf-api".into(),
@@ -281,6 +285,7 @@ const SETTINGS: &[&str] = &[
     "require_vendor_approval",
     "allow_private_webhooks",
     "egress_allow",
+    "public_url",
     "durability",
     "issuer",
     "audience",
@@ -372,6 +377,15 @@ impl Config {
             disable_after: std::time::Duration::from_secs(self.webhook_disable_after_days * 86_400),
             ..wharf_workers::deliver::DeliveryConfig::default()
         }
+    }
+
+    /// The API's address for links in mail, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
     }
 
     /// Where outbound connections may go: `allow_private_webhooks` and `egress_allow`.
@@ -490,6 +504,15 @@ impl Config {
         self.clock_start()?;
         self.validate_limits()?;
         self.egress()?;
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| format!("invalid configuration: `public_url` {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(
+                    "invalid configuration: `public_url` must be an http or https URL".into(),
+                );
+            }
+        }
         if let Some(admin) = &self.admin {
             wharf_core::domain::Email::parse(&admin.email)
                 .map_err(|e| format!("invalid configuration: `admin.email` {e}"))?;

@@ -158,6 +158,7 @@ fn core_problem(e: CoreError) -> Response {
         CoreError::Conflict(detail) => {
             problem(status, "conflict", "Conflict", Some(detail), vec![])
         }
+        CoreError::Gone(detail) => problem(status, "gone", "Gone", Some(detail), vec![]),
         CoreError::Validation(errors) => {
             let n = errors.len();
             let detail = format!("{n} field{} invalid", if n == 1 { " is" } else { "s are" });

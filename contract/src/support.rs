@@ -169,6 +169,7 @@ pub(crate) fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
         disabled_reason: None,
         failing_since: None,
         recent_replays: vec![],
+        email_confirmed_at: None,
         native: None,
         history: vec![StatusChange {
             status: SubscriptionStatus::Active,

@@ -14,6 +14,9 @@ pub enum CoreError {
     /// The request conflicts with the current state (duplicate, wrong state, reused key).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// What the request names existed once and is no longer usable (an expired link).
+    #[error("gone: {0}")]
+    Gone(String),
     /// The input breaks a rule; each error names the field it concerns.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
@@ -71,6 +74,7 @@ impl CoreError {
             CoreError::Unauthenticated(_) => 401,
             CoreError::Forbidden(_) => 403,
             CoreError::NotFound(_) => 404,
+            CoreError::Gone(_) => 410,
             CoreError::Conflict(_) | CoreError::QuotaExceeded { .. } => 409,
             CoreError::TooManyRequests { .. } => 429,
             CoreError::Unavailable(_) => 503,
@@ -82,9 +86,10 @@ impl CoreError {
     pub fn reason(&self) -> String {
         match self {
             CoreError::NotFound(what) => format!("{what} not found"),
-            CoreError::Conflict(m) | CoreError::Unauthenticated(m) | CoreError::Forbidden(m) => {
-                m.clone()
-            }
+            CoreError::Conflict(m)
+            | CoreError::Gone(m)
+            | CoreError::Unauthenticated(m)
+            | CoreError::Forbidden(m) => m.clone(),
             CoreError::Validation(errors) => errors
                 .iter()
                 .map(|e| format!("{} {}", e.path, e.message))

@@ -921,8 +921,39 @@ async fn email_subscriptions_are_sent_through_the_smtp_server_and_counted() {
         assert!(sink.messages().is_empty(), "Wharf itself mails nothing");
         return;
     }
-    eventually("two mails arrive", || async { sink.messages().len() == 2 }).await;
+    // Nothing but the confirmation link goes to an address its owner has not confirmed.
+    app.idle().await;
     let mails = sink.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("To: desk@fund.example"));
+    assert!(mails[0].contains("Subject: Confirm your address"));
+    assert_eq!(usage_of(&app, &sub_token, &sub).await, 0);
+    let own = app
+        .get(&format!("/v1/subscriptions/{sub}"), Some(&sub_token))
+        .await;
+    assert!(own.body.get("email_confirmed_at").is_none());
+    let path = confirmation_path(&mails[0]);
+    let mut forged = path.clone();
+    forged.pop();
+    forged.push(if path.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(app.get(&forged, None).await.status, 404);
+    let confirmed = app.get(&path, None).await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    assert_eq!(confirmed.body["subscription_id"], sub.as_str());
+    assert_eq!(confirmed.body["address"], "desk@fund.example");
+    assert_eq!(
+        app.get(&path, None).await.body["confirmed_at"],
+        confirmed.body["confirmed_at"],
+        "opening the link again changes nothing"
+    );
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("d", 150.0), ("e", 10.0), ("f", 200.0)]),
+    )
+    .await;
+    eventually("two mails arrive", || async { sink.messages().len() == 3 }).await;
+    let mails = sink.messages()[1..].to_vec();
     assert!(
         mails
             .iter()
@@ -936,6 +967,44 @@ async fn email_subscriptions_are_sent_through_the_smtp_server_and_counted() {
         usage_of(&app, &sub_token, &sub).await == 2
     })
     .await;
+    // A new address is unconfirmed again: a link goes to it, records do not.
+    let moved = app
+        .patch(
+            &format!("/v1/subscriptions/{sub}"),
+            Some(&sub_token),
+            json!({"channel": {"type": "email", "address": "ops@fund.example"}}),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+    assert!(moved.body.get("email_confirmed_at").is_none());
+    assert_eq!(
+        app.get(&path, None).await.status,
+        404,
+        "the old link is void"
+    );
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("g", 300.0)]),
+    )
+    .await;
+    app.idle().await;
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 4, "only the new link: {mails:?}");
+    assert!(mails[3].contains("To: ops@fund.example") && mails[3].contains("Subject: Confirm"));
+    assert_eq!(usage_of(&app, &sub_token, &sub).await, 2);
+}
+
+/// The path of the confirmation link in a mail (lettre wraps long lines as quoted-printable).
+fn confirmation_path(mail: &str) -> String {
+    let text = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let at = text
+        .find("/v1/email-confirmations/")
+        .unwrap_or_else(|| panic!("no link in {text}"));
+    text[at..].split_whitespace().next().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -945,27 +1014,48 @@ async fn without_an_smtp_server_mail_goes_to_the_outbox_folder() {
     let (_, sub_token) = app.subscriber("bob").await;
     let created = app.post("/v1/subscriptions", Some(&sub_token), json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "email", "address": "desk@fund.example"},
         "batch": {"max_records": 10, "max_wait_ms": 0}})).await;
-    app.post(
-        &format!("/v1/sources/{source}/records"),
-        Some(&vendor),
-        trades(&[("a", 150.0), ("c", 200.0)]),
-    )
-    .await;
     let outbox = app.dir.path().join("outbox");
-    let files = || std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
+    let mails = || {
+        let mut paths: Vec<_> = std::fs::read_dir(&outbox)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect::<Vec<_>>()
+    };
     if BACKEND_UNDER_TEST == Backend::Aws {
+        app.post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            trades(&[("a", 150.0), ("c", 200.0)]),
+        )
+        .await;
         // SNS sends the aws shape's email: nothing goes to the outbox, every record counts.
         let sub = created.body["id"].as_str().unwrap().to_owned();
         eventually("both are counted", || async {
             usage_of(&app, &sub_token, &sub).await == 2
         })
         .await;
-        assert_eq!(files(), 0);
+        assert_eq!(mails().len(), 0);
         return;
     }
-    eventually("a mail lands in the outbox", || async { files() == 1 }).await;
-    let entry = std::fs::read_dir(&outbox).unwrap().next().unwrap().unwrap();
-    let text = std::fs::read_to_string(entry.path()).unwrap();
+    let confirmation = mails();
+    assert_eq!(confirmation.len(), 1, "the confirmation link");
+    let link = confirmation_path(&confirmation[0]);
+    assert_eq!(app.get(&link, None).await.status, 200);
+    app.post(
+        &format!("/v1/sources/{source}/records"),
+        Some(&vendor),
+        trades(&[("a", 150.0), ("c", 200.0)]),
+    )
+    .await;
+    eventually("a mail lands in the outbox", || async {
+        mails().len() == 2
+    })
+    .await;
+    let text = mails().pop().unwrap();
     assert!(text.contains("2 new records from feed"), "{text}");
 }
 

@@ -10,8 +10,8 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::{
-    NewSubscription, RotatedSecret, Subscription, SubscriptionPatch, SubscriptionView,
-    SubscriptionWithSecret,
+    ConfirmedEmail, NewSubscription, RotatedSecret, Subscription, SubscriptionPatch,
+    SubscriptionView, SubscriptionWithSecret,
 };
 use wharf_core::{Page, SubscriptionId};
 
@@ -20,6 +20,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create, list))
         .routes(routes!(get, update, cancel))
         .routes(routes!(rotate_secret))
+        .routes(routes!(confirm_email))
+}
+
+/// Confirm an email channel's address: the link mailed to the address when the subscription
+/// was made or its address changed (local shape; in the aws shape the feed's topic mails its
+/// own confirmation). Nothing is mailed to an address before. Opening the link again answers
+/// the same; an expired link is a 410, and sending the channel again mails a fresh one.
+#[utoipa::path(get, path = "/v1/email-confirmations/{token}", tag = "subscriptions",
+    params(("token" = String, Path, description = "From the confirmation link")),
+    responses((status = 200, body = ConfirmedEmail), (status = 404, description = "Not a confirmation link of a current address", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The link expired", body = crate::problem::Problem, content_type = "application/problem+json")))]
+async fn confirm_email(
+    State(s): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Result<Json<ConfirmedEmail>, ApiError> {
+    Ok(Json(s.services.confirm_email(&token).await?))
 }
 
 /// Subscribe to a published feed with a plan and a delivery channel.

@@ -28,6 +28,8 @@ pub struct Settings {
     pub require_vendor_approval: bool,
     /// Where webhooks, polls and mail may connect.
     pub egress: crate::net::Egress,
+    /// The API's address as its users reach it, for links in mail (`http://127.0.0.1:8080`).
+    pub public_url: String,
     /// How long a rotated-out webhook secret keeps signing deliveries.
     pub secret_overlap: Duration,
     /// How long the delivery log and feed error lists keep an entry.
@@ -46,6 +48,7 @@ impl Default for Settings {
             shape: Shape::Local,
             require_vendor_approval: false,
             egress: crate::net::Egress::default(),
+            public_url: "http://127.0.0.1:8080".into(),
             secret_overlap: Duration::from_secs(24 * 3600),
             log_retention: Duration::from_secs(30 * 24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),

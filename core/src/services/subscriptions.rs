@@ -7,6 +7,12 @@ use crate::error::Problems;
 use crate::expr::Expr;
 use crate::{CoreError, Page, PageRequest, SubscriptionId, Timestamp};
 
+/// What a sealed email confirmation says it is.
+const EMAIL_CONFIRMATION: &str = "email-confirmation";
+
+/// How long a confirmation link works.
+const EMAIL_CONFIRMATION_VALID: time::Duration = time::Duration::days(7);
+
 impl Services {
     /// Subscribes the caller to a published feed.
     #[tracing::instrument(level = "debug", skip_all, fields(feed.id = %input.feed_id))]
@@ -68,6 +74,7 @@ impl Services {
             disabled_reason: None,
             failing_since: None,
             recent_replays: vec![],
+            email_confirmed_at: None,
             native: None,
             history: vec![StatusChange {
                 status: SubscriptionStatus::Active,
@@ -78,6 +85,8 @@ impl Services {
             updated_at: now,
         };
         let (secret, sealed) = self.new_secret_for(&sub.channel, now)?;
+        // Mailed before anything is stored: a mail server that refuses leaves nothing behind.
+        self.ask_for_confirmation(&sub, &feed).await?;
         let mut sub = sub;
         sub.native = self.link(&sub).await?;
         if let Err(e) = self.store.create_subscription(&sub, &sealed).await {
@@ -90,6 +99,107 @@ impl Services {
             subscription: sub,
             signing_secret: secret,
             withheld: Vec::new(),
+        })
+    }
+
+    /// Mails the link that confirms `sub`'s email address, when Wharf mails it and it is not
+    /// confirmed yet.
+    async fn ask_for_confirmation(&self, sub: &Subscription, feed: &Feed) -> Result<(), CoreError> {
+        let Channel::Email { address } = &sub.channel else {
+            return Ok(());
+        };
+        if !self.awaits_confirmation(sub) {
+            return Ok(());
+        }
+        let expires = self.clock.now() + EMAIL_CONFIRMATION_VALID;
+        let sealed = self.secrets.seal(&format!(
+            "{EMAIL_CONFIRMATION}\n{}\n{}\n{}",
+            sub.id,
+            address.as_str(),
+            expires.unix_timestamp()
+        ))?;
+        use base64::Engine;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+        let link = format!(
+            "{}/v1/email-confirmations/{token}",
+            self.settings.public_url
+        );
+        let body = format!(
+            "Someone asked for the records of the feed \"{}\" to be mailed to {}.\n\n\
+             To receive them, open this link within 7 days:\n\n{link}\n\n\
+             If it was not you, ignore this message: nothing is sent to this address until \
+             the link is opened.\n",
+            feed.name,
+            address.as_str()
+        );
+        self.mailer
+            .send(
+                address,
+                &format!("Confirm your address for {}", feed.name),
+                &body,
+            )
+            .await
+    }
+
+    /// Confirms an email channel's address through the link mailed to it. A link that is
+    /// not one, is for another address than the subscription's current one, or belongs to a
+    /// cancelled subscription is a 404; an expired one a 410.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn confirm_email(&self, token: &str) -> Result<ConfirmedEmail, CoreError> {
+        use base64::Engine;
+        let not_found = || CoreError::NotFound("confirmation");
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(not_found)?;
+        let text = self.secrets.open(&sealed).map_err(|_| not_found())?;
+        let mut parts = text.split('\n');
+        let (Some(EMAIL_CONFIRMATION), Some(id), Some(address), Some(expires), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(not_found());
+        };
+        let id = SubscriptionId::parse(id).map_err(|_| not_found())?;
+        let expires = expires.parse::<i64>().map_err(|_| not_found())?;
+        let mut sub = self.store.locate_subscription(&id).await?;
+        let current = match &sub.channel {
+            Channel::Email { address: current } if current.as_str() == address => current.clone(),
+            _ => return Err(not_found()),
+        };
+        if sub.status == SubscriptionStatus::Cancelled {
+            return Err(not_found());
+        }
+        if let Some(confirmed_at) = sub.email_confirmed_at {
+            return Ok(ConfirmedEmail {
+                subscription_id: sub.id,
+                address: current,
+                confirmed_at,
+            });
+        }
+        let now = self.clock.now();
+        if now.unix_timestamp() > expires {
+            return Err(CoreError::Gone(
+                "this link has expired; send the subscription's email channel again for a new one"
+                    .into(),
+            ));
+        }
+        sub.email_confirmed_at = Some(now);
+        sub.revision += 1;
+        sub.updated_at = now;
+        self.store.update_subscription(&sub, None).await?;
+        // Records from before the confirmation were never the address's to receive.
+        self.store.skip_to_head(&sub.tenant_id, &sub.id).await?;
+        self.notifier.outputs_appended();
+        tracing::info!(subscription.id = %sub.id, "email address confirmed");
+        Ok(ConfirmedEmail {
+            subscription_id: sub.id,
+            address: current,
+            confirmed_at: now,
         })
     }
 
@@ -231,7 +341,17 @@ impl Services {
 
     /// Whether Wharf's sender delivers `sub` now: an active subscription on a channel it sends.
     pub fn is_sent_by_wharf(&self, sub: &Subscription) -> bool {
-        sub.status == SubscriptionStatus::Active && self.route(&sub.channel) == Route::Sender
+        sub.status == SubscriptionStatus::Active
+            && self.route(&sub.channel) == Route::Sender
+            && !self.awaits_confirmation(sub)
+    }
+
+    /// Whether `sub` mails an address, through Wharf's own mailer, that its owner has not
+    /// confirmed yet.
+    pub fn awaits_confirmation(&self, sub: &Subscription) -> bool {
+        matches!(sub.channel, Channel::Email { .. })
+            && self.route(&sub.channel) == Route::Sender
+            && sub.email_confirmed_at.is_none()
     }
 
     /// The topic subscription `sub` should have: one for an active native channel.
@@ -335,12 +455,18 @@ impl Services {
             sub.history.push(StatusChange { status, at: now });
         }
         let mut new_secret = (None, None);
+        let mut confirm = false;
         if let Some(channel) = patch.channel {
             let was_webhook = matches!(sub.channel, Channel::Webhook { .. });
             if matches!(channel, Channel::Webhook { .. }) && !was_webhook {
                 let (secret, sealed) = self.new_secret_for(&channel, now)?;
                 new_secret = (secret, Some(sealed));
             }
+            if channel != sub.channel {
+                sub.email_confirmed_at = None;
+            }
+            // Sending an unconfirmed address again mails a fresh link.
+            confirm = matches!(channel, Channel::Email { .. });
             sub.channel = channel;
         }
         if patch.filter.is_some() {
@@ -351,6 +477,10 @@ impl Services {
         }
         sub.revision += 1;
         sub.updated_at = now;
+        if confirm {
+            let feed = self.store.get_feed(&sub.tenant_id, &sub.feed_id).await?;
+            self.ask_for_confirmation(&sub, &feed).await?;
+        }
         // The topic subscription follows the status, channel and filter: a new one is made
         // first, the old one removed once the change is stored.
         let old_link = sub.native.take();

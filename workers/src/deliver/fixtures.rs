@@ -37,6 +37,7 @@ pub fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
         disabled_reason: None,
         failing_since: None,
         recent_replays: vec![],
+        email_confirmed_at: None,
         native: None,
         revision: 1,
         created_at: at(0),
