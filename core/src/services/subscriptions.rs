@@ -454,21 +454,11 @@ impl Services {
             sub.status = status;
             sub.history.push(StatusChange { status, at: now });
         }
-        let mut new_secret = (None, None);
-        let mut confirm = false;
-        if let Some(channel) = patch.channel {
-            let was_webhook = matches!(sub.channel, Channel::Webhook { .. });
-            if matches!(channel, Channel::Webhook { .. }) && !was_webhook {
-                let (secret, sealed) = self.new_secret_for(&channel, now)?;
-                new_secret = (secret, Some(sealed));
-            }
-            if channel != sub.channel {
-                sub.email_confirmed_at = None;
-            }
-            // Sending an unconfirmed address again mails a fresh link.
-            confirm = matches!(channel, Channel::Email { .. });
-            sub.channel = channel;
-        }
+        let confirm = matches!(patch.channel, Some(Channel::Email { .. }));
+        let new_secret = match patch.channel {
+            Some(channel) => self.change_channel(&mut sub, channel, now)?,
+            None => (None, None),
+        };
         if patch.filter.is_some() {
             sub.filter = filter;
         }
@@ -477,6 +467,7 @@ impl Services {
         }
         sub.revision += 1;
         sub.updated_at = now;
+        // Sending an unconfirmed address again mails a fresh link.
         if confirm {
             let feed = self.store.get_feed(&sub.tenant_id, &sub.feed_id).await?;
             self.ask_for_confirmation(&sub, &feed).await?;
@@ -511,6 +502,27 @@ impl Services {
             signing_secret: new_secret.0,
             withheld: Vec::new(),
         })
+    }
+
+    /// Moves `sub` to `channel`: a webhook it was not on gets a new signing secret (answered
+    /// and sealed), a changed address must be confirmed again.
+    fn change_channel(
+        &self,
+        sub: &mut Subscription,
+        channel: Channel,
+        now: Timestamp,
+    ) -> Result<(Option<String>, Option<Vec<SigningSecret>>), CoreError> {
+        let mut new_secret = (None, None);
+        let was_webhook = matches!(sub.channel, Channel::Webhook { .. });
+        if matches!(channel, Channel::Webhook { .. }) && !was_webhook {
+            let (secret, sealed) = self.new_secret_for(&channel, now)?;
+            new_secret = (secret, Some(sealed));
+        }
+        if channel != sub.channel {
+            sub.email_confirmed_at = None;
+        }
+        sub.channel = channel;
+        Ok(new_secret)
     }
 
     /// Cancels the caller's subscription for good.
