@@ -401,26 +401,28 @@ async fn failed_webhooks_follow_the_retry_schedule_and_count_once() {
         usage_of(&app, &sub_token, &sub).await == 1
     })
     .await;
-    let all = app
-        .get(
-            &format!("/v1/subscriptions/{sub}/deliveries"),
-            Some(&sub_token),
-        )
-        .await
-        .body;
-    let statuses: Vec<(u64, String)> = all["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["attempt"].as_u64().unwrap(),
-                a["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    // The attempt's log line and the usage counter are written apart: wait for the line.
+    let attempts_path = format!("/v1/subscriptions/{sub}/deliveries");
+    let statuses = || async {
+        let all = app.get(&attempts_path, Some(&sub_token)).await.body;
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["attempt"].as_u64().unwrap(),
+                    a["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<(u64, String)>>()
+    };
+    eventually("the third attempt is logged", || async {
+        statuses().await.len() == 3
+    })
+    .await;
     assert_eq!(
-        statuses,
+        statuses().await,
         vec![
             (3, "delivered".to_owned()),
             (2, "failed".to_owned()),
