@@ -1,11 +1,14 @@
 //! Sealing of recoverable secrets (webhook signing secrets) with ChaCha20-Poly1305 under a
 //! 256-bit key kept in the data dir (`secret.key`, mode 0600), so a copied database alone
-//! does not reveal them.
+//! does not reveal them; and keyed digests (HMAC-SHA256 under a key derived from the same
+//! one) of what must be recognised but not recovered.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use wharf_core::CoreError;
 use wharf_core::ports::SecretBox;
@@ -16,15 +19,16 @@ const VERSION: &str = "v1";
 /// A `SecretBox` keyed from the data dir.
 pub struct FileSecretBox {
     cipher: ChaCha20Poly1305,
+    /// The digests' MAC, keyed from the sealing key (one key file serves both; the derived
+    /// key never encrypts).
+    digests: Hmac<Sha256>,
 }
 
 impl FileSecretBox {
     /// Loads the key from `dir`, creating it on first start.
     pub fn load_or_create(dir: &Path) -> Result<Self, CoreError> {
         let key = wharf_jwt::keyfile::load_or_create(dir, KEY_FILE)?;
-        Ok(FileSecretBox {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
-        })
+        FileSecretBox::with_key(&key)
     }
 
     /// A box under a key given as URL-safe base64 of 32 bytes (where there is no data dir to
@@ -37,8 +41,19 @@ impl FileSecretBox {
             .ok_or_else(|| {
                 CoreError::invalid("secret_key", "must be 32 bytes in URL-safe base64")
             })?;
+        FileSecretBox::with_key(&key)
+    }
+
+    fn with_key(key: &[u8]) -> Result<FileSecretBox, CoreError> {
+        let derived = Sha256::new()
+            .chain_update(b"wharf digest key v1\0")
+            .chain_update(key)
+            .finalize();
+        let digests =
+            <Hmac<Sha256> as Mac>::new_from_slice(&derived).map_err(CoreError::internal)?;
         Ok(FileSecretBox {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            digests,
         })
     }
 }
@@ -77,6 +92,16 @@ impl SecretBox for FileSecretBox {
             .map_err(|_| bad())?;
         String::from_utf8(pt).map_err(|_| bad())
     }
+
+    fn digest(&self, data: &[u8]) -> String {
+        let mut mac = self.digests.clone();
+        mac.update(data);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +128,32 @@ mod tests {
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
         assert!(a.open(&tampered).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn digests_are_keyed_and_not_the_plain_hash() -> Result<(), CoreError> {
+        let dir = tempfile::tempdir().map_err(CoreError::internal)?;
+        let a = FileSecretBox::load_or_create(dir.path())?;
+        let body = br#"{"email":"a@example.com","password":"hunter22"}"#;
+        let digest = a.digest(body);
+        assert_eq!(digest.len(), 64);
+        assert_eq!(
+            FileSecretBox::load_or_create(dir.path())?.digest(body),
+            digest,
+            "the same key recognises the same data"
+        );
+        assert_ne!(a.digest(b"other"), digest);
+        let other = tempfile::tempdir().map_err(CoreError::internal)?;
+        assert_ne!(
+            FileSecretBox::load_or_create(other.path())?.digest(body),
+            digest
+        );
+        let plain: String = Sha256::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(plain, digest);
         Ok(())
     }
 }

@@ -138,6 +138,9 @@ pub trait SecretBox: Send + Sync {
     fn seal(&self, plaintext: &str) -> Result<String>;
     /// Decrypts what `seal` produced.
     fn open(&self, sealed: &str) -> Result<String>;
+    /// A keyed digest of `data`, in hex: equal for equal data under one key, and of no use
+    /// without the key for guessing what `data` was (it may hold a password).
+    fn digest(&self, data: &[u8]) -> String;
 }
 
 /// The system clock.
