@@ -96,10 +96,15 @@ async fn sink(State(tally): State<Arc<Tally>>, body: Bytes) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// Starts the webhook sinks on loopback; they all count into one tally.
+/// Starts `SINKS` webhook sinks on loopback; they all count into one tally.
 pub async fn start_sinks(tally: Arc<Tally>) -> anyhow::Result<Vec<SocketAddr>> {
+    start_n_sinks(tally, SINKS).await
+}
+
+/// Starts `n` webhook sinks on loopback counting into one tally.
+pub async fn start_n_sinks(tally: Arc<Tally>, n: usize) -> anyhow::Result<Vec<SocketAddr>> {
     let mut addrs = Vec::new();
-    for _ in 0..SINKS {
+    for _ in 0..n {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         addrs.push(listener.local_addr()?);
         let app = axum::Router::new()
@@ -263,7 +268,9 @@ pub async fn peak(
 }
 
 /// Latency of each delivery at `rate` records per second pushed in 100 small requests per
-/// second for `duration`: (p50, p99, max) in milliseconds.
+/// second for `duration`, each record delivered to `subscribers`: (p50, p99, max) in
+/// milliseconds.
+#[allow(clippy::too_many_arguments)]
 pub async fn latency(
     addr: SocketAddr,
     token: &str,
@@ -272,11 +279,12 @@ pub async fn latency(
     first: u64,
     rate: f64,
     duration: Duration,
+    subscribers: u64,
 ) -> anyhow::Result<(f64, f64, f64)> {
     const TICK: Duration = Duration::from_millis(10);
     let per_tick = (rate * TICK.as_secs_f64()).round().max(1.0) as u64;
     let ticks = (duration.as_secs_f64() / TICK.as_secs_f64()) as u64;
-    let target = tally.records() + per_tick * ticks * SINKS as u64;
+    let target = tally.records() + per_tick * ticks * subscribers;
     tally.measure_latency()?;
     let path = format!("/v1/sources/{}/records", fixture.source);
     // Requests go out on schedule even when one is slow: each tick has its own task.

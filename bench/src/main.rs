@@ -20,6 +20,7 @@ mod billing;
 mod deliver;
 mod ingest;
 mod load;
+mod neighbours;
 mod server;
 
 use anyhow::{Context, bail};
@@ -60,6 +61,8 @@ enum Command {
     Deliver(DeliverArgs),
     /// One billing run over many subscriptions with a month of hourly usage counters.
     Billing(BillingArgs),
+    /// A quiet tenant's delivery and API latency alone, then beside a noisy tenant.
+    Neighbours(NeighboursArgs),
     /// The aws shape's cost per million records delivered: records through its handlers on
     /// an emulator (moto) to `sqs` subscribers, the AWS calls, Lambda invocations and API
     /// requests counted and priced with AWS's list prices.
@@ -143,6 +146,28 @@ struct DeliverArgs {
 }
 
 #[derive(Args)]
+struct NeighboursArgs {
+    /// The `wharf` binary to measure.
+    #[arg(long)]
+    binary: PathBuf,
+    /// Seconds of each measured run.
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// The quiet tenant's records per second.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// The quiet tenant's API calls per second.
+    #[arg(long, default_value_t = 200)]
+    api_rate: u32,
+    /// The noisy tenant's published feeds on its one source.
+    #[arg(long, default_value_t = 300)]
+    noisy_feeds: usize,
+    /// The noisy tenant's records per second.
+    #[arg(long, default_value_t = 100)]
+    noisy_rate: u64,
+}
+
+#[derive(Args)]
 struct BillingArgs {
     /// The `wharf` binary to measure.
     #[arg(long)]
@@ -173,6 +198,9 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => client_runtime(1)?.block_on(interruptible(ingest_bench(args))),
         Command::Deliver(args) => client_runtime(1)?.block_on(interruptible(deliver_bench(args))),
         Command::Billing(args) => client_runtime(1)?.block_on(interruptible(billing_bench(args))),
+        Command::Neighbours(args) => {
+            client_runtime(1)?.block_on(interruptible(neighbours_bench(args)))
+        }
         Command::AwsCost(args) => tokio::runtime::Runtime::new()?.block_on(aws_cost::report(
             &args.aws_endpoint_url,
             args.records,
@@ -418,6 +446,62 @@ async fn ingest_bench(args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn neighbours_bench(args: NeighboursArgs) -> anyhow::Result<()> {
+    let binary = absolute(&args.binary)?;
+    let setup = neighbours::Setup {
+        binary: &binary,
+        secs: args.secs,
+        rate: args.rate,
+        api_rate: args.api_rate,
+        noisy_feeds: args.noisy_feeds,
+        noisy_rate: args.noisy_rate,
+    };
+    let (alone, beside) = neighbours::run(&setup).await?;
+    println!();
+    println!(
+        "| quiet tenant ({} records/s to a webhook, {} API calls/s) | alone | beside the noisy tenant | ratio | bar |",
+        args.rate, args.api_rate
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "{}",
+        neighbours_row("ingest-to-delivery", alone.delivery, beside.delivery, 1)
+    );
+    println!(
+        "{}",
+        neighbours_row("`GET /v1/sources/{id}`", alone.api, beside.api, 2)
+    );
+    println!(
+        "| API errors | {} | {} | | |",
+        alone.api_errors, beside.api_errors
+    );
+    println!(
+        "| noisy records pushed during the run (each offered to {} feeds) | | {} | | |",
+        args.noisy_feeds, beside.noisy_records
+    );
+    Ok(())
+}
+
+/// A row of the neighbours table: p50 / p99 / max alone and beside, the p99 ratio against
+/// the bar of 2×.
+fn neighbours_row(
+    what: &str,
+    alone: (f64, f64, f64),
+    beside: (f64, f64, f64),
+    places: usize,
+) -> String {
+    let ratio = beside.1 / alone.1.max(f64::EPSILON);
+    let verdict = if ratio <= 2.0 { "met" } else { "**not met**" };
+    let ms = |(p50, p99, max): (f64, f64, f64)| {
+        format!("{p50:.places$} / {p99:.places$} / {max:.places$} ms")
+    };
+    format!(
+        "| {what} p50 / p99 / max | {} | {} | p99 {ratio:.2}× | ≤ 2×: {verdict} |",
+        ms(alone),
+        ms(beside)
+    )
+}
+
 async fn deliver_bench(args: DeliverArgs) -> anyhow::Result<()> {
     use deliver::{SINKS, Tally};
     let binary = absolute(&args.binary)?;
@@ -475,7 +559,8 @@ async fn deliver_bench(args: DeliverArgs) -> anyhow::Result<()> {
             "latency at {rate:.0} records/s ({:.0} deliveries/s)…",
             rate * SINKS as f64
         );
-        let l = deliver::latency(addr, &token, f, &tally, next, rate, duration).await?;
+        let l =
+            deliver::latency(addr, &token, f, &tally, next, rate, duration, SINKS as u64).await?;
         next += (rate * duration.as_secs_f64()) as u64 + 1000;
         eprintln!("  p50 {:.1} ms, p99 {:.1} ms", l.0, l.1);
         report_memory(pid);
