@@ -165,6 +165,12 @@ struct NeighboursArgs {
     /// The noisy tenant's records per second.
     #[arg(long, default_value_t = 100)]
     noisy_rate: u64,
+    /// The noisy tenant's webhook subscriptions to an endpoint that never answers.
+    #[arg(long, default_value_t = 20)]
+    hanging: usize,
+    /// The noisy tenant's `http_poll` sources whose server answers after 9 seconds.
+    #[arg(long, default_value_t = 5)]
+    slow_sources: usize,
 }
 
 #[derive(Args)]
@@ -455,6 +461,8 @@ async fn neighbours_bench(args: NeighboursArgs) -> anyhow::Result<()> {
         api_rate: args.api_rate,
         noisy_feeds: args.noisy_feeds,
         noisy_rate: args.noisy_rate,
+        hanging: args.hanging,
+        slow_sources: args.slow_sources,
     };
     let (alone, beside) = neighbours::run(&setup).await?;
     println!();

@@ -34,6 +34,10 @@ pub struct Setup<'a> {
     pub noisy_feeds: usize,
     /// The noisy tenant's records per second.
     pub noisy_rate: u64,
+    /// The noisy tenant's webhook subscriptions to an endpoint that never answers.
+    pub hanging: usize,
+    /// The noisy tenant's `http_poll` sources whose server answers after 9 seconds.
+    pub slow_sources: usize,
 }
 
 /// The quiet tenant's figures in one run, in milliseconds.
@@ -143,11 +147,6 @@ struct Noise {
 const EXPENSIVE: &str = "[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, \
      [1,2,3,4,5,6,7,8,9,10].all(c, a * b * c + record.px > 0.0)))";
 
-/// Webhook subscriptions of the noisy subscriber to the endpoint that never answers.
-const HANGING_SUBSCRIPTIONS: usize = 20;
-/// The noisy tenant's sources whose server answers after 9 seconds.
-const SLOW_SOURCES: usize = 5;
-
 impl Noise {
     async fn start(addr: SocketAddr, setup: &Setup<'_>) -> anyhow::Result<Noise> {
         let token = vendor(addr, "Noisy").await?;
@@ -194,7 +193,7 @@ impl Noise {
         )
         .await?;
         let subscriber = crate::login(addr, email).await?;
-        for feed in feeds.iter().take(HANGING_SUBSCRIPTIONS) {
+        for feed in feeds.iter().cycle().take(setup.hanging) {
             crate::expect(
                 addr,
                 "/v1/subscriptions",
@@ -205,7 +204,7 @@ impl Noise {
             )
             .await?;
         }
-        for i in 0..SLOW_SOURCES {
+        for i in 0..setup.slow_sources {
             crate::expect(
                 addr,
                 "/v1/sources",
