@@ -270,3 +270,58 @@ async fn reference_rows_are_stored_replaced_and_read() {
     assert_eq!(bad.status, 422);
     assert_eq!(bad.paths(), vec!["table"]);
 }
+
+#[tokio::test]
+async fn a_poll_url_naming_an_address_outbound_connections_may_not_reach_is_refused_when_saved() {
+    let app = spawn_app().await;
+    let (_, token) = app.vendor("Acme").await;
+    for url in [
+        "http://127.0.0.1:9/px",
+        "http://169.254.169.254/latest",
+        "http://[::ffff:7f00:1]/px",
+    ] {
+        let res = app
+            .post(
+                "/v1/sources",
+                Some(&token),
+                json!({"name": "p", "kind": "http_poll", "url": url, "every": "1m"}),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{url}: {:?}", res.body);
+        assert_eq!(res.paths(), vec!["url"]);
+        let message = res.body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("polls may not reach it"), "{message}");
+    }
+    assert_eq!(
+        app.get("/v1/sources", Some(&token)).await.body["items"],
+        json!([]),
+        "nothing was stored"
+    );
+    // Where private addresses are allowed, the egress allow-list (loopback in the tests)
+    // still bounds them, and a change of URL is checked as a new one is.
+    let open = spawn_with(|c| c.allow_private_webhooks = true).await;
+    let (_, token) = open.vendor("Acme").await;
+    let created = open
+        .post(
+            "/v1/sources",
+            Some(&token),
+            json!({"name": "p", "kind": "http_poll", "url": "http://127.0.0.1:9/px", "every": "1m"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let path = format!("/v1/sources/{}", created.body["id"].as_str().unwrap());
+    let moved = open
+        .patch(&path, Some(&token), json!({"url": "http://10.0.0.5/px"}))
+        .await;
+    assert_eq!(moved.status, 422, "{:?}", moved.body);
+    assert!(
+        moved.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("egress allow-list")
+    );
+    assert_eq!(
+        open.get(&path, Some(&token)).await.body["url"],
+        "http://127.0.0.1:9/px"
+    );
+}

@@ -34,6 +34,7 @@ impl Services {
             updated_at: now,
         };
         source.validate(self.settings.shape)?;
+        self.check_poll_address(&source)?;
         self.room_for_source(tenant).await?;
         let mut source = source;
         if source.kind == SourceKind::Sqs {
@@ -52,6 +53,26 @@ impl Services {
         }
         self.store.create_source(&source).await?;
         Ok(source)
+    }
+
+    /// Refuses a poll URL naming an address outbound connections may not reach. A host name
+    /// is resolved when polled, where every address it gives is checked again.
+    fn check_poll_address(&self, source: &Source) -> Result<(), CoreError> {
+        let Some(url) = source.url.as_deref().and_then(|u| url::Url::parse(u).ok()) else {
+            return Ok(());
+        };
+        let ip: std::net::IpAddr = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.into(),
+            Some(url::Host::Ipv6(ip)) => ip.into(),
+            _ => return Ok(()),
+        };
+        match self.settings.egress.refuses(ip) {
+            Some(why) => Err(CoreError::invalid(
+                "url",
+                format!("{why}; polls may not reach it"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Reads a source of the caller's tenant.
@@ -99,6 +120,7 @@ impl Services {
         }
         source.updated_at = self.clock.now();
         source.validate(self.settings.shape)?;
+        self.check_poll_address(&source)?;
         self.store.update_source(&source).await?;
         Ok(source)
     }
