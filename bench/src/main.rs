@@ -171,6 +171,9 @@ struct NeighboursArgs {
     /// The noisy tenant's `http_poll` sources whose server answers after 9 seconds.
     #[arg(long, default_value_t = 5)]
     slow_sources: usize,
+    /// The filter of each noisy feed (default: 1,000 evaluations per record).
+    #[arg(long)]
+    noisy_filter: Option<String>,
 }
 
 #[derive(Args)]
@@ -463,6 +466,7 @@ async fn neighbours_bench(args: NeighboursArgs) -> anyhow::Result<()> {
         noisy_rate: args.noisy_rate,
         hanging: args.hanging,
         slow_sources: args.slow_sources,
+        noisy_filter: args.noisy_filter.clone(),
     };
     let (alone, beside) = neighbours::run(&setup).await?;
     println!();

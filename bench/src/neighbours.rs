@@ -38,6 +38,8 @@ pub struct Setup<'a> {
     pub hanging: usize,
     /// The noisy tenant's `http_poll` sources whose server answers after 9 seconds.
     pub slow_sources: usize,
+    /// The filter of each noisy feed (`None`: [`EXPENSIVE`]).
+    pub noisy_filter: Option<String>,
 }
 
 /// The quiet tenant's figures in one run, in milliseconds.
@@ -144,7 +146,7 @@ struct Noise {
 }
 
 /// A filter of 10 × 10 × 10 evaluations per record: expensive, and within the default budget.
-const EXPENSIVE: &str = "[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, \
+pub const EXPENSIVE: &str = "[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, \
      [1,2,3,4,5,6,7,8,9,10].all(c, a * b * c + record.px > 0.0)))";
 
 impl Noise {
@@ -172,7 +174,7 @@ impl Noise {
                 Some(&token),
                 &json!({
                     "name": format!("noisy {i}"), "source_id": source,
-                    "pipeline": {"rules": [{"type": "filter", "expr": EXPENSIVE}]},
+                    "pipeline": {"rules": [{"type": "filter", "expr": setup.noisy_filter.as_deref().unwrap_or(EXPENSIVE)}]},
                     "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "1.00",
                         "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.0001"}]}],
                     "status": "published"
