@@ -39,6 +39,8 @@ Pipeline expressions are CEL over the variable `record`; window aggregates may c
         license(name = "Apache-2.0")
     ),
     modifiers(&Security),
+    // Named by parameters only, which utoipa does not collect by itself.
+    components(schemas(wharf_core::services::Granularity)),
     tags(
         (name = "identity", description = "Sign-up, login, tokens, vendors"),
         (name = "api-keys", description = "Ingest API keys"),

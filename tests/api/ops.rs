@@ -39,3 +39,47 @@ fn the_committed_openapi_document_matches_the_code() {
         "openapi/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test api openapi`"
     );
 }
+
+/// Every `$ref` string anywhere in `value`.
+fn refs<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", serde_json::Value::String(r)) => found.push(r),
+                    _ => refs(v, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_openapi_document_names_each_operation_once_and_defines_every_schema_it_refers_to() {
+    let spec = serde_json::to_value(wharf_api::openapi()).unwrap();
+    let mut ids: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut twice: Vec<&str> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    twice.dedup();
+    assert!(twice.is_empty(), "operationIds used twice: {twice:?}");
+    let mut found = Vec::new();
+    refs(&spec, &mut found);
+    let missing: Vec<&str> = found
+        .into_iter()
+        .filter_map(|r| r.strip_prefix("#/components/schemas/"))
+        .filter(|name| spec["components"]["schemas"][*name].is_null())
+        .collect();
+    assert!(missing.is_empty(), "$refs to missing schemas: {missing:?}");
+}

@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Create an ingest key; its secret is in this answer only and stored hashed.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = NewApiKey, security(("bearer" = [])),
+#[utoipa::path(operation_id = "create_api_key", post, path = "/v1/api-keys", tag = "api-keys", request_body = NewApiKey, security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     responses((status = 201, body = CreatedApiKey), WriteErrors))]
 async fn create(
@@ -45,7 +45,7 @@ async fn create(
 }
 
 /// List the tenant's keys (without secrets).
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageParams), security(("bearer" = [])),
+#[utoipa::path(operation_id = "list_api_keys", get, path = "/v1/api-keys", tag = "api-keys", params(PageParams), security(("bearer" = [])),
     responses((status = 200, body = Page<ApiKey>), ReadErrors))]
 async fn list(
     State(s): State<AppState>,
@@ -56,7 +56,7 @@ async fn list(
 }
 
 /// Read a key (without its secret).
-#[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = ApiKeyId, Path)), security(("bearer" = [])),
+#[utoipa::path(operation_id = "get_api_key", get, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = ApiKeyId, Path)), security(("bearer" = [])),
     responses((status = 200, body = ApiKey), ReadErrors))]
 async fn get(
     State(s): State<AppState>,
@@ -67,7 +67,7 @@ async fn get(
 }
 
 /// Revoke a key; it stops working at once.
-#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = ApiKeyId, Path)), security(("bearer" = [])),
+#[utoipa::path(operation_id = "delete_api_key", delete, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = ApiKeyId, Path)), security(("bearer" = [])),
     responses((status = 204, description = "Revoked"), WriteErrors))]
 async fn delete(
     State(s): State<AppState>,

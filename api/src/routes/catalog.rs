@@ -30,7 +30,7 @@ struct CatalogQuery {
 }
 
 /// Browse published public feeds, with plans, schema and a sample; `?q=` searches.
-#[utoipa::path(get, path = "/v1/catalog", tag = "catalog", params(CatalogQuery),
+#[utoipa::path(operation_id = "list_catalog", get, path = "/v1/catalog", tag = "catalog", params(CatalogQuery),
     responses((status = 200, body = Page<CatalogEntry>), PublicReadErrors))]
 async fn list(
     State(s): State<AppState>,
@@ -44,7 +44,7 @@ async fn list(
 }
 
 /// One catalog entry.
-#[utoipa::path(get, path = "/v1/catalog/{feed_id}", tag = "catalog", params(("feed_id" = FeedId, Path)),
+#[utoipa::path(operation_id = "get_catalog_entry", get, path = "/v1/catalog/{feed_id}", tag = "catalog", params(("feed_id" = FeedId, Path)),
     responses((status = 200, body = CatalogEntry), PublicReadErrors))]
 async fn get(
     State(s): State<AppState>,

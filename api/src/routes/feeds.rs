@@ -25,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 ///
 /// Every CEL expression is compiled; a bad one is a 422 whose `errors[].path` names the rule
 /// (`pipeline.rules[2].expr`) and whose message gives the line and column.
-#[utoipa::path(post, path = "/v1/feeds", tag = "feeds", request_body = NewFeed, security(("bearer" = [])),
+#[utoipa::path(operation_id = "create_feed", post, path = "/v1/feeds", tag = "feeds", request_body = NewFeed, security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     responses((status = 201, body = Feed), WriteErrors))]
 async fn create(
@@ -46,7 +46,7 @@ async fn create(
 }
 
 /// List the tenant's feeds.
-#[utoipa::path(get, path = "/v1/feeds", tag = "feeds", params(PageParams), security(("bearer" = [])),
+#[utoipa::path(operation_id = "list_feeds", get, path = "/v1/feeds", tag = "feeds", params(PageParams), security(("bearer" = [])),
     responses((status = 200, body = Page<Feed>), ReadErrors))]
 async fn list(
     State(s): State<AppState>,
@@ -57,7 +57,7 @@ async fn list(
 }
 
 /// Read a feed.
-#[utoipa::path(get, path = "/v1/feeds/{id}", tag = "feeds", params(("id" = FeedId, Path)), security(("bearer" = [])),
+#[utoipa::path(operation_id = "get_feed", get, path = "/v1/feeds/{id}", tag = "feeds", params(("id" = FeedId, Path)), security(("bearer" = [])),
     responses((status = 200, body = Feed), ReadErrors))]
 async fn get(
     State(s): State<AppState>,
@@ -68,7 +68,7 @@ async fn get(
 }
 
 /// Change a feed's name, description, plans, visibility, status (draft → published → archived) or sample.
-#[utoipa::path(patch, path = "/v1/feeds/{id}", tag = "feeds", params(("id" = FeedId, Path)), request_body = FeedPatch,
+#[utoipa::path(operation_id = "update_feed", patch, path = "/v1/feeds/{id}", tag = "feeds", params(("id" = FeedId, Path)), request_body = FeedPatch,
     security(("bearer" = [])), responses((status = 200, body = Feed), WriteErrors))]
 async fn update(
     State(s): State<AppState>,
@@ -80,7 +80,7 @@ async fn update(
 }
 
 /// Delete a feed that has never had subscriptions (archive it otherwise).
-#[utoipa::path(delete, path = "/v1/feeds/{id}", tag = "feeds", params(("id" = FeedId, Path)), security(("bearer" = [])),
+#[utoipa::path(operation_id = "delete_feed", delete, path = "/v1/feeds/{id}", tag = "feeds", params(("id" = FeedId, Path)), security(("bearer" = [])),
     responses((status = 204, description = "Deleted"), WriteErrors))]
 async fn delete(
     State(s): State<AppState>,

@@ -39,7 +39,7 @@ async fn put(
 }
 
 /// Read a row.
-#[utoipa::path(get, path = "/v1/reference/{table}/{key}", tag = "reference",
+#[utoipa::path(operation_id = "get_reference_row", get, path = "/v1/reference/{table}/{key}", tag = "reference",
     params(("table" = String, Path), ("key" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = Object), ReadErrors))]
 async fn get(

@@ -20,7 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Register a source: `push`, `sqs` (aws shape) or `http_poll` (`url`, `every`).
-#[utoipa::path(post, path = "/v1/sources", tag = "sources", request_body = NewSource, security(("bearer" = [])),
+#[utoipa::path(operation_id = "create_source", post, path = "/v1/sources", tag = "sources", request_body = NewSource, security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     responses((status = 201, body = Source), WriteErrors))]
 async fn create(
@@ -41,7 +41,7 @@ async fn create(
 }
 
 /// List the tenant's sources.
-#[utoipa::path(get, path = "/v1/sources", tag = "sources", params(PageParams), security(("bearer" = [])),
+#[utoipa::path(operation_id = "list_sources", get, path = "/v1/sources", tag = "sources", params(PageParams), security(("bearer" = [])),
     responses((status = 200, body = Page<Source>), ReadErrors))]
 async fn list(
     State(s): State<AppState>,
@@ -52,7 +52,7 @@ async fn list(
 }
 
 /// Read a source.
-#[utoipa::path(get, path = "/v1/sources/{id}", tag = "sources", params(("id" = SourceId, Path)), security(("bearer" = [])),
+#[utoipa::path(operation_id = "get_source", get, path = "/v1/sources/{id}", tag = "sources", params(("id" = SourceId, Path)), security(("bearer" = [])),
     responses((status = 200, body = Source), ReadErrors))]
 async fn get(
     State(s): State<AppState>,
@@ -63,7 +63,7 @@ async fn get(
 }
 
 /// Change a source's name, polling settings, schema or retention.
-#[utoipa::path(patch, path = "/v1/sources/{id}", tag = "sources", params(("id" = SourceId, Path)), request_body = SourcePatch,
+#[utoipa::path(operation_id = "update_source", patch, path = "/v1/sources/{id}", tag = "sources", params(("id" = SourceId, Path)), request_body = SourcePatch,
     security(("bearer" = [])), responses((status = 200, body = Source), WriteErrors))]
 async fn update(
     State(s): State<AppState>,
@@ -75,7 +75,7 @@ async fn update(
 }
 
 /// Delete a source no feed uses.
-#[utoipa::path(delete, path = "/v1/sources/{id}", tag = "sources", params(("id" = SourceId, Path)), security(("bearer" = [])),
+#[utoipa::path(operation_id = "delete_source", delete, path = "/v1/sources/{id}", tag = "sources", params(("id" = SourceId, Path)), security(("bearer" = [])),
     responses((status = 204, description = "Deleted"), WriteErrors))]
 async fn delete(
     State(s): State<AppState>,

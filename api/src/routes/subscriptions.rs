@@ -43,7 +43,7 @@ async fn confirm_email(
 /// A webhook channel's answer carries its `signing_secret` (`whsec_…`), shown only here.
 /// Webhook hosts must resolve to public addresses unless the server allows private ones.
 /// A channel this server's shape cannot serve is a 422 naming the shapes that can.
-#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = NewSubscription, security(("bearer" = [])),
+#[utoipa::path(operation_id = "create_subscription", post, path = "/v1/subscriptions", tag = "subscriptions", request_body = NewSubscription, security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     responses((status = 201, body = SubscriptionWithSecret), WriteErrors))]
 async fn create(
@@ -67,7 +67,7 @@ async fn create(
 }
 
 /// List the caller's subscriptions.
-#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", params(PageParams), security(("bearer" = [])),
+#[utoipa::path(operation_id = "list_subscriptions", get, path = "/v1/subscriptions", tag = "subscriptions", params(PageParams), security(("bearer" = [])),
     responses((status = 200, body = Page<Subscription>), ReadErrors))]
 async fn list(
     State(s): State<AppState>,
@@ -79,7 +79,7 @@ async fn list(
 
 /// Read a subscription: whole to its subscriber; to an admin of the selling vendor, a summary
 /// with the channel's kind and a webhook's host but not the subscriber's URL, address or filter.
-#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = SubscriptionId, Path)), security(("bearer" = [])),
+#[utoipa::path(operation_id = "get_subscription", get, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = SubscriptionId, Path)), security(("bearer" = [])),
     responses((status = 200, body = SubscriptionView), ReadErrors))]
 async fn get(
     State(s): State<AppState>,
@@ -90,7 +90,7 @@ async fn get(
 }
 
 /// Pause (`status: paused`), resume (`status: active`), or change the channel, filter or batching.
-#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = SubscriptionId, Path)),
+#[utoipa::path(operation_id = "update_subscription", patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = SubscriptionId, Path)),
     request_body = SubscriptionPatch, security(("bearer" = [])), responses((status = 200, body = SubscriptionWithSecret), WriteErrors))]
 async fn update(
     State(s): State<AppState>,
