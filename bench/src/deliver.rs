@@ -188,40 +188,32 @@ pub async fn fixture(
     sinks: &[SocketAddr],
     batch: Option<Value>,
 ) -> anyhow::Result<Fixture> {
-    let source = crate::field(
-        &crate::expect(
-            addr,
-            "/v1/sources",
-            Some(token),
-            &json!({"name": format!("{label} ticks"), "kind": "push"}),
-            StatusCode::CREATED,
-        )
-        .await?,
-        "id",
-    )?;
-    let feed = crate::field(
-        &crate::expect(
-            addr,
-            "/v1/feeds",
-            Some(token),
-            &json!({
-                "name": format!("{label} ticks"), "source_id": source,
-                "description": "Delivery benchmark",
-                "pipeline": {"rules": [
-                    {"type": "filter", "expr": "record.px > 0.0"},
-                    {"type": "map", "fields": {"sym": "record.sym", "usd": "record.px * 1.08",
-                        "qty": "record.qty", "sent_us": "record.sent_us"}}
-                ]},
-                "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "49.00",
-                    "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.0001"}]}],
-                "visibility": "public", "status": "published",
-                "sample": {"sym": "AAPL", "usd": 202.5}
-            }),
-            StatusCode::CREATED,
-        )
-        .await?,
-        "id",
-    )?;
+    let source = crate::created(
+        addr,
+        "/v1/sources",
+        Some(token),
+        &json!({"name": format!("{label} ticks"), "kind": "push"}),
+    )
+    .await?;
+    let feed = crate::created(
+        addr,
+        "/v1/feeds",
+        Some(token),
+        &json!({
+            "name": format!("{label} ticks"), "source_id": source,
+            "description": "Delivery benchmark",
+            "pipeline": {"rules": [
+                {"type": "filter", "expr": "record.px > 0.0"},
+                {"type": "map", "fields": {"sym": "record.sym", "usd": "record.px * 1.08",
+                    "qty": "record.qty", "sent_us": "record.sent_us"}}
+            ]},
+            "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "49.00",
+                "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.0001"}]}],
+            "visibility": "public", "status": "published",
+            "sample": {"sym": "AAPL", "usd": 202.5}
+        }),
+    )
+    .await?;
     for (i, sink) in sinks.iter().enumerate() {
         let email = format!("{label}-{i}@subscriber.example");
         crate::expect(

@@ -290,6 +290,19 @@ async fn expect(
     Ok(res)
 }
 
+/// POSTs `body` to `path`, expecting a 201; the new object's id.
+async fn created(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<String> {
+    field(
+        &expect(addr, path, token, body, StatusCode::CREATED).await?,
+        "id",
+    )
+}
+
 fn field(v: &Value, name: &str) -> anyhow::Result<String> {
     v[name]
         .as_str()
@@ -312,29 +325,30 @@ async fn login(addr: SocketAddr, email: &str) -> anyhow::Result<String> {
     )
 }
 
-/// A vendor with one push source and one published feed; returns (admin token, feed id).
-async fn seed(addr: SocketAddr) -> anyhow::Result<(String, String)> {
-    let email = "bench@vendor.example";
+/// Signs up a vendor named `name` (admin `<name>@vendor.example`); its admin's token.
+async fn vendor(addr: SocketAddr, name: &str) -> anyhow::Result<String> {
+    let email = format!("{}@vendor.example", name.to_lowercase());
     expect(
         addr,
         "/v1/vendors",
         None,
-        &json!({"name": "Bench", "admin_email": email, "admin_password": PASSWORD}),
+        &json!({"name": name, "admin_email": email, "admin_password": PASSWORD}),
         StatusCode::CREATED,
     )
     .await?;
-    let token = login(addr, email).await?;
-    let source = field(
-        &expect(
-            addr,
-            "/v1/sources",
-            Some(&token),
-            &json!({"name": "ticks", "kind": "push"}),
-            StatusCode::CREATED,
-        )
-        .await?,
-        "id",
-    )?;
+    login(addr, &email).await
+}
+
+/// A vendor with one push source and one published feed; returns (admin token, feed id).
+async fn seed(addr: SocketAddr) -> anyhow::Result<(String, String)> {
+    let token = vendor(addr, "Bench").await?;
+    let source = created(
+        addr,
+        "/v1/sources",
+        Some(&token),
+        &json!({"name": "ticks", "kind": "push"}),
+    )
+    .await?;
     let plan = json!({"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "49.00",
         "included_deliveries": 10000,
         "tiers": [{"up_to": 100000, "unit_price": "0.0010"}, {"up_to": null, "unit_price": "0.0005"}]});
@@ -347,17 +361,7 @@ async fn seed(addr: SocketAddr) -> anyhow::Result<(String, String)> {
         "plans": [plan], "visibility": "public", "status": "published",
         "sample": {"symbol": "AAPL", "usd": 201.5}
     });
-    let feed = field(
-        &expect(
-            addr,
-            "/v1/feeds",
-            Some(&token),
-            &feed_body,
-            StatusCode::CREATED,
-        )
-        .await?,
-        "id",
-    )?;
+    let feed = created(addr, "/v1/feeds", Some(&token), &feed_body).await?;
     Ok((token, feed))
 }
 
@@ -380,17 +384,13 @@ async fn ingest_server(
     )
     .await?;
     let fed = field(&feed_doc, "source_id")?;
-    let lone = field(
-        &expect(
-            wharf.addr,
-            "/v1/sources",
-            Some(&token),
-            &json!({"name": "no feed", "kind": "push"}),
-            StatusCode::CREATED,
-        )
-        .await?,
-        "id",
-    )?;
+    let lone = created(
+        wharf.addr,
+        "/v1/sources",
+        Some(&token),
+        &json!({"name": "no feed", "kind": "push"}),
+    )
+    .await?;
     Ok((wharf, token, fed, lone))
 }
 

@@ -88,7 +88,7 @@ async fn measure(setup: &Setup<'_>, noisy: bool) -> anyhow::Result<Figures> {
     wharf.wait_ready("/readyz", crate::READY_TIMEOUT).await?;
     let tally = Arc::new(Tally::default());
     let sinks = deliver::start_n_sinks(tally.clone(), 1).await?;
-    let token = vendor(addr, "Quiet").await?;
+    let token = crate::vendor(addr, "Quiet").await?;
     let quiet = deliver::fixture(addr, &token, "quiet", &sinks, None).await?;
     let noise = if noisy {
         Some(Noise::start(addr, setup).await?)
@@ -123,20 +123,6 @@ async fn measure(setup: &Setup<'_>, noisy: bool) -> anyhow::Result<Figures> {
     })
 }
 
-/// Signs up a vendor named `name`; its admin's token.
-async fn vendor(addr: SocketAddr, name: &str) -> anyhow::Result<String> {
-    let email = format!("{}@vendor.example", name.to_lowercase());
-    crate::expect(
-        addr,
-        "/v1/vendors",
-        None,
-        &json!({"name": name, "admin_email": email, "admin_password": crate::PASSWORD}),
-        StatusCode::CREATED,
-    )
-    .await?;
-    crate::login(addr, &email).await
-}
-
 /// The noisy tenant at work, until stopped.
 struct Noise {
     stop: Arc<AtomicBool>,
@@ -151,20 +137,16 @@ pub const EXPENSIVE: &str = "[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10
 
 impl Noise {
     async fn start(addr: SocketAddr, setup: &Setup<'_>) -> anyhow::Result<Noise> {
-        let token = vendor(addr, "Noisy").await?;
+        let token = crate::vendor(addr, "Noisy").await?;
         let (hanging, hang_server) = hanging_endpoint().await?;
         let (slow, slow_server) = slow_source_server().await?;
-        let source = crate::field(
-            &crate::expect(
-                addr,
-                "/v1/sources",
-                Some(&token),
-                &json!({"name": "firehose", "kind": "push"}),
-                StatusCode::CREATED,
-            )
-            .await?,
-            "id",
-        )?;
+        let source = crate::created(
+            addr,
+            "/v1/sources",
+            Some(&token),
+            &json!({"name": "firehose", "kind": "push"}),
+        )
+        .await?;
         eprintln!("  {} noisy feeds…", setup.noisy_feeds);
         let mut feeds = Vec::new();
         for i in 0..setup.noisy_feeds {
