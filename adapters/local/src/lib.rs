@@ -6,6 +6,8 @@ mod billing;
 mod columns;
 pub mod db;
 mod deliveries;
+#[cfg(test)]
+mod plans;
 mod records;
 pub mod store;
 
