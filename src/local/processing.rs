@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wharf_core::ports::ChangeLog;
 use wharf_core::{CoreError, Services, TenantId};
 use wharf_workers::lanes::Lanes;
@@ -21,6 +21,9 @@ const LANES_AT_ONCE: usize = 8;
 const LOW_WATERMARK: &str = "process";
 /// How long a lane whose step failed waits before the dispatcher starts it again.
 const RETRY_WAIT: Duration = Duration::from_secs(1);
+/// The low watermark is stored at most this often while records keep coming: it only tells a
+/// restart where to look for tenants with work, and each store is a commit on the one writer.
+const WATERMARK_EVERY: Duration = Duration::from_secs(1);
 
 /// A tenant's progress: processed up to `done` (unknown until read), records up to `known`.
 #[derive(Default, Clone, Copy)]
@@ -35,8 +38,9 @@ struct State {
     seen: Option<u64>,
     /// The low watermark at start: a tenant with no position of its own starts there.
     start: u64,
-    /// The low watermark last stored.
+    /// The low watermark last stored, and when.
     stored: u64,
+    stored_at: Option<Instant>,
     tenants: HashMap<TenantId, Progress>,
 }
 
@@ -109,9 +113,17 @@ impl Processing {
                 .unwrap_or(seen);
             (pending, low)
         };
-        if low > self.state().stored {
+        let store = {
+            let state = self.state();
+            let due = state
+                .stored_at
+                .is_none_or(|at| at.elapsed() >= WATERMARK_EVERY);
+            low > state.stored && (due || pending.is_empty())
+        };
+        if store {
             self.log.set_consumer_position(LOW_WATERMARK, low).await?;
-            self.state().stored = low;
+            let mut state = self.state();
+            (state.stored, state.stored_at) = (low, Some(Instant::now()));
         }
         for tenant in pending {
             let this = self.clone();
