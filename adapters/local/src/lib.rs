@@ -1,8 +1,9 @@
 //! Adapters for the local shape: one process, one data directory. The SQLite database
-//! (`db`) backs the store port (`store`, with records and the change feed in `records` and
-//! delivery state and usage in `deliveries`) and the other local adapters.
+//! (`db`) backs the store port (`store`, with records in `records`, the change feed in
+//! `change_log` and delivery state and usage in `deliveries`) and the other local adapters.
 
 mod billing;
+mod change_log;
 mod columns;
 pub mod db;
 mod deliveries;

@@ -1,5 +1,5 @@
-//! The record ports on SQLite: raw and output records and pipeline errors (`RecordStore`),
-//! and the local change feed over raw records (`ChangeLog`).
+//! The record port on SQLite: raw and output records and pipeline errors (`RecordStore`);
+//! the statements the change feed over raw records reads with (`change_log`).
 //!
 //! Invariants:
 //! - a record's position is its rowid, assigned with AUTOINCREMENT under the single writer
@@ -17,7 +17,7 @@
 //!   binary search over the sequence: nothing on the write path pays for an index on time.
 
 use crate::columns::{
-    bound, collect, column, id_column, json_column, micros, stored_position, time_column, unsigned,
+    bound, collect, column, id_column, json_column, micros, time_column, unsigned,
 };
 use crate::db::sql_error;
 use crate::store::{SqliteStore, from_doc, run, to_doc};
@@ -27,11 +27,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use serde::de::DeserializeOwned;
 use wharf_core::domain::{FeedError, OutputRecord, RawRecord};
-use wharf_core::ports::{ChangeLog, RecordStore, Result};
+use wharf_core::ports::{RecordStore, Result};
 use wharf_core::{CoreError, FeedId, Page, PageRequest, SourceId, TenantId, Timestamp};
 
 /// Rows deleted per retention transaction, so ingest can commit between chunks.
 const EXPIRE_CHUNK: usize = 5_000;
+
+/// Outputs written per transaction (about a millisecond of the writer's time each).
+const OUTPUT_CHUNK: usize = 500;
 
 /// The cursor tag of the feed error list.
 const FEED_ERRORS: &str = "feed_errors";
@@ -48,7 +51,7 @@ macro_rules! output_columns {
     };
 }
 
-fn decode_raw(row: &Row<'_>) -> Result<(u64, RawRecord)> {
+pub(crate) fn decode_raw(row: &Row<'_>) -> Result<(u64, RawRecord)> {
     Ok((
         unsigned(column(row, 0)?)?,
         RawRecord {
@@ -304,7 +307,8 @@ pub(crate) const RAW_OF_TENANT_AFTER: &str = concat!(
 /// The tenants with records after a position. `NOT INDEXED`: the planner would otherwise
 /// answer the `GROUP BY` from the per-tenant index, reading every record ever stored on
 /// each call instead of the few after the position.
-pub(crate) const TENANTS_AFTER: &str = "SELECT tenant_id, MAX(position) FROM raw_records NOT INDEXED
+pub(crate) const TENANTS_AFTER: &str =
+    "SELECT tenant_id, MAX(position) FROM raw_records NOT INDEXED
      WHERE position > ? GROUP BY tenant_id";
 
 #[async_trait]
@@ -374,41 +378,53 @@ impl RecordStore for SqliteStore {
     }
 
     async fn append_output(&self, records: &[OutputRecord]) -> Result<usize> {
-        if records.is_empty() {
-            return Ok(0);
-        }
         let rows = records
             .iter()
             .map(OutputRow::of)
             .collect::<Result<Vec<_>>>()?;
-        self.db
-            .write(move |tx| {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO output_records
-                             (id, tenant_id, feed_id, pipeline_version, ts, created_at, expires_at, data)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .map_err(sql_error)?;
-                let mut new = 0;
-                for r in &rows {
-                    new += stmt
-                        .execute(params![
-                            r.id,
-                            r.tenant_id,
-                            r.feed_id,
-                            r.pipeline_version,
-                            r.ts,
-                            r.created_at,
-                            r.expires_at,
-                            r.data
-                        ])
+        // A transaction per chunk: one batch of a tenant with hundreds of feeds makes tens of
+        // thousands of outputs, and in one transaction it held the one writer (every other
+        // tenant's ingest, metering and positions) for a quarter of a second. Outputs are keyed
+        // by their derived ids, so chunks committed before a failure are skipped when the
+        // batch is processed again.
+        let mut new = 0;
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<OutputRow> = rows.by_ref().take(OUTPUT_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            new += self
+                .db
+                .write(move |tx| {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO output_records
+                                 (id, tenant_id, feed_id, pipeline_version, ts, created_at, expires_at, data)
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                             ON CONFLICT (id) DO NOTHING",
+                        )
                         .map_err(sql_error)?;
-                }
-                Ok(new)
-            })
-            .await
+                    let mut new = 0;
+                    for r in &chunk {
+                        new += stmt
+                            .execute(params![
+                                r.id,
+                                r.tenant_id,
+                                r.feed_id,
+                                r.pipeline_version,
+                                r.ts,
+                                r.created_at,
+                                r.expires_at,
+                                r.data
+                            ])
+                            .map_err(sql_error)?;
+                    }
+                    Ok(new)
+                })
+                .await?;
+        }
+        Ok(new)
     }
 
     async fn output_after(
@@ -617,85 +633,5 @@ impl RecordStore for SqliteStore {
 
     async fn expire_feed_errors(&self, before: Timestamp) -> Result<usize> {
         self.expire_log(FEED_ERRORS, before).await
-    }
-}
-
-#[async_trait]
-impl ChangeLog for SqliteStore {
-    async fn raw_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, RawRecord)>> {
-        let (after, limit) = (bound(after), bound(limit));
-        self.db
-            .read_large(move |c| {
-                collect(
-                    c,
-                    RAW_AFTER,
-                    params![after, limit],
-                    decode_raw,
-                )
-            })
-            .await
-    }
-
-    async fn raw_of_tenant_after(
-        &self,
-        tenant: &TenantId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, RawRecord)>> {
-        let (tenant, after, limit) = (tenant.to_string(), bound(after), bound(limit));
-        self.db
-            .read_large(move |c| {
-                collect(
-                    c,
-                    RAW_OF_TENANT_AFTER,
-                    params![tenant, after, limit],
-                    decode_raw,
-                )
-            })
-            .await
-    }
-
-    async fn tenants_after(&self, after: u64) -> Result<Vec<(TenantId, u64)>> {
-        let after = bound(after);
-        self.db
-            .read_large(move |c| {
-                collect(
-                    c,
-                    TENANTS_AFTER,
-                    params![after],
-                    |row| Ok((id_column(row, 0)?, unsigned(column(row, 1)?)?)),
-                )
-            })
-            .await
-    }
-
-    async fn consumer_position(&self, consumer: &str) -> Result<u64> {
-        let consumer = consumer.to_owned();
-        let position: Option<i64> = self
-            .db
-            .read(move |c| {
-                c.prepare_cached("SELECT position FROM consumer_positions WHERE consumer = ?")
-                    .map_err(sql_error)?
-                    .query_row([&consumer], |r| r.get(0))
-                    .optional()
-                    .map_err(sql_error)
-            })
-            .await?;
-        position.map_or(Ok(0), unsigned)
-    }
-
-    async fn set_consumer_position(&self, consumer: &str, position: u64) -> Result<()> {
-        let (consumer, position) = (consumer.to_owned(), stored_position(position)?);
-        self.db
-            .write(move |tx| {
-                run(
-                    tx,
-                    "INSERT INTO consumer_positions (consumer, position) VALUES (?, ?)
-                     ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
-                    params![consumer, position],
-                )
-                .map(|_| ())
-            })
-            .await
     }
 }

@@ -41,6 +41,12 @@ async fn fresh() -> (Fresh, Arc<SqliteStore>) {
 }
 
 wharf_contract::store_contract!(fresh_store());
+
+#[tokio::test]
+async fn a_large_output_batch_is_stored_whole_and_once() {
+    let store = fresh_store().await;
+    wharf_contract::records::a_large_output_batch_is_stored_whole_and_once(&*store).await;
+}
 wharf_contract::change_log_contract!(fresh());
 
 #[tokio::test]
