@@ -133,22 +133,6 @@ pub async fn appending_output_records_is_idempotent(store: &dyn Store) {
     assert_eq!(records_of(&stored), vec![o1, o2, o3]);
 }
 
-/// A batch larger than a store writes at once (a tenant with hundreds of feeds makes tens
-/// of thousands of outputs) is stored whole, in order, and counted once; appended again, it
-/// stores nothing. Not part of `store_contract!`: the aws shape's processor stores outputs
-/// per unit (`append_output_once`), and thousands of separate outputs take minutes on moto.
-pub async fn a_large_output_batch_is_stored_whole_and_once(store: &dyn Store) {
-    let (_, _, f) = vendor_with_feed(store).await;
-    let batch: Vec<OutputRecord> = (0..2_345u32)
-        .map(|n| output_record(&f, n, i64::from(n)))
-        .collect();
-    assert_eq!(store.append_output(&batch).await.unwrap(), batch.len());
-    assert_eq!(store.append_output(&batch).await.unwrap(), 0);
-    let stored = outputs_of(store, &f).await;
-    assert_positions_ascend(&stored);
-    assert_eq!(records_of(&stored), batch);
-}
-
 /// A unit's outputs are stored once per feed and pipeline version: the same unit again
 /// stores nothing, the same unit under a new pipeline version stores its records, and
 /// positions follow the order of the records.

@@ -42,10 +42,43 @@ async fn fresh() -> (Fresh, Arc<SqliteStore>) {
 
 wharf_contract::store_contract!(fresh_store());
 
+/// A batch larger than one write transaction (a tenant with hundreds of feeds makes tens of
+/// thousands of outputs) is stored whole, in order, and counted once; appended again, it
+/// stores nothing.
 #[tokio::test]
 async fn a_large_output_batch_is_stored_whole_and_once() {
+    use wharf_core::domain::OutputRecord;
+    use wharf_core::ports::RecordStore;
     let store = fresh_store().await;
-    wharf_contract::records::a_large_output_batch_is_stored_whole_and_once(&*store).await;
+    let (tenant, feed) = (VendorId::new(), wharf_core::FeedId::new());
+    let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("a time");
+    let batch: Vec<OutputRecord> = (0..2_345)
+        .map(|n| OutputRecord {
+            id: RecordId::new(),
+            tenant_id: tenant.clone(),
+            feed_id: feed.clone(),
+            pipeline_version: 1,
+            ts: at,
+            created_at: at,
+            expires_at: at + time::Duration::days(3650),
+            data: serde_json::json!({ "n": n }),
+        })
+        .collect();
+    assert_eq!(
+        store.append_output(&batch).await.expect("stored"),
+        batch.len()
+    );
+    assert_eq!(store.append_output(&batch).await.expect("stored"), 0);
+    let stored = store
+        .output_after(&tenant, &feed, 0, 10_000)
+        .await
+        .expect("stored");
+    assert!(
+        stored.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions ascend"
+    );
+    let ids: Vec<_> = stored.into_iter().map(|(_, r)| r.id).collect();
+    assert_eq!(ids, batch.into_iter().map(|r| r.id).collect::<Vec<_>>());
 }
 wharf_contract::change_log_contract!(fresh());
 
