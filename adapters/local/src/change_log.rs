@@ -51,9 +51,22 @@ impl ChangeLog for SqliteStore {
     }
 
     async fn consumer_position(&self, consumer: &str) -> Result<u64> {
-        let consumer = consumer.to_owned();
-        let position: Option<i64> = self
-            .db
+        self.consumer_value(consumer.to_owned())
+            .await?
+            .map_or(Ok(0), unsigned)
+    }
+
+    async fn set_consumer_position(&self, consumer: &str, position: u64) -> Result<()> {
+        self.set_consumer_value(consumer.to_owned(), stored_position(position)?)
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// The value a consumer stored: a change-log position, or a window's end in unix
+    /// microseconds.
+    pub(crate) async fn consumer_value(&self, consumer: String) -> Result<Option<i64>> {
+        self.db
             .read(move |c| {
                 c.prepare_cached("SELECT position FROM consumer_positions WHERE consumer = ?")
                     .map_err(sql_error)?
@@ -61,19 +74,18 @@ impl ChangeLog for SqliteStore {
                     .optional()
                     .map_err(sql_error)
             })
-            .await?;
-        position.map_or(Ok(0), unsigned)
+            .await
     }
 
-    async fn set_consumer_position(&self, consumer: &str, position: u64) -> Result<()> {
-        let (consumer, position) = (consumer.to_owned(), stored_position(position)?);
+    /// Stores a consumer's value, replacing the one before.
+    pub(crate) async fn set_consumer_value(&self, consumer: String, value: i64) -> Result<()> {
         self.db
             .write(move |tx| {
                 run(
                     tx,
                     "INSERT INTO consumer_positions (consumer, position) VALUES (?, ?)
                      ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
-                    params![consumer, position],
+                    params![consumer, value],
                 )
                 .map(|_| ())
             })

@@ -259,6 +259,31 @@ impl Db {
             .map_err(CoreError::internal)?
     }
 
+    /// Writes `rows` in transactions of at most `per_transaction` rows each, `f` writing one
+    /// chunk; answers the sum of what `f` answered. A bulk write (a tenant with hundreds of
+    /// feeds makes tens of thousands of outputs or errors from one batch) would otherwise
+    /// hold the one writer from every other tenant for as long as it takes; between chunks,
+    /// other writers take their turn. Chunks committed before a failure stay committed: for
+    /// callers whose rows are skipped when written again, or who accept them twice.
+    pub async fn write_chunks<R: Send + 'static>(
+        &self,
+        rows: Vec<R>,
+        per_transaction: usize,
+        f: impl Fn(&Transaction, &[R]) -> Result<usize, CoreError> + Send + Sync + 'static,
+    ) -> Result<usize, CoreError> {
+        let f = Arc::new(f);
+        let mut written = 0;
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<R> = rows.by_ref().take(per_transaction.max(1)).collect();
+            if chunk.is_empty() {
+                return Ok(written);
+            }
+            let f = f.clone();
+            written += self.write(move |tx| f(tx, &chunk)).await?;
+        }
+    }
+
     /// Checks that the database answers a query.
     pub fn ping(&self) -> Result<(), CoreError> {
         self.read_blocking(|c| {

@@ -17,7 +17,7 @@
 //!   binary search over the sequence: nothing on the write path pays for an index on time.
 
 use crate::columns::{
-    bound, collect, column, id_column, json_column, micros, time_column, unsigned,
+    bound, collect, column, from_micros, id_column, json_column, micros, time_column, unsigned,
 };
 use crate::db::sql_error;
 use crate::store::{SqliteStore, from_doc, run, to_doc};
@@ -33,8 +33,8 @@ use wharf_core::{CoreError, FeedId, Page, PageRequest, SourceId, TenantId, Times
 /// Rows deleted per retention transaction, so ingest can commit between chunks.
 const EXPIRE_CHUNK: usize = 5_000;
 
-/// Outputs written per transaction (about a millisecond of the writer's time each).
-const OUTPUT_CHUNK: usize = 500;
+/// Outputs or errors written per transaction (about a millisecond of the writer's time each).
+const WRITE_CHUNK: usize = 500;
 
 /// The cursor tag of the feed error list.
 const FEED_ERRORS: &str = "feed_errors";
@@ -382,49 +382,36 @@ impl RecordStore for SqliteStore {
             .iter()
             .map(OutputRow::of)
             .collect::<Result<Vec<_>>>()?;
-        // A transaction per chunk: one batch of a tenant with hundreds of feeds makes tens of
-        // thousands of outputs, and in one transaction it held the one writer (every other
-        // tenant's ingest, metering and positions) for a quarter of a second. Outputs are keyed
-        // by their derived ids, so chunks committed before a failure are skipped when the
-        // batch is processed again.
-        let mut new = 0;
-        let mut rows = rows.into_iter();
-        loop {
-            let chunk: Vec<OutputRow> = rows.by_ref().take(OUTPUT_CHUNK).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            new += self
-                .db
-                .write(move |tx| {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "INSERT INTO output_records
-                                 (id, tenant_id, feed_id, pipeline_version, ts, created_at, expires_at, data)
-                             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                             ON CONFLICT (id) DO NOTHING",
-                        )
+        // Outputs are keyed by their derived ids, so chunks committed before a failure are
+        // skipped when the batch is processed again.
+        self.db
+            .write_chunks(rows, WRITE_CHUNK, |tx, chunk| {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO output_records
+                             (id, tenant_id, feed_id, pipeline_version, ts, created_at, expires_at, data)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .map_err(sql_error)?;
+                let mut new = 0;
+                for r in chunk {
+                    new += stmt
+                        .execute(params![
+                            r.id,
+                            r.tenant_id,
+                            r.feed_id,
+                            r.pipeline_version,
+                            r.ts,
+                            r.created_at,
+                            r.expires_at,
+                            r.data
+                        ])
                         .map_err(sql_error)?;
-                    let mut new = 0;
-                    for r in &chunk {
-                        new += stmt
-                            .execute(params![
-                                r.id,
-                                r.tenant_id,
-                                r.feed_id,
-                                r.pipeline_version,
-                                r.ts,
-                                r.created_at,
-                                r.expires_at,
-                                r.data
-                            ])
-                            .map_err(sql_error)?;
-                    }
-                    Ok(new)
-                })
-                .await?;
-        }
-        Ok(new)
+                }
+                Ok(new)
+            })
+            .await
     }
 
     async fn output_after(
@@ -537,19 +524,21 @@ impl RecordStore for SqliteStore {
             .iter()
             .map(|e| Ok((e.feed_id.to_string(), to_doc(e)?)))
             .collect::<Result<Vec<_>>>()?;
+        // A batch processed again after a failure records its errors again, chunked or not.
         self.db
-            .write(move |tx| {
+            .write_chunks(rows, WRITE_CHUNK, move |tx, chunk| {
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT INTO feed_errors (tenant_id, feed_id, doc) VALUES (?, ?, ?)",
                     )
                     .map_err(sql_error)?;
-                for (feed, doc) in &rows {
+                for (feed, doc) in chunk {
                     stmt.execute([&tenant, feed, doc]).map_err(sql_error)?;
                 }
-                Ok(())
+                Ok(chunk.len())
             })
             .await
+            .map(|_| ())
     }
 
     async fn list_feed_errors(
@@ -574,20 +563,7 @@ impl RecordStore for SqliteStore {
         feed: &FeedId,
     ) -> Result<Option<Timestamp>> {
         let key = format!("window:{tenant}:{feed}");
-        self.db
-            .read(move |c| {
-                c.prepare_cached("SELECT position FROM consumer_positions WHERE consumer = ?")
-                    .map_err(sql_error)?
-                    .query_row([&key], |r| r.get::<_, i64>(0))
-                    .optional()
-                    .map_err(sql_error)?
-                    .map(|micros| {
-                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-                            .map_err(CoreError::internal)
-                    })
-                    .transpose()
-            })
-            .await
+        self.consumer_value(key).await?.map(from_micros).transpose()
     }
 
     async fn set_window_watermark(
@@ -597,19 +573,7 @@ impl RecordStore for SqliteStore {
         end: Timestamp,
     ) -> Result<()> {
         let key = format!("window:{tenant}:{feed}");
-        let micros =
-            i64::try_from(end.unix_timestamp_nanos() / 1000).map_err(CoreError::internal)?;
-        self.db
-            .write(move |tx| {
-                run(
-                    tx,
-                    "INSERT INTO consumer_positions (consumer, position) VALUES (?, ?)
-                     ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
-                    params![key, micros],
-                )
-                .map(|_| ())
-            })
-            .await
+        self.set_consumer_value(key, micros(end)?).await
     }
 
     async fn expire_records(&self, now: Timestamp) -> Result<usize> {
