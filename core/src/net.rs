@@ -35,6 +35,16 @@ impl Egress {
     }
 }
 
+/// The address `url` names literally, if it names one rather than a host name (host names
+/// are checked where they resolve).
+pub fn literal_address(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
 /// A network in CIDR notation (`127.0.0.0/8`, `::1/128`; a bare address is one host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Network {

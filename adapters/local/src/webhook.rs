@@ -6,12 +6,12 @@
 
 use async_trait::async_trait;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use wharf_core::CoreError;
 use wharf_core::domain::SendOutcome;
-use wharf_core::net::Egress;
+use wharf_core::net::{Egress, literal_address};
 use wharf_core::ports::OutboundHttp;
 
 struct GuardedResolver {
@@ -142,12 +142,7 @@ impl HttpWebhookSender {
     /// Why the address `url` names literally may not be reached (names are checked when
     /// they resolve).
     fn refused(&self, url: &reqwest::Url) -> Option<String> {
-        let literal: IpAddr = match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.into(),
-            Some(url::Host::Ipv6(ip)) => ip.into(),
-            _ => return None,
-        };
-        self.egress.refuses(literal)
+        literal_address(url).and_then(|ip| self.egress.refuses(ip))
     }
 }
 

@@ -58,13 +58,9 @@ impl Services {
     /// Refuses a poll URL naming an address outbound connections may not reach. A host name
     /// is resolved when polled, where every address it gives is checked again.
     fn check_poll_address(&self, source: &Source) -> Result<(), CoreError> {
-        let Some(url) = source.url.as_deref().and_then(|u| url::Url::parse(u).ok()) else {
+        let url = source.url.as_deref().and_then(|u| url::Url::parse(u).ok());
+        let Some(ip) = url.as_ref().and_then(crate::net::literal_address) else {
             return Ok(());
-        };
-        let ip: std::net::IpAddr = match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.into(),
-            Some(url::Host::Ipv6(ip)) => ip.into(),
-            _ => return Ok(()),
         };
         match self.settings.egress.refuses(ip) {
             Some(why) => Err(CoreError::invalid(

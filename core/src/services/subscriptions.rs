@@ -266,12 +266,13 @@ impl Services {
             Some(why) => Err(format!("{why}; webhooks may not reach it")),
             None => Ok(()),
         };
-        let host = match url.host() {
-            Some(url::Host::Ipv4(ip)) => return refused(&[ip.into()]),
-            Some(url::Host::Ipv6(ip)) => return refused(&[ip.into()]),
-            Some(url::Host::Domain(d)) => d.to_owned(),
-            None => return Err("must name a host".into()),
+        if let Some(ip) = crate::net::literal_address(url) {
+            return refused(&[ip]);
+        }
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Err("must name a host".into());
         };
+        let host = host.to_owned();
         if egress.allow_private && egress.only.is_none() {
             return Ok(());
         }
