@@ -133,7 +133,7 @@ struct Noise {
 
 /// A filter of 10 × 10 × 10 evaluations per record: expensive, and within the default budget.
 pub const EXPENSIVE: &str = "[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, \
-     [1,2,3,4,5,6,7,8,9,10].all(c, a * b * c + record.px > 0.0)))";
+     [1,2,3,4,5,6,7,8,9,10].all(c, double(a * b * c) + record.px > 0.0)))";
 
 impl Noise {
     async fn start(addr: SocketAddr, setup: &Setup<'_>) -> anyhow::Result<Noise> {
