@@ -25,6 +25,8 @@ const TICK: &str = "__tick";
 /// Bytes of text, and elements of a collection, that cost one more step.
 const BYTES_PER_STEP: usize = 256;
 const ELEMENTS_PER_STEP: usize = 16;
+/// Steps between two offers of the core to other threads (see [`tick`]).
+const STEPS_PER_YIELD: u64 = 128;
 
 /// Steps used and allowed in the evaluation running on this thread.
 #[derive(Clone, Copy)]
@@ -59,6 +61,12 @@ fn tick<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
         m.set(meter);
         meter
     });
+    // A long evaluation offers its core to any thread waiting for it every few hundred
+    // steps (tens of microseconds), so serving threads woken behind it run at once rather
+    // than after the scheduler's time slice.
+    if meter.used / STEPS_PER_YIELD != (meter.used - cost) / STEPS_PER_YIELD {
+        std::thread::yield_now();
+    }
     if meter.used > meter.limit {
         return Err(ExecutionError::function_error(TICK, OVER_BUDGET));
     }
