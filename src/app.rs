@@ -303,8 +303,8 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let workers = match self.workers {
-            Workers::Local(workers) => workers.spawn(),
+        let (workers, pipeline) = match self.workers {
+            Workers::Local(workers) => (Vec::new(), Some(workers.start()?)),
             Workers::Aws(aws) => {
                 let AwsWorkers {
                     shape,
@@ -316,15 +316,15 @@ impl Server {
                     self.delivery,
                     Deliveries::Supervised(Box::new(supervisor)),
                 ));
-                wharf_aws::emulate::spawn(
+                let emulated = wharf_aws::emulate::spawn(
                     &shape.clients,
                     &shape.queues,
                     handlers,
                     &self.data_dir,
                     true,
                     activity,
-                )
-                .tasks
+                );
+                (emulated.tasks, None)
             }
         };
         let open_files = crate::serve::raise_open_file_limit();
@@ -340,6 +340,9 @@ impl Server {
         .await;
         for worker in workers {
             worker.abort();
+        }
+        if let Some(pipeline) = pipeline {
+            pipeline.stop();
         }
         Ok(served?)
     }

@@ -5,6 +5,11 @@
 //! in a task of its own when due; retries and retention run on timers. Notifications wake
 //! the loops at once; timers catch anything a notification missed.
 //!
+//! The loops run on a runtime of their own whose threads are scheduled below the API's
+//! (`nice` 5; expressions run lower still, on the compute threads): on a busy machine a
+//! request is served before any tenant's pipeline work, and the per-tenant lanes share what
+//! is left between the tenants.
+//!
 //! [`LocalWorkers::run_until_idle`] drives the same steps until none has work left: what
 //! tests and tools wait on instead of sleeping.
 
@@ -24,9 +29,27 @@ use wharf_workers::schedule::Windows;
 use wharf_workers::supervisor::Supervisor;
 use wharf_workers::wake::Wakers;
 
+/// How much lower than the API the pipeline's threads are scheduled (Linux `nice`).
+const PIPELINE_NICER_BY: i32 = 5;
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// Rounds `run_until_idle` makes before it reports that work keeps coming.
 const MAX_ROUNDS: usize = 100;
+
+/// The running loops and the runtime they run on.
+pub struct Pipeline {
+    runtime: tokio::runtime::Runtime,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Stops every loop and the tasks they started, without waiting for them.
+    pub fn stop(self) {
+        for task in self.loops {
+            task.abort();
+        }
+        self.runtime.shutdown_background();
+    }
+}
 
 /// The local shape's workers and the state their steps share.
 pub struct LocalWorkers {
@@ -61,15 +84,17 @@ impl LocalWorkers {
         })
     }
 
-    /// Starts every loop; they run until the process ends.
-    pub fn spawn(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
-        vec![
-            tokio::spawn(self.clone().process_loop()),
-            tokio::spawn(self.clone().delivery_loop()),
-            tokio::spawn(self.clone().retry_loop()),
-            tokio::spawn(self.clone().schedule_loop()),
-            tokio::spawn(retention_loop(self.services.clone())),
-        ]
+    /// Starts every loop on the pipeline's runtime; they run until [`Pipeline::stop`].
+    pub fn start(self: &Arc<Self>) -> std::io::Result<Pipeline> {
+        let runtime = pipeline_runtime()?;
+        let loops = vec![
+            runtime.spawn(self.clone().process_loop()),
+            runtime.spawn(self.clone().delivery_loop()),
+            runtime.spawn(self.clone().retry_loop()),
+            runtime.spawn(self.clone().schedule_loop()),
+            runtime.spawn(retention_loop(self.services.clone())),
+        ];
+        Ok(Pipeline { runtime, loops })
     }
 
     /// Drives every step until a round finds no work: every tenant's records processed,
@@ -183,6 +208,16 @@ impl LocalWorkers {
     }
 }
 
+/// The runtime the loops run on: a worker thread per core, below the API's priority.
+fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
+        .thread_name("wharf-pipeline")
+        .on_thread_start(|| wharf_workers::compute::lower_priority(PIPELINE_NICER_BY))
+        .enable_all()
+        .build()
+}
+
 async fn retention_loop(services: Services) {
     loop {
         match wharf_workers::retention::sweep(&services).await {
@@ -196,5 +231,23 @@ async fn retention_loop(services: Services) {
             Err(e) => tracing::warn!(error = %e, "the retention sweep failed"),
         }
         tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use wharf_workers::compute::thread_nice;
+
+    #[test]
+    fn the_pipeline_runs_below_the_priority_of_the_threads_serving_requests() {
+        let serving = thread_nice().expect("this thread's nice value");
+        let runtime = pipeline_runtime().expect("the pipeline's runtime");
+        let working = runtime.block_on(async { tokio::spawn(async { thread_nice() }).await });
+        let blocking = runtime.block_on(async { tokio::task::spawn_blocking(thread_nice).await });
+        runtime.shutdown_background();
+        let below = Some((serving + i64::from(PIPELINE_NICER_BY)).min(19));
+        assert_eq!(working.expect("the task ran"), below);
+        assert_eq!(blocking.expect("the blocking call ran"), below);
     }
 }

@@ -15,7 +15,7 @@ use wharf_core::CoreError;
 use wharf_core::ports::{Compute, Job};
 
 /// How much lower than the process the compute threads are scheduled (Linux `nice`).
-const NICER_BY: i32 = 10;
+pub const NICER_BY: i32 = 10;
 
 /// A job and where to say that it ran (or panicked).
 type Task = (Job, oneshot::Sender<std::thread::Result<()>>);
@@ -105,7 +105,7 @@ impl Compute for Lanes {
 
 /// A compute thread: lowers its own priority, then runs tasks until the pool is dropped.
 fn run_tasks(queue: &Mutex<mpsc::Receiver<Task>>) {
-    lower_priority();
+    lower_priority(NICER_BY);
     loop {
         // The lock is held only while waiting: one idle thread waits, the others wait for it.
         let task = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -116,25 +116,35 @@ fn run_tasks(queue: &Mutex<mpsc::Receiver<Task>>) {
     }
 }
 
-/// Schedules the calling thread `NICER_BY` below the process (Linux: a thread's nice value is
-/// its own). Where that is refused, the thread runs at the process's priority.
+/// Schedules the calling thread `by` below the process (Linux: a thread's nice value is its
+/// own). Where that is refused, the thread runs at the process's priority.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn lower_priority() {
+pub fn lower_priority(by: i32) {
     // SAFETY: getpriority/setpriority with PRIO_PROCESS and the calling thread's id read and
     // write only that thread's scheduling priority.
     unsafe {
         let tid = libc::gettid() as libc::id_t;
         let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + NICER_BY).min(19)) != 0 {
-            tracing::debug!("cannot lower a compute thread's priority");
+        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) != 0 {
+            tracing::debug!("cannot lower a thread's priority");
         }
     }
 }
 
+/// The calling thread's nice value (Linux), as the scheduler reports it.
+#[cfg(target_os = "linux")]
+pub fn thread_nice() -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let after_name = stat.rsplit(')').next()?;
+    // Fields after the name start at the third; `nice` is the nineteenth.
+    after_name.split_whitespace().nth(19 - 3)?.parse().ok()
+}
+
+/// Schedules the calling thread `by` below the process (only on Linux).
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {
-    let _ = NICER_BY;
+pub fn lower_priority(by: i32) {
+    let _ = by;
 }
 
 #[cfg(test)]
@@ -187,23 +197,11 @@ mod tests {
 
     /// The `nice` value of the calling thread, from `/proc` (field 19 of its `stat`).
     #[cfg(target_os = "linux")]
-    fn nice_here() -> i64 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-        let after_name = stat.rsplit(')').next().unwrap_or_default();
-        // Fields after the name start at the third; `nice` is the nineteenth.
-        after_name
-            .split_whitespace()
-            .nth(19 - 3)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(i64::MIN)
-    }
-
-    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn jobs_run_below_the_priority_of_the_threads_serving_requests() {
         let lanes = Lanes::new(1);
-        let serving = nice_here();
-        let computing = off_runtime(&lanes, "a", nice_here).await.ok();
+        let serving = thread_nice().expect("the serving thread's nice value");
+        let computing = off_runtime(&lanes, "a", thread_nice).await.ok().flatten();
         assert_eq!(computing, Some((serving + i64::from(NICER_BY)).min(19)));
     }
 }
