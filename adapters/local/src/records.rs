@@ -33,8 +33,10 @@ use wharf_core::{CoreError, FeedId, Page, PageRequest, SourceId, TenantId, Times
 /// Rows deleted per retention transaction, so ingest can commit between chunks.
 const EXPIRE_CHUNK: usize = 5_000;
 
-/// Outputs or errors written per transaction (about a millisecond of the writer's time each).
-const WRITE_CHUNK: usize = 500;
+/// Outputs or errors written per transaction: another tenant's write waits for one chunk at
+/// most (500 rows a chunk left a quiet tenant's delivery p99 at 5× beside a tenant writing
+/// 30,000 outputs a second; 100 at 2.3–2.7×; 32 at 1.6–1.7×).
+const WRITE_CHUNK: usize = 32;
 
 /// The cursor tag of the feed error list.
 const FEED_ERRORS: &str = "feed_errors";

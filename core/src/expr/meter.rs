@@ -61,9 +61,9 @@ fn tick<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
         m.set(meter);
         meter
     });
-    // A long evaluation offers its core to any thread waiting for it every few hundred
-    // steps (tens of microseconds), so serving threads woken behind it run at once rather
-    // than after the scheduler's time slice.
+    // A long evaluation offers its core to any thread waiting for it every 128 steps (about
+    // a tenth of a millisecond), so threads woken behind it run at once rather than after
+    // the scheduler's time slice.
     if meter.used / STEPS_PER_YIELD != (meter.used - cost) / STEPS_PER_YIELD {
         std::thread::yield_now();
     }
