@@ -235,6 +235,7 @@ pub async fn a_billing_run_is_replaced_by_its_period(store: &dyn Store) {
         invoices: 0,
         started_at: at(1),
         completed_at: None,
+        problems: vec![],
     };
     store.put_billing_run(&running).await.unwrap();
     let earlier = BillingRun {
@@ -243,12 +244,14 @@ pub async fn a_billing_run_is_replaced_by_its_period(store: &dyn Store) {
         invoices: 4,
         started_at: at(0),
         completed_at: Some(at(1)),
+        problems: vec![],
     };
     store.put_billing_run(&earlier).await.unwrap();
     let done = BillingRun {
         status: RunStatus::Completed,
         invoices: 2,
         completed_at: Some(at(3)),
+        problems: vec![],
         ..running
     };
     store.put_billing_run(&done).await.unwrap();

@@ -50,6 +50,7 @@ pub async fn a_duplicate_subscription_id_is_a_conflict(store: &dyn Store) {
     let sub = stored_subscription(store, &f, &UserId::new()).await;
     let copy = Subscription {
         plan_id: "basic".into(),
+        plan_version: 1,
         ..sub.clone()
     };
     assert_conflict(

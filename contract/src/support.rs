@@ -84,6 +84,7 @@ pub(crate) async fn stored_source(store: &dyn Store, tenant: &VendorId) -> Sourc
 
 pub(crate) fn plan() -> Plan {
     Plan {
+        version: 1,
         id: "pro".into(),
         name: "Pro".into(),
         currency: Currency::parse("usd").unwrap(),
@@ -121,6 +122,7 @@ pub(crate) fn feed(
             }],
         },
         plans: vec![plan()],
+        retired_plans: vec![],
         visibility,
         allowed_subscribers: vec![],
         status,
@@ -157,6 +159,7 @@ pub(crate) fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
         subscriber_id: subscriber.clone(),
         feed_id: feed.id.clone(),
         plan_id: "pro".into(),
+        plan_version: 1,
         channel: Channel::Webhook {
             url: WebhookUrl::parse("https://hooks.example.com/wharf").unwrap(),
         },
@@ -471,6 +474,7 @@ pub(crate) fn line(
         subscription_id: sub.clone(),
         feed_id: FeedId::new(),
         plan_id: "pro".into(),
+        plan_version: 1,
         kind,
         service_period: service_period.into(),
         description: format!("{kind:?}, with a comma, and \"quotes\""),

@@ -185,6 +185,7 @@ mod tests {
 
     fn plan(fee: &str, included: u64, tiers: &[(Option<u64>, &str)]) -> Plan {
         Plan {
+            version: 1,
             id: "pro".into(),
             name: "Pro".into(),
             currency: Currency::parse("usd").expect("usd"),

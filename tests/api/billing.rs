@@ -11,7 +11,7 @@ use std::str::FromStr;
 use time::macros::datetime;
 use wharf_core::domain::Role;
 
-fn dec(v: &Value) -> Decimal {
+pub(crate) fn dec(v: &Value) -> Decimal {
     Decimal::from_str(
         v.as_str()
             .unwrap_or_else(|| panic!("not a decimal string: {v}")),
@@ -45,7 +45,7 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     rows
 }
 
-async fn pulled(app: &TestApp, token: &str, sub: &str, n: usize) {
+pub(crate) async fn pulled(app: &TestApp, token: &str, sub: &str, n: usize) {
     let path = format!("/v1/subscriptions/{sub}/records?after=0");
     eventually(&format!("{n} records are pulled"), || async {
         app.get(&path, Some(token)).await.body["items"]

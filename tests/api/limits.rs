@@ -319,6 +319,8 @@ async fn replays_are_limited_per_hour_and_in_size_and_refused_where_they_cannot_
         )
         .await;
     assert_eq!(hook.status, 201, "{:?}", hook.body);
+    // A replay reaches back to the subscription's start at most.
+    let range = json!({"from": hook.body["created_at"], "to": "2100-01-01T00:00:00Z"});
     let hook = hook.body["id"].as_str().unwrap().to_owned();
     let records: Vec<Value> = (0..3)
         .map(|i| json!({"id": format!("r{i}"), "data": {"sym": "AAPL", "price": 150.0, "px": 150.0}}))
@@ -335,7 +337,6 @@ async fn replays_are_limited_per_hour_and_in_size_and_refused_where_they_cannot_
     let delivered = receiver.hits().len();
     assert_eq!(delivered, 3);
 
-    let range = json!({"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"});
     let too_big = app
         .post(
             &format!("/v1/subscriptions/{hook}/replay"),
@@ -376,6 +377,7 @@ async fn replays_are_limited_per_hour_and_in_size_and_refused_where_they_cannot_
             json!({"feed_id": small_feed, "plan_id": "pro", "channel": {"type": "webhook", "url": receiver.url}}),
         )
         .await;
+    let range = json!({"from": small.body["created_at"], "to": "2100-01-01T00:00:00Z"});
     let small = small.body["id"].as_str().unwrap().to_owned();
     app.post(
         &format!("/v1/sources/{small_source}/records"),

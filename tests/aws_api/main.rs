@@ -9,6 +9,8 @@ const BACKEND: helpers::Backend = helpers::Backend::Aws;
 mod billing;
 #[path = "../api/catalog.rs"]
 mod catalog;
+#[path = "../api/entitlements.rs"]
+mod entitlements;
 #[path = "../api/feeds.rs"]
 mod feeds;
 #[path = "../api/helpers.rs"]
@@ -23,6 +25,8 @@ mod limits;
 mod ops;
 #[path = "../api/pipeline.rs"]
 mod pipeline;
+#[path = "../api/prices.rs"]
+mod prices;
 #[path = "../api/receiver.rs"]
 mod receiver;
 #[path = "../api/sources.rs"]

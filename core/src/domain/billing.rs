@@ -27,6 +27,9 @@ pub struct InvoiceLine {
     pub feed_id: FeedId,
     /// Its plan.
     pub plan_id: String,
+    /// The plan's version, whose prices the line is rated at.
+    #[serde(default = "super::first_plan_version")]
+    pub plan_version: u32,
     /// What is charged.
     pub kind: LineKind,
     /// The month the quantity belongs to (`YYYY-MM`); earlier than the invoice's for adjustments.
@@ -126,6 +129,22 @@ pub struct BillingRun {
     #[serde(with = "time::serde::rfc3339::option", default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub completed_at: Option<Timestamp>,
+    /// Subscriptions the run could not rate, left out of its invoices: one that cannot be
+    /// rated never holds the month (or the months after it) from closing for everyone else.
+    #[serde(default)]
+    pub problems: Vec<RunProblem>,
+}
+
+/// A subscription a billing run could not rate, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunProblem {
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// Its feed.
+    pub feed_id: FeedId,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// What a vendor is paid for one month in one currency.

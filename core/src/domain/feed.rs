@@ -66,6 +66,11 @@ pub struct Tier {
 pub struct Plan {
     /// Identifier within the feed (`[a-z0-9_-]`).
     pub id: String,
+    /// Set by Wharf (ignored when sent): 1 when the plan is first put on sale, one more each
+    /// time its prices (currency, fee, included deliveries, tiers) change. A subscription stays
+    /// on the version it was bought at.
+    #[serde(default = "first_plan_version")]
+    pub version: u32,
     /// Display name.
     pub name: String,
     /// Currency of every amount of the plan.
@@ -80,7 +85,20 @@ pub struct Plan {
 
 const MAX_UNIT_PRICE_SCALE: u32 = 8;
 
+/// The version of a plan put on sale for the first time (and of plans stored before versions).
+pub fn first_plan_version() -> u32 {
+    1
+}
+
 impl Plan {
+    /// Whether `other` charges exactly what this plan does.
+    pub fn same_prices(&self, other: &Plan) -> bool {
+        self.currency == other.currency
+            && self.monthly_fee == other.monthly_fee
+            && self.included_deliveries == other.included_deliveries
+            && self.tiers == other.tiers
+    }
+
     /// Checks amounts and tier order; errors point at `{prefix}…`.
     pub fn validate(&self, prefix: &str, p: &mut Problems) {
         if !is_slug(&self.id) {
@@ -168,8 +186,12 @@ pub struct Feed {
     pub description: String,
     /// The current pipeline.
     pub pipeline: Pipeline,
-    /// Price plans.
+    /// Price plans on sale.
     pub plans: Vec<Plan>,
+    /// Plan versions no longer on sale (replaced by a later version, or removed) that
+    /// subscriptions are on: they are rated at these prices until they end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_plans: Vec<Plan>,
     /// Catalog visibility.
     pub visibility: Visibility,
     /// Who may subscribe to a private feed: subscriber ids (`usr_…`) and email domains
@@ -195,9 +217,52 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// The plan with id `plan`.
+    /// The plan on sale with id `plan`.
     pub fn plan(&self, plan: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.id == plan)
+    }
+
+    /// Version `version` of plan `plan`, on sale or retired.
+    pub fn plan_version(&self, plan: &str, version: u32) -> Option<&Plan> {
+        self.plans
+            .iter()
+            .chain(&self.retired_plans)
+            .find(|p| p.id == plan && p.version == version)
+    }
+
+    /// Puts `plans` on sale in place of the current ones. A plan whose prices are unchanged
+    /// keeps its version; a new plan, or one whose prices changed, takes the next version of
+    /// its id (never the version of a subscription). Every version taken off sale by this change is kept
+    /// among the retired plans, and earlier retired versions stay only while a subscription
+    /// is on them (`in_use`: plan id and version of every subscription, ended or not).
+    pub fn replace_plans(&mut self, mut plans: Vec<Plan>, in_use: &[(String, u32)]) {
+        let latest = |id: &str, feed: &Feed| {
+            feed.plans
+                .iter()
+                .chain(&feed.retired_plans)
+                .filter(|p| p.id == id)
+                .map(|p| p.version)
+                .max()
+        };
+        for plan in &mut plans {
+            plan.version = match self.plan(&plan.id) {
+                Some(now) if now.same_prices(plan) => now.version,
+                _ => latest(&plan.id, self).map_or(first_plan_version(), |v| v + 1),
+            };
+        }
+        let used = |p: &Plan| in_use.iter().any(|(id, v)| *id == p.id && *v == p.version);
+        self.retired_plans.retain(used);
+        let off_sale: Vec<Plan> = self
+            .plans
+            .drain(..)
+            .filter(|old| {
+                !plans
+                    .iter()
+                    .any(|new| new.id == old.id && new.version == old.version)
+            })
+            .collect();
+        self.retired_plans.extend(off_sale);
+        self.plans = plans;
     }
 
     /// Whether the subscriber `id`, signed up with `email`, may subscribe.
@@ -302,7 +367,9 @@ pub struct FeedPatch {
     pub name: Option<String>,
     /// New description.
     pub description: Option<String>,
-    /// New plans (plans in use by subscriptions cannot be removed).
+    /// The plans on sale from now on. A plan whose prices change becomes its next version for
+    /// new subscribers; subscriptions keep the version they bought, and a plan removed stays
+    /// rateable (among `retired_plans`) for the subscriptions on it.
     pub plans: Option<Vec<Plan>>,
     /// New visibility.
     pub visibility: Option<Visibility>,
@@ -367,6 +434,7 @@ mod tests {
 
     fn plan(tiers: Vec<(Option<u64>, &str)>) -> Plan {
         Plan {
+            version: 1,
             id: "pro".into(),
             name: "Pro".into(),
             currency: Currency::parse("usd").unwrap_or_else(|e| panic!("{e}")),
@@ -418,5 +486,61 @@ mod tests {
         let mut p = plan(vec![(None, "0.001")]);
         p.monthly_fee = Amount::parse("1.001").unwrap_or_default();
         assert_eq!(errors(&p), vec!["monthly_fee"]);
+    }
+
+    fn feed_with(plans: Vec<Plan>) -> Feed {
+        let mut feed: Feed = serde_json::from_value(serde_json::json!({
+            "id": "feed_0193a5e4c2a87c3b9d41e2f6a8b0c1d2",
+            "tenant_id": "ven_0193a5e4c2a87c3b9d41e2f6a8b0c1d2",
+            "source_id": "src_0193a5e4c2a87c3b9d41e2f6a8b0c1d2",
+            "name": "Trades", "description": "", "pipeline": {"version": 1, "rules": []},
+            "plans": [], "visibility": "public", "status": "published", "sample": null,
+            "revision": 1, "created_at": "2026-11-01T00:00:00Z", "updated_at": "2026-11-01T00:00:00Z"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        feed.plans = plans;
+        feed
+    }
+
+    fn versions(plans: &[Plan]) -> Vec<(String, u32, String)> {
+        plans
+            .iter()
+            .map(|p| (p.id.clone(), p.version, p.tiers[0].unit_price.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn changed_prices_make_a_new_version_and_versions_in_use_stay_rateable() {
+        let v = |id: &str, version: u32, price: &str| (id.to_owned(), version, price.to_owned());
+        let mut feed = feed_with(vec![plan(vec![(None, "0.01")])]);
+        let mut renamed = plan(vec![(None, "0.01")]);
+        renamed.name = "Professional".into();
+        feed.replace_plans(vec![renamed], &[]);
+        assert_eq!(
+            versions(&feed.plans),
+            vec![v("pro", 1, "0.01")],
+            "a name is not a price"
+        );
+        assert!(feed.retired_plans.is_empty());
+
+        let in_use = [("pro".to_owned(), 1)];
+        feed.replace_plans(vec![plan(vec![(None, "1.00")])], &in_use);
+        assert_eq!(versions(&feed.plans), vec![v("pro", 2, "1.00")]);
+        assert_eq!(versions(&feed.retired_plans), vec![v("pro", 1, "0.01")]);
+
+        // Taken off sale: version 2 is retired with the change; version 1 stays while used.
+        feed.replace_plans(vec![], &in_use);
+        assert!(feed.plans.is_empty());
+        assert_eq!(
+            versions(&feed.retired_plans),
+            vec![v("pro", 1, "0.01"), v("pro", 2, "1.00")]
+        );
+        assert_eq!(feed.plan_version("pro", 1).map(|p| p.version), Some(1));
+        assert!(feed.plan("pro").is_none(), "not on sale");
+
+        // Put back on sale: a version never used before; unused retired versions go.
+        feed.replace_plans(vec![plan(vec![(None, "0.01")])], &in_use);
+        assert_eq!(versions(&feed.plans), vec![v("pro", 3, "0.01")]);
+        assert_eq!(versions(&feed.retired_plans), vec![v("pro", 1, "0.01")]);
     }
 }

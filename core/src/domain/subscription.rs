@@ -215,6 +215,9 @@ pub struct Subscription {
     pub feed_id: FeedId,
     /// The chosen plan of the feed.
     pub plan_id: String,
+    /// The plan's version: the prices the subscription is rated at.
+    #[serde(default = "super::first_plan_version")]
+    pub plan_version: u32,
     /// Where records go.
     pub channel: Channel,
     /// Optional CEL over `record`; only matching records are delivered.
@@ -328,6 +331,20 @@ pub struct SubscriptionPatch {
     pub batch: Option<Batch>,
 }
 
+impl Subscription {
+    /// Whether the subscription was active at `at`, to the microsecond (as stores keep
+    /// times): it is entitled to the records its feed output while it was active, and to no
+    /// others (none from before it started, none from while it was paused).
+    pub fn active_at(&self, at: Timestamp) -> bool {
+        let micros = |t: Timestamp| t.unix_timestamp_nanos() / 1000;
+        self.history
+            .iter()
+            .take_while(|change| micros(change.at) <= micros(at))
+            .last()
+            .is_some_and(|change| change.status == SubscriptionStatus::Active)
+    }
+}
+
 /// A subscription as the selling vendor reads it: who subscribed to what, on which plan, and
 /// how records are delivered, without the subscriber's addresses (a webhook URL is often a
 /// capability; an email address is personal) or filter.
@@ -344,6 +361,8 @@ pub struct VendorSubscription {
     pub feed_id: FeedId,
     /// The chosen plan of the feed.
     pub plan_id: String,
+    /// The plan's version: the prices the subscription is rated at.
+    pub plan_version: u32,
     /// How records are delivered.
     pub channel: ChannelSummary,
     /// Current state.
@@ -392,6 +411,7 @@ impl From<&Subscription> for VendorSubscription {
             subscriber_id: sub.subscriber_id.clone(),
             feed_id: sub.feed_id.clone(),
             plan_id: sub.plan_id.clone(),
+            plan_version: sub.plan_version,
             channel: ChannelSummary {
                 kind: sub.channel.kind().to_owned(),
                 host,

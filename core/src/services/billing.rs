@@ -18,7 +18,7 @@ use super::Services;
 use crate::billing::{self, Period};
 use crate::domain::{
     BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, Plan, Principal, Role,
-    RunStatus, Subscription,
+    RunProblem, RunStatus, Subscription,
 };
 use crate::domain::{InvoiceFilter, PaymentEventKind};
 use crate::money::{Amount, Currency};
@@ -132,6 +132,7 @@ impl Services {
             invoices: 0,
             started_at: now,
             completed_at: None,
+            problems: Vec::new(),
         });
         self.store.put_billing_run(&run).await?;
         let closed: Vec<Period> = runs
@@ -140,7 +141,10 @@ impl Services {
             .filter_map(|r| Period::parse(&r.period).ok())
             .filter(|p| *p < period)
             .collect();
-        let charged = self.charge_all(period, &closed).await?;
+        let (charged, problems) = self.charge_all(period, &closed).await?;
+        for problem in &problems {
+            tracing::warn!(subscription.id = %problem.subscription_id, period = %label, reason = %problem.message, "a subscription cannot be rated");
+        }
         let invoices = group(period, charged, now);
         for chunk in invoices.chunks(INVOICES_PER_WRITE) {
             self.store.put_invoices(chunk).await?;
@@ -150,6 +154,7 @@ impl Services {
         run.status = RunStatus::Completed;
         run.invoices = invoices;
         run.completed_at = Some(self.clock.now());
+        run.problems = problems;
         self.store.put_billing_run(&run).await?;
         self.push_invoices(&label).await;
         // This call closed the month (a month with nothing to bill is closed all the same).
@@ -246,11 +251,13 @@ impl Services {
             .await
     }
 
+    /// The lines of every subscription that existed during `period`, and the subscriptions
+    /// that could not be rated.
     async fn charge_all(
         &self,
         period: Period,
         closed: &[Period],
-    ) -> Result<Vec<Charged>, CoreError> {
+    ) -> Result<(Vec<Charged>, Vec<RunProblem>), CoreError> {
         let counted: HashMap<SubscriptionId, u64> = self
             .store
             .usage_totals(period.start(), period.end())
@@ -258,8 +265,9 @@ impl Services {
             .into_iter()
             .collect();
         let late = self.late_usage(closed).await?;
-        let mut feeds: HashMap<FeedId, Feed> = HashMap::new();
+        let mut feeds: HashMap<FeedId, Option<Feed>> = HashMap::new();
         let mut charged = Vec::new();
+        let mut problems = Vec::new();
         let mut page = PageRequest::first(crate::page::MAX_LIMIT);
         loop {
             let subs = self.store.list_all_subscriptions(&page).await?;
@@ -268,22 +276,29 @@ impl Services {
                     continue;
                 }
                 if !feeds.contains_key(&sub.feed_id) {
-                    let feed = self.store.get_feed(&sub.tenant_id, &sub.feed_id).await?;
+                    let feed = match self.store.get_feed(&sub.tenant_id, &sub.feed_id).await {
+                        Ok(feed) => Some(feed),
+                        Err(CoreError::NotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
                     feeds.insert(sub.feed_id.clone(), feed);
                 }
-                let Some(feed) = feeds.get(&sub.feed_id) else {
+                let problem = |message: String| RunProblem {
+                    subscription_id: sub.id.clone(),
+                    feed_id: sub.feed_id.clone(),
+                    message,
+                };
+                let Some(feed) = feeds.get(&sub.feed_id).and_then(Option::as_ref) else {
+                    problems.push(problem("its feed no longer exists".into()));
                     continue;
                 };
-                let plan = feed
-                    .plans
-                    .iter()
-                    .find(|p| p.id == sub.plan_id)
-                    .ok_or_else(|| {
-                        CoreError::Conflict(format!(
-                            "subscription {} is on plan `{}`, which feed {} no longer has",
-                            sub.id, sub.plan_id, feed.id
-                        ))
-                    })?;
+                let Some(plan) = feed.plan_version(&sub.plan_id, sub.plan_version) else {
+                    problems.push(problem(format!(
+                        "it is on version {} of plan `{}`, which the feed no longer has",
+                        sub.plan_version, sub.plan_id
+                    )));
+                    continue;
+                };
                 let deliveries = counted.get(&sub.id).copied().unwrap_or(0);
                 let mut lines = self.lines(&sub, feed, plan, period, deliveries);
                 if let Some(months) = late.get(&sub.id) {
@@ -303,7 +318,7 @@ impl Services {
                 None => break,
             }
         }
-        Ok(charged)
+        Ok((charged, problems))
     }
 
     /// The fee and usage lines of one subscription for `period`.
@@ -320,6 +335,7 @@ impl Services {
             subscription_id: sub.id.clone(),
             feed_id: feed.id.clone(),
             plan_id: plan.id.clone(),
+            plan_version: plan.version,
             kind,
             service_period: period.to_string(),
             description,
@@ -638,6 +654,7 @@ fn adjustments(sub: &Subscription, plan: &Plan, months: &[(Period, u64, u64)]) -
             subscription_id: sub.id.clone(),
             feed_id: sub.feed_id.clone(),
             plan_id: plan.id.clone(),
+            plan_version: plan.version,
             kind: LineKind::Adjustment,
             service_period: month.to_string(),
             description: format!(

@@ -156,7 +156,15 @@ impl Services {
             name: input.name.trim().to_owned(),
             description: input.description,
             pipeline: Pipeline { version: 1, rules },
-            plans: input.plans,
+            plans: input
+                .plans
+                .into_iter()
+                .map(|plan| Plan {
+                    version: first_plan_version(),
+                    ..plan
+                })
+                .collect(),
+            retired_plans: Vec::new(),
             visibility: input.visibility,
             allowed_subscribers: input.allowed_subscribers,
             status: input.status,
@@ -242,16 +250,7 @@ impl Services {
         }
         if let Some(plans) = patch.plans {
             let in_use = self.plans_in_use(tenant, id).await?;
-            for plan in in_use
-                .iter()
-                .filter(|u| !plans.iter().any(|pl| &pl.id == *u))
-            {
-                p.add(
-                    "plans",
-                    format!("plan `{plan}` has subscriptions and cannot be removed"),
-                );
-            }
-            feed.plans = plans;
+            feed.replace_plans(plans, &in_use);
         }
         if let Some(name) = patch.name {
             feed.name = name.trim().to_owned();
@@ -314,15 +313,18 @@ impl Services {
         Ok(feed)
     }
 
+    /// The plan versions of every subscription of the feed, ended ones included: a cancelled
+    /// subscription is still rated for its last month and for usage counted late.
     async fn plans_in_use(
         &self,
         tenant: &crate::VendorId,
         feed: &FeedId,
-    ) -> Result<Vec<String>, CoreError> {
+    ) -> Result<Vec<(String, u32)>, CoreError> {
         let mut used = Vec::new();
         for s in self.every_subscription_of_feed(tenant, feed).await? {
-            if s.status != SubscriptionStatus::Cancelled && !used.contains(&s.plan_id) {
-                used.push(s.plan_id);
+            let plan = (s.plan_id, s.plan_version);
+            if !used.contains(&plan) {
+                used.push(plan);
             }
         }
         Ok(used)

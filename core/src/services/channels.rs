@@ -81,8 +81,11 @@ impl Services {
     }
 
     /// Queues the records of an event-time range for delivery again, without billing them
-    /// again. At most `replays_per_hour` replays per subscription in any hour (429) and
-    /// `records_per_replay` records in one (409, and nothing is queued).
+    /// again: only records the subscription is entitled to (output while it was active) and
+    /// was already sent (at or before its position); a range starting before the
+    /// subscription did is refused, naming its start. At most `replays_per_hour` replays
+    /// per subscription in any hour (429) and `records_per_replay` records in one (409, and
+    /// nothing is queued).
     #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
     pub async fn replay(
         &self,
@@ -95,6 +98,16 @@ impl Services {
         }
         let mut sub = self.own_subscription(who, id).await?;
         self.can_replay(&sub)?;
+        if range.from < sub.created_at {
+            let start = sub
+                .created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(CoreError::internal)?;
+            return Err(CoreError::invalid(
+                "from",
+                format!("must be at or after {start}, when the subscription started"),
+            ));
+        }
         let now = self.clock.now();
         let quotas = self.settings.limits.quotas;
         sub.recent_replays
@@ -154,6 +167,10 @@ impl Services {
         now: Timestamp,
     ) -> Result<Vec<PendingDelivery>, CoreError> {
         let most = self.settings.limits.quotas.records_per_replay;
+        let sent = self
+            .store
+            .delivery_position(&sub.tenant_id, &sub.id)
+            .await?;
         let nonce = crate::RecordId::new();
         let mut after = 0;
         let mut deliveries = Vec::new();
@@ -173,7 +190,11 @@ impl Services {
                 return Ok(deliveries);
             };
             after = *last;
-            for (position, r) in self.admitted(sub, chunk).await? {
+            let entitled = chunk
+                .into_iter()
+                .filter(|(position, r)| *position <= sent && sub.active_at(r.created_at))
+                .collect();
+            for (position, r) in self.admitted(sub, entitled).await? {
                 if deliveries.len() >= most as usize {
                     return Err(CoreError::quota("records_per_replay", most));
                 }
@@ -235,8 +256,8 @@ impl Services {
         })
     }
 
-    /// A subscription's records after `after` that it may see (filter, start), with the
-    /// position reached; nothing is counted.
+    /// A subscription's records after `after` that it may see (its filter, and only what was
+    /// output while it was active), with the position reached; nothing is counted.
     async fn read_after(
         &self,
         sub: &Subscription,
@@ -250,11 +271,7 @@ impl Services {
         let reached = rows.last().map(|(p, _)| *p).unwrap_or(after);
         let items = rows
             .into_iter()
-            // Stores keep microseconds; compare at that precision.
-            .filter(|(_, r)| {
-                r.created_at.unix_timestamp_nanos() / 1000
-                    >= sub.created_at.unix_timestamp_nanos() / 1000
-            })
+            .filter(|(_, r)| sub.active_at(r.created_at))
             .collect();
         Ok((self.admitted(sub, items).await?, reached))
     }

@@ -33,13 +33,12 @@ impl Services {
             }
             Err(e) => return Err(e),
         };
-        if let Some(feed) = &feed
-            && feed.plan(&input.plan_id).is_none()
-        {
-            p.add(
-                "plan_id",
-                format!("the feed has no plan `{}`", input.plan_id),
-            );
+        let on_sale = feed
+            .as_ref()
+            .map(|f| f.plan(&input.plan_id).map(|p| p.version));
+        if on_sale == Some(None) {
+            let message = format!("the feed has no plan `{}` on sale", input.plan_id);
+            p.add("plan_id", message);
         }
         let filter = self
             .check_delivery_settings(
@@ -67,6 +66,7 @@ impl Services {
             subscriber_id: subscriber,
             feed_id: feed.id.clone(),
             plan_id: input.plan_id,
+            plan_version: on_sale.flatten().unwrap_or_else(first_plan_version),
             channel: input.channel,
             filter,
             batch: input.batch,
@@ -494,7 +494,8 @@ impl Services {
             self.unlink(old_link.as_ref()).await;
         }
         if resumed {
-            // What was produced while paused is skipped; it can be replayed.
+            // What was produced while paused is not the subscription's: it is skipped, and
+            // neither replay nor an earlier cursor reaches it.
             self.store.skip_to_head(&sub.tenant_id, &sub.id).await?;
         }
         self.notifier.outputs_appended();

@@ -21,6 +21,7 @@ pub fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
         subscriber_id: UserId::new(),
         feed_id: FeedId::new(),
         plan_id: "pro".into(),
+        plan_version: 1,
         channel: Channel::Webhook {
             url: WebhookUrl::parse("https://hooks.example.com/x").unwrap_or_else(|e| panic!("{e}")),
         },

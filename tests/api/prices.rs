@@ -1,0 +1,156 @@
+//! Prices are versions: a plan's prices never change under a subscription that bought them.
+//! A change puts a new version on sale for new subscribers; a plan taken off sale stays
+//! rateable for the subscriptions on it; and a subscription that cannot be rated is listed in
+//! the run's problems instead of holding the month from closing.
+
+use crate::billing::{dec, pulled};
+use crate::helpers::*;
+use crate::receiver::TestClock;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::str::FromStr;
+use time::macros::datetime;
+use wharf_core::domain::Role;
+
+fn pro(unit_price: &str) -> Value {
+    json!({"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "0.00",
+           "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": unit_price}]})
+}
+
+fn records(n: usize) -> Value {
+    json!({"records": (0..n).map(|i| json!({"id": format!("r{i}"), "data": {"sym": "AAPL", "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()})
+}
+
+fn usage_line<'a>(invoices: &'a Value, sub: &str) -> &'a Value {
+    invoices["items"]
+        .as_array()
+        .expect("a list of invoices")
+        .iter()
+        .flat_map(|inv| inv["lines"].as_array().expect("lines").iter())
+        .find(|l| l["subscription_id"] == sub && l["kind"] == "usage")
+        .unwrap_or_else(|| panic!("no usage line of {sub} in {invoices}"))
+}
+
+#[tokio::test]
+async fn a_repriced_plan_is_a_new_version_and_each_subscription_is_rated_at_the_prices_it_bought() {
+    let clock = TestClock::new();
+    clock.set(datetime!(2026-11-02 10:00 UTC));
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let (_, bob) = app.subscriber("Bob").await;
+    let (_, eve) = app.subscriber("Eve").await;
+    let source = app.source(&vendor).await;
+    let mut body = feed_body(&source, "Trades");
+    body["plans"] = json!([pro("0.01")]);
+    let feed = app.post("/v1/feeds", Some(&vendor), body).await;
+    assert_eq!(feed.status, 201, "{:?}", feed.body);
+    assert_eq!(feed.body["plans"][0]["version"], 1);
+    let feed = feed.body["id"].as_str().expect("an id").to_owned();
+    let bobs = app.subscribe(&bob, &feed).await;
+    let path = format!("/v1/feeds/{feed}");
+
+    let repriced = app
+        .patch(&path, Some(&vendor), json!({"plans": [pro("1.00")]}))
+        .await;
+    assert_eq!(repriced.status, 200, "{:?}", repriced.body);
+    assert_eq!(repriced.body["plans"][0]["version"], 2);
+    assert_eq!(repriced.body["plans"][0]["tiers"][0]["unit_price"], "1.00");
+    assert_eq!(repriced.body["retired_plans"][0]["version"], 1);
+    assert_eq!(
+        repriced.body["retired_plans"][0]["tiers"][0]["unit_price"],
+        "0.01"
+    );
+    // The same prices again (a version sent by the vendor is ignored): no new version.
+    let mut same = pro("1.00");
+    same["version"] = json!(7);
+    let unchanged = app
+        .patch(&path, Some(&vendor), json!({"plans": [same]}))
+        .await;
+    assert_eq!(unchanged.status, 200, "{:?}", unchanged.body);
+    assert_eq!(unchanged.body["plans"][0]["version"], 2);
+
+    let eves = app.subscribe(&eve, &feed).await;
+    let bob_sub = app
+        .get(&format!("/v1/subscriptions/{bobs}"), Some(&bob))
+        .await;
+    assert_eq!(bob_sub.body["plan_version"], 1, "{:?}", bob_sub.body);
+    let eve_sub = app
+        .get(&format!("/v1/subscriptions/{eves}"), Some(&eve))
+        .await;
+    assert_eq!(eve_sub.body["plan_version"], 2, "{:?}", eve_sub.body);
+
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            records(3),
+        )
+        .await;
+    assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+    pulled(&app, &bob, &bobs, 3).await;
+    pulled(&app, &eve, &eves, 3).await;
+
+    // Bob leaves; the vendor then takes the plan off sale for a new one. Bob's version and
+    // Eve's are retired, not gone: both are rated for November.
+    let cancelled = app
+        .delete(&format!("/v1/subscriptions/{bobs}"), Some(&bob))
+        .await;
+    assert!(cancelled.status.is_success(), "{:?}", cancelled.body);
+    let mut basic = pro("0.50");
+    basic["id"] = json!("basic");
+    let removed = app
+        .patch(&path, Some(&vendor), json!({"plans": [basic]}))
+        .await;
+    assert_eq!(removed.status, 200, "{:?}", removed.body);
+    let retired: Vec<(String, u64)> = removed.body["retired_plans"]
+        .as_array()
+        .expect("retired plans")
+        .iter()
+        .map(|p| {
+            let id = p["id"].as_str().expect("an id").to_owned();
+            (id, p["version"].as_u64().expect("a version"))
+        })
+        .collect();
+    assert!(retired.contains(&("pro".into(), 1)), "{retired:?}");
+    assert!(retired.contains(&("pro".into(), 2)), "{retired:?}");
+    let late = app
+        .post(
+            "/v1/subscriptions",
+            Some(&bob),
+            json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"}}),
+        )
+        .await;
+    assert_eq!(
+        late.status, 422,
+        "a plan off sale is not sold: {:?}",
+        late.body
+    );
+    assert_eq!(late.body["errors"][0]["path"], "plan_id");
+
+    clock.set(datetime!(2026-12-01 01:00 UTC));
+    let finance = app.platform(Role::PlatformFinance).await;
+    let run = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(run.status, 201, "{:?}", run.body);
+    assert_eq!(run.body["problems"], json!([]), "{:?}", run.body);
+    let invoices = app.get("/v1/invoices?period=2026-11", Some(&finance)).await;
+    let (bob_line, eve_line) = (
+        usage_line(&invoices.body, &bobs),
+        usage_line(&invoices.body, &eves),
+    );
+    assert_eq!(bob_line["plan_version"], 1);
+    assert_eq!(
+        dec(&bob_line["amount"]),
+        Decimal::from_str("0.03").expect("0.03")
+    );
+    assert_eq!(eve_line["plan_version"], 2);
+    assert_eq!(
+        dec(&eve_line["amount"]),
+        Decimal::from_str("3.00").expect("3.00")
+    );
+}
