@@ -184,7 +184,7 @@ async fn feed_status_follows_draft_published_archived() {
 }
 
 #[tokio::test]
-async fn a_feed_with_subscriptions_cannot_be_deleted_nor_lose_a_plan_in_use() {
+async fn a_feed_with_subscriptions_cannot_be_deleted_and_a_plan_in_use_taken_off_sale_is_retired() {
     let app = spawn_app().await;
     let (_, token) = app.vendor("Acme").await;
     let feed = app.feed(&token, "f").await;
@@ -210,12 +210,12 @@ async fn a_feed_with_subscriptions_cannot_be_deleted_nor_lose_a_plan_in_use() {
             json!({"plans": [other]}),
         )
         .await;
-    assert_eq!(res.status, 422);
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    let now = app.get(&format!("/v1/feeds/{feed}"), Some(&token)).await;
+    assert_eq!(now.body["plans"][0]["id"], "basic");
     assert_eq!(
-        app.get(&format!("/v1/feeds/{feed}"), Some(&token))
-            .await
-            .body["plans"][0]["id"],
-        "pro"
+        now.body["retired_plans"][0]["id"], "pro",
+        "still rateable for the subscription on it"
     );
     assert_eq!(
         app.delete(&format!("/v1/feeds/{lonely}"), Some(&token))

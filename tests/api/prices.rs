@@ -154,3 +154,99 @@ async fn a_repriced_plan_is_a_new_version_and_each_subscription_is_rated_at_the_
         Decimal::from_str("3.00").expect("3.00")
     );
 }
+
+#[tokio::test]
+async fn archiving_a_feed_ends_its_subscriptions_then_prorates_the_fee_and_tells_each_subscriber() {
+    let clock = TestClock::new();
+    clock.set(datetime!(2026-11-01 00:00 UTC));
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    let signed_up = app
+        .post(
+            "/v1/vendors",
+            None,
+            json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(signed_up.status, 201, "{:?}", signed_up.body);
+    let body = json!({"name": "Bob", "email": "bob@sub.example", "password": PASSWORD});
+    assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+    let vendor = app.login("acme@vendor.example").await;
+    let bob = app.login("bob@sub.example").await;
+    let source = app.source(&vendor).await;
+    let mut body = feed_body(&source, "Trades");
+    let mut monthly = pro("0.01");
+    monthly["monthly_fee"] = json!("30.00");
+    body["plans"] = json!([monthly]);
+    let feed = app.post("/v1/feeds", Some(&vendor), body).await;
+    assert_eq!(feed.status, 201, "{:?}", feed.body);
+    let feed = feed.body["id"].as_str().expect("an id").to_owned();
+    let sub = app.subscribe(&bob, &feed).await;
+
+    // Archived halfway through November (15 of 30 days).
+    clock.set(datetime!(2026-11-16 00:00 UTC));
+    let vendor = app.login("acme@vendor.example").await;
+    let archived = app
+        .patch(
+            &format!("/v1/feeds/{feed}"),
+            Some(&vendor),
+            json!({"status": "archived"}),
+        )
+        .await;
+    assert_eq!(archived.status, 200, "{:?}", archived.body);
+    let bob = app.login("bob@sub.example").await;
+    let ended = app
+        .get(&format!("/v1/subscriptions/{sub}"), Some(&bob))
+        .await;
+    assert_eq!(ended.body["status"], "cancelled", "{:?}", ended.body);
+    assert_eq!(
+        ended.body["history"]
+            .as_array()
+            .expect("history")
+            .last()
+            .expect("a change")["at"],
+        archived.body["updated_at"],
+        "ended at the instant the feed was archived"
+    );
+    let outbox = app.dir.path().join("outbox");
+    let mails: Vec<String> = std::fs::read_dir(&outbox)
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.expect("an entry").path()).expect("a mail"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let notice = mails
+        .iter()
+        .find(|m| m.contains("bob@sub.example") && m.contains("Trades"))
+        .unwrap_or_else(|| panic!("no notice to Bob among {mails:?}"));
+    assert!(notice.contains("Subject: Trades has ended"), "{notice}");
+    // The body is quoted-printable: soft line breaks joined, it names the subscription.
+    let text = notice.replace("=\r\n", "").replace("=\n", "");
+    assert!(text.contains(&sub), "{text}");
+
+    clock.set(datetime!(2026-12-01 01:00 UTC));
+    let finance = app.platform(Role::PlatformFinance).await;
+    let run = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(run.status, 201, "{:?}", run.body);
+    let invoices = app.get("/v1/invoices?period=2026-11", Some(&finance)).await;
+    let fee = invoices.body["items"][0]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .find(|l| l["subscription_id"] == sub.as_str() && l["kind"] == "fee")
+        .cloned()
+        .unwrap_or_else(|| panic!("no fee line in {:?}", invoices.body));
+    assert_eq!(
+        dec(&fee["quantity"]),
+        Decimal::from_str("0.5").expect("0.5")
+    );
+    assert_eq!(
+        dec(&fee["amount"]),
+        Decimal::from_str("15.00").expect("15.00")
+    );
+}

@@ -282,8 +282,13 @@ impl Services {
                 return Err(e);
             }
         };
-        if saved.status == FeedStatus::Archived && was != FeedStatus::Archived {
-            self.close_topic(&saved).await;
+        if saved.status == FeedStatus::Archived {
+            if was != FeedStatus::Archived {
+                self.close_topic(&saved).await;
+            }
+            // Again on every archive request: one a failure left running ends now.
+            self.end_subscriptions_of_feed(&saved, saved.updated_at)
+                .await?;
         }
         Ok(saved)
     }

@@ -534,22 +534,67 @@ impl Services {
         who: &Principal,
         id: &SubscriptionId,
     ) -> Result<Subscription, CoreError> {
-        let mut sub = self.own_subscription(who, id).await?;
+        let sub = self.own_subscription(who, id).await?;
         if sub.status == SubscriptionStatus::Cancelled {
             return Ok(sub);
         }
-        let now = self.clock.now();
+        self.end_subscription(sub, self.clock.now()).await
+    }
+
+    /// Cancels `sub` as of `at`: its fee is prorated to then and nothing more is delivered.
+    async fn end_subscription(
+        &self,
+        mut sub: Subscription,
+        at: Timestamp,
+    ) -> Result<Subscription, CoreError> {
         sub.status = SubscriptionStatus::Cancelled;
         sub.history.push(StatusChange {
             status: SubscriptionStatus::Cancelled,
-            at: now,
+            at,
         });
         sub.revision += 1;
-        sub.updated_at = now;
+        sub.updated_at = at;
         let link = sub.native.take();
         self.store.update_subscription(&sub, None).await?;
         self.unlink(link.as_ref()).await;
         Ok(sub)
+    }
+
+    /// Ends every subscription of an archived feed at `at` and tells each subscriber by email
+    /// (a mail that cannot be sent is logged: the subscription has ended all the same).
+    /// Archiving the feed again ends any a failure left running.
+    pub(crate) async fn end_subscriptions_of_feed(
+        &self,
+        feed: &Feed,
+        at: Timestamp,
+    ) -> Result<usize, CoreError> {
+        let mut ended = 0;
+        for sub in self
+            .every_subscription_of_feed(&feed.tenant_id, &feed.id)
+            .await?
+        {
+            if sub.status == SubscriptionStatus::Cancelled {
+                continue;
+            }
+            let sub = self.end_subscription(sub, at).await?;
+            ended += 1;
+            let when = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(CoreError::internal)?;
+            let body = format!(
+                "The vendor has archived the feed \"{}\", so your subscription {} ended at                  {when}. Nothing more is delivered, and this month's fee is charged only up to                  then.\n",
+                feed.name, sub.id
+            );
+            let subject = format!("{} has ended", feed.name);
+            let mailed = match self.store.get_subscriber(&sub.subscriber_id).await {
+                Ok(subscriber) => self.mailer.send(&subscriber.email, &subject, &body).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = mailed {
+                tracing::warn!(subscription.id = %sub.id, error = %e, "cannot tell a subscriber that their feed was archived");
+            }
+        }
+        Ok(ended)
     }
 
     /// Issues a new signing secret; the previous one keeps signing for the overlap period.
