@@ -222,6 +222,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Optional platform admin created at start.
     pub admin: Option<BootstrapAdmin>,
+    /// Hours after a month ends before the schedule closes it (invoices and payouts); late
+    /// acknowledgements of the month are billed as adjustments of the next one.
+    pub billing_close_delay_hours: u64,
     /// The platform's share of each vendor's gross, in percent (a decimal string).
     pub platform_fee_percent: String,
     /// Per-vendor exceptions to `platform_fee_percent`: vendor id → percent.
@@ -264,6 +267,7 @@ impl Default for Config {
             mail_from: "Wharf <wharf@localhost>".into(),
             log_format: LogFormat::Text,
             admin: None,
+            billing_close_delay_hours: 24,
             platform_fee_percent: "20".into(),
             vendor_fee_percent: std::collections::BTreeMap::new(),
             clock_start: None,

@@ -93,6 +93,7 @@ impl LocalWorkers {
             runtime.spawn(self.clone().retry_loop()),
             runtime.spawn(self.clone().schedule_loop()),
             runtime.spawn(retention_loop(self.services.clone())),
+            runtime.spawn(billing_loop(self.services.clone())),
         ];
         Ok(Pipeline { runtime, loops })
     }
@@ -108,6 +109,7 @@ impl LocalWorkers {
             work += self.windows.close_due(&self.services).await?;
             self.windows.until_idle().await;
             work += self.retry_due().await?;
+            work += self.services.close_due_months().await?.len();
             self.wake_deliveries().await?;
             self.supervisor.until_idle().await;
             let now = self.positions().await?;
@@ -216,6 +218,16 @@ fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .on_thread_start(|| wharf_workers::compute::lower_priority(PIPELINE_NICER_BY))
         .enable_all()
         .build()
+}
+
+/// Every minute, closes the months that are due (`billing_close_delay_hours` after their end).
+async fn billing_loop(services: Services) {
+    loop {
+        if let Err(e) = services.close_due_months().await {
+            tracing::warn!(error = %e, "closing a due month failed; the next minute tries again");
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
 }
 
 async fn retention_loop(services: Services) {

@@ -250,3 +250,67 @@ async fn archiving_a_feed_ends_its_subscriptions_then_prorates_the_fee_and_tells
         Decimal::from_str("15.00").expect("15.00")
     );
 }
+
+#[tokio::test]
+async fn months_close_by_themselves_a_day_after_they_end_in_order() {
+    let clock = TestClock::new();
+    clock.set(datetime!(2026-11-20 12:00 UTC));
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let (_, bob) = app.subscriber("Bob").await;
+    let feed = app.feed(&vendor, "Trades").await;
+    let sub = app.subscribe(&bob, &feed).await;
+    let invoices = |period: &'static str| {
+        let app = &app;
+        async move {
+            let finance = app.platform(Role::PlatformFinance).await;
+            let list = app
+                .get(&format!("/v1/invoices?period={period}"), Some(&finance))
+                .await;
+            assert_eq!(list.status, 200, "{:?}", list.body);
+            list.body["items"].as_array().expect("items").clone()
+        }
+    };
+    let run = |period: &'static str| {
+        let app = &app;
+        async move {
+            let finance = app.platform(Role::PlatformFinance).await;
+            app.post(
+                "/v1/billing/runs",
+                Some(&finance),
+                json!({"period": period}),
+            )
+            .await
+        }
+    };
+
+    clock.set(datetime!(2026-12-01 23:00 UTC));
+    app.idle().await;
+    assert!(
+        invoices("2026-11").await.is_empty(),
+        "23 hours after the month ended, it is still open"
+    );
+
+    clock.set(datetime!(2026-12-02 00:30 UTC));
+    app.idle().await;
+    let november = invoices("2026-11").await;
+    assert_eq!(november.len(), 1, "{november:?}");
+    assert!(
+        november[0]["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .any(|l| l["subscription_id"] == sub.as_str() && l["kind"] == "fee")
+    );
+    let again = run("2026-11").await;
+    assert_eq!(again.status, 200, "closed already: {:?}", again.body);
+    assert_eq!(again.body["status"], "completed");
+
+    // Days later, December and January have closed in order, each once.
+    clock.set(datetime!(2027-02-03 00:00 UTC));
+    app.idle().await;
+    assert_eq!(invoices("2026-12").await.len(), 1);
+    assert_eq!(invoices("2027-01").await.len(), 1);
+    assert_eq!(invoices("2026-11").await.len(), 1);
+    assert_eq!(run("2027-01").await.status, 200, "closed already");
+}

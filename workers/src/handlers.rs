@@ -4,7 +4,8 @@
 //! - `stream` runs new raw records through the stateless rules and publishes new outputs;
 //! - `sender` delivers to a woken feed's webhook subscriptions;
 //! - `schedule` closes due windows, retries due deliveries, polls due sources, drains source
-//!   queues, flushes held batches and, on the retention tick, removes what has expired;
+//!   queues, flushes held batches, closes due months and, on the retention tick, removes
+//!   what has expired;
 //! - `websocket` connects and disconnects a gateway's sockets.
 //!
 //! Every step is idempotent (records and outputs keep derived ids, positions move on a
@@ -469,6 +470,7 @@ impl EventHandlers for Handlers {
         let polled = self.poller.poll_due(services).await?;
         let from_queues = self.drain_source_queues().await?;
         self.flush_waiting().await?;
+        let closed = services.close_due_months().await?.len();
         if tick.retention {
             let swept = crate::retention::sweep(services).await?;
             tracing::info!(
@@ -478,8 +480,15 @@ impl EventHandlers for Handlers {
                 "retention sweep"
             );
         }
-        if windows + retried + polled + from_queues > 0 {
-            tracing::info!(windows, retried, polled, from_queues, "schedule tick");
+        if windows + retried + polled + from_queues + closed > 0 {
+            tracing::info!(
+                windows,
+                retried,
+                polled,
+                from_queues,
+                closed,
+                "schedule tick"
+            );
         }
         Ok(())
     }

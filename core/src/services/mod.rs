@@ -34,6 +34,8 @@ pub struct Settings {
     pub secret_overlap: Duration,
     /// How long the delivery log and feed error lists keep an entry.
     pub log_retention: Duration,
+    /// How long after a month ends the schedule closes it (`billing_close_delay_hours`).
+    pub billing_close_delay: Duration,
     /// The platform's share of each vendor's gross, in percent.
     pub platform_fee_percent: rust_decimal::Decimal,
     /// Per-vendor exceptions to `platform_fee_percent`.
@@ -51,6 +53,7 @@ impl Default for Settings {
             public_url: "http://127.0.0.1:8080".into(),
             secret_overlap: Duration::from_secs(24 * 3600),
             log_retention: Duration::from_secs(30 * 24 * 3600),
+            billing_close_delay: Duration::from_secs(24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),
             vendor_fee_percent: std::collections::HashMap::new(),
             limits: crate::limits::Limits::default(),
