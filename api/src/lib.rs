@@ -1,6 +1,7 @@
 //! Wharf's REST API: one axum router over the core services, and the OpenAPI document
 //! generated from the same handlers. Handlers are thin: extractors, one service call, a DTO.
 
+mod csv_export;
 pub mod extract;
 pub mod idempotency;
 pub mod problem;

@@ -20,7 +20,7 @@ pub(crate) fn dec(v: &Value) -> Decimal {
 }
 
 /// A minimal RFC 4180 reader: quoted fields with doubled quotes, CRLF rows.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
+pub(crate) fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     let (mut row, mut field, mut quoted, mut chars) =
         (Vec::new(), String::new(), false, text.chars().peekable());

@@ -314,3 +314,110 @@ async fn months_close_by_themselves_a_day_after_they_end_in_order() {
     assert_eq!(invoices("2026-11").await.len(), 1);
     assert_eq!(run("2027-01").await.status, 200, "closed already");
 }
+
+async fn csv_of(app: &TestApp, path: &str, token: &str) -> Vec<Vec<String>> {
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(res.status(), 200);
+    let kind = res.headers()["content-type"]
+        .to_str()
+        .expect("a type")
+        .to_owned();
+    assert!(kind.starts_with("text/csv"), "{kind}");
+    crate::billing::parse_csv(&res.text().await.expect("a body"))
+}
+
+#[tokio::test]
+async fn finance_exports_are_csv_in_which_no_cell_is_a_formula() {
+    let clock = TestClock::new();
+    clock.set(datetime!(2026-11-10 00:00 UTC));
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    let (_, vendor) = app.vendor("Acme").await;
+    let body = json!({"name": "Bob", "email": "bob@sub.example", "password": PASSWORD});
+    assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+    let bob = app.login("bob@sub.example").await;
+    let source = app.source(&vendor).await;
+    let mut body = feed_body(&source, "=cmd|' /C calc'!A0");
+    let mut plan = pro("0.01");
+    plan["name"] = json!("=HYPERLINK(\"http://pay.invalid\",\"pay\")");
+    body["plans"] = json!([plan]);
+    let feed = app.post("/v1/feeds", Some(&vendor), body).await;
+    assert_eq!(feed.status, 201, "{:?}", feed.body);
+    let feed = feed.body["id"].as_str().expect("an id").to_owned();
+    let sub = app.subscribe(&bob, &feed).await;
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&vendor),
+            records(2),
+        )
+        .await;
+    assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+    pulled(&app, &bob, &sub, 2).await;
+
+    clock.set(datetime!(2026-12-01 01:00 UTC));
+    let finance = app.platform(Role::PlatformFinance).await;
+    let run = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(run.status, 201, "{:?}", run.body);
+
+    let invoices = csv_of(&app, "/v1/invoices?period=2026-11", &finance).await;
+    let cells: Vec<&String> = invoices.iter().flatten().collect();
+    assert!(
+        cells.iter().all(|c| !c.starts_with(['=', '+', '@'])),
+        "{invoices:?}"
+    );
+    let description = invoices[0]
+        .iter()
+        .position(|h| h == "description")
+        .expect("a column");
+    assert!(
+        invoices[1..]
+            .iter()
+            .all(|r| r[description].starts_with("'=HYPERLINK")),
+        "the plan's name is kept, as text: {invoices:?}"
+    );
+
+    let payouts = csv_of(&app, "/v1/payouts?period=2026-11", &finance).await;
+    assert_eq!(payouts[0][..3], ["payout_id", "vendor_id", "period"]);
+    let json = app.get("/v1/payouts?period=2026-11", Some(&finance)).await;
+    assert_eq!(
+        payouts.len(),
+        1 + json.body.as_array().expect("payouts").len()
+    );
+    let gross = payouts[0]
+        .iter()
+        .position(|h| h == "gross")
+        .expect("a column");
+    assert_eq!(
+        payouts[1][gross],
+        json.body[0]["gross"].as_str().expect("gross")
+    );
+
+    let bob = app.login("bob@sub.example").await;
+    let usage = csv_of(
+        &app,
+        &format!(
+            "/v1/usage?subscription_id={sub}&from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z"
+        ),
+        &bob,
+    )
+    .await;
+    assert_eq!(usage[0], ["subscription_id", "period_start", "deliveries"]);
+    let counted: u64 = usage[1..]
+        .iter()
+        .map(|r| r[2].parse::<u64>().expect("a count"))
+        .sum();
+    assert_eq!(counted, 2);
+}

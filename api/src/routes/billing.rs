@@ -1,11 +1,12 @@
 //! Finance: billing runs, invoices (JSON or CSV) and vendor payouts.
 
 use crate::AppState;
+use crate::csv_export;
 use crate::extract::{ApiPath, ApiQuery, Caller, JsonBody};
 use crate::problem::{ApiError, CallbackErrors, ReadErrors, WriteErrors};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -73,14 +74,6 @@ struct InvoiceQuery {
     cursor: Option<String>,
 }
 
-/// Whether the client asked for CSV.
-fn wants_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("text/csv"))
-}
-
 const CSV_HEADER: [&str; 12] = [
     "invoice_id",
     "period",
@@ -96,22 +89,11 @@ const CSV_HEADER: [&str; 12] = [
     "currency",
 ];
 
-/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
-fn field(s: &str) -> String {
-    if s.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-/// Invoices as RFC 4180 CSV: a header, then one row per line item (CRLF line ends).
+/// Invoices as CSV: one row per line item.
 fn csv(invoices: &[Invoice]) -> Response {
-    let mut out = CSV_HEADER.join(",");
-    out.push_str("\r\n");
-    for inv in invoices {
-        for line in &inv.lines {
-            let row = [
+    let rows = invoices.iter().flat_map(|inv| {
+        inv.lines.iter().map(move |line| {
+            vec![
                 inv.id.to_string(),
                 inv.period.clone(),
                 inv.vendor_id.to_string(),
@@ -127,20 +109,10 @@ fn csv(invoices: &[Invoice]) -> Response {
                 line.unit_price.to_string(),
                 line.amount.to_string(),
                 inv.currency.to_string(),
-            ];
-            let row: Vec<String> = row.iter().map(|f| field(f)).collect();
-            out.push_str(&row.join(","));
-            out.push_str("\r\n");
-        }
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
-        )],
-        out,
-    )
-        .into_response()
+            ]
+        })
+    });
+    csv_export::answer(&CSV_HEADER, rows)
 }
 
 /// Invoices the caller may see: platform finance all, vendor finance its tenant's, a
@@ -162,7 +134,7 @@ async fn list_invoices(
         subscriber: q.subscriber_id,
         status: q.status,
     };
-    if !wants_csv(&headers) {
+    if !csv_export::wanted(&headers) {
         let page = PageRequest {
             limit: q.limit.unwrap_or(0),
             cursor: q.cursor,
@@ -196,7 +168,7 @@ async fn get_invoice(
     ApiPath(id): ApiPath<InvoiceId>,
 ) -> Result<Response, ApiError> {
     let invoice = s.services.get_invoice(&who, &id).await?;
-    Ok(if wants_csv(&headers) {
+    Ok(if csv_export::wanted(&headers) {
         csv(std::slice::from_ref(&invoice))
     } else {
         Json(invoice).into_response()
@@ -211,17 +183,45 @@ struct PayoutQuery {
 }
 
 /// What each vendor is paid per month and currency: gross, platform fee, net. Platform
-/// finance sees every vendor; vendor finance its own.
+/// finance sees every vendor; vendor finance its own. JSON, or CSV under `Accept: text/csv`.
 #[utoipa::path(get, path = "/v1/payouts", tag = "billing", params(PayoutQuery),
-    security(("bearer" = [])), responses((status = 200, body = Vec<Payout>), ReadErrors))]
+    security(("bearer" = [])), responses((status = 200, description = "Payouts; CSV under `Accept: text/csv`",
+        content((Vec<Payout> = "application/json"), (String = "text/csv"))), ReadErrors))]
 async fn list_payouts(
     State(s): State<AppState>,
     who: Caller,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<PayoutQuery>,
-) -> Result<Json<Vec<Payout>>, ApiError> {
-    Ok(Json(
-        s.services.list_payouts(&who, q.period.as_deref()).await?,
-    ))
+) -> Result<Response, ApiError> {
+    let payouts = s.services.list_payouts(&who, q.period.as_deref()).await?;
+    if !csv_export::wanted(&headers) {
+        return Ok(Json(payouts).into_response());
+    }
+    let header = [
+        "payout_id",
+        "vendor_id",
+        "period",
+        "currency",
+        "gross",
+        "platform_fee_percent",
+        "platform_fee",
+        "net",
+        "invoices",
+    ];
+    let rows = payouts.iter().map(|p| {
+        vec![
+            p.id.to_string(),
+            p.vendor_id.to_string(),
+            p.period.clone(),
+            p.currency.to_string(),
+            p.gross.to_string(),
+            p.platform_fee_percent.to_string(),
+            p.platform_fee.to_string(),
+            p.net.to_string(),
+            p.invoices.to_string(),
+        ]
+    });
+    Ok(csv_export::answer(&header, rows))
 }
 
 /// What Wharf did with a Stripe event.

@@ -7,6 +7,7 @@ use crate::problem::{ApiError, ReadErrors, WriteErrors};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -83,14 +84,17 @@ struct UsageQuery {
 }
 
 /// Acknowledged deliveries counted per subscription and hour or day: a subscriber sees its
-/// own, vendor staff their tenant's, platform staff everything.
+/// own, vendor staff their tenant's, platform staff everything. JSON, or CSV under
+/// `Accept: text/csv`.
 #[utoipa::path(get, path = "/v1/usage", tag = "subscriptions", params(UsageQuery), security(("bearer" = [])),
-    responses((status = 200, body = Vec<UsagePoint>), ReadErrors))]
+    responses((status = 200, description = "Usage; CSV under `Accept: text/csv`",
+        content((Vec<UsagePoint> = "application/json"), (String = "text/csv"))), ReadErrors))]
 async fn usage(
     State(s): State<AppState>,
     who: Caller,
+    headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<UsageQuery>,
-) -> Result<Json<Vec<UsagePoint>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let points = s
         .services
         .usage(
@@ -101,7 +105,22 @@ async fn usage(
             q.granularity.unwrap_or_default(),
         )
         .await?;
-    Ok(Json(points))
+    if !crate::csv_export::wanted(&headers) {
+        return Ok(Json(points).into_response());
+    }
+    let rows = points.iter().map(|p| {
+        let start = p
+            .period_start
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        vec![
+            p.subscription_id.to_string(),
+            start,
+            p.deliveries.to_string(),
+        ]
+    });
+    let header = ["subscription_id", "period_start", "deliveries"];
+    Ok(crate::csv_export::answer(&header, rows))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
