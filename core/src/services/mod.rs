@@ -5,6 +5,7 @@ mod accounts;
 mod billing;
 mod catalog;
 mod channels;
+mod months;
 mod quotas;
 mod records;
 mod subscriptions;
