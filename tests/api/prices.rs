@@ -405,7 +405,33 @@ async fn finance_exports_are_csv_in_which_no_cell_is_a_formula() {
         json.body[0]["gross"].as_str().expect("gross")
     );
 
+    let summary = app
+        .get("/v1/billing/summary?period=2026-11", Some(&finance))
+        .await;
+    assert_eq!(summary.status, 200, "{:?}", summary.body);
+    let row = &summary.body["vendors"][0];
+    assert_eq!(summary.body["vendors"].as_array().expect("rows").len(), 1);
+    assert_eq!(row["gross"], json.body[0]["gross"]);
+    assert_eq!(row["net"], json.body[0]["net"]);
+    assert_eq!(row["outstanding"], row["gross"], "nothing paid yet: {row}");
+    assert_eq!(dec(&row["paid"]), Decimal::ZERO);
+    assert_eq!(row["invoices"], 1);
+    let (_, other) = app.vendor("Other").await;
+    let theirs = app
+        .get("/v1/billing/summary?period=2026-11", Some(&other))
+        .await;
+    assert_eq!(theirs.status, 200, "{:?}", theirs.body);
+    assert_eq!(
+        theirs.body["vendors"],
+        json!([]),
+        "another vendor's month is not shown"
+    );
+
     let bob = app.login("bob@sub.example").await;
+    let refused = app
+        .get("/v1/billing/summary?period=2026-11", Some(&bob))
+        .await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
     let usage = csv_of(
         &app,
         &format!(

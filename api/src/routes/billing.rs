@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::InvoiceFilter;
 use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, Payout};
+use wharf_core::services::BillingSummary;
 use wharf_core::{CoreError, InvoiceId, Page, PageRequest, UserId, VendorId};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_invoices))
         .routes(routes!(get_invoice))
         .routes(routes!(list_payouts))
+        .routes(routes!(billing_summary))
         .routes(routes!(stripe_webhook))
 }
 
@@ -222,6 +224,25 @@ async fn list_payouts(
         ]
     });
     Ok(csv_export::answer(&header, rows))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SummaryQuery {
+    /// The month (`YYYY-MM`).
+    period: String,
+}
+
+/// A month per vendor and currency: gross invoiced, platform fee, net, and how much of the
+/// gross is paid and outstanding. Platform finance sees every vendor; vendor finance its own.
+#[utoipa::path(get, path = "/v1/billing/summary", tag = "billing", params(SummaryQuery),
+    security(("bearer" = [])), responses((status = 200, body = BillingSummary), ReadErrors))]
+async fn billing_summary(
+    State(s): State<AppState>,
+    who: Caller,
+    ApiQuery(q): ApiQuery<SummaryQuery>,
+) -> Result<Json<BillingSummary>, ApiError> {
+    Ok(Json(s.services.billing_summary(&who, &q.period).await?))
 }
 
 /// What Wharf did with a Stripe event.

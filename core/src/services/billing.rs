@@ -59,7 +59,7 @@ fn amount(d: Decimal) -> Amount {
     Amount(d.normalize().max(Decimal::ZERO))
 }
 
-fn money(d: Decimal, currency: Currency) -> Amount {
+pub(super) fn money(d: Decimal, currency: Currency) -> Amount {
     // Keeps the minor-unit digits ("49.00", not "49") so amounts read as money.
     let mut d = billing::round(d, currency);
     d.rescale(currency.minor_units());

@@ -9,11 +9,13 @@ mod months;
 mod quotas;
 mod records;
 mod subscriptions;
+mod summary;
 
 pub use accounts::*;
 pub use billing::StripeEventOutcome;
 pub use channels::*;
 pub use records::*;
+pub use summary::{BillingSummary, VendorSummary};
 
 use crate::domain::Shape;
 use crate::ports::{Clock, Identity, Mailer, Notifier, OutboundHttp, Resolver, SecretBox, Store};
