@@ -51,6 +51,7 @@ pub async fn a_duplicate_subscription_id_is_a_conflict(store: &dyn Store) {
     let copy = Subscription {
         plan_id: "basic".into(),
         plan_version: 1,
+        plan_moves: vec![],
         ..sub.clone()
     };
     assert_conflict(

@@ -160,6 +160,7 @@ pub(crate) fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
         feed_id: feed.id.clone(),
         plan_id: "pro".into(),
         plan_version: 1,
+        plan_moves: vec![],
         channel: Channel::Webhook {
             url: WebhookUrl::parse("https://hooks.example.com/wharf").unwrap(),
         },

@@ -447,3 +447,111 @@ async fn finance_exports_are_csv_in_which_no_cell_is_a_formula() {
         .sum();
     assert_eq!(counted, 2);
 }
+
+#[tokio::test]
+async fn a_scheduled_move_rates_old_subscriptions_at_the_new_version_from_next_month() {
+    let clock = TestClock::new();
+    clock.set(datetime!(2026-11-02 10:00 UTC));
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    let signed_up = app
+        .post(
+            "/v1/vendors",
+            None,
+            json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(signed_up.status, 201, "{:?}", signed_up.body);
+    let body = json!({"name": "Bob", "email": "bob@sub.example", "password": PASSWORD});
+    assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+    let vendor = app.login("acme@vendor.example").await;
+    let bob = app.login("bob@sub.example").await;
+    let source = app.source(&vendor).await;
+    let mut body = feed_body(&source, "Trades");
+    body["plans"] = json!([pro("0.01")]);
+    let feed = app.post("/v1/feeds", Some(&vendor), body).await;
+    let feed = feed.body["id"].as_str().expect("an id").to_owned();
+    let sub = app.subscribe(&bob, &feed).await;
+    let path = format!("/v1/feeds/{feed}");
+    let repriced = app
+        .patch(&path, Some(&vendor), json!({"plans": [pro("1.00")]}))
+        .await;
+    assert_eq!(repriced.body["plans"][0]["version"], 2);
+
+    let (_, intruder) = app.vendor("Other").await;
+    let move_path = format!("{path}/plans/pro/move");
+    let foreign = app.post(&move_path, Some(&intruder), json!({})).await;
+    assert_eq!(foreign.status, 404, "{:?}", foreign.body);
+    let moved = app.post(&move_path, Some(&vendor), json!({})).await;
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+    assert_eq!(moved.body["version"], 2);
+    assert_eq!(moved.body["subscriptions"], 1);
+    assert_eq!(moved.body["takes_effect_at"], "2026-12-01T00:00:00Z");
+    let again = app.post(&move_path, Some(&vendor), json!({})).await;
+    assert_eq!(again.body["subscriptions"], 0, "{:?}", again.body);
+    let outbox = app.dir.path().join("outbox");
+    let told = std::fs::read_dir(&outbox)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|m| m.contains("bob@sub.example") && m.contains("New prices for Trades"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(told, 1, "Bob is told once");
+
+    let push = |ids: &'static [&'static str]| {
+        let (app, source) = (&app, &source);
+        async move {
+            let vendor = app.login("acme@vendor.example").await;
+            let batch = json!({"records": ids.iter().map(|id| json!({"id": id, "data": {"sym": id, "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()});
+            let res = app
+                .post(
+                    &format!("/v1/sources/{source}/records"),
+                    Some(&vendor),
+                    batch,
+                )
+                .await;
+            assert_eq!(res.status, 202, "{:?}", res.body);
+        }
+    };
+    push(&["n1", "n2"]).await;
+    pulled(&app, &bob, &sub, 2).await;
+    clock.set(datetime!(2026-12-05 10:00 UTC));
+    push(&["d1", "d2", "d3"]).await;
+    let bob = app.login("bob@sub.example").await;
+    pulled(&app, &bob, &sub, 5).await;
+
+    clock.set(datetime!(2027-01-01 01:00 UTC));
+    let finance = app.platform(Role::PlatformFinance).await;
+    for period in ["2026-11", "2026-12"] {
+        let run = app
+            .post(
+                "/v1/billing/runs",
+                Some(&finance),
+                json!({"period": period}),
+            )
+            .await;
+        assert!([200, 201].contains(&run.status.as_u16()), "{:?}", run.body);
+    }
+    let line = |period: &'static str| {
+        let (app, finance, sub) = (&app, &finance, &sub);
+        async move {
+            let invoices = app
+                .get(&format!("/v1/invoices?period={period}"), Some(finance))
+                .await;
+            usage_line(&invoices.body, sub).clone()
+        }
+    };
+    let november = line("2026-11").await;
+    assert_eq!(november["plan_version"], 1);
+    assert_eq!(
+        dec(&november["amount"]),
+        Decimal::from_str("0.02").expect("0.02")
+    );
+    let december = line("2026-12").await;
+    assert_eq!(december["plan_version"], 2);
+    assert_eq!(
+        dec(&december["amount"]),
+        Decimal::from_str("3.00").expect("3.00")
+    );
+}

@@ -11,6 +11,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::{Feed, FeedPatch, NewFeed, PipelineSpec, Subscription};
+use wharf_core::services::PlanMoveScheduled;
 use wharf_core::{FeedId, Page};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -19,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get, update, delete))
         .routes(routes!(put_pipeline))
         .routes(routes!(subscriptions))
+        .routes(routes!(move_plan))
 }
 
 /// Define a feed: a source, a pipeline (version 1) and plans.
@@ -114,5 +116,21 @@ async fn subscriptions(
 ) -> Result<Json<Page<Subscription>>, ApiError> {
     Ok(Json(
         s.services.feed_subscriptions(&who, &id, &q.page()).await?,
+    ))
+}
+
+/// Move the running subscriptions of a plan that are on earlier versions to the version on
+/// sale, from the start of next month (no month is rated at two prices); each subscriber is
+/// told the new prices by email. Asking again moves nothing more.
+#[utoipa::path(post, path = "/v1/feeds/{id}/plans/{plan_id}/move", tag = "feeds",
+    params(("id" = FeedId, Path), ("plan_id" = String, Path, description = "A plan on sale")),
+    security(("bearer" = [])), responses((status = 200, body = PlanMoveScheduled), WriteErrors))]
+async fn move_plan(
+    State(s): State<AppState>,
+    who: Caller,
+    ApiPath((id, plan_id)): ApiPath<(FeedId, String)>,
+) -> Result<Json<PlanMoveScheduled>, ApiError> {
+    Ok(Json(
+        s.services.schedule_plan_move(&who, &id, &plan_id).await?,
     ))
 }

@@ -215,9 +215,13 @@ pub struct Subscription {
     pub feed_id: FeedId,
     /// The chosen plan of the feed.
     pub plan_id: String,
-    /// The plan's version: the prices the subscription is rated at.
+    /// The plan's version it was bought at: the prices it is rated at until a move.
     #[serde(default = "super::first_plan_version")]
     pub plan_version: u32,
+    /// Moves to later versions of its plan that the vendor scheduled, oldest first; each
+    /// takes effect at the start of a month.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan_moves: Vec<PlanMove>,
     /// Where records go.
     pub channel: Channel,
     /// Optional CEL over `record`; only matching records are delivered.
@@ -331,7 +335,33 @@ pub struct SubscriptionPatch {
     pub batch: Option<Batch>,
 }
 
+/// A scheduled move of a subscription to another version of its plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanMove {
+    /// The version moved to.
+    pub version: u32,
+    /// The start of the month it takes effect in.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub from: Timestamp,
+}
+
 impl Subscription {
+    /// The version of its plan the subscription is rated at from `at` on.
+    pub fn plan_version_at(&self, at: Timestamp) -> u32 {
+        self.plan_moves
+            .iter()
+            .rev()
+            .find(|m| m.from <= at)
+            .map_or(self.plan_version, |m| m.version)
+    }
+
+    /// Every version of its plan the subscription was or will be rated at.
+    pub fn plan_versions(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.plan_version).chain(self.plan_moves.iter().map(|m| m.version))
+    }
+
     /// Whether the subscription was active at `at`, to the microsecond (as stores keep
     /// times): it is entitled to the records its feed output while it was active, and to no
     /// others (none from before it started, none from while it was paused).

@@ -300,10 +300,11 @@ impl Services {
                     problems.push(problem("its feed no longer exists".into()));
                     continue;
                 };
-                let Some(plan) = feed.plan_version(&sub.plan_id, sub.plan_version) else {
+                let version = sub.plan_version_at(period.start());
+                let Some(plan) = feed.plan_version(&sub.plan_id, version) else {
                     problems.push(problem(format!(
-                        "it is on version {} of plan `{}`, which the feed no longer has",
-                        sub.plan_version, sub.plan_id
+                        "it is on version {version} of plan `{}`, which the feed no longer has",
+                        sub.plan_id
                     )));
                     continue;
                 };

@@ -327,9 +327,11 @@ impl Services {
     ) -> Result<Vec<(String, u32)>, CoreError> {
         let mut used = Vec::new();
         for s in self.every_subscription_of_feed(tenant, feed).await? {
-            let plan = (s.plan_id, s.plan_version);
-            if !used.contains(&plan) {
-                used.push(plan);
+            for version in s.plan_versions() {
+                let plan = (s.plan_id.clone(), version);
+                if !used.contains(&plan) {
+                    used.push(plan);
+                }
             }
         }
         Ok(used)

@@ -6,6 +6,7 @@ mod billing;
 mod catalog;
 mod channels;
 mod months;
+mod plan_moves;
 mod quotas;
 mod records;
 mod subscriptions;
@@ -14,6 +15,7 @@ mod summary;
 pub use accounts::*;
 pub use billing::StripeEventOutcome;
 pub use channels::*;
+pub use plan_moves::PlanMoveScheduled;
 pub use records::*;
 pub use summary::{BillingSummary, VendorSummary};
 

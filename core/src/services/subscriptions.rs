@@ -67,6 +67,7 @@ impl Services {
             feed_id: feed.id.clone(),
             plan_id: input.plan_id,
             plan_version: on_sale.flatten().unwrap_or_else(first_plan_version),
+            plan_moves: vec![],
             channel: input.channel,
             filter,
             batch: input.batch,

@@ -22,6 +22,7 @@ pub fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
         feed_id: FeedId::new(),
         plan_id: "pro".into(),
         plan_version: 1,
+        plan_moves: vec![],
         channel: Channel::Webhook {
             url: WebhookUrl::parse("https://hooks.example.com/x").unwrap_or_else(|e| panic!("{e}")),
         },
