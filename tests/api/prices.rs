@@ -555,3 +555,194 @@ async fn a_scheduled_move_rates_old_subscriptions_at_the_new_version_from_next_m
         Decimal::from_str("3.00").expect("3.00")
     );
 }
+
+/// A small deterministic generator (an LCG), so each seed replays the same history.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % sides
+    }
+}
+
+/// The first day of the month after the one starting on `first`.
+fn next_month(first: time::Date) -> time::Date {
+    let month = first.month().next();
+    let year = first.year() + i32::from(month == time::Month::January);
+    time::Date::from_calendar_date(year, month, 1).expect("a date")
+}
+
+/// Every invoice of `period`, in id order, as finance reads it.
+async fn month_invoices(app: &TestApp, period: &str) -> Vec<Value> {
+    let finance = app.platform(Role::PlatformFinance).await;
+    let list = app
+        .get(
+            &format!("/v1/invoices?period={period}&limit=200"),
+            Some(&finance),
+        )
+        .await;
+    let mut items = list.body["items"].as_array().expect("items").clone();
+    items.sort_by_key(|i| i["id"].as_str().expect("an id").to_owned());
+    items
+}
+
+#[tokio::test]
+async fn a_closed_month_never_changes_and_late_usage_appears_once_on_a_later_invoice() {
+    use time::macros::date;
+    let (mut late_lines, mut deliveries) = (0, 0);
+    for seed in [1_u64, 7, 42] {
+        let mut dice = Dice(seed);
+        let clock = TestClock::new();
+        clock.set(datetime!(2026-11-05 09:00 UTC));
+        let app = spawn_on(|_| {}, clock.clone()).await;
+        let signed_up = app
+            .post(
+                "/v1/vendors",
+                None,
+                json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(signed_up.status, 201);
+        let emails = ["a@sub.example", "b@sub.example"];
+        for email in emails {
+            let body = json!({"name": "Sub", "email": email, "password": PASSWORD});
+            assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+        }
+        let vendor = app.login("acme@vendor.example").await;
+        let source = app.source(&vendor).await;
+        let mut body = feed_body(&source, "Trades");
+        let mut plan = pro("0.01");
+        plan["monthly_fee"] = json!("10.00");
+        plan["included_deliveries"] = json!(1);
+        body["plans"] = json!([plan]);
+        let feed = app.post("/v1/feeds", Some(&vendor), body).await;
+        let feed = feed.body["id"].as_str().expect("an id").to_owned();
+        let mut subs = Vec::new();
+        for email in emails {
+            subs.push(app.subscribe(&app.login(email).await, &feed).await);
+        }
+        let mut pushed = 0;
+        let mut act = |at: time::OffsetDateTime, dice: &mut Dice| {
+            clock.set(at);
+            let n = dice.roll(4) as usize;
+            let who = dice.roll(3) as usize;
+            let ids: Vec<String> = (0..n)
+                .map(|_| {
+                    pushed += 1;
+                    format!("r{pushed}")
+                })
+                .collect();
+            (ids, who)
+        };
+        let mut closed: Vec<(String, Vec<Value>)> = Vec::new();
+        let months = [
+            (date!(2026 - 11 - 01), "2026-11"),
+            (date!(2026 - 12 - 01), "2026-12"),
+            (date!(2027 - 01 - 01), "2027-01"),
+        ];
+        for (start, label) in months {
+            let next = next_month(start);
+            for day in [10_u8, 27] {
+                let at = start
+                    .replace_day(day)
+                    .expect("a day")
+                    .midnight()
+                    .assume_utc();
+                let (ids, who) = act(at, &mut dice);
+                let vendor = app.login("acme@vendor.example").await;
+                if !ids.is_empty() {
+                    let batch = json!({"records": ids.iter().map(|id| json!({"id": id, "data": {"sym": id, "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()});
+                    let res = app
+                        .post(
+                            &format!("/v1/sources/{source}/records"),
+                            Some(&vendor),
+                            batch,
+                        )
+                        .await;
+                    assert_eq!(res.status, 202, "{:?}", res.body);
+                }
+                // Nobody, the first, or both subscribers read what there is.
+                for (i, email) in emails.iter().enumerate().take(who) {
+                    let token = app.login(email).await;
+                    let path = format!("/v1/subscriptions/{}/records?limit=1000", subs[i]);
+                    assert_eq!(app.get(&path, Some(&token)).await.status, 200);
+                }
+            }
+            // The month closes; then an acknowledgement of its last hour lands late.
+            clock.set(next.midnight().assume_utc() + time::Duration::hours(1));
+            let finance = app.platform(Role::PlatformFinance).await;
+            let run = app
+                .post("/v1/billing/runs", Some(&finance), json!({"period": label}))
+                .await;
+            assert!([200, 201].contains(&run.status.as_u16()), "{:?}", run.body);
+            closed.push((label.to_owned(), month_invoices(&app, label).await));
+            clock.set(next.midnight().assume_utc() - time::Duration::minutes(30));
+            let token = app.login(emails[1]).await;
+            let path = format!("/v1/subscriptions/{}/records?limit=1000", subs[1]);
+            assert_eq!(app.get(&path, Some(&token)).await.status, 200);
+            clock.set(next.midnight().assume_utc() + time::Duration::hours(2));
+            for (period, invoices) in &closed {
+                assert_eq!(
+                    &month_invoices(&app, period).await,
+                    invoices,
+                    "seed {seed}: {period} changed after it closed"
+                );
+            }
+        }
+        // Every delivery counted is billed exactly once: on its month's usage line, or as an
+        // adjustment line of a later month. (February closes too, to bill January's late.)
+        clock.set(datetime!(2027-03-01 01:00 UTC));
+        let finance = app.platform(Role::PlatformFinance).await;
+        let run = app
+            .post(
+                "/v1/billing/runs",
+                Some(&finance),
+                json!({"period": "2027-02"}),
+            )
+            .await;
+        assert!([200, 201].contains(&run.status.as_u16()), "{:?}", run.body);
+        for (i, email) in emails.iter().enumerate() {
+            let token = app.login(email).await;
+            let usage = app
+                .get(
+                    &format!("/v1/usage?subscription_id={}&from=2026-11-01T00:00:00Z&to=2027-03-01T00:00:00Z", subs[i]),
+                    Some(&token),
+                )
+                .await;
+            let counted: u64 = usage
+                .body
+                .as_array()
+                .expect("points")
+                .iter()
+                .map(|p| p["deliveries"].as_u64().expect("a count"))
+                .sum();
+            let mut billed = Decimal::ZERO;
+            for period in ["2026-11", "2026-12", "2027-01", "2027-02"] {
+                for inv in month_invoices(&app, period).await {
+                    for line in inv["lines"].as_array().expect("lines") {
+                        if line["subscription_id"] == subs[i].as_str()
+                            && (line["kind"] == "usage" || line["kind"] == "adjustment")
+                        {
+                            billed += dec(&line["quantity"]);
+                            late_lines += usize::from(line["kind"] == "adjustment");
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                billed,
+                Decimal::from(counted),
+                "seed {seed}: subscriber {i}"
+            );
+            deliveries += counted;
+        }
+    }
+    assert!(
+        late_lines > 0 && deliveries > 0,
+        "the histories billed late usage: {late_lines} lines, {deliveries} deliveries"
+    );
+}
