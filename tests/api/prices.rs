@@ -12,6 +12,34 @@ use std::str::FromStr;
 use time::macros::datetime;
 use wharf_core::domain::Role;
 
+const ACME: &str = "acme@vendor.example";
+const BOB: &str = "bob@sub.example";
+
+/// Signs up the vendor Acme (admin `ACME`) and a subscriber per address, all with
+/// `PASSWORD`, so a test can log them in again after its clock jumps.
+async fn sign_up(app: &TestApp, subscribers: &[&str]) {
+    let body = json!({"name": "Acme", "admin_email": ACME, "admin_password": PASSWORD});
+    let signed_up = app.post("/v1/vendors", None, body).await;
+    assert_eq!(signed_up.status, 201, "{:?}", signed_up.body);
+    for email in subscribers {
+        let body = json!({"name": "Sub", "email": email, "password": PASSWORD});
+        assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+    }
+}
+
+/// Asks for `period`'s billing run as a new platform finance user: (its token, the answer).
+async fn close(app: &TestApp, period: &str) -> (String, Res) {
+    let finance = app.platform(Role::PlatformFinance).await;
+    let run = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": period}),
+        )
+        .await;
+    (finance, run)
+}
+
 fn pro(unit_price: &str) -> Value {
     json!({"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "0.00",
            "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": unit_price}]})
@@ -128,14 +156,7 @@ async fn a_repriced_plan_is_a_new_version_and_each_subscription_is_rated_at_the_
     assert_eq!(late.body["errors"][0]["path"], "plan_id");
 
     clock.set(datetime!(2026-12-01 01:00 UTC));
-    let finance = app.platform(Role::PlatformFinance).await;
-    let run = app
-        .post(
-            "/v1/billing/runs",
-            Some(&finance),
-            json!({"period": "2026-11"}),
-        )
-        .await;
+    let (finance, run) = close(&app, "2026-11").await;
     assert_eq!(run.status, 201, "{:?}", run.body);
     assert_eq!(run.body["problems"], json!([]), "{:?}", run.body);
     let invoices = app.get("/v1/invoices?period=2026-11", Some(&finance)).await;
@@ -160,18 +181,9 @@ async fn archiving_a_feed_ends_its_subscriptions_then_prorates_the_fee_and_tells
     let clock = TestClock::new();
     clock.set(datetime!(2026-11-01 00:00 UTC));
     let app = spawn_on(|_| {}, clock.clone()).await;
-    let signed_up = app
-        .post(
-            "/v1/vendors",
-            None,
-            json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(signed_up.status, 201, "{:?}", signed_up.body);
-    let body = json!({"name": "Bob", "email": "bob@sub.example", "password": PASSWORD});
-    assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
-    let vendor = app.login("acme@vendor.example").await;
-    let bob = app.login("bob@sub.example").await;
+    sign_up(&app, &[BOB]).await;
+    let vendor = app.login(ACME).await;
+    let bob = app.login(BOB).await;
     let source = app.source(&vendor).await;
     let mut body = feed_body(&source, "Trades");
     let mut monthly = pro("0.01");
@@ -184,7 +196,7 @@ async fn archiving_a_feed_ends_its_subscriptions_then_prorates_the_fee_and_tells
 
     // Archived halfway through November (15 of 30 days).
     clock.set(datetime!(2026-11-16 00:00 UTC));
-    let vendor = app.login("acme@vendor.example").await;
+    let vendor = app.login(ACME).await;
     let archived = app
         .patch(
             &format!("/v1/feeds/{feed}"),
@@ -193,7 +205,7 @@ async fn archiving_a_feed_ends_its_subscriptions_then_prorates_the_fee_and_tells
         )
         .await;
     assert_eq!(archived.status, 200, "{:?}", archived.body);
-    let bob = app.login("bob@sub.example").await;
+    let bob = app.login(BOB).await;
     let ended = app
         .get(&format!("/v1/subscriptions/{sub}"), Some(&bob))
         .await;
@@ -216,7 +228,7 @@ async fn archiving_a_feed_ends_its_subscriptions_then_prorates_the_fee_and_tells
         .unwrap_or_default();
     let notice = mails
         .iter()
-        .find(|m| m.contains("bob@sub.example") && m.contains("Trades"))
+        .find(|m| m.contains(BOB) && m.contains("Trades"))
         .unwrap_or_else(|| panic!("no notice to Bob among {mails:?}"));
     assert!(notice.contains("Subject: Trades has ended"), "{notice}");
     // The body is quoted-printable: soft line breaks joined, it names the subscription.
@@ -224,14 +236,7 @@ async fn archiving_a_feed_ends_its_subscriptions_then_prorates_the_fee_and_tells
     assert!(text.contains(&sub), "{text}");
 
     clock.set(datetime!(2026-12-01 01:00 UTC));
-    let finance = app.platform(Role::PlatformFinance).await;
-    let run = app
-        .post(
-            "/v1/billing/runs",
-            Some(&finance),
-            json!({"period": "2026-11"}),
-        )
-        .await;
+    let (finance, run) = close(&app, "2026-11").await;
     assert_eq!(run.status, 201, "{:?}", run.body);
     let invoices = app.get("/v1/invoices?period=2026-11", Some(&finance)).await;
     let fee = invoices.body["items"][0]["lines"]
@@ -271,18 +276,6 @@ async fn months_close_by_themselves_a_day_after_they_end_in_order() {
             list.body["items"].as_array().expect("items").clone()
         }
     };
-    let run = |period: &'static str| {
-        let app = &app;
-        async move {
-            let finance = app.platform(Role::PlatformFinance).await;
-            app.post(
-                "/v1/billing/runs",
-                Some(&finance),
-                json!({"period": period}),
-            )
-            .await
-        }
-    };
 
     clock.set(datetime!(2026-12-01 23:00 UTC));
     app.idle().await;
@@ -302,7 +295,7 @@ async fn months_close_by_themselves_a_day_after_they_end_in_order() {
             .iter()
             .any(|l| l["subscription_id"] == sub.as_str() && l["kind"] == "fee")
     );
-    let again = run("2026-11").await;
+    let (_, again) = close(&app, "2026-11").await;
     assert_eq!(again.status, 200, "closed already: {:?}", again.body);
     assert_eq!(again.body["status"], "completed");
 
@@ -312,7 +305,7 @@ async fn months_close_by_themselves_a_day_after_they_end_in_order() {
     assert_eq!(invoices("2026-12").await.len(), 1);
     assert_eq!(invoices("2027-01").await.len(), 1);
     assert_eq!(invoices("2026-11").await.len(), 1);
-    assert_eq!(run("2027-01").await.status, 200, "closed already");
+    assert_eq!(close(&app, "2027-01").await.1.status, 200, "closed already");
 }
 
 async fn csv_of(app: &TestApp, path: &str, token: &str) -> Vec<Vec<String>> {
@@ -339,9 +332,9 @@ async fn finance_exports_are_csv_in_which_no_cell_is_a_formula() {
     clock.set(datetime!(2026-11-10 00:00 UTC));
     let app = spawn_on(|_| {}, clock.clone()).await;
     let (_, vendor) = app.vendor("Acme").await;
-    let body = json!({"name": "Bob", "email": "bob@sub.example", "password": PASSWORD});
+    let body = json!({"name": "Bob", "email": BOB, "password": PASSWORD});
     assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
-    let bob = app.login("bob@sub.example").await;
+    let bob = app.login(BOB).await;
     let source = app.source(&vendor).await;
     let mut body = feed_body(&source, "=cmd|' /C calc'!A0");
     let mut plan = pro("0.01");
@@ -362,14 +355,7 @@ async fn finance_exports_are_csv_in_which_no_cell_is_a_formula() {
     pulled(&app, &bob, &sub, 2).await;
 
     clock.set(datetime!(2026-12-01 01:00 UTC));
-    let finance = app.platform(Role::PlatformFinance).await;
-    let run = app
-        .post(
-            "/v1/billing/runs",
-            Some(&finance),
-            json!({"period": "2026-11"}),
-        )
-        .await;
+    let (finance, run) = close(&app, "2026-11").await;
     assert_eq!(run.status, 201, "{:?}", run.body);
 
     let invoices = csv_of(&app, "/v1/invoices?period=2026-11", &finance).await;
@@ -427,7 +413,7 @@ async fn finance_exports_are_csv_in_which_no_cell_is_a_formula() {
         "another vendor's month is not shown"
     );
 
-    let bob = app.login("bob@sub.example").await;
+    let bob = app.login(BOB).await;
     let refused = app
         .get("/v1/billing/summary?period=2026-11", Some(&bob))
         .await;
@@ -453,18 +439,9 @@ async fn a_scheduled_move_rates_old_subscriptions_at_the_new_version_from_next_m
     let clock = TestClock::new();
     clock.set(datetime!(2026-11-02 10:00 UTC));
     let app = spawn_on(|_| {}, clock.clone()).await;
-    let signed_up = app
-        .post(
-            "/v1/vendors",
-            None,
-            json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(signed_up.status, 201, "{:?}", signed_up.body);
-    let body = json!({"name": "Bob", "email": "bob@sub.example", "password": PASSWORD});
-    assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
-    let vendor = app.login("acme@vendor.example").await;
-    let bob = app.login("bob@sub.example").await;
+    sign_up(&app, &[BOB]).await;
+    let vendor = app.login(ACME).await;
+    let bob = app.login(BOB).await;
     let source = app.source(&vendor).await;
     let mut body = feed_body(&source, "Trades");
     body["plans"] = json!([pro("0.01")]);
@@ -493,7 +470,7 @@ async fn a_scheduled_move_rates_old_subscriptions_at_the_new_version_from_next_m
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter(|m| m.contains("bob@sub.example") && m.contains("New prices for Trades"))
+                .filter(|m| m.contains(BOB) && m.contains("New prices for Trades"))
                 .count()
         })
         .unwrap_or(0);
@@ -502,7 +479,7 @@ async fn a_scheduled_move_rates_old_subscriptions_at_the_new_version_from_next_m
     let push = |ids: &'static [&'static str]| {
         let (app, source) = (&app, &source);
         async move {
-            let vendor = app.login("acme@vendor.example").await;
+            let vendor = app.login(ACME).await;
             let batch = json!({"records": ids.iter().map(|id| json!({"id": id, "data": {"sym": id, "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()});
             let res = app
                 .post(
@@ -518,19 +495,14 @@ async fn a_scheduled_move_rates_old_subscriptions_at_the_new_version_from_next_m
     pulled(&app, &bob, &sub, 2).await;
     clock.set(datetime!(2026-12-05 10:00 UTC));
     push(&["d1", "d2", "d3"]).await;
-    let bob = app.login("bob@sub.example").await;
+    let bob = app.login(BOB).await;
     pulled(&app, &bob, &sub, 5).await;
 
     clock.set(datetime!(2027-01-01 01:00 UTC));
-    let finance = app.platform(Role::PlatformFinance).await;
+    let mut finance = String::new();
     for period in ["2026-11", "2026-12"] {
-        let run = app
-            .post(
-                "/v1/billing/runs",
-                Some(&finance),
-                json!({"period": period}),
-            )
-            .await;
+        let run;
+        (finance, run) = close(&app, period).await;
         assert!([200, 201].contains(&run.status.as_u16()), "{:?}", run.body);
     }
     let line = |period: &'static str| {
@@ -599,20 +571,9 @@ async fn a_closed_month_never_changes_and_late_usage_appears_once_on_a_later_inv
         let clock = TestClock::new();
         clock.set(datetime!(2026-11-05 09:00 UTC));
         let app = spawn_on(|_| {}, clock.clone()).await;
-        let signed_up = app
-            .post(
-                "/v1/vendors",
-                None,
-                json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": PASSWORD}),
-            )
-            .await;
-        assert_eq!(signed_up.status, 201);
         let emails = ["a@sub.example", "b@sub.example"];
-        for email in emails {
-            let body = json!({"name": "Sub", "email": email, "password": PASSWORD});
-            assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
-        }
-        let vendor = app.login("acme@vendor.example").await;
+        sign_up(&app, &emails).await;
+        let vendor = app.login(ACME).await;
         let source = app.source(&vendor).await;
         let mut body = feed_body(&source, "Trades");
         let mut plan = pro("0.01");
@@ -653,7 +614,7 @@ async fn a_closed_month_never_changes_and_late_usage_appears_once_on_a_later_inv
                     .midnight()
                     .assume_utc();
                 let (ids, who) = act(at, &mut dice);
-                let vendor = app.login("acme@vendor.example").await;
+                let vendor = app.login(ACME).await;
                 if !ids.is_empty() {
                     let batch = json!({"records": ids.iter().map(|id| json!({"id": id, "data": {"sym": id, "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()});
                     let res = app
@@ -674,10 +635,7 @@ async fn a_closed_month_never_changes_and_late_usage_appears_once_on_a_later_inv
             }
             // The month closes; then an acknowledgement of its last hour lands late.
             clock.set(next.midnight().assume_utc() + time::Duration::hours(1));
-            let finance = app.platform(Role::PlatformFinance).await;
-            let run = app
-                .post("/v1/billing/runs", Some(&finance), json!({"period": label}))
-                .await;
+            let (_, run) = close(&app, label).await;
             assert!([200, 201].contains(&run.status.as_u16()), "{:?}", run.body);
             closed.push((label.to_owned(), month_invoices(&app, label).await));
             clock.set(next.midnight().assume_utc() - time::Duration::minutes(30));
@@ -696,14 +654,7 @@ async fn a_closed_month_never_changes_and_late_usage_appears_once_on_a_later_inv
         // Every delivery counted is billed exactly once: on its month's usage line, or as an
         // adjustment line of a later month. (February closes too, to bill January's late.)
         clock.set(datetime!(2027-03-01 01:00 UTC));
-        let finance = app.platform(Role::PlatformFinance).await;
-        let run = app
-            .post(
-                "/v1/billing/runs",
-                Some(&finance),
-                json!({"period": "2027-02"}),
-            )
-            .await;
+        let (_, run) = close(&app, "2027-02").await;
         assert!([200, 201].contains(&run.status.as_u16()), "{:?}", run.body);
         for (i, email) in emails.iter().enumerate() {
             let token = app.login(email).await;
