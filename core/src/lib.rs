@@ -47,3 +47,9 @@ pub use services::{Services, Settings};
 
 /// A point in time, always UTC.
 pub type Timestamp = time::OffsetDateTime;
+
+/// `t` in RFC 3339, as the API writes times (empty only for a year RFC 3339 cannot hold).
+pub fn rfc3339(t: Timestamp) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

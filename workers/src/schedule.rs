@@ -195,11 +195,7 @@ impl Closing<'_> {
         end: Timestamp,
         errors: &mut Vec<FeedError>,
     ) -> Result<Vec<OutputRecord>, CoreError> {
-        let fmt = |t: Timestamp| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        };
-        let (from, to) = (fmt(start), fmt(end));
+        let (from, to) = (wharf_core::rfc3339(start), wharf_core::rfc3339(end));
         let compiled = self.compiled.clone();
         let (folded, failed) = off_runtime(self.services.compute.as_ref(), &self.lane, move || {
             let Some(spec) = &compiled.window else {

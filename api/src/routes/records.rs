@@ -109,13 +109,9 @@ async fn usage(
         return Ok(Json(points).into_response());
     }
     let rows = points.iter().map(|p| {
-        let start = p
-            .period_start
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         vec![
             p.subscription_id.to_string(),
-            start,
+            wharf_core::rfc3339(p.period_start),
             p.deliveries.to_string(),
         ]
     });

@@ -99,10 +99,7 @@ impl Services {
                 "period",
                 format!(
                     "{period} has not ended; it can be closed from {}",
-                    period
-                        .end()
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default()
+                    crate::rfc3339(period.end())
                 ),
             ));
         }

@@ -99,10 +99,7 @@ impl Services {
         let mut sub = self.own_subscription(who, id).await?;
         self.can_replay(&sub)?;
         if range.from < sub.created_at {
-            let start = sub
-                .created_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .map_err(CoreError::internal)?;
+            let start = crate::rfc3339(sub.created_at);
             return Err(CoreError::invalid(
                 "from",
                 format!("must be at or after {start}, when the subscription started"),

@@ -69,11 +69,9 @@ impl Services {
         })
     }
 
-    /// Mails a subscriber the prices its subscription moves to; a failure is logged.
+    /// Mails a subscriber the prices its subscription moves to.
     async fn announce_move(&self, feed: &Feed, plan: &Plan, to: &crate::UserId, from: Timestamp) {
-        let when = from
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let when = crate::rfc3339(from);
         let tiers: Vec<String> = plan
             .tiers
             .iter()
@@ -95,12 +93,6 @@ impl Services {
             tiers.join(", ")
         );
         let subject = format!("New prices for {} from {when}", feed.name);
-        let mailed = match self.store.get_subscriber(to).await {
-            Ok(subscriber) => self.mailer.send(&subscriber.email, &subject, &body).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = mailed {
-            tracing::warn!(user.id = %to, error = %e, "cannot announce a plan move");
-        }
+        self.mail_subscriber(to, &subject, &body).await;
     }
 }

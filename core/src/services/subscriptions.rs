@@ -561,6 +561,18 @@ impl Services {
         Ok(sub)
     }
 
+    /// Mails a notice to the subscriber `to` at its account's address; a failure is logged,
+    /// not returned (what the notice tells has happened all the same).
+    pub(super) async fn mail_subscriber(&self, to: &crate::UserId, subject: &str, body: &str) {
+        let mailed = match self.store.get_subscriber(to).await {
+            Ok(subscriber) => self.mailer.send(&subscriber.email, subject, body).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = mailed {
+            tracing::warn!(user.id = %to, error = %e, subject, "cannot mail a notice to a subscriber");
+        }
+    }
+
     /// Ends every subscription of an archived feed at `at` and tells each subscriber by email
     /// (a mail that cannot be sent is logged: the subscription has ended all the same).
     /// Archiving the feed again ends any a failure left running.
@@ -579,21 +591,17 @@ impl Services {
             }
             let sub = self.end_subscription(sub, at).await?;
             ended += 1;
-            let when = at
-                .format(&time::format_description::well_known::Rfc3339)
-                .map_err(CoreError::internal)?;
             let body = format!(
-                "The vendor has archived the feed \"{}\", so your subscription {} ended at                  {when}. Nothing more is delivered, and this month's fee is charged only up to                  then.\n",
-                feed.name, sub.id
+                "The vendor has archived the feed \"{}\", so your subscription {} ended at \
+                 {}. Nothing more is delivered, and this month's fee is charged only up to \
+                 then.\n",
+                feed.name,
+                sub.id,
+                crate::rfc3339(at)
             );
             let subject = format!("{} has ended", feed.name);
-            let mailed = match self.store.get_subscriber(&sub.subscriber_id).await {
-                Ok(subscriber) => self.mailer.send(&subscriber.email, &subject, &body).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = mailed {
-                tracing::warn!(subscription.id = %sub.id, error = %e, "cannot tell a subscriber that their feed was archived");
-            }
+            self.mail_subscriber(&sub.subscriber_id, &subject, &body)
+                .await;
         }
         Ok(ended)
     }
