@@ -34,13 +34,13 @@ const LATE_USAGE_MONTHS: usize = 3;
 const INVOICES_PER_WRITE: usize = 500;
 
 /// Who may see which invoices.
-enum Scope {
+pub(super) enum Scope {
     All,
     Vendor(VendorId),
     Subscriber(UserId),
 }
 
-fn scope(who: &Principal) -> Result<Scope, CoreError> {
+pub(super) fn scope(who: &Principal) -> Result<Scope, CoreError> {
     if who.has_role(Role::PlatformFinance) || who.has_role(Role::PlatformAdmin) {
         return Ok(Scope::All);
     }

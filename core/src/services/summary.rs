@@ -3,9 +3,9 @@
 //! and is still outstanding.
 
 use super::Services;
-use super::billing::money;
+use super::billing::{Scope, money, scope};
 use crate::billing::Period;
-use crate::domain::{InvoiceFilter, InvoiceStatus, Principal, Role};
+use crate::domain::{InvoiceFilter, InvoiceStatus, Principal};
 use crate::money::{Amount, Currency};
 use crate::{CoreError, PageRequest, VendorId};
 use rust_decimal::Decimal;
@@ -52,8 +52,7 @@ impl Services {
         period: &str,
     ) -> Result<BillingSummary, CoreError> {
         Period::parse(period).map_err(|e| CoreError::invalid("period", e))?;
-        let all = who.has_role(Role::PlatformFinance) || who.has_role(Role::PlatformAdmin);
-        if !all && who.tenant_with(Role::VendorFinance).is_err() {
+        if let Scope::Subscriber(_) = scope(who)? {
             return Err(CoreError::Forbidden(
                 "the billing summary is for platform and vendor finance".into(),
             ));
