@@ -110,6 +110,7 @@ pub fn settings(config: &Config, shape: Shape) -> anyhow::Result<Settings> {
         public_url: config.public_url(),
         secret_overlap: Duration::from_secs(config.secret_overlap_secs),
         log_retention: Duration::from_secs(config.log_retention_days.saturating_mul(86_400)),
+        dunning_period: Duration::from_secs(config.dunning_days.saturating_mul(24 * 3600)),
         billing_close_delay: Duration::from_secs(
             config.billing_close_delay_hours.saturating_mul(3600),
         ),

@@ -225,6 +225,9 @@ pub struct Config {
     /// Hours after a month ends before the schedule closes it (invoices and payouts); late
     /// acknowledgements of the month are billed as adjustments of the next one.
     pub billing_close_delay_hours: u64,
+    /// Days an invoice may stay unpaid after a failed payment before the subscriber's
+    /// subscriptions to its vendor are paused (they resume when it is paid).
+    pub dunning_days: u64,
     /// The platform's share of each vendor's gross, in percent (a decimal string).
     pub platform_fee_percent: String,
     /// Per-vendor exceptions to `platform_fee_percent`: vendor id → percent.
@@ -268,6 +271,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             admin: None,
             billing_close_delay_hours: 24,
+            dunning_days: 7,
             platform_fee_percent: "20".into(),
             vendor_fee_percent: std::collections::BTreeMap::new(),
             clock_start: None,
@@ -306,6 +310,8 @@ const SETTINGS: &[&str] = &[
     "mail_from",
     "platform_fee_percent",
     "vendor_fee_percent",
+    "billing_close_delay_hours",
+    "dunning_days",
     "clock_start",
     "stripe",
     "limits",

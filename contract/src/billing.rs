@@ -5,30 +5,46 @@ use crate::support::*;
 pub async fn a_subscribers_payment_customer_is_recorded_once(store: &dyn Store) {
     let subscriber = UserId::new();
     assert_eq!(store.payment_customer(&subscriber).await.unwrap(), None);
+    let first = PaymentCustomer {
+        customer: "cus_first".into(),
+        payment_method: None,
+    };
     assert_eq!(
         store
             .put_payment_customer(&subscriber, "cus_first")
             .await
             .unwrap(),
-        "cus_first"
+        first
     );
     assert_eq!(
         store
             .put_payment_customer(&subscriber, "cus_second")
             .await
             .unwrap(),
-        "cus_first",
+        first,
         "a second customer made by a racing push is not recorded"
     );
     assert_eq!(
-        store
-            .payment_customer(&subscriber)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("cus_first")
+        store.payment_customer(&subscriber).await.unwrap(),
+        Some(first)
     );
     assert_eq!(store.payment_customer(&UserId::new()).await.unwrap(), None);
+    store
+        .set_payment_method(&subscriber, "pm_saved")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.payment_customer(&subscriber).await.unwrap(),
+        Some(PaymentCustomer {
+            customer: "cus_first".into(),
+            payment_method: Some("pm_saved".into()),
+        }),
+        "the saved payment method reads back with the customer"
+    );
+    assert_not_found(
+        store.set_payment_method(&UserId::new(), "pm_x").await,
+        "payment customer",
+    );
 }
 
 pub async fn an_invoice_is_stored_once_and_reads_back_equal(store: &dyn Store) {
@@ -87,7 +103,7 @@ pub async fn invoices_list_by_period_vendor_subscriber_and_status_across_pages(s
         3
     );
     store
-        .set_invoice_status(&c.id, InvoiceStatus::Paid, None)
+        .update_invoice(&c.id, &status(InvoiceStatus::Paid))
         .await
         .unwrap();
     let ids = |page: Page<Invoice>| page.items.into_iter().map(|i| i.id).collect::<Vec<_>>();
@@ -163,26 +179,39 @@ pub async fn an_invoice_status_change_keeps_its_lines_and_records_the_stripe_id(
         .put_invoices(std::slice::from_ref(&inv))
         .await
         .unwrap();
+    let pushed = InvoiceChange {
+        stripe_invoice_id: Some("in_123".into()),
+        collection_method: Some(CollectionMethod::SendInvoice),
+        hosted_invoice_url: Some("https://invoice.example.com/i/1".into()),
+        ..InvoiceChange::default()
+    };
+    store.update_invoice(&inv.id, &pushed).await.unwrap();
+    let failed = InvoiceChange {
+        failed_at: Some(at(20)),
+        ..status(InvoiceStatus::Failed)
+    };
+    let answered = store.update_invoice(&inv.id, &failed).await.unwrap();
+    assert_eq!(answered.payment_failed_at, Some(at(20)));
     store
-        .set_invoice_status(&inv.id, InvoiceStatus::Open, Some("in_123"))
+        .update_invoice(&inv.id, &status(InvoiceStatus::Paid))
         .await
         .unwrap();
-    store
-        .set_invoice_status(&inv.id, InvoiceStatus::Paid, None)
-        .await
-        .unwrap();
+    // A failure Stripe reports after the payment does not undo it.
+    store.update_invoice(&inv.id, &failed).await.unwrap();
     let read = store.get_invoice(&inv.id).await.unwrap();
     assert_eq!(
         read,
         Invoice {
             status: InvoiceStatus::Paid,
             stripe_invoice_id: Some("in_123".into()),
+            collection_method: Some(CollectionMethod::SendInvoice),
+            hosted_invoice_url: Some("https://invoice.example.com/i/1".into()),
             ..inv
         }
     );
     assert_not_found(
         store
-            .set_invoice_status(&wharf_core::InvoiceId::new(), InvoiceStatus::Paid, None)
+            .update_invoice(&wharf_core::InvoiceId::new(), &status(InvoiceStatus::Paid))
             .await,
         "invoice",
     );
@@ -344,4 +373,12 @@ pub async fn every_subscription_is_listed_whatever_its_status(store: &dyn Store)
         seen.iter()
             .any(|s| s.id == cancelled.id && s.status == SubscriptionStatus::Cancelled)
     );
+}
+
+/// A change of status only.
+fn status(status: InvoiceStatus) -> InvoiceChange {
+    InvoiceChange {
+        status: Some(status),
+        ..InvoiceChange::default()
+    }
 }

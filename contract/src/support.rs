@@ -171,6 +171,7 @@ pub(crate) fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
         }),
         status: SubscriptionStatus::Active,
         disabled_reason: None,
+        paused_for_invoice: None,
         failing_since: None,
         recent_replays: vec![],
         email_confirmed_at: None,
@@ -502,6 +503,10 @@ pub(crate) fn invoice(
         status: InvoiceStatus::Open,
         created_at: at(10),
         stripe_invoice_id: None,
+        collection_method: None,
+        hosted_invoice_url: None,
+        payment_failed_at: None,
+        subscriptions_paused_at: None,
     }
 }
 

@@ -110,6 +110,7 @@ impl LocalWorkers {
             self.windows.until_idle().await;
             work += self.retry_due().await?;
             work += self.services.close_due_months().await?.len();
+            work += self.services.collect_payments().await?;
             self.wake_deliveries().await?;
             self.supervisor.until_idle().await;
             let now = self.positions().await?;
@@ -220,11 +221,15 @@ fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Every minute, closes the months that are due (`billing_close_delay_hours` after their end).
+/// Every minute, closes the months that are due (`billing_close_delay_hours` after their end)
+/// and collects: pushes again what could not be pushed, pauses for overdue invoices.
 async fn billing_loop(services: Services) {
     loop {
         if let Err(e) = services.close_due_months().await {
             tracing::warn!(error = %e, "closing a due month failed; the next minute tries again");
+        }
+        if let Err(e) = services.collect_payments().await {
+            tracing::warn!(error = %e, "collecting payments failed; the next minute tries again");
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
     }

@@ -9,6 +9,8 @@ const BACKEND: helpers::Backend = helpers::Backend::Aws;
 mod billing;
 #[path = "../api/catalog.rs"]
 mod catalog;
+#[path = "../api/collection.rs"]
+mod collection;
 #[path = "../api/entitlements.rs"]
 mod entitlements;
 #[path = "../api/feeds.rs"]

@@ -471,6 +471,7 @@ impl EventHandlers for Handlers {
         let from_queues = self.drain_source_queues().await?;
         self.flush_waiting().await?;
         let closed = services.close_due_months().await?.len();
+        let overdue = services.collect_payments().await?;
         if tick.retention {
             let swept = crate::retention::sweep(services).await?;
             tracing::info!(
@@ -480,13 +481,14 @@ impl EventHandlers for Handlers {
                 "retention sweep"
             );
         }
-        if windows + retried + polled + from_queues + closed > 0 {
+        if windows + retried + polled + from_queues + closed + overdue > 0 {
             tracing::info!(
                 windows,
                 retried,
                 polled,
                 from_queues,
                 closed,
+                overdue,
                 "schedule tick"
             );
         }

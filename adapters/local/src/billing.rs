@@ -7,7 +7,7 @@ use crate::store::{SqliteStore, decode_doc, from_doc, run, to_doc};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use wharf_core::domain::InvoiceFilter;
-use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, LineKind, Payout};
+use wharf_core::domain::{BillingRun, Invoice, InvoiceChange, LineKind, PaymentCustomer, Payout};
 use wharf_core::ports::BillingStore;
 use wharf_core::{CoreError, InvoiceId, Page, PageRequest, SubscriptionId, UserId, VendorId};
 
@@ -165,14 +165,8 @@ impl BillingStore for SqliteStore {
         .await
     }
 
-    async fn set_invoice_status(
-        &self,
-        id: &InvoiceId,
-        status: InvoiceStatus,
-        stripe_invoice_id: Option<&str>,
-    ) -> Result<()> {
-        let id = id.clone();
-        let stripe = stripe_invoice_id.map(str::to_owned);
+    async fn update_invoice(&self, id: &InvoiceId, change: &InvoiceChange) -> Result<Invoice> {
+        let (id, change) = (id.clone(), change.clone());
         self.db
             .write(move |tx| {
                 let doc: Option<String> = tx
@@ -184,16 +178,13 @@ impl BillingStore for SqliteStore {
                     .optional()
                     .map_err(sql_error)?;
                 let mut invoice: Invoice = from_doc(&doc.ok_or(CoreError::NotFound("invoice"))?)?;
-                invoice.status = status;
-                if stripe.is_some() {
-                    invoice.stripe_invoice_id = stripe;
-                }
+                change.apply(&mut invoice);
                 run(
                     tx,
                     "UPDATE invoices SET status = ?, doc = ? WHERE id = ?",
-                    params![status.as_str(), to_doc(&invoice)?, id.as_str()],
-                )
-                .map(|_| ())
+                    params![invoice.status.as_str(), to_doc(&invoice)?, id.as_str()],
+                )?;
+                Ok(invoice)
             })
             .await
     }
@@ -268,22 +259,16 @@ impl BillingStore for SqliteStore {
             .await
     }
 
-    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<String>> {
+    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<PaymentCustomer>> {
         let subscriber = subscriber.clone();
-        self.db
-            .read(move |c| {
-                c.query_row(
-                    "SELECT customer_id FROM payment_customers WHERE subscriber_id = ?",
-                    [subscriber.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql_error)
-            })
-            .await
+        self.db.read(move |c| read_customer(c, &subscriber)).await
     }
 
-    async fn put_payment_customer(&self, subscriber: &UserId, customer: &str) -> Result<String> {
+    async fn put_payment_customer(
+        &self,
+        subscriber: &UserId,
+        customer: &str,
+    ) -> Result<PaymentCustomer> {
         let (subscriber, customer) = (subscriber.clone(), customer.to_owned());
         self.db
             .write(move |tx| {
@@ -293,13 +278,42 @@ impl BillingStore for SqliteStore {
                      ON CONFLICT (subscriber_id) DO NOTHING",
                     params![subscriber.as_str(), customer],
                 )?;
-                tx.query_row(
-                    "SELECT customer_id FROM payment_customers WHERE subscriber_id = ?",
-                    [subscriber.as_str()],
-                    |r| r.get(0),
-                )
-                .map_err(sql_error)
+                read_customer(tx, &subscriber)?.ok_or_else(|| {
+                    CoreError::internal("a payment customer vanished after it was stored")
+                })
             })
             .await
     }
+
+    async fn set_payment_method(&self, subscriber: &UserId, payment_method: &str) -> Result<()> {
+        let (subscriber, method) = (subscriber.clone(), payment_method.to_owned());
+        self.db
+            .write(move |tx| {
+                match run(
+                    tx,
+                    "UPDATE payment_customers SET payment_method = ? WHERE subscriber_id = ?",
+                    params![method, subscriber.as_str()],
+                )? {
+                    0 => Err(CoreError::NotFound("payment customer")),
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
+}
+
+/// A subscriber's customer row, if it has one.
+fn read_customer(c: &rusqlite::Connection, subscriber: &UserId) -> Result<Option<PaymentCustomer>> {
+    c.query_row(
+        "SELECT customer_id, payment_method FROM payment_customers WHERE subscriber_id = ?",
+        [subscriber.as_str()],
+        |r| {
+            Ok(PaymentCustomer {
+                customer: r.get(0)?,
+                payment_method: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(sql_error)
 }

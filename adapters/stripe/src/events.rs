@@ -1,12 +1,14 @@
 //! Stripe's webhook events, read into the payment events Wharf acts on: `invoice.paid` and
 //! `invoice.payment_succeeded` (paid), `invoice.payment_failed` (failed), about the invoice
-//! named in the Stripe invoice's `metadata.wharf_invoice_id`. Everything else is `Other`.
+//! named in the Stripe invoice's `metadata.wharf_invoice_id`; `setup_intent.succeeded` of a
+//! setup Wharf started (its `metadata.wharf_subscriber_id`), which saved a payment method.
+//! Everything else is `Other`.
 
 use crate::StripeClient;
 use crate::signature::verify;
 use serde::Deserialize;
 use wharf_core::domain::{InvoiceStatus, PaymentEvent, PaymentEventKind};
-use wharf_core::{CoreError, InvoiceId, Timestamp};
+use wharf_core::{CoreError, InvoiceId, Timestamp, UserId};
 
 /// The parts of a Stripe event Wharf reads.
 #[derive(Deserialize)]
@@ -29,6 +31,14 @@ struct StripeObject {
     id: Option<String>,
     #[serde(default)]
     metadata: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    hosted_invoice_url: Option<String>,
+    #[serde(default)]
+    customer: Option<String>,
+    #[serde(default)]
+    payment_method: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
 }
 
 impl StripeClient {
@@ -48,24 +58,51 @@ impl StripeClient {
         if event.id.is_empty() {
             return Err(CoreError::invalid("id", "a Stripe event has an id"));
         }
-        let status = match event.kind.as_str() {
-            "invoice.paid" | "invoice.payment_succeeded" => Some(InvoiceStatus::Paid),
-            "invoice.payment_failed" => Some(InvoiceStatus::Failed),
-            _ => None,
-        };
-        let object = event.data.object;
-        let invoice = object
-            .metadata
-            .get("wharf_invoice_id")
-            .and_then(|id| id.parse::<InvoiceId>().ok());
-        let kind = match (status, invoice) {
-            (Some(status), Some(invoice)) => PaymentEventKind::Invoice {
-                invoice,
-                status,
-                processor_invoice: object.id,
-            },
+        let kind = match event.kind.as_str() {
+            "invoice.paid" | "invoice.payment_succeeded" => {
+                invoice_event(event.data.object, InvoiceStatus::Paid)
+            }
+            "invoice.payment_failed" => invoice_event(event.data.object, InvoiceStatus::Failed),
+            "setup_intent.succeeded" => setup_event(event.data.object),
             _ => PaymentEventKind::Other,
         };
         Ok(PaymentEvent { id: event.id, kind })
+    }
+}
+
+/// An invoice event about one of Wharf's invoices, else `Other`.
+fn invoice_event(object: StripeObject, status: InvoiceStatus) -> PaymentEventKind {
+    match object
+        .metadata
+        .get("wharf_invoice_id")
+        .and_then(|id| id.parse::<InvoiceId>().ok())
+    {
+        Some(invoice) => PaymentEventKind::Invoice {
+            invoice,
+            status,
+            processor_invoice: object.id,
+            hosted_invoice_url: object.hosted_invoice_url,
+        },
+        None => PaymentEventKind::Other,
+    }
+}
+
+/// A succeeded setup Wharf started for a subscriber, else `Other`.
+fn setup_event(object: StripeObject) -> PaymentEventKind {
+    let subscriber = object
+        .metadata
+        .get("wharf_subscriber_id")
+        .and_then(|id| id.parse::<UserId>().ok());
+    match (subscriber, object.customer, object.payment_method) {
+        (Some(subscriber), Some(customer), Some(payment_method))
+            if object.status.as_deref() == Some("succeeded") =>
+        {
+            PaymentEventKind::PaymentMethodSaved {
+                subscriber,
+                customer,
+                payment_method,
+            }
+        }
+        _ => PaymentEventKind::Other,
     }
 }

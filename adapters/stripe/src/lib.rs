@@ -1,10 +1,13 @@
-//! The payment port on Stripe's REST API: the four calls an invoice push needs, each with an
-//! `Idempotency-Key` so Stripe answers a retried call with the first call's result; and
-//! Stripe's signed webhook calls, checked (`signature`) and read into typed events (`events`).
+//! The payment port on Stripe's REST API: customers, invoices and their items, finalizing and
+//! sending, Checkout in `setup` mode and the customer's default payment method, each POST
+//! with an `Idempotency-Key` so Stripe answers a retried call with the first call's result;
+//! and Stripe's signed webhook calls, checked (`signature`) and read into typed events
+//! (`events`).
 //!
-//! A small client over reqwest rather than a generated SDK: four form-encoded POSTs and one id
-//! read back from each answer. Answers are read leniently (only `id`), so Stripe adding or
-//! omitting fields never breaks a push. The API base is configurable for tests.
+//! A small client over reqwest rather than a generated SDK (see README, "The Stripe client"):
+//! form-encoded POSTs and the few fields Wharf reads back from each answer. Answers are read
+//! leniently, so Stripe adding or omitting fields never breaks a call. The API base is
+//! configurable for tests.
 
 mod events;
 pub mod signature;
@@ -12,13 +15,17 @@ pub mod signature;
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::time::Duration;
-use wharf_core::domain::{Email, Invoice, PaymentEvent};
+use wharf_core::domain::{
+    CollectionMethod, Email, FinalizedInvoice, Invoice, PaymentEvent, PaymentSetup,
+};
 use wharf_core::ports::Payments;
 use wharf_core::{CoreError, UserId};
 
 /// Stripe API version the form fields below are written against.
 const API_VERSION: &str = "2024-06-20";
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Days a sent invoice gives the subscriber to pay.
+const DAYS_UNTIL_DUE: u32 = 30;
 
 /// Talks to Stripe (or a fake at another base URL) with a secret key, and reads the webhook
 /// calls Stripe signs with the endpoint's signing secret.
@@ -37,9 +44,15 @@ impl std::fmt::Debug for StripeClient {
     }
 }
 
+/// The fields Wharf reads from Stripe's answers.
 #[derive(Deserialize)]
-struct Created {
-    id: String,
+struct Answer {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    hosted_invoice_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +92,18 @@ impl StripeClient {
         key: &str,
         form: &[(&str, String)],
     ) -> Result<String, CoreError> {
+        self.call(path, key, form).await?.id.ok_or_else(|| {
+            CoreError::internal(format!("Stripe answered POST /v1/{path} without an id"))
+        })
+    }
+
+    /// POSTs `form` to `/v1/{path}` with `key`; returns the fields Wharf reads.
+    async fn call(
+        &self,
+        path: &str,
+        key: &str,
+        form: &[(&str, String)],
+    ) -> Result<Answer, CoreError> {
         let res = self
             .http
             .post(format!("{}/v1/{path}", self.base))
@@ -95,9 +120,9 @@ impl StripeClient {
             .await
             .map_err(|e| CoreError::unavailable(format!("Stripe's answer broke off: {e}")))?;
         if status.is_success() {
-            return serde_json::from_slice::<Created>(&body)
-                .map(|c| c.id)
-                .map_err(|e| CoreError::internal(format!("Stripe answered without an id: {e}")));
+            return serde_json::from_slice::<Answer>(&body).map_err(|e| {
+                CoreError::internal(format!("Stripe's answer is not an object: {e}"))
+            });
         }
         let message = serde_json::from_slice::<Failure>(&body)
             .map(|f| f.error.message)
@@ -144,27 +169,31 @@ impl Payments for StripeClient {
         key: &str,
         customer: &str,
         invoice: &Invoice,
+        method: CollectionMethod,
     ) -> Result<String, CoreError> {
-        self.post(
-            "invoices",
-            key,
-            &[
-                ("customer", customer.to_owned()),
-                ("currency", invoice.currency.code().to_owned()),
-                ("collection_method", "send_invoice".into()),
-                ("days_until_due", "30".into()),
-                ("auto_advance", "false".into()),
-                ("pending_invoice_items_behavior", "exclude".into()),
-                (
-                    "description",
-                    format!("Wharf {} ({})", invoice.period, invoice.vendor_id),
-                ),
-                ("metadata[wharf_invoice_id]", invoice.id.to_string()),
-                ("metadata[wharf_period]", invoice.period.clone()),
-                ("metadata[wharf_vendor_id]", invoice.vendor_id.to_string()),
-            ],
-        )
-        .await
+        let mut form = vec![
+            ("customer", customer.to_owned()),
+            ("currency", invoice.currency.code().to_owned()),
+            ("auto_advance", "false".into()),
+            ("pending_invoice_items_behavior", "exclude".into()),
+            (
+                "description",
+                format!("Wharf {} ({})", invoice.period, invoice.vendor_id),
+            ),
+            ("metadata[wharf_invoice_id]", invoice.id.to_string()),
+            ("metadata[wharf_period]", invoice.period.clone()),
+            ("metadata[wharf_vendor_id]", invoice.vendor_id.to_string()),
+        ];
+        match method {
+            CollectionMethod::ChargeAutomatically => {
+                form.push(("collection_method", "charge_automatically".into()));
+            }
+            CollectionMethod::SendInvoice => {
+                form.push(("collection_method", "send_invoice".into()));
+                form.push(("days_until_due", DAYS_UNTIL_DUE.to_string()));
+            }
+        }
+        self.post("invoices", key, &form).await
     }
 
     async fn add_invoice_item(
@@ -191,9 +220,71 @@ impl Payments for StripeClient {
         .map(|_| ())
     }
 
-    async fn finalize_invoice(&self, key: &str, processor_invoice: &str) -> Result<(), CoreError> {
-        self.post(&format!("invoices/{processor_invoice}/finalize"), key, &[])
+    async fn finalize_invoice(
+        &self,
+        key: &str,
+        processor_invoice: &str,
+        auto_advance: bool,
+    ) -> Result<FinalizedInvoice, CoreError> {
+        let answer = self
+            .call(
+                &format!("invoices/{processor_invoice}/finalize"),
+                key,
+                &[("auto_advance", auto_advance.to_string())],
+            )
+            .await?;
+        Ok(FinalizedInvoice {
+            hosted_invoice_url: answer.hosted_invoice_url,
+        })
+    }
+
+    async fn send_invoice(&self, key: &str, processor_invoice: &str) -> Result<(), CoreError> {
+        self.post(&format!("invoices/{processor_invoice}/send"), key, &[])
             .await
             .map(|_| ())
+    }
+
+    async fn setup_page(&self, key: &str, setup: &PaymentSetup) -> Result<String, CoreError> {
+        let subscriber = setup.subscriber.to_string();
+        let answer = self
+            .call(
+                "checkout/sessions",
+                key,
+                &[
+                    ("mode", "setup".into()),
+                    ("customer", setup.customer.clone()),
+                    ("currency", setup.currency.clone()),
+                    ("success_url", setup.success_url.clone()),
+                    ("cancel_url", setup.cancel_url.clone()),
+                    ("client_reference_id", subscriber.clone()),
+                    ("metadata[wharf_subscriber_id]", subscriber.clone()),
+                    (
+                        "setup_intent_data[metadata][wharf_subscriber_id]",
+                        subscriber,
+                    ),
+                ],
+            )
+            .await?;
+        answer
+            .url
+            .ok_or_else(|| CoreError::internal("Stripe answered a Checkout Session without a url"))
+    }
+
+    async fn set_default_payment_method(
+        &self,
+        key: &str,
+        customer: &str,
+        payment_method: &str,
+    ) -> Result<(), CoreError> {
+        self.post(
+            &format!("customers/{customer}"),
+            key,
+            &[(
+                "invoice_settings[default_payment_method]",
+                payment_method.to_owned(),
+            )],
+        )
+        .await
+        .map(|_| ())
     }
 }

@@ -25,6 +25,30 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_payouts))
         .routes(routes!(billing_summary))
         .routes(routes!(stripe_webhook))
+        .routes(routes!(payment_method_page))
+}
+
+/// Where a subscriber saves a payment method.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct PaymentMethodPage {
+    /// A Stripe Checkout page (setup mode) for the subscriber's customer; once completed, the
+    /// subscriber's invoices are charged to the saved method.
+    url: String,
+}
+
+/// A page where the calling subscriber saves a payment method (Stripe Checkout in `setup`
+/// mode; a new page each call). Invoices of a subscriber with a saved method are charged to
+/// it; the others are sent to be paid on Stripe's hosted page. 404 when Stripe is not
+/// configured.
+#[utoipa::path(post, path = "/v1/billing/payment-method", tag = "billing",
+    security(("bearer" = [])),
+    responses((status = 201, body = PaymentMethodPage), WriteErrors))]
+async fn payment_method_page(
+    State(s): State<AppState>,
+    who: Caller,
+) -> Result<(StatusCode, Json<PaymentMethodPage>), ApiError> {
+    let url = s.services.payment_method_page(&who).await?;
+    Ok((StatusCode::CREATED, Json(PaymentMethodPage { url })))
 }
 
 /// The month to close.
@@ -255,7 +279,8 @@ struct StripeReceipt {
 }
 
 /// Stripe's payment events (`invoice.paid`, `invoice.payment_succeeded`,
-/// `invoice.payment_failed`), signed with the endpoint secret (`Stripe-Signature`, checked
+/// `invoice.payment_failed`, and `setup_intent.succeeded` of a page made by
+/// `POST /v1/billing/payment-method`), signed with the endpoint secret (`Stripe-Signature`, checked
 /// with a 5-minute tolerance). Each event id is applied once. 404 when Stripe is not
 /// configured.
 #[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "billing",

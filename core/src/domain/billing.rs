@@ -98,6 +98,92 @@ pub struct Invoice {
     /// The Stripe invoice, once pushed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub stripe_invoice_id: Option<String>,
+    /// How Stripe collects it, once pushed: charged to the subscriber's saved payment method,
+    /// or sent for the subscriber to pay.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub collection_method: Option<CollectionMethod>,
+    /// Stripe's page where the subscriber sees and pays it, once pushed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hosted_invoice_url: Option<String>,
+    /// When a payment of it first failed (dunning counts from here); cleared when paid.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub payment_failed_at: Option<Timestamp>,
+    /// When dunning paused the subscriber's subscriptions to the vendor for it.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub subscriptions_paused_at: Option<Timestamp>,
+}
+
+/// How the payment processor collects an invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum CollectionMethod {
+    /// Charged to the customer's default payment method.
+    ChargeAutomatically,
+    /// Sent to the customer, who pays on the hosted page.
+    SendInvoice,
+}
+
+/// A change to an invoice's collection state (its lines and amounts never change). Each
+/// store applies it with [`InvoiceChange::apply`] to the invoice it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvoiceChange {
+    /// The new payment state; a paid invoice stays paid whatever comes after.
+    pub status: Option<InvoiceStatus>,
+    /// The processor's invoice.
+    pub stripe_invoice_id: Option<String>,
+    /// How the processor collects it.
+    pub collection_method: Option<CollectionMethod>,
+    /// The processor's page for it.
+    pub hosted_invoice_url: Option<String>,
+    /// A failed payment at this instant (kept if one failed before).
+    pub failed_at: Option<Timestamp>,
+    /// Dunning paused the subscriptions at this instant.
+    pub subscriptions_paused_at: Option<Timestamp>,
+}
+
+impl InvoiceChange {
+    /// Applies the change to `invoice`.
+    pub fn apply(&self, invoice: &mut Invoice) {
+        match self.status {
+            Some(_) if invoice.status == InvoiceStatus::Paid => {}
+            Some(InvoiceStatus::Paid) => {
+                invoice.status = InvoiceStatus::Paid;
+                invoice.payment_failed_at = None;
+            }
+            Some(status) => invoice.status = status,
+            None => {}
+        }
+        if invoice.status != InvoiceStatus::Paid && self.failed_at.is_some() {
+            invoice.payment_failed_at = invoice.payment_failed_at.or(self.failed_at);
+        }
+        if self.stripe_invoice_id.is_some() {
+            invoice
+                .stripe_invoice_id
+                .clone_from(&self.stripe_invoice_id);
+        }
+        if self.collection_method.is_some() {
+            invoice.collection_method = self.collection_method;
+        }
+        if self.hosted_invoice_url.is_some() {
+            invoice
+                .hosted_invoice_url
+                .clone_from(&self.hosted_invoice_url);
+        }
+        if self.subscriptions_paused_at.is_some() {
+            invoice.subscriptions_paused_at = self.subscriptions_paused_at;
+        }
+    }
 }
 
 /// Whether a billing run has finished.
@@ -171,6 +257,37 @@ pub struct Payout {
     pub invoices: u64,
 }
 
+/// What a page where a subscriber saves a payment method is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSetup {
+    /// The subscriber's customer at the processor.
+    pub customer: String,
+    /// The subscriber, told back in the completed setup's event.
+    pub subscriber: UserId,
+    /// The currency its invoices are mostly in (lowercase ISO 4217).
+    pub currency: String,
+    /// Where the page sends the subscriber when done.
+    pub success_url: String,
+    /// Where the page sends the subscriber on cancel.
+    pub cancel_url: String,
+}
+
+/// What the processor answered to finalizing an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FinalizedInvoice {
+    /// The processor's page for the invoice.
+    pub hosted_invoice_url: Option<String>,
+}
+
+/// A subscriber's customer at the payment processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentCustomer {
+    /// The processor's customer id.
+    pub customer: String,
+    /// The payment method invoices are charged to, once the subscriber saved one.
+    pub payment_method: Option<String>,
+}
+
 /// Which invoices to list; `None` matches any.
 #[derive(Debug, Clone, Default)]
 pub struct InvoiceFilter {
@@ -204,6 +321,17 @@ pub enum PaymentEventKind {
         status: InvoiceStatus,
         /// The processor's id of the invoice.
         processor_invoice: Option<String>,
+        /// The processor's page for the invoice.
+        hosted_invoice_url: Option<String>,
+    },
+    /// A subscriber saved a payment method for its customer (a completed setup).
+    PaymentMethodSaved {
+        /// The subscriber the setup was made for.
+        subscriber: UserId,
+        /// The processor's customer it is attached to.
+        customer: String,
+        /// The processor's id of the payment method.
+        payment_method: String,
     },
     /// Something Wharf does not act on.
     Other,

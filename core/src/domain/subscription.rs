@@ -237,6 +237,11 @@ pub struct Subscription {
     /// 410, or failing for days); cleared on resume.
     #[serde(default)]
     pub disabled_reason: Option<String>,
+    /// The unpaid invoice dunning paused the subscription for: paying it resumes the
+    /// subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub paused_for_invoice: Option<crate::InvoiceId>,
     /// When the subscription was replayed within the last hour (what `replays_per_hour`
     /// counts).
     #[serde(default, with = "timestamps")]
@@ -462,6 +467,10 @@ impl From<&Subscription> for VendorSubscription {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per answer, serialized at once: boxing buys nothing"
+)]
 pub enum SubscriptionView {
     /// The subscriber's own subscription.
     Subscriber(Subscription),

@@ -19,8 +19,15 @@ pub trait Payments: Send + Sync {
         subscriber: &UserId,
         email: &Email,
     ) -> Result<String>;
-    /// Creates a draft invoice for `customer` tagged with Wharf's invoice id; returns its id.
-    async fn create_invoice(&self, key: &str, customer: &str, invoice: &Invoice) -> Result<String>;
+    /// Creates a draft invoice for `customer` tagged with Wharf's invoice id, collected by
+    /// `method`; returns its id.
+    async fn create_invoice(
+        &self,
+        key: &str,
+        customer: &str,
+        invoice: &Invoice,
+        method: CollectionMethod,
+    ) -> Result<String>;
     /// Adds one line to a draft invoice: `amount_minor` in the currency's minor unit.
     async fn add_invoice_item(
         &self,
@@ -31,8 +38,25 @@ pub trait Payments: Send + Sync {
         currency: &str,
         description: &str,
     ) -> Result<()>;
-    /// Finalizes a draft invoice so it can be paid.
-    async fn finalize_invoice(&self, key: &str, processor_invoice: &str) -> Result<()>;
+    /// Finalizes a draft invoice so it can be paid; with `auto_advance` the processor goes on
+    /// to charge it.
+    async fn finalize_invoice(
+        &self,
+        key: &str,
+        processor_invoice: &str,
+        auto_advance: bool,
+    ) -> Result<FinalizedInvoice>;
+    /// Sends a finalized invoice to its customer to be paid.
+    async fn send_invoice(&self, key: &str, processor_invoice: &str) -> Result<()>;
+    /// Makes a page where the subscriber saves a payment method; returns its URL.
+    async fn setup_page(&self, key: &str, setup: &PaymentSetup) -> Result<String>;
+    /// Makes `payment_method` the one `customer`'s invoices are charged to.
+    async fn set_default_payment_method(
+        &self,
+        key: &str,
+        customer: &str,
+        payment_method: &str,
+    ) -> Result<()>;
     /// The event a signed callback of the processor carries, once its `signature` header
     /// checks out for `body` at `now`; `Unauthenticated` when it is missing, wrong or stale,
     /// `Validation` when the body is not an event.

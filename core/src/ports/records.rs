@@ -205,13 +205,9 @@ pub trait BillingStore: Send + Sync {
         filter: &InvoiceFilter,
         page: &PageRequest,
     ) -> Result<Page<Invoice>>;
-    /// Sets an invoice's payment state and, when given, its Stripe id.
-    async fn set_invoice_status(
-        &self,
-        id: &InvoiceId,
-        status: InvoiceStatus,
-        stripe_invoice_id: Option<&str>,
-    ) -> Result<()>;
+    /// Applies a change of collection state to an invoice (`change.apply` on the stored one);
+    /// answers the invoice as changed; `NotFound` if absent.
+    async fn update_invoice(&self, id: &InvoiceId, change: &InvoiceChange) -> Result<Invoice>;
     /// Deliveries already billed for the service month `YYYY-MM` (usage and adjustment lines
     /// of every invoice), per subscription; subscriptions with none are left out.
     async fn billed_totals(&self, service_period: &str) -> Result<Vec<(SubscriptionId, u64)>>;
@@ -224,7 +220,14 @@ pub trait BillingStore: Send + Sync {
         vendor: Option<&VendorId>,
     ) -> Result<Vec<Payout>>;
     /// The payment processor's customer of a subscriber, once it has one.
-    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<String>>;
+    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<PaymentCustomer>>;
     /// Records a subscriber's customer unless one is recorded; returns the recorded one.
-    async fn put_payment_customer(&self, subscriber: &UserId, customer: &str) -> Result<String>;
+    async fn put_payment_customer(
+        &self,
+        subscriber: &UserId,
+        customer: &str,
+    ) -> Result<PaymentCustomer>;
+    /// Records the payment method a subscriber's invoices are charged to; `NotFound` when the
+    /// subscriber has no customer.
+    async fn set_payment_method(&self, subscriber: &UserId, payment_method: &str) -> Result<()>;
 }

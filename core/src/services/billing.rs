@@ -16,11 +16,11 @@
 
 use super::Services;
 use crate::billing::{self, Period};
+use crate::domain::InvoiceFilter;
 use crate::domain::{
     BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, Plan, Principal, Role,
     RunProblem, RunStatus, Subscription,
 };
-use crate::domain::{InvoiceFilter, PaymentEventKind};
 use crate::money::{Amount, Currency};
 use crate::{
     CoreError, FeedId, InvoiceId, Page, PageRequest, PayoutId, SubscriptionId, UserId, VendorId,
@@ -164,96 +164,6 @@ impl Services {
         self.push_invoices(&label).await;
         // This call closed the month (a month with nothing to bill is closed all the same).
         Ok((run, true))
-    }
-
-    /// Pushes the period's invoices that the payment processor does not have yet, when one is
-    /// configured. A failure is logged and left for the next run call of the period, which
-    /// pushes again with the same idempotency keys.
-    async fn push_invoices(&self, period: &str) {
-        let Some(payments) = self.payments.clone() else {
-            return;
-        };
-        let filter = InvoiceFilter {
-            period: Some(period.to_owned()),
-            ..InvoiceFilter::default()
-        };
-        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
-        loop {
-            let invoices = match self.store.list_invoices(&filter, &page).await {
-                Ok(i) => i,
-                Err(e) => {
-                    tracing::warn!(error = %e, period, "cannot list invoices to push");
-                    return;
-                }
-            };
-            for inv in invoices.items {
-                if inv.stripe_invoice_id.is_some() || inv.total.0.is_zero() {
-                    continue;
-                }
-                if let Err(e) = self.push_invoice(payments.as_ref(), &inv).await {
-                    tracing::warn!(invoice.id = %inv.id, error = %e, "pushing an invoice failed; the next run call retries");
-                }
-            }
-            match invoices.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => return,
-            }
-        }
-    }
-
-    /// One invoice to the processor: its subscriber's customer (made once), a draft invoice,
-    /// one item per line, finalized. Keys derive from Wharf's ids, so a retry repeats nothing.
-    async fn push_invoice(
-        &self,
-        payments: &dyn crate::ports::Payments,
-        inv: &Invoice,
-    ) -> Result<(), CoreError> {
-        use rust_decimal::prelude::ToPrimitive;
-        let customer = match self.store.payment_customer(&inv.subscriber_id).await? {
-            Some(c) => c,
-            None => {
-                let subscriber = self.store.get_subscriber(&inv.subscriber_id).await?;
-                let made = payments
-                    .create_customer(
-                        &format!("wharf-customer-{}", inv.subscriber_id),
-                        &inv.subscriber_id,
-                        &subscriber.email,
-                    )
-                    .await?;
-                self.store
-                    .put_payment_customer(&inv.subscriber_id, &made)
-                    .await?
-            }
-        };
-        let key = format!("wharf-{}", inv.id);
-        let remote = payments
-            .create_invoice(&format!("{key}-invoice"), &customer, inv)
-            .await?;
-        let scale = Decimal::from(10u64.pow(inv.currency.minor_units()));
-        for (n, line) in inv.lines.iter().enumerate() {
-            if line.amount.0.is_zero() {
-                continue;
-            }
-            let minor = (line.amount.0 * scale)
-                .to_i64()
-                .ok_or_else(|| CoreError::internal(format!("{} is too large", line.amount)))?;
-            payments
-                .add_invoice_item(
-                    &format!("{key}-line-{n}"),
-                    &customer,
-                    &remote,
-                    minor,
-                    inv.currency.code(),
-                    &line.description,
-                )
-                .await?;
-        }
-        payments
-            .finalize_invoice(&format!("{key}-finalize"), &remote)
-            .await?;
-        self.store
-            .set_invoice_status(&inv.id, inv.status, Some(&remote))
-            .await
     }
 
     /// The lines of every subscription that existed during `period`, and the subscriptions
@@ -565,6 +475,10 @@ fn group(period: Period, charged: Vec<Charged>, now: crate::Timestamp) -> Vec<In
             status: InvoiceStatus::Open,
             created_at: now,
             stripe_invoice_id: None,
+            collection_method: None,
+            hosted_invoice_url: None,
+            payment_failed_at: None,
+            subscriptions_paused_at: None,
         });
         invoice.lines.extend(c.lines);
     }
@@ -576,78 +490,6 @@ fn group(period: Period, charged: Vec<Charged>, now: crate::Timestamp) -> Vec<In
             inv
         })
         .collect()
-}
-
-/// What a Stripe webhook call came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StripeEventOutcome {
-    /// The invoice's status changed.
-    Applied,
-    /// Seen before (Stripe retries); nothing changed.
-    Duplicate,
-    /// Not an event Wharf acts on, or not about a Wharf invoice.
-    Ignored,
-}
-
-impl Services {
-    /// Applies a signed Stripe event: `invoice.paid` / `invoice.payment_succeeded` mark the
-    /// invoice named in the Stripe invoice's `metadata.wharf_invoice_id` paid,
-    /// `invoice.payment_failed` failed. Each event id is applied once.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn stripe_event(
-        &self,
-        signature: Option<&str>,
-        body: &[u8],
-    ) -> Result<StripeEventOutcome, CoreError> {
-        let payments = self
-            .payments
-            .as_deref()
-            .ok_or(CoreError::NotFound("Stripe webhook endpoint"))?;
-        let event = payments.parse_event(signature, body, self.clock.now())?;
-        let PaymentEventKind::Invoice {
-            invoice,
-            status,
-            processor_invoice,
-        } = event.kind
-        else {
-            return Ok(StripeEventOutcome::Ignored);
-        };
-        let id = event.id.as_str();
-        const SCOPE: &str = "stripe-event";
-        match self.store.begin(SCOPE, id, id, self.clock.now()).await? {
-            crate::domain::IdempotencyState::Completed(_) => {
-                return Ok(StripeEventOutcome::Duplicate);
-            }
-            crate::domain::IdempotencyState::Conflict => {
-                return Err(CoreError::Conflict(format!(
-                    "event {id} is being applied; Stripe will retry"
-                )));
-            }
-            crate::domain::IdempotencyState::Started => {}
-        }
-        let applied = self
-            .store
-            .set_invoice_status(&invoice, status, processor_invoice.as_deref())
-            .await;
-        match applied {
-            Ok(()) => {
-                let done = crate::domain::StoredResponse {
-                    status: 200,
-                    body: Vec::new(),
-                };
-                self.store.complete(SCOPE, id, &done).await?;
-                Ok(StripeEventOutcome::Applied)
-            }
-            Err(CoreError::NotFound(_)) => {
-                self.store.abandon(SCOPE, id).await?;
-                Ok(StripeEventOutcome::Ignored)
-            }
-            Err(e) => {
-                self.store.abandon(SCOPE, id).await?;
-                Err(e)
-            }
-        }
-    }
 }
 
 /// Adjustment lines for a subscription's late deliveries: per month, (billed, counted now).

@@ -5,6 +5,7 @@ mod accounts;
 mod billing;
 mod catalog;
 mod channels;
+mod collection;
 mod months;
 mod plan_moves;
 mod quotas;
@@ -13,8 +14,8 @@ mod subscriptions;
 mod summary;
 
 pub use accounts::*;
-pub use billing::StripeEventOutcome;
 pub use channels::*;
+pub use collection::StripeEventOutcome;
 pub use plan_moves::PlanMoveScheduled;
 pub use records::*;
 pub use summary::{BillingSummary, VendorSummary};
@@ -41,6 +42,9 @@ pub struct Settings {
     pub log_retention: Duration,
     /// How long after a month ends the schedule closes it (`billing_close_delay_hours`).
     pub billing_close_delay: Duration,
+    /// How long an invoice may stay unpaid after a failed payment before dunning pauses the
+    /// subscriber's subscriptions to its vendor (`dunning_days`).
+    pub dunning_period: Duration,
     /// The platform's share of each vendor's gross, in percent.
     pub platform_fee_percent: rust_decimal::Decimal,
     /// Per-vendor exceptions to `platform_fee_percent`.
@@ -59,6 +63,7 @@ impl Default for Settings {
             secret_overlap: Duration::from_secs(24 * 3600),
             log_retention: Duration::from_secs(30 * 24 * 3600),
             billing_close_delay: Duration::from_secs(24 * 3600),
+            dunning_period: Duration::from_secs(7 * 24 * 3600),
             platform_fee_percent: rust_decimal::Decimal::from(20),
             vendor_fee_percent: std::collections::HashMap::new(),
             limits: crate::limits::Limits::default(),

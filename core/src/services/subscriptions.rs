@@ -60,7 +60,7 @@ impl Services {
             ));
         }
         let now = self.clock.now();
-        let sub = Subscription {
+        let mut sub = Subscription {
             id: SubscriptionId::new(),
             tenant_id: feed.tenant_id.clone(),
             subscriber_id: subscriber,
@@ -73,6 +73,7 @@ impl Services {
             batch: input.batch,
             status: SubscriptionStatus::Active,
             disabled_reason: None,
+            paused_for_invoice: None,
             failing_since: None,
             recent_replays: vec![],
             email_confirmed_at: None,
@@ -88,7 +89,6 @@ impl Services {
         let (secret, sealed) = self.new_secret_for(&sub.channel, now)?;
         // Mailed before anything is stored: a mail server that refuses leaves nothing behind.
         self.ask_for_confirmation(&sub, &feed).await?;
-        let mut sub = sub;
         sub.native = self.link(&sub).await?;
         if let Err(e) = self.store.create_subscription(&sub, &sealed).await {
             // A subscription that cannot be stored leaves no topic subscription behind.
@@ -431,6 +431,15 @@ impl Services {
         if sub.status == SubscriptionStatus::Cancelled {
             return Err(CoreError::Conflict("the subscription is cancelled".into()));
         }
+        if let Some(invoice) = sub
+            .paused_for_invoice
+            .as_ref()
+            .filter(|_| patch.status == Some(SubscriptionStatus::Active))
+        {
+            return Err(CoreError::Conflict(format!(
+                "the subscription is paused until invoice {invoice} is paid"
+            )));
+        }
         let mut p = Problems::default();
         if patch.status == Some(SubscriptionStatus::Cancelled) {
             p.add("status", "cancel with DELETE /v1/subscriptions/{id}");
@@ -450,6 +459,7 @@ impl Services {
             && sub.status == SubscriptionStatus::Paused;
         if resumed {
             sub.disabled_reason = None;
+            sub.paused_for_invoice = None;
             sub.failing_since = None;
         }
         if let Some(status) = patch.status.filter(|s| *s != sub.status) {
@@ -474,18 +484,31 @@ impl Services {
             let feed = self.store.get_feed(&sub.tenant_id, &sub.feed_id).await?;
             self.ask_for_confirmation(&sub, &feed).await?;
         }
-        // The topic subscription follows the status, channel and filter: a new one is made
-        // first, the old one removed once the change is stored.
+        self.store_relinked(&mut sub, new_secret.1.as_deref(), resumed)
+            .await?;
+        Ok(SubscriptionWithSecret {
+            subscription: sub,
+            signing_secret: new_secret.0,
+            withheld: Vec::new(),
+        })
+    }
+
+    /// Stores a changed `sub` (with `secrets` when they changed). The topic subscription
+    /// follows the status, channel and filter: a new one is made first, the old one removed
+    /// once the change is stored. A `resumed` subscription skips what was produced while it
+    /// was paused: neither replay nor an earlier cursor reaches it.
+    async fn store_relinked(
+        &self,
+        sub: &mut Subscription,
+        secrets: Option<&[SigningSecret]>,
+        resumed: bool,
+    ) -> Result<(), CoreError> {
         let old_link = sub.native.take();
-        sub.native = self.link(&sub).await?;
+        sub.native = self.link(sub).await?;
         let same = |a: Option<&NativeLink>, b: Option<&NativeLink>| {
             a.zip(b).is_some_and(|(a, b)| a.id == b.id)
         };
-        if let Err(e) = self
-            .store
-            .update_subscription(&sub, new_secret.1.as_deref())
-            .await
-        {
+        if let Err(e) = self.store.update_subscription(sub, secrets).await {
             if !same(sub.native.as_ref(), old_link.as_ref()) {
                 self.unlink(sub.native.as_ref()).await;
             }
@@ -495,16 +518,43 @@ impl Services {
             self.unlink(old_link.as_ref()).await;
         }
         if resumed {
-            // What was produced while paused is not the subscription's: it is skipped, and
-            // neither replay nor an earlier cursor reaches it.
             self.store.skip_to_head(&sub.tenant_id, &sub.id).await?;
         }
         self.notifier.outputs_appended();
-        Ok(SubscriptionWithSecret {
-            subscription: sub,
-            signing_secret: new_secret.0,
-            withheld: Vec::new(),
-        })
+        Ok(())
+    }
+
+    /// Pauses `sub` for an unpaid invoice, or resumes it (`invoice` is `None`): what dunning
+    /// does on the subscriber's behalf.
+    pub(super) async fn set_dunning_pause(
+        &self,
+        mut sub: Subscription,
+        invoice: Option<(&crate::InvoiceId, String)>,
+    ) -> Result<Subscription, CoreError> {
+        let now = self.clock.now();
+        let status = match invoice {
+            Some((id, reason)) => {
+                sub.paused_for_invoice = Some(id.clone());
+                sub.disabled_reason = Some(reason);
+                SubscriptionStatus::Paused
+            }
+            None => {
+                sub.paused_for_invoice = None;
+                sub.disabled_reason = None;
+                sub.failing_since = None;
+                SubscriptionStatus::Active
+            }
+        };
+        let resumed =
+            status == SubscriptionStatus::Active && sub.status == SubscriptionStatus::Paused;
+        if status != sub.status {
+            sub.status = status;
+            sub.history.push(StatusChange { status, at: now });
+        }
+        sub.revision += 1;
+        sub.updated_at = now;
+        self.store_relinked(&mut sub, None, resumed).await?;
+        Ok(sub)
     }
 
     /// Moves `sub` to `channel`: a webhook it was not on gets a new signing secret (answered

@@ -37,6 +37,7 @@ pub fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
             at: at(0),
         }],
         disabled_reason: None,
+        paused_for_invoice: None,
         failing_since: None,
         recent_replays: vec![],
         email_confirmed_at: None,

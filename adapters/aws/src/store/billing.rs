@@ -7,7 +7,7 @@
 use super::*;
 use async_trait::async_trait;
 use wharf_core::domain::InvoiceFilter;
-use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, LineKind, Payout};
+use wharf_core::domain::{BillingRun, Invoice, InvoiceChange, LineKind, PaymentCustomer, Payout};
 use wharf_core::ports::BillingStore;
 use wharf_core::{InvoiceId, SubscriptionId, UserId, VendorId};
 
@@ -113,18 +113,34 @@ impl BillingStore for DynamoStore {
         docs(page)
     }
 
-    async fn set_invoice_status(
-        &self,
-        id: &InvoiceId,
-        status: InvoiceStatus,
-        stripe_invoice_id: Option<&str>,
-    ) -> Result<()> {
-        let mut invoice = self.get_invoice(id).await?;
-        invoice.status = status;
-        if let Some(stripe) = stripe_invoice_id {
-            invoice.stripe_invoice_id = Some(stripe.to_owned());
+    async fn update_invoice(&self, id: &InvoiceId, change: &InvoiceChange) -> Result<Invoice> {
+        // Read, change, and write back only if nobody wrote in between (a payment event and
+        // a push can meet); a lost race reads again.
+        for _ in 0..8 {
+            let stored = self
+                .get(&invoice_pk(id), "INVOICE")
+                .await?
+                .ok_or(CoreError::NotFound("invoice"))?;
+            let mut invoice: Invoice = from_item(&stored)?;
+            change.apply(&mut invoice);
+            let before = stored.get("doc").cloned().unwrap_or_else(|| s(""));
+            let sent = self
+                .db()
+                .put_item()
+                .table_name(self.table())
+                .set_item(Some(invoice_item(&invoice)?))
+                .condition_expression("#doc = :before")
+                .expression_attribute_names("#doc", "doc")
+                .expression_attribute_values(":before", before)
+                .send()
+                .await;
+            if written(sent, "changing an invoice")? {
+                return Ok(invoice);
+            }
         }
-        self.put(invoice_item(&invoice)?).await
+        Err(CoreError::unavailable(
+            "an invoice kept changing while it was updated",
+        ))
     }
 
     async fn billed_totals(&self, service_period: &str) -> Result<Vec<(SubscriptionId, u64)>> {
@@ -185,14 +201,24 @@ impl BillingStore for DynamoStore {
             .collect()
     }
 
-    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<String>> {
+    async fn payment_customer(&self, subscriber: &UserId) -> Result<Option<PaymentCustomer>> {
         match self.get(&format!("S#{subscriber}"), "PAYCUST").await? {
-            Some(item) => Ok(Some(str_attr(&item, "customer")?.to_owned())),
+            Some(item) => Ok(Some(PaymentCustomer {
+                customer: str_attr(&item, "customer")?.to_owned(),
+                payment_method: match item.get("payment_method") {
+                    Some(_) => Some(str_attr(&item, "payment_method")?.to_owned()),
+                    None => None,
+                },
+            })),
             None => Ok(None),
         }
     }
 
-    async fn put_payment_customer(&self, subscriber: &UserId, customer: &str) -> Result<String> {
+    async fn put_payment_customer(
+        &self,
+        subscriber: &UserId,
+        customer: &str,
+    ) -> Result<PaymentCustomer> {
         let mut item = key(format!("S#{subscriber}"), "PAYCUST");
         item.insert("kind".into(), s("payment_customer"));
         item.insert("customer".into(), s(customer));
@@ -203,5 +229,23 @@ impl BillingStore for DynamoStore {
         self.payment_customer(subscriber)
             .await?
             .ok_or_else(|| CoreError::internal("a payment customer vanished after it was stored"))
+    }
+
+    async fn set_payment_method(&self, subscriber: &UserId, payment_method: &str) -> Result<()> {
+        let sent = self
+            .db()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(format!("S#{subscriber}"), "PAYCUST")))
+            .update_expression("SET payment_method = :pm")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":pm", s(payment_method))
+            .send()
+            .await;
+        if written(sent, "recording a payment method")? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound("payment customer"))
+        }
     }
 }

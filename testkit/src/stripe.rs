@@ -1,0 +1,62 @@
+//! The Stripe stand-in (`stripe_standin.py` beside this crate) as a child process of a test:
+//! one per test, so each sees only its own objects and events. The interpreter is
+//! `$WHARF_PYTHON`, else `python3`; it needs the official `stripe` package, whose parameter
+//! definitions the stand-in checks every request against (`scripts/test` installs it). A test
+//! that needs the stand-in fails, rather than skips, when it cannot start.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running stand-in; stopped when dropped (and on its own when the test process ends).
+pub struct StripeStandIn {
+    url: String,
+    child: Child,
+}
+
+impl StripeStandIn {
+    /// Starts a stand-in that accepts `secret_key` and signs events with `webhook_secret`.
+    pub fn start(secret_key: &str, webhook_secret: &str) -> StripeStandIn {
+        let python = std::env::var("WHARF_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/stripe_standin.py");
+        let mut child = Command::new(&python)
+            .args([
+                script,
+                "--secret-key",
+                secret_key,
+                "--webhook-secret",
+                webhook_secret,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {python} {script}: {e}"));
+        let stdout = child.stdout.take().expect("the stand-in's output");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the stand-in's first line");
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            panic!(
+                "the Stripe stand-in did not start with {python} (run scripts/test, or set \
+                 WHARF_PYTHON to a Python with the `stripe` package): {line:?}"
+            );
+        };
+        StripeStandIn {
+            url: url.to_owned(),
+            child,
+        }
+    }
+
+    /// The API base Wharf is configured with (`stripe.api_base`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for StripeStandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

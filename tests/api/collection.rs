@@ -1,0 +1,429 @@
+//! Collection through Stripe, against the strict stand-in (`testkit/stripe_standin.py`): a
+//! saved payment method is charged, the others are sent the invoice and shown its page, a
+//! failed payment starts dunning that pauses the subscriptions behind the invoice until it is
+//! paid, and a push that failed midway is finished by the schedule without doubling anything.
+
+use crate::billing::{dec, pulled};
+use crate::helpers::*;
+use crate::receiver::{TestClock, eventually};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::str::FromStr;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::macros::datetime;
+use wharf_core::domain::Role;
+use wharf_testkit::stripe::StripeStandIn;
+
+const SECRET_KEY: &str = "sk_test_collection";
+const WEBHOOK_SECRET: &str = "whsec_collection";
+
+/// An app collecting through a fresh stand-in that sends its events to the app's endpoint.
+pub(crate) struct Collecting {
+    pub app: TestApp,
+    pub stripe: StripeStandIn,
+    pub clock: Arc<TestClock>,
+}
+
+impl Collecting {
+    pub async fn start(at: OffsetDateTime) -> Collecting {
+        let stripe = StripeStandIn::start(SECRET_KEY, WEBHOOK_SECRET);
+        let clock = TestClock::new();
+        let api_base = stripe.url().to_owned();
+        let app = spawn_on(
+            |c| {
+                c.stripe = Some(wharf::config::StripeConfig {
+                    secret_key: wharf::config::Secret(SECRET_KEY.into()),
+                    webhook_secret: wharf::config::Secret(WEBHOOK_SECRET.into()),
+                    api_base,
+                });
+            },
+            clock.clone(),
+        )
+        .await;
+        let c = Collecting { app, stripe, clock };
+        c.control(
+            "/_standin/endpoint",
+            json!({"url": c.app.url("/v1/webhooks/stripe")}),
+        )
+        .await;
+        c.set_clock(at).await;
+        c
+    }
+
+    /// Moves both clocks (Wharf checks the age of Stripe's signatures against its own).
+    pub async fn set_clock(&self, at: OffsetDateTime) {
+        self.clock.set(at);
+        self.control("/_standin/clock", json!({"now": at.unix_timestamp()}))
+            .await;
+    }
+
+    /// What happens outside Stripe's API (a page completed, an invoice paid, a failure).
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let res = self
+            .app
+            .client
+            .post(format!("{}{path}", self.stripe.url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("the stand-in answers");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.expect("JSON")
+    }
+
+    /// Every object, request and event of the stand-in.
+    pub async fn state(&self) -> Value {
+        self.app
+            .client
+            .get(format!("{}/_standin/state", self.stripe.url()))
+            .send()
+            .await
+            .expect("the stand-in answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// The stand-in's objects of `kind` (`invoice`, `customer`…).
+    pub async fn objects(&self, kind: &str) -> Vec<Value> {
+        let state = self.state().await;
+        let objects = state["objects"].as_object().expect("objects");
+        objects
+            .values()
+            .filter(|o| o["object"] == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// Asserts that Stripe refused none of Wharf's calls.
+    pub async fn nothing_refused(&self) {
+        let state = self.state().await;
+        let refused: Vec<&Value> = state["requests"]
+            .as_array()
+            .expect("requests")
+            .iter()
+            .filter(|r| r["status"].as_u64().is_none_or(|s| s >= 400))
+            .collect();
+        assert!(refused.is_empty(), "Stripe refused: {refused:#?}");
+    }
+
+    /// A subscriber saves a card through the page Wharf makes for it.
+    pub async fn save_card(&self, token: &str, declines: bool) {
+        let page = self
+            .app
+            .post("/v1/billing/payment-method", Some(token), json!({}))
+            .await;
+        assert_eq!(page.status, 201, "{:?}", page.body);
+        let url = page.body["url"].as_str().expect("a url");
+        assert!(url.starts_with(self.stripe.url()), "{url}");
+        let session = url.rsplit('/').next().expect("a session id");
+        self.control(
+            &format!("/_standin/checkout/{session}/complete"),
+            json!({"declines": declines}),
+        )
+        .await;
+    }
+
+    /// Vendor Acme with one feed at 30.00 a month and 0.25 a delivery; each subscriber named
+    /// (`{name}@sub.example`) subscribed and given three records: (vendor token, feed,
+    /// [(token, subscription)]). Tokens expire when the clock jumps: log in again.
+    pub async fn market(&self, names: &[&str]) -> (String, String, Vec<(String, String)>) {
+        let app = &self.app;
+        let (_, vendor) = app.vendor("Acme").await;
+        let source = app.source(&vendor).await;
+        let mut body = feed_body(&source, "Trades");
+        body["plans"] = json!([{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "30.00",
+            "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.25"}]}]);
+        let feed = app.post("/v1/feeds", Some(&vendor), body).await.body["id"]
+            .as_str()
+            .expect("a feed")
+            .to_owned();
+        let mut subscribers = Vec::new();
+        for name in names {
+            let email = format!("{name}@sub.example");
+            let body = json!({"name": name, "email": email, "password": PASSWORD});
+            assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+            let token = app.login(&email).await;
+            let sub = app.subscribe(&token, &feed).await;
+            subscribers.push((token, sub));
+        }
+        let records: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .map(|id| json!({"id": id, "data": {"sym": "AAPL", "price": 150.0, "px": 150.0}}))
+            .collect();
+        let records = json!({ "records": records });
+        let pushed = app
+            .post(
+                &format!("/v1/sources/{source}/records"),
+                Some(&vendor),
+                records,
+            )
+            .await;
+        assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+        for (token, sub) in &subscribers {
+            pulled(app, token, sub, 3).await;
+        }
+        (vendor, feed, subscribers)
+    }
+
+    /// The invoice of the subscriber `token` (the one it has).
+    pub async fn invoice(&self, token: &str) -> Value {
+        let list = self.app.get("/v1/invoices", Some(token)).await;
+        assert_eq!(list.status, 200, "{:?}", list.body);
+        list.body["items"][0].clone()
+    }
+
+    /// Waits until the subscriber's invoice has `status`.
+    pub async fn invoice_becomes(&self, token: &str, status: &str) -> Value {
+        eventually(&format!("the invoice is {status}"), || async {
+            self.invoice(token).await["status"] == status
+        })
+        .await;
+        self.invoice(token).await
+    }
+}
+
+fn mails(app: &TestApp) -> Vec<String> {
+    std::fs::read_dir(app.dir.path().join("outbox"))
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.expect("an entry").path()).expect("a mail"))
+                .map(|m| m.replace("=\r\n", "").replace("=\n", ""))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_saved_card_is_charged_and_an_invoice_without_one_is_sent_with_its_page() {
+    let c = Collecting::start(datetime!(2026-11-01 00:00 UTC)).await;
+    let (vendor, _, subs) = c.market(&["bob", "carol"]).await;
+    c.save_card(&subs[0].0, false).await;
+    let as_vendor = c
+        .app
+        .post("/v1/billing/payment-method", Some(&vendor), json!({}))
+        .await;
+    assert_eq!(
+        as_vendor.status, 403,
+        "only subscribers save payment methods"
+    );
+
+    c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
+    assert_eq!(
+        c.app
+            .services
+            .close_due_months()
+            .await
+            .expect("months close")
+            .len(),
+        1
+    );
+    let (bob, carol) = (
+        &c.app.login("bob@sub.example").await,
+        &c.app.login("carol@sub.example").await,
+    );
+    let bobs = c.invoice_becomes(bob, "paid").await;
+    assert_eq!(bobs["collection_method"], "charge_automatically");
+    assert_eq!(
+        dec(&bobs["total"]),
+        Decimal::from_str("30.75").expect("a decimal")
+    );
+    let carols = c.invoice(carol).await;
+    assert_eq!(carols["status"], "open", "{carols}");
+    assert_eq!(carols["collection_method"], "send_invoice");
+    let page = carols["hosted_invoice_url"].as_str().expect("a page");
+    assert!(page.starts_with(c.stripe.url()), "{page}");
+
+    let stripe_invoices = c.objects("invoice").await;
+    assert_eq!(stripe_invoices.len(), 2, "{stripe_invoices:#?}");
+    let remote = |id: &Value| {
+        stripe_invoices
+            .iter()
+            .find(|i| &i["id"] == id)
+            .expect("the Stripe invoice")
+            .clone()
+    };
+    let (bob_remote, carol_remote) = (
+        remote(&bobs["stripe_invoice_id"]),
+        remote(&carols["stripe_invoice_id"]),
+    );
+    assert_eq!(bob_remote["sent"], false, "a charged invoice is not sent");
+    assert_eq!(
+        carol_remote["sent"], true,
+        "an invoice without a card is sent"
+    );
+    assert_eq!(carol_remote["amount_due"], 3075, "30.75 in cents");
+    let customers = c.objects("customer").await;
+    let bob_customer = customers
+        .iter()
+        .find(|x| x["id"] == bob_remote["customer"])
+        .expect("Bob's customer");
+    assert!(
+        bob_customer["invoice_settings"]["default_payment_method"].is_string(),
+        "the saved card became the default: {bob_customer}"
+    );
+
+    // Carol pays on the hosted page.
+    let id = carol_remote["id"].as_str().expect("an id");
+    c.control(&format!("/_standin/invoices/{id}/pay"), json!({}))
+        .await;
+    c.invoice_becomes(carol, "paid").await;
+    c.nothing_refused().await;
+}
+
+#[tokio::test]
+async fn an_invoice_unpaid_after_the_dunning_days_pauses_its_subscriptions_until_it_is_paid() {
+    let c = Collecting::start(datetime!(2026-11-01 00:00 UTC)).await;
+    let (_, _, subs) = c.market(&["bob"]).await;
+    let (bob, sub) = (&subs[0].0, &subs[0].1);
+    c.save_card(bob, true).await;
+    c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
+    c.app
+        .services
+        .close_due_months()
+        .await
+        .expect("months close");
+    let bob = &c.app.login("bob@sub.example").await;
+    let failed = c.invoice_becomes(bob, "failed").await;
+    assert_eq!(failed["payment_failed_at"], "2026-12-02T10:00:00Z");
+    assert!(
+        mails(&c.app)
+            .iter()
+            .any(|m| m.contains("Subject: Payment failed") && m.contains("within 7 days")),
+        "the subscriber is told at the first failure"
+    );
+    let path = format!("/v1/subscriptions/{sub}");
+
+    // Six days on, nothing is paused yet; seven days on, the subscription is.
+    c.set_clock(datetime!(2026-12-08 10:00 UTC)).await;
+    assert_eq!(
+        c.app
+            .services
+            .collect_payments()
+            .await
+            .expect("collection runs"),
+        0
+    );
+    let bob = &c.app.login("bob@sub.example").await;
+    assert_eq!(c.app.get(&path, Some(bob)).await.body["status"], "active");
+    c.set_clock(datetime!(2026-12-09 10:00 UTC)).await;
+    let bob = &c.app.login("bob@sub.example").await;
+    assert_eq!(
+        c.app
+            .services
+            .collect_payments()
+            .await
+            .expect("collection runs"),
+        1
+    );
+    assert_eq!(
+        c.app
+            .services
+            .collect_payments()
+            .await
+            .expect("collection runs"),
+        0,
+        "paused once"
+    );
+    let paused = c.app.get(&path, Some(bob)).await.body;
+    assert_eq!(paused["status"], "paused", "{paused}");
+    assert_eq!(paused["paused_for_invoice"], failed["id"]);
+    let reason = paused["disabled_reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains(failed["id"].as_str().expect("an id")),
+        "{reason}"
+    );
+    let resume = c
+        .app
+        .patch(&path, Some(bob), json!({"status": "active"}))
+        .await;
+    assert_eq!(resume.status, 409, "paying resumes it, not a PATCH");
+    assert!(
+        mails(&c.app)
+            .iter()
+            .any(|m| m.contains("Subject: Subscriptions paused") && m.contains(sub.as_str())),
+        "the subscriber is told what is paused"
+    );
+
+    let id = failed["stripe_invoice_id"].as_str().expect("pushed");
+    c.control(&format!("/_standin/invoices/{id}/pay"), json!({}))
+        .await;
+    c.invoice_becomes(bob, "paid").await;
+    let resumed = c.app.get(&path, Some(bob)).await.body;
+    assert_eq!(resumed["status"], "active", "{resumed}");
+    assert!(resumed.get("paused_for_invoice").is_none(), "{resumed}");
+    assert_eq!(resumed["disabled_reason"], Value::Null);
+    c.nothing_refused().await;
+}
+
+#[tokio::test]
+async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_anything() {
+    let c = Collecting::start(datetime!(2026-11-01 00:00 UTC)).await;
+    c.market(&["bob"]).await;
+    c.control(
+        "/_standin/fail",
+        json!({"path": "/v1/invoices/in_\\w+/finalize", "status": 500, "times": 1}),
+    )
+    .await;
+    c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
+    c.app
+        .services
+        .close_due_months()
+        .await
+        .expect("months close");
+    let bob = &c.app.login("bob@sub.example").await;
+    let first = c.invoice(bob).await;
+    assert_eq!(first["stripe_invoice_id"], Value::Null, "not pushed yet");
+    assert_eq!(
+        first["collection_method"], "send_invoice",
+        "decided before the push"
+    );
+
+    assert_eq!(
+        c.app
+            .services
+            .collect_payments()
+            .await
+            .expect("collection runs"),
+        0
+    );
+    let pushed = c.invoice(bob).await;
+    assert!(pushed["stripe_invoice_id"].is_string(), "{pushed}");
+    // Asked again, by the schedule or a rerun, nothing more reaches Stripe.
+    c.app
+        .services
+        .collect_payments()
+        .await
+        .expect("collection runs");
+    let finance = c.app.platform(Role::PlatformFinance).await;
+    let rerun = c
+        .app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-11"}),
+        )
+        .await;
+    assert_eq!(rerun.status, 200, "{:?}", rerun.body);
+    assert_eq!(c.objects("customer").await.len(), 1, "one customer");
+    let invoices = c.objects("invoice").await;
+    assert_eq!(invoices.len(), 1, "one Stripe invoice: {invoices:#?}");
+    assert_eq!(invoices[0]["status"], "open");
+    assert_eq!(invoices[0]["sent"], true);
+    let mut cents: Vec<i64> = c
+        .objects("invoiceitem")
+        .await
+        .iter()
+        .map(|i| i["amount"].as_i64().expect("cents"))
+        .collect();
+    cents.sort_unstable();
+    assert_eq!(cents, vec![75, 3000], "fee and 3 × 0.25, once each");
+    let state = c.state().await;
+    let refused: Vec<&Value> = state["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| r["status"] != 200)
+        .collect();
+    assert_eq!(refused.len(), 1, "only the injected failure: {refused:#?}");
+}
