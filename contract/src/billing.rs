@@ -310,6 +310,10 @@ pub async fn payouts_are_stored_once_and_filter_by_period_and_vendor(store: &dyn
         platform_fee: money("12.50"),
         net: money("87.50"),
         invoices: 3,
+        status: PayoutStatus::Statement,
+        transfer_id: None,
+        transfer_error: None,
+        transfers_refused: 0,
     };
     let a = payout(&v1, "2026-10");
     let b = payout(&v1, "2026-11");
@@ -342,6 +346,68 @@ pub async fn payouts_are_stored_once_and_filter_by_period_and_vendor(store: &dyn
         .collect();
     assert_eq!(november.len(), 2);
     assert!(november.contains(&b) && november.contains(&c));
+    let paid = Payout {
+        status: PayoutStatus::Transferred,
+        transfer_id: Some("tr_1".into()),
+        ..b.clone()
+    };
+    store.update_payout(&paid).await.unwrap();
+    assert_eq!(
+        store
+            .list_payouts(Some("2026-11"), Some(&v1))
+            .await
+            .unwrap(),
+        vec![paid],
+        "a payout's transfer state changes in place"
+    );
+    assert_not_found(
+        store
+            .update_payout(&Payout {
+                id: wharf_core::PayoutId::new(),
+                ..c
+            })
+            .await,
+        "payout",
+    );
+}
+
+pub async fn a_vendors_payout_account_is_recorded_once_and_enabled_by_its_events(
+    store: &dyn Store,
+) {
+    let vendor = VendorId::new();
+    assert_eq!(store.payout_account(&vendor).await.unwrap(), None);
+    let first = PayoutAccount {
+        account: "acct_first".into(),
+        payouts_enabled: false,
+    };
+    assert_eq!(
+        store
+            .put_payout_account(&vendor, "acct_first")
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        store
+            .put_payout_account(&vendor, "acct_second")
+            .await
+            .unwrap(),
+        first,
+        "a second account made by a racing call is not recorded"
+    );
+    store.set_payouts_enabled(&vendor, true).await.unwrap();
+    assert_eq!(
+        store.payout_account(&vendor).await.unwrap(),
+        Some(PayoutAccount {
+            account: "acct_first".into(),
+            payouts_enabled: true,
+        })
+    );
+    assert_eq!(store.payout_account(&VendorId::new()).await.unwrap(), None);
+    assert_not_found(
+        store.set_payouts_enabled(&VendorId::new(), true).await,
+        "payout account",
+    );
 }
 
 pub async fn every_subscription_is_listed_whatever_its_status(store: &dyn Store) {

@@ -184,6 +184,7 @@ macro_rules! store_contract {
             billing,
             [
                 a_subscribers_payment_customer_is_recorded_once,
+                a_vendors_payout_account_is_recorded_once_and_enabled_by_its_events,
                 an_invoice_is_stored_once_and_reads_back_equal,
                 invoices_list_by_period_vendor_subscriber_and_status_across_pages,
                 an_invoice_status_change_keeps_its_lines_and_records_the_stripe_id,

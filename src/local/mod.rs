@@ -110,7 +110,8 @@ impl LocalWorkers {
             self.windows.until_idle().await;
             work += self.retry_due().await?;
             work += self.services.close_due_months().await?.len();
-            work += self.services.collect_payments().await?;
+            let collected = self.services.collect_payments().await?;
+            work += collected.overdue + collected.transferred;
             self.wake_deliveries().await?;
             self.supervisor.until_idle().await;
             let now = self.positions().await?;
@@ -222,7 +223,8 @@ fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Every minute, closes the months that are due (`billing_close_delay_hours` after their end)
-/// and collects: pushes again what could not be pushed, pauses for overdue invoices.
+/// and collects: pushes again what could not be pushed, pauses for overdue invoices, pays
+/// vendors.
 async fn billing_loop(services: Services) {
     loop {
         if let Err(e) = services.close_due_months().await {

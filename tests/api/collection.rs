@@ -1,7 +1,8 @@
 //! Collection through Stripe, against the strict stand-in (`testkit/stripe_standin.py`): a
 //! saved payment method is charged, the others are sent the invoice and shown its page, a
 //! failed payment starts dunning that pauses the subscriptions behind the invoice until it is
-//! paid, and a push that failed midway is finished by the schedule without doubling anything.
+//! paid, a push that failed midway is finished by the schedule without doubling anything, and
+//! a vendor with a Connect account is paid its net once the month's invoices are paid.
 
 use crate::billing::{dec, pulled};
 use crate::helpers::*;
@@ -301,27 +302,31 @@ async fn an_invoice_unpaid_after_the_dunning_days_pauses_its_subscriptions_until
             .services
             .collect_payments()
             .await
-            .expect("collection runs"),
+            .expect("collection runs")
+            .overdue,
         0
     );
     let bob = &c.app.login("bob@sub.example").await;
     assert_eq!(c.app.get(&path, Some(bob)).await.body["status"], "active");
     c.set_clock(datetime!(2026-12-09 10:00 UTC)).await;
     let bob = &c.app.login("bob@sub.example").await;
+    // This call pauses (or, in the aws shape, the schedule's own tick did).
+    c.app
+        .services
+        .collect_payments()
+        .await
+        .expect("collection runs");
+    eventually("the invoice records the pause", || async {
+        c.invoice(bob).await["subscriptions_paused_at"] == "2026-12-09T10:00:00Z"
+    })
+    .await;
     assert_eq!(
         c.app
             .services
             .collect_payments()
             .await
-            .expect("collection runs"),
-        1
-    );
-    assert_eq!(
-        c.app
-            .services
-            .collect_payments()
-            .await
-            .expect("collection runs"),
+            .expect("collection runs")
+            .overdue,
         0,
         "paused once"
     );
@@ -372,23 +377,15 @@ async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_
         .await
         .expect("months close");
     let bob = &c.app.login("bob@sub.example").await;
-    let first = c.invoice(bob).await;
-    assert_eq!(first["stripe_invoice_id"], Value::Null, "not pushed yet");
-    assert_eq!(
-        first["collection_method"], "send_invoice",
-        "decided before the push"
-    );
-
-    assert_eq!(
-        c.app
-            .services
-            .collect_payments()
-            .await
-            .expect("collection runs"),
-        0
-    );
+    // Pushed again by this call or, in the aws shape, already by the schedule's own tick.
+    c.app
+        .services
+        .collect_payments()
+        .await
+        .expect("collection runs");
     let pushed = c.invoice(bob).await;
     assert!(pushed["stripe_invoice_id"].is_string(), "{pushed}");
+    assert_eq!(pushed["collection_method"], "send_invoice", "no card saved");
     // Asked again, by the schedule or a rerun, nothing more reaches Stripe.
     c.app
         .services
@@ -418,6 +415,12 @@ async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_
         .collect();
     cents.sort_unstable();
     assert_eq!(cents, vec![75, 3000], "fee and 3 × 0.25, once each");
+    let payouts = c.app.get("/v1/payouts", Some(&finance)).await;
+    assert_eq!(
+        payouts.body[0]["status"], "statement",
+        "a vendor without a payout account gets a statement: {:?}",
+        payouts.body
+    );
     let state = c.state().await;
     let refused: Vec<&Value> = state["requests"]
         .as_array()
@@ -426,4 +429,124 @@ async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_
         .filter(|r| r["status"] != 200)
         .collect();
     assert_eq!(refused.len(), 1, "only the injected failure: {refused:#?}");
+}
+
+#[tokio::test]
+async fn a_vendor_is_paid_its_net_once_its_invoices_are_paid_and_a_failed_transfer_is_retried() {
+    let c = Collecting::start(datetime!(2026-11-01 00:00 UTC)).await;
+    let (vendor, _, subs) = c.market(&["bob", "carol"]).await;
+    let link = c
+        .app
+        .post("/v1/vendors/me/payout-account", Some(&vendor), json!({}))
+        .await;
+    assert_eq!(link.status, 201, "{:?}", link.body);
+    assert_eq!(link.body["payouts_enabled"], false);
+    let account = link.body["account_id"]
+        .as_str()
+        .expect("an account")
+        .to_owned();
+    assert!(
+        link.body["url"]
+            .as_str()
+            .expect("a url")
+            .starts_with(c.stripe.url())
+    );
+    let as_subscriber = c
+        .app
+        .post("/v1/vendors/me/payout-account", Some(&subs[0].0), json!({}))
+        .await;
+    assert_eq!(as_subscriber.status, 403, "vendor admins only");
+    c.control(&format!("/_standin/accounts/{account}/onboard"), json!({}))
+        .await;
+    let again = c
+        .app
+        .post("/v1/vendors/me/payout-account", Some(&vendor), json!({}))
+        .await;
+    assert_eq!(
+        again.body["account_id"],
+        account.as_str(),
+        "one account per vendor"
+    );
+    assert_eq!(again.body["payouts_enabled"], true, "onboarding completed");
+    assert_eq!(c.objects("account").await.len(), 1);
+    c.save_card(&subs[0].0, false).await;
+
+    c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
+    c.app
+        .services
+        .close_due_months()
+        .await
+        .expect("months close");
+    c.invoice_becomes(&c.app.login("bob@sub.example").await, "paid")
+        .await;
+    let finance = c.app.platform(Role::PlatformFinance).await;
+    let payout = || async {
+        let list = c.app.get("/v1/payouts", Some(&finance)).await;
+        assert_eq!(list.status, 200, "{:?}", list.body);
+        list.body[0].clone()
+    };
+    let collect = || async {
+        c.app
+            .services
+            .collect_payments()
+            .await
+            .expect("collection runs")
+            .transferred
+    };
+    assert_eq!(collect().await, 0, "Carol has not paid");
+    assert_eq!(payout().await["status"], "pending");
+
+    let carol = c.app.login("carol@sub.example").await;
+    let carols = c.invoice(&carol).await;
+    let id = carols["stripe_invoice_id"].as_str().expect("pushed");
+    c.control(&format!("/_standin/invoices/{id}/pay"), json!({}))
+        .await;
+    c.invoice_becomes(&carol, "paid").await;
+    c.control(
+        "/_standin/fail",
+        json!({"path": "/v1/transfers", "status": 500, "times": 1}),
+    )
+    .await;
+    // Collected until it lands (the aws shape's schedule collects too).
+    eventually("the payout is transferred", || async {
+        collect().await;
+        payout().await["status"] == "transferred"
+    })
+    .await;
+    assert_eq!(collect().await, 0, "paid once");
+    let paid = payout().await;
+    assert!(paid.get("transfer_error").is_none(), "{paid}");
+    let state = c.state().await;
+    let attempts: Vec<&Value> = state["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| r["path"] == "/v1/transfers")
+        .collect();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|r| r["status"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(500), json!(200)],
+        "one failure, then the transfer: {attempts:#?}"
+    );
+    assert_eq!(
+        attempts[0]["idempotency_key"], attempts[1]["idempotency_key"],
+        "an outage keeps the key: the first attempt may have landed"
+    );
+    let transfers = c.objects("transfer").await;
+    assert_eq!(transfers.len(), 1, "{transfers:#?}");
+    assert_eq!(paid["transfer_id"], transfers[0]["id"]);
+    assert_eq!(transfers[0]["destination"], account.as_str());
+    assert_eq!(transfers[0]["currency"], "usd");
+    let cents = dec(&paid["net"]) * Decimal::from(100);
+    assert_eq!(
+        Decimal::from(transfers[0]["amount"].as_i64().expect("cents")),
+        cents
+    );
+    assert!(
+        cents > Decimal::ZERO
+            && dec(&paid["gross"]) == Decimal::from_str("61.50").expect("a decimal")
+    );
 }

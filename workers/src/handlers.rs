@@ -471,7 +471,8 @@ impl EventHandlers for Handlers {
         let from_queues = self.drain_source_queues().await?;
         self.flush_waiting().await?;
         let closed = services.close_due_months().await?.len();
-        let overdue = services.collect_payments().await?;
+        let collected = services.collect_payments().await?;
+        let (overdue, transferred) = (collected.overdue, collected.transferred);
         if tick.retention {
             let swept = crate::retention::sweep(services).await?;
             tracing::info!(
@@ -481,7 +482,7 @@ impl EventHandlers for Handlers {
                 "retention sweep"
             );
         }
-        if windows + retried + polled + from_queues + closed + overdue > 0 {
+        if windows + retried + polled + from_queues + closed + overdue + transferred > 0 {
             tracing::info!(
                 windows,
                 retried,
@@ -489,6 +490,7 @@ impl EventHandlers for Handlers {
                 from_queues,
                 closed,
                 overdue,
+                transferred,
                 "schedule tick"
             );
         }

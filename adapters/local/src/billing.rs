@@ -7,7 +7,9 @@ use crate::store::{SqliteStore, decode_doc, from_doc, run, to_doc};
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use wharf_core::domain::InvoiceFilter;
-use wharf_core::domain::{BillingRun, Invoice, InvoiceChange, LineKind, PaymentCustomer, Payout};
+use wharf_core::domain::{
+    BillingRun, Invoice, InvoiceChange, LineKind, PaymentCustomer, Payout, PayoutAccount,
+};
 use wharf_core::ports::BillingStore;
 use wharf_core::{CoreError, InvoiceId, Page, PageRequest, SubscriptionId, UserId, VendorId};
 
@@ -234,6 +236,61 @@ impl BillingStore for SqliteStore {
             .await
     }
 
+    async fn update_payout(&self, payout: &Payout) -> Result<()> {
+        let doc = to_doc(payout)?;
+        let id = payout.id.clone();
+        self.db
+            .write(move |tx| {
+                match run(
+                    tx,
+                    "UPDATE payouts SET doc = ? WHERE id = ?",
+                    params![doc, id.as_str()],
+                )? {
+                    0 => Err(CoreError::NotFound("payout")),
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
+
+    async fn payout_account(&self, vendor: &VendorId) -> Result<Option<PayoutAccount>> {
+        let vendor = vendor.clone();
+        self.db.read(move |c| read_account(c, &vendor)).await
+    }
+
+    async fn put_payout_account(&self, vendor: &VendorId, account: &str) -> Result<PayoutAccount> {
+        let (vendor, account) = (vendor.clone(), account.to_owned());
+        self.db
+            .write(move |tx| {
+                run(
+                    tx,
+                    "INSERT INTO payout_accounts (vendor_id, account_id) VALUES (?, ?)
+                     ON CONFLICT (vendor_id) DO NOTHING",
+                    params![vendor.as_str(), account],
+                )?;
+                read_account(tx, &vendor)?.ok_or_else(|| {
+                    CoreError::internal("a payout account vanished after it was stored")
+                })
+            })
+            .await
+    }
+
+    async fn set_payouts_enabled(&self, vendor: &VendorId, enabled: bool) -> Result<()> {
+        let vendor = vendor.clone();
+        self.db
+            .write(move |tx| {
+                match run(
+                    tx,
+                    "UPDATE payout_accounts SET payouts_enabled = ? WHERE vendor_id = ?",
+                    params![enabled, vendor.as_str()],
+                )? {
+                    0 => Err(CoreError::NotFound("payout account")),
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
+
     async fn list_payouts(
         &self,
         period: Option<&str>,
@@ -311,6 +368,22 @@ fn read_customer(c: &rusqlite::Connection, subscriber: &UserId) -> Result<Option
             Ok(PaymentCustomer {
                 customer: r.get(0)?,
                 payment_method: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(sql_error)
+}
+
+/// A vendor's connected account row, if it has one.
+fn read_account(c: &rusqlite::Connection, vendor: &VendorId) -> Result<Option<PayoutAccount>> {
+    c.query_row(
+        "SELECT account_id, payouts_enabled FROM payout_accounts WHERE vendor_id = ?",
+        [vendor.as_str()],
+        |r| {
+            Ok(PayoutAccount {
+                account: r.get(0)?,
+                payouts_enabled: r.get(1)?,
             })
         },
     )

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_raw_by_tenant.sql"),
     include_str!("../migrations/0009_refresh_families.sql"),
     include_str!("../migrations/0010_payment_methods.sql"),
+    include_str!("../migrations/0011_payout_accounts.sql"),
 ];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.

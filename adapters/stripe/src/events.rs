@@ -1,14 +1,15 @@
 //! Stripe's webhook events, read into the payment events Wharf acts on: `invoice.paid` and
 //! `invoice.payment_succeeded` (paid), `invoice.payment_failed` (failed), about the invoice
 //! named in the Stripe invoice's `metadata.wharf_invoice_id`; `setup_intent.succeeded` of a
-//! setup Wharf started (its `metadata.wharf_subscriber_id`), which saved a payment method.
+//! setup Wharf started (its `metadata.wharf_subscriber_id`), which saved a payment method;
+//! `account.updated` of a vendor's connected account (its `metadata.wharf_vendor_id`).
 //! Everything else is `Other`.
 
 use crate::StripeClient;
 use crate::signature::verify;
 use serde::Deserialize;
 use wharf_core::domain::{InvoiceStatus, PaymentEvent, PaymentEventKind};
-use wharf_core::{CoreError, InvoiceId, Timestamp, UserId};
+use wharf_core::{CoreError, InvoiceId, Timestamp, UserId, VendorId};
 
 /// The parts of a Stripe event Wharf reads.
 #[derive(Deserialize)]
@@ -39,6 +40,10 @@ struct StripeObject {
     payment_method: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    payouts_enabled: Option<bool>,
+    #[serde(default)]
+    capabilities: std::collections::HashMap<String, serde_json::Value>,
 }
 
 impl StripeClient {
@@ -64,6 +69,7 @@ impl StripeClient {
             }
             "invoice.payment_failed" => invoice_event(event.data.object, InvoiceStatus::Failed),
             "setup_intent.succeeded" => setup_event(event.data.object),
+            "account.updated" => account_event(event.data.object),
             _ => PaymentEventKind::Other,
         };
         Ok(PaymentEvent { id: event.id, kind })
@@ -103,6 +109,28 @@ fn setup_event(object: StripeObject) -> PaymentEventKind {
                 payment_method,
             }
         }
+        _ => PaymentEventKind::Other,
+    }
+}
+
+/// A change of a connected account Wharf made for a vendor, else `Other`. Payouts are enabled
+/// when Stripe says so and the `transfers` capability is active (what a transfer needs).
+fn account_event(object: StripeObject) -> PaymentEventKind {
+    let vendor = object
+        .metadata
+        .get("wharf_vendor_id")
+        .and_then(|id| id.parse::<VendorId>().ok());
+    match (vendor, object.id) {
+        (Some(vendor), Some(account)) => PaymentEventKind::AccountUpdated {
+            vendor,
+            account,
+            payouts_enabled: object.payouts_enabled == Some(true)
+                && object
+                    .capabilities
+                    .get("transfers")
+                    .and_then(|c| c.as_str())
+                    == Some("active"),
+        },
         _ => PaymentEventKind::Other,
     }
 }

@@ -1,5 +1,6 @@
 //! The payment port on Stripe's REST API: customers, invoices and their items, finalizing and
-//! sending, Checkout in `setup` mode and the customer's default payment method, each POST
+//! sending, Checkout in `setup` mode and the customer's default payment method, Connect
+//! accounts, their onboarding links and transfers to them, each POST
 //! with an `Idempotency-Key` so Stripe answers a retried call with the first call's result;
 //! and Stripe's signed webhook calls, checked (`signature`) and read into typed events
 //! (`events`).
@@ -16,10 +17,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use std::time::Duration;
 use wharf_core::domain::{
-    CollectionMethod, Email, FinalizedInvoice, Invoice, PaymentEvent, PaymentSetup,
+    CollectionMethod, Email, FinalizedInvoice, Invoice, PaymentEvent, PaymentSetup, TransferRequest,
 };
 use wharf_core::ports::Payments;
-use wharf_core::{CoreError, UserId};
+use wharf_core::{CoreError, UserId, VendorId};
 
 /// Stripe API version the form fields below are written against.
 const API_VERSION: &str = "2024-06-20";
@@ -268,6 +269,63 @@ impl Payments for StripeClient {
         answer
             .url
             .ok_or_else(|| CoreError::internal("Stripe answered a Checkout Session without a url"))
+    }
+
+    async fn create_connected_account(
+        &self,
+        key: &str,
+        vendor: &VendorId,
+    ) -> Result<String, CoreError> {
+        self.post(
+            "accounts",
+            key,
+            &[
+                ("type", "express".into()),
+                ("capabilities[transfers][requested]", "true".into()),
+                ("metadata[wharf_vendor_id]", vendor.to_string()),
+            ],
+        )
+        .await
+    }
+
+    async fn onboarding_link(
+        &self,
+        key: &str,
+        account: &str,
+        refresh_url: &str,
+        return_url: &str,
+    ) -> Result<String, CoreError> {
+        let answer = self
+            .call(
+                "account_links",
+                key,
+                &[
+                    ("account", account.to_owned()),
+                    ("type", "account_onboarding".into()),
+                    ("refresh_url", refresh_url.to_owned()),
+                    ("return_url", return_url.to_owned()),
+                ],
+            )
+            .await?;
+        answer
+            .url
+            .ok_or_else(|| CoreError::internal("Stripe answered an account link without a url"))
+    }
+
+    async fn transfer(&self, key: &str, transfer: &TransferRequest) -> Result<String, CoreError> {
+        self.post(
+            "transfers",
+            key,
+            &[
+                ("amount", transfer.amount_minor.to_string()),
+                ("currency", transfer.currency.clone()),
+                ("destination", transfer.account.clone()),
+                ("description", transfer.description.clone()),
+                ("transfer_group", transfer.payout.to_string()),
+                ("metadata[wharf_payout_id]", transfer.payout.to_string()),
+            ],
+        )
+        .await
     }
 
     async fn set_default_payment_method(

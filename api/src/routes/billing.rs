@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::InvoiceFilter;
 use wharf_core::domain::{BillingRun, Invoice, InvoiceStatus, Payout};
-use wharf_core::services::BillingSummary;
+use wharf_core::services::{BillingSummary, PayoutAccountLink};
 use wharf_core::{CoreError, InvoiceId, Page, PageRequest, UserId, VendorId};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,6 +26,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(billing_summary))
         .routes(routes!(stripe_webhook))
         .routes(routes!(payment_method_page))
+        .routes(routes!(payout_account_link))
+}
+
+/// The onboarding page of the calling vendor's Stripe Connect account (an Express account,
+/// made on the first call), where payouts are transferred once onboarding is complete
+/// (`account.updated`). Each call answers a new page. Vendor admins only; 404 when Stripe is
+/// not configured.
+#[utoipa::path(post, path = "/v1/vendors/me/payout-account", tag = "billing",
+    security(("bearer" = [])),
+    responses((status = 201, body = PayoutAccountLink), WriteErrors))]
+async fn payout_account_link(
+    State(s): State<AppState>,
+    who: Caller,
+) -> Result<(StatusCode, Json<PayoutAccountLink>), ApiError> {
+    let link = s.services.payout_account_link(&who).await?;
+    Ok((StatusCode::CREATED, Json(link)))
 }
 
 /// Where a subscriber saves a payment method.
@@ -279,8 +295,8 @@ struct StripeReceipt {
 }
 
 /// Stripe's payment events (`invoice.paid`, `invoice.payment_succeeded`,
-/// `invoice.payment_failed`, and `setup_intent.succeeded` of a page made by
-/// `POST /v1/billing/payment-method`), signed with the endpoint secret (`Stripe-Signature`, checked
+/// `invoice.payment_failed`, `setup_intent.succeeded` of a page made by
+/// `POST /v1/billing/payment-method`, `account.updated` of a vendor's payout account), signed with the endpoint secret (`Stripe-Signature`, checked
 /// with a 5-minute tolerance). Each event id is applied once. 404 when Stripe is not
 /// configured.
 #[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "billing",

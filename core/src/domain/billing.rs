@@ -255,6 +255,60 @@ pub struct Payout {
     pub net: Amount,
     /// Invoices counted.
     pub invoices: u64,
+    /// Where paying the vendor stands.
+    #[serde(default)]
+    pub status: PayoutStatus,
+    /// The Stripe transfer that paid the net to the vendor's connected account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<String>,
+    /// Why the last transfer attempt failed (it is attempted again on the schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_error: Option<String>,
+    /// Transfer attempts Stripe refused outright: each next attempt is a new request (a
+    /// refused request's idempotency key would answer the same refusal forever).
+    #[serde(default)]
+    pub transfers_refused: u32,
+}
+
+/// Where paying a vendor its net stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PayoutStatus {
+    /// A statement only: the vendor has no connected account able to receive transfers, or
+    /// there is nothing to pay.
+    #[default]
+    Statement,
+    /// Waiting for the month's invoices to the vendor to be paid.
+    Pending,
+    /// The net was transferred (`transfer_id`).
+    Transferred,
+    /// The last transfer attempt failed (`transfer_error`); the schedule tries again.
+    Failed,
+}
+
+/// A vendor's connected account at the payment processor, where its payouts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutAccount {
+    /// The processor's account id.
+    pub account: String,
+    /// Whether the account finished onboarding and can receive transfers.
+    pub payouts_enabled: bool,
+}
+
+/// A transfer of a payout's net to a vendor's connected account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// The connected account.
+    pub account: String,
+    /// The amount, in the currency's minor unit.
+    pub amount_minor: i64,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// The payout paid.
+    pub payout: PayoutId,
+    /// What the vendor sees.
+    pub description: String,
 }
 
 /// What a page where a subscriber saves a payment method is made for.
@@ -332,6 +386,15 @@ pub enum PaymentEventKind {
         customer: String,
         /// The processor's id of the payment method.
         payment_method: String,
+    },
+    /// A vendor's connected account changed: whether it can receive payouts now.
+    AccountUpdated {
+        /// The vendor the account was made for.
+        vendor: VendorId,
+        /// The processor's account id.
+        account: String,
+        /// Onboarding finished and transfers can land.
+        payouts_enabled: bool,
     },
     /// Something Wharf does not act on.
     Other,

@@ -3,7 +3,7 @@
 
 use super::Result;
 use crate::domain::*;
-use crate::{CoreError, FeedId, Timestamp, UserId};
+use crate::{CoreError, FeedId, Timestamp, UserId, VendorId};
 use async_trait::async_trait;
 use std::net::IpAddr;
 
@@ -50,6 +50,18 @@ pub trait Payments: Send + Sync {
     async fn send_invoice(&self, key: &str, processor_invoice: &str) -> Result<()>;
     /// Makes a page where the subscriber saves a payment method; returns its URL.
     async fn setup_page(&self, key: &str, setup: &PaymentSetup) -> Result<String>;
+    /// Creates a connected account (Express) for `vendor` to receive payouts; returns its id.
+    async fn create_connected_account(&self, key: &str, vendor: &VendorId) -> Result<String>;
+    /// Makes a page where the vendor completes its account's onboarding; returns its URL.
+    async fn onboarding_link(
+        &self,
+        key: &str,
+        account: &str,
+        refresh_url: &str,
+        return_url: &str,
+    ) -> Result<String>;
+    /// Transfers money from the platform's balance to a connected account; returns its id.
+    async fn transfer(&self, key: &str, transfer: &TransferRequest) -> Result<String>;
     /// Makes `payment_method` the one `customer`'s invoices are charged to.
     async fn set_default_payment_method(
         &self,

@@ -213,6 +213,14 @@ pub trait BillingStore: Send + Sync {
     async fn billed_totals(&self, service_period: &str) -> Result<Vec<(SubscriptionId, u64)>>;
     /// Stores a payout unless its id is stored; returns whether it was new.
     async fn put_payout(&self, payout: &Payout) -> Result<bool>;
+    /// Replaces a stored payout (its transfer state changed); `NotFound` if absent.
+    async fn update_payout(&self, payout: &Payout) -> Result<()>;
+    /// A vendor's connected account, once it has one.
+    async fn payout_account(&self, vendor: &VendorId) -> Result<Option<PayoutAccount>>;
+    /// Records a vendor's connected account unless one is recorded; returns the recorded one.
+    async fn put_payout_account(&self, vendor: &VendorId, account: &str) -> Result<PayoutAccount>;
+    /// Records whether a vendor's account can receive payouts; `NotFound` without one.
+    async fn set_payouts_enabled(&self, vendor: &VendorId, enabled: bool) -> Result<()>;
     /// Payouts of a month (all months when `None`), optionally of one vendor, by id.
     async fn list_payouts(
         &self,

@@ -18,8 +18,8 @@ use super::Services;
 use crate::billing::{self, Period};
 use crate::domain::InvoiceFilter;
 use crate::domain::{
-    BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, Plan, Principal, Role,
-    RunProblem, RunStatus, Subscription,
+    BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, PayoutStatus, Plan,
+    Principal, Role, RunProblem, RunStatus, Subscription,
 };
 use crate::money::{Amount, Currency};
 use crate::{
@@ -366,6 +366,10 @@ impl Services {
                 platform_fee: money(fee, currency),
                 net: money(gross - fee, currency),
                 invoices: count,
+                status: PayoutStatus::Statement,
+                transfer_id: None,
+                transfer_error: None,
+                transfers_refused: 0,
             };
             self.store.put_payout(&payout).await?;
         }

@@ -5,7 +5,8 @@
 //!   the others are sent the invoice to pay on the processor's hosted page, whose address the
 //!   invoice shows;
 //! - a failed payment starts dunning: unpaid `dunning_days` later, the subscriber's
-//!   subscriptions to that vendor are paused (and the subscriber told); paying resumes them.
+//!   subscriptions to that vendor are paused (and the subscriber told); paying resumes them;
+//! - vendors are paid their payouts' net through Stripe Connect (`payouts`).
 //!
 //! Every call to the processor carries an idempotency key derived from Wharf's ids, and every
 //! event is applied once, so retries and Stripe's redeliveries change nothing twice.
@@ -23,6 +24,15 @@ use rust_decimal::Decimal;
 /// Idempotency scope of applied Stripe events.
 const EVENT_SCOPE: &str = "stripe-event";
 
+/// What one round of collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Invoices whose subscriptions dunning paused.
+    pub overdue: usize,
+    /// Payouts transferred to vendors.
+    pub transferred: usize,
+}
+
 /// What a Stripe webhook call came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StripeEventOutcome {
@@ -35,7 +45,7 @@ pub enum StripeEventOutcome {
 }
 
 impl Services {
-    fn payments(&self) -> Result<&dyn Payments, CoreError> {
+    pub(super) fn payments(&self) -> Result<&dyn Payments, CoreError> {
         self.payments
             .as_deref()
             .ok_or(CoreError::NotFound("payment processor"))
@@ -198,17 +208,21 @@ impl Services {
     }
 
     /// What the schedule does for collection, after closing due months: pushes again what the
-    /// last closed month could not push, and pauses the subscriptions of invoices unpaid
-    /// `dunning_days` after a failed payment. Answers how many invoices started pausing.
-    pub async fn collect_payments(&self) -> Result<usize, CoreError> {
+    /// last closed month could not push, pauses the subscriptions of invoices unpaid
+    /// `dunning_days` after a failed payment, and transfers vendors' payouts whose invoices
+    /// are paid.
+    pub async fn collect_payments(&self) -> Result<Collected, CoreError> {
         if self.payments.is_none() {
-            return Ok(0);
+            return Ok(Collected::default());
         }
         let runs = self.store.list_billing_runs().await?;
         if let Some(last) = runs.iter().rev().find(|r| r.status == RunStatus::Completed) {
             self.push_invoices(&last.period).await;
         }
-        self.pause_overdue().await
+        Ok(Collected {
+            overdue: self.pause_overdue().await?,
+            transferred: self.pay_vendors().await?,
+        })
     }
 
     /// Pauses the subscriptions behind every invoice whose payment failed `dunning_period`
@@ -399,6 +413,14 @@ impl Services {
                     .set_payment_method(&subscriber, &payment_method)
                     .await?;
                 Ok(StripeEventOutcome::Applied)
+            }
+            PaymentEventKind::AccountUpdated {
+                vendor,
+                account,
+                payouts_enabled,
+            } => {
+                self.account_updated(&vendor, &account, payouts_enabled)
+                    .await
             }
             PaymentEventKind::Other => Ok(StripeEventOutcome::Ignored),
         }

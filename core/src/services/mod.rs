@@ -7,6 +7,7 @@ mod catalog;
 mod channels;
 mod collection;
 mod months;
+mod payouts;
 mod plan_moves;
 mod quotas;
 mod records;
@@ -15,7 +16,8 @@ mod summary;
 
 pub use accounts::*;
 pub use channels::*;
-pub use collection::StripeEventOutcome;
+pub use collection::{Collected, StripeEventOutcome};
+pub use payouts::PayoutAccountLink;
 pub use plan_moves::PlanMoveScheduled;
 pub use records::*;
 pub use summary::{BillingSummary, VendorSummary};

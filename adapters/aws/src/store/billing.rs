@@ -7,7 +7,9 @@
 use super::*;
 use async_trait::async_trait;
 use wharf_core::domain::InvoiceFilter;
-use wharf_core::domain::{BillingRun, Invoice, InvoiceChange, LineKind, PaymentCustomer, Payout};
+use wharf_core::domain::{
+    BillingRun, Invoice, InvoiceChange, LineKind, PaymentCustomer, Payout, PayoutAccount,
+};
 use wharf_core::ports::BillingStore;
 use wharf_core::{InvoiceId, SubscriptionId, UserId, VendorId};
 
@@ -26,6 +28,25 @@ fn invoice_item(invoice: &Invoice) -> Result<Item> {
 
 fn payouts_pk(vendor: &VendorId) -> String {
     format!("T#{vendor}#PAYOUT")
+}
+
+/// A payout under its vendor, and in the index of every vendor's payouts by month.
+fn payout_item(payout: &Payout) -> Result<Item> {
+    let mut item = item(
+        payouts_pk(&payout.vendor_id),
+        format!("{}#{}", payout.period, payout.id),
+        "payout",
+        payout,
+    )?;
+    item.insert("gsi1pk".into(), s("PAYOUTS"));
+    item.insert(
+        "gsi1sk".into(),
+        s(format!(
+            "{}#{}#{}",
+            payout.period, payout.vendor_id, payout.id
+        )),
+    );
+    Ok(item)
 }
 
 #[async_trait]
@@ -160,24 +181,73 @@ impl BillingStore for DynamoStore {
     }
 
     async fn put_payout(&self, payout: &Payout) -> Result<bool> {
-        let mut item = item(
-            payouts_pk(&payout.vendor_id),
-            format!("{}#{}", payout.period, payout.id),
-            "payout",
-            payout,
-        )?;
-        item.insert("gsi1pk".into(), s("PAYOUTS"));
-        item.insert(
-            "gsi1sk".into(),
-            s(format!(
-                "{}#{}#{}",
-                payout.period, payout.vendor_id, payout.id
-            )),
-        );
+        let item = payout_item(payout)?;
         match self.put_new(item, "payout").await {
             Ok(()) => Ok(true),
             Err(CoreError::Conflict(_)) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn update_payout(&self, payout: &Payout) -> Result<()> {
+        let item = payout_item(payout)?;
+        let sent = self
+            .db()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        if written(sent, "changing a payout")? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound("payout"))
+        }
+    }
+
+    async fn payout_account(&self, vendor: &VendorId) -> Result<Option<PayoutAccount>> {
+        match self.get(&format!("T#{vendor}"), "PAYACCT").await? {
+            Some(item) => Ok(Some(PayoutAccount {
+                account: str_attr(&item, "account")?.to_owned(),
+                payouts_enabled: matches!(
+                    item.get("payouts_enabled"),
+                    Some(AttributeValue::Bool(true))
+                ),
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_payout_account(&self, vendor: &VendorId, account: &str) -> Result<PayoutAccount> {
+        let mut item = key(format!("T#{vendor}"), "PAYACCT");
+        item.insert("kind".into(), s("payout_account"));
+        item.insert("account".into(), s(account));
+        item.insert("payouts_enabled".into(), AttributeValue::Bool(false));
+        match self.put_new(item, "payout account").await {
+            Ok(()) | Err(CoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.payout_account(vendor)
+            .await?
+            .ok_or_else(|| CoreError::internal("a payout account vanished after it was stored"))
+    }
+
+    async fn set_payouts_enabled(&self, vendor: &VendorId, enabled: bool) -> Result<()> {
+        let sent = self
+            .db()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(format!("T#{vendor}"), "PAYACCT")))
+            .update_expression("SET payouts_enabled = :on")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":on", AttributeValue::Bool(enabled))
+            .send()
+            .await;
+        if written(sent, "recording whether payouts are enabled")? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound("payout account"))
         }
     }
 
