@@ -40,6 +40,7 @@ pub async fn the_catalog_lists_only_published_public_feeds_of_active_vendors(sto
             plans: listed.plans.clone(),
             schema: s.schema.clone(),
             sample: listed.sample.clone(),
+            ends_at: None,
         }]
     );
 

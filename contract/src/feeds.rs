@@ -11,6 +11,33 @@ pub async fn a_created_feed_reads_back_equal_and_is_located_by_id_alone(store: &
     assert_eq!(store.locate_feed(&f.id).await.unwrap(), f);
 }
 
+/// Published feeds with an end date are listed across tenants; others are not.
+pub async fn deprecated_feeds_are_listed_across_tenants(store: &dyn Store) {
+    let s = stored_source(store, &VendorId::new()).await;
+    let mut ending = feed(&s, "Ending", FeedStatus::Published, Visibility::Public);
+    ending.ends_at = Some(at(500));
+    store.create_feed(&ending).await.unwrap();
+    let mut draft = feed(&s, "Draft", FeedStatus::Draft, Visibility::Public);
+    draft.ends_at = Some(at(500));
+    store.create_feed(&draft).await.unwrap();
+    let lasting = stored_feed(store, &s, "Lasting", FeedStatus::Published).await;
+    let mut ids = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let listed = store.list_deprecated_feeds(&page).await.unwrap();
+        ids.extend(listed.items.into_iter().map(|f| f.id));
+        match listed.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(ids.contains(&ending.id), "{ids:?}");
+    assert!(
+        !ids.contains(&draft.id) && !ids.contains(&lasting.id),
+        "{ids:?}"
+    );
+}
+
 /// Creating a feed under an existing id is a conflict and keeps the first one.
 pub async fn a_duplicate_feed_id_is_a_conflict(store: &dyn Store) {
     let s = stored_source(store, &VendorId::new()).await;

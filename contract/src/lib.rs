@@ -84,6 +84,7 @@ macro_rules! store_contract {
             [
                 a_created_feed_reads_back_equal_and_is_located_by_id_alone,
                 a_duplicate_feed_id_is_a_conflict,
+                deprecated_feeds_are_listed_across_tenants,
                 a_feed_on_another_tenants_source_is_not_found,
                 feeds_list_per_tenant_in_id_order_across_pages,
                 a_feed_update_needs_the_next_revision,

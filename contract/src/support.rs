@@ -123,6 +123,7 @@ pub(crate) fn feed(
         },
         plans: vec![plan()],
         retired_plans: vec![],
+        ends_at: None,
         visibility,
         allowed_subscribers: vec![],
         status,

@@ -110,6 +110,7 @@ impl LocalWorkers {
             self.windows.until_idle().await;
             work += self.retry_due().await?;
             work += self.services.close_due_months().await?.len();
+            work += self.services.end_deprecated_feeds().await?;
             let collected = self.services.collect_payments().await?;
             work += collected.overdue + collected.transferred;
             self.wake_deliveries().await?;
@@ -222,13 +223,16 @@ fn pipeline_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Every minute, closes the months that are due (`billing_close_delay_hours` after their end)
-/// and collects: pushes again what could not be pushed, pauses for overdue invoices, pays
+/// Every minute, closes the months that are due (`billing_close_delay_hours` after their end),
+/// ends deprecated feeds whose end came, and collects: pushes again what could not be pushed, pauses for overdue invoices, pays
 /// vendors.
 async fn billing_loop(services: Services) {
     loop {
         if let Err(e) = services.close_due_months().await {
             tracing::warn!(error = %e, "closing a due month failed; the next minute tries again");
+        }
+        if let Err(e) = services.end_deprecated_feeds().await {
+            tracing::warn!(error = %e, "ending deprecated feeds failed; the next minute tries again");
         }
         if let Err(e) = services.collect_payments().await {
             tracing::warn!(error = %e, "collecting payments failed; the next minute tries again");

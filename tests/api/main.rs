@@ -14,6 +14,7 @@ mod helpers;
 mod identity;
 mod isolation;
 mod lanes;
+mod lifecycle;
 mod limits;
 mod ops;
 mod pipeline;

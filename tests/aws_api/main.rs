@@ -21,6 +21,8 @@ mod helpers;
 mod identity;
 #[path = "../api/isolation.rs"]
 mod isolation;
+#[path = "../api/lifecycle.rs"]
+mod lifecycle;
 #[path = "../api/limits.rs"]
 mod limits;
 #[path = "../api/ops.rs"]

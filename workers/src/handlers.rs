@@ -471,6 +471,7 @@ impl EventHandlers for Handlers {
         let from_queues = self.drain_source_queues().await?;
         self.flush_waiting().await?;
         let closed = services.close_due_months().await?.len();
+        let ended = services.end_deprecated_feeds().await?;
         let collected = services.collect_payments().await?;
         let (overdue, transferred) = (collected.overdue, collected.transferred);
         if tick.retention {
@@ -482,13 +483,14 @@ impl EventHandlers for Handlers {
                 "retention sweep"
             );
         }
-        if windows + retried + polled + from_queues + closed + overdue + transferred > 0 {
+        if windows + retried + polled + from_queues + closed + ended + overdue + transferred > 0 {
             tracing::info!(
                 windows,
                 retried,
                 polled,
                 from_queues,
                 closed,
+                ended,
                 overdue,
                 transferred,
                 "schedule tick"

@@ -201,6 +201,15 @@ pub struct Feed {
     pub allowed_subscribers: Vec<String>,
     /// Lifecycle state.
     pub status: FeedStatus,
+    /// When a deprecated feed ends: it sells to no new subscriber, and at this instant it is
+    /// archived and its subscriptions end.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub ends_at: Option<Timestamp>,
     /// Example output record shown in the catalog.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub sample: Option<serde_json::Value>,
@@ -220,6 +229,23 @@ impl Feed {
     /// The plan on sale with id `plan`.
     pub fn plan(&self, plan: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.id == plan)
+    }
+
+    /// The version of plan `plan` a new subscription buys; adds what stops it to `p` (no
+    /// such plan on sale, or a deprecated feed).
+    pub fn on_sale(&self, plan: &str, p: &mut crate::error::Problems) -> Option<u32> {
+        if let Some(end) = self.ends_at {
+            let at = crate::rfc3339(end);
+            p.add(
+                "feed_id",
+                format!("the feed is deprecated: it takes no new subscriptions and ends at {at}"),
+            );
+        }
+        let version = self.plan(plan).map(|p| p.version);
+        if version.is_none() {
+            p.add("plan_id", format!("the feed has no plan `{plan}` on sale"));
+        }
+        version
     }
 
     /// Version `version` of plan `plan`, on sale or retired.
@@ -380,6 +406,12 @@ pub struct FeedPatch {
     /// New sample.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub sample: Option<serde_json::Value>,
+    /// Deprecates a published feed: from now it takes no new subscriptions, subscribers are
+    /// told by email, and at this instant (in the future) it is archived, ending its
+    /// subscriptions. A deprecation can be moved to another future instant, not withdrawn.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub ends_at: Option<Timestamp>,
 }
 
 impl CatalogEntry {
@@ -399,6 +431,7 @@ impl CatalogEntry {
             plans: feed.plans,
             schema,
             sample: feed.sample,
+            ends_at: feed.ends_at,
         }
     }
 }
@@ -425,6 +458,14 @@ pub struct CatalogEntry {
     /// Example output record.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub sample: Option<serde_json::Value>,
+    /// When the feed ends, if its vendor deprecated it: it takes no new subscriptions.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub ends_at: Option<Timestamp>,
 }
 
 #[cfg(test)]

@@ -89,6 +89,8 @@ pub trait FeedStore: Send + Sync {
     async fn locate_feed(&self, id: &FeedId) -> Result<Feed>;
     /// Published feeds, across tenants, whose current pipeline has a window rule.
     async fn list_windowed_feeds(&self, page: &PageRequest) -> Result<Page<Feed>>;
+    /// Published feeds, across tenants, that their vendor deprecated (an `ends_at`).
+    async fn list_deprecated_feeds(&self, page: &PageRequest) -> Result<Page<Feed>>;
     /// Published public feeds of active vendors whose name or description contains `query`.
     async fn list_catalog(
         &self,

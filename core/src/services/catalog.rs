@@ -165,6 +165,7 @@ impl Services {
                 })
                 .collect(),
             retired_plans: Vec::new(),
+            ends_at: None,
             visibility: input.visibility,
             allowed_subscribers: input.allowed_subscribers,
             status: input.status,
@@ -267,6 +268,7 @@ impl Services {
         if patch.sample.is_some() {
             feed.sample = patch.sample;
         }
+        let deprecated = self.deprecate(&mut feed, patch.ends_at, &mut p);
         feed.validate_fields(&mut p);
         p.finish()?;
         let publishing = feed.status == FeedStatus::Published && was != FeedStatus::Published;
@@ -289,6 +291,8 @@ impl Services {
             // Again on every archive request: one a failure left running ends now.
             self.end_subscriptions_of_feed(&saved, saved.updated_at)
                 .await?;
+        } else if deprecated {
+            self.announce_end(&saved).await?;
         }
         Ok(saved)
     }
@@ -303,7 +307,7 @@ impl Services {
 
     /// Deletes the topic of a feed archived or deleted; a failure is logged, not returned
     /// (the feed's change is stored; nothing is published to an archived feed's topic).
-    async fn close_topic(&self, feed: &Feed) {
+    pub(super) async fn close_topic(&self, feed: &Feed) {
         if let Some(fanout) = &self.fanout
             && let Err(e) = fanout.close_topic(feed).await
         {
@@ -311,7 +315,7 @@ impl Services {
         }
     }
 
-    async fn save_feed(&self, mut feed: Feed) -> Result<Feed, CoreError> {
+    pub(super) async fn save_feed(&self, mut feed: Feed) -> Result<Feed, CoreError> {
         feed.revision += 1;
         feed.updated_at = self.clock.now();
         self.store.update_feed(&feed).await?;

@@ -6,6 +6,7 @@ mod billing;
 mod catalog;
 mod channels;
 mod collection;
+mod lifecycle;
 mod months;
 mod payouts;
 mod plan_moves;

@@ -33,13 +33,7 @@ impl Services {
             }
             Err(e) => return Err(e),
         };
-        let on_sale = feed
-            .as_ref()
-            .map(|f| f.plan(&input.plan_id).map(|p| p.version));
-        if on_sale == Some(None) {
-            let message = format!("the feed has no plan `{}` on sale", input.plan_id);
-            p.add("plan_id", message);
-        }
+        let on_sale = feed.as_ref().map(|f| f.on_sale(&input.plan_id, &mut p));
         let filter = self
             .check_delivery_settings(
                 &mut p,

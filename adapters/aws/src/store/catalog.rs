@@ -217,26 +217,15 @@ impl FeedStore for DynamoStore {
     }
 
     async fn list_windowed_feeds(&self, page: &PageRequest) -> Result<Page<Feed>> {
-        let page = self
-            .query_page(
-                &Query::index("gsi2", "PUBLISHED_FEEDS"),
-                page,
-                |items: Vec<Item>| {
-                    let mut kept = Vec::new();
-                    for item in items {
-                        match from_item::<Feed>(&item) {
-                            Ok(feed) if feed.pipeline.rules.iter().any(Rule::is_stateful) => {
-                                kept.push(item)
-                            }
-                            Ok(_) => {}
-                            Err(e) => return ready(Err(e)),
-                        }
-                    }
-                    ready(Ok(kept))
-                },
-            )
-            .await?;
-        docs(page)
+        self.published_feeds_where(page, |feed| {
+            feed.pipeline.rules.iter().any(Rule::is_stateful)
+        })
+        .await
+    }
+
+    async fn list_deprecated_feeds(&self, page: &PageRequest) -> Result<Page<Feed>> {
+        self.published_feeds_where(page, |feed| feed.ends_at.is_some())
+            .await
     }
 
     async fn list_catalog(
@@ -338,5 +327,33 @@ impl ReferenceStore for DynamoStore {
     ) -> Result<serde_json::Value> {
         self.get_doc(&reference_pk(tenant, table), key, "reference row")
             .await
+    }
+}
+
+impl DynamoStore {
+    /// A page of published feeds, across tenants, that `keep` holds for.
+    async fn published_feeds_where(
+        &self,
+        page: &PageRequest,
+        keep: fn(&Feed) -> bool,
+    ) -> Result<Page<Feed>> {
+        let page = self
+            .query_page(
+                &Query::index("gsi2", "PUBLISHED_FEEDS"),
+                page,
+                |items: Vec<Item>| {
+                    let mut kept = Vec::new();
+                    for item in items {
+                        match from_item::<Feed>(&item) {
+                            Ok(feed) if keep(&feed) => kept.push(item),
+                            Ok(_) => {}
+                            Err(e) => return ready(Err(e)),
+                        }
+                    }
+                    ready(Ok(kept))
+                },
+            )
+            .await?;
+        docs(page)
     }
 }

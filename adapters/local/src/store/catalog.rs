@@ -269,6 +269,18 @@ impl FeedStore for SqliteStore {
         .await
     }
 
+    async fn list_deprecated_feeds(&self, page: &PageRequest) -> Result<Page<Feed>> {
+        self.list::<_, FeedId>(
+            "SELECT id, doc FROM feeds WHERE status = 'published'
+               AND json_extract(doc, '$.ends_at') IS NOT NULL
+               AND id > ? ORDER BY id LIMIT ?",
+            Vec::<String>::new(),
+            page,
+            decode_doc,
+        )
+        .await
+    }
+
     async fn list_catalog(
         &self,
         query: Option<&str>,
