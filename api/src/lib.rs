@@ -76,6 +76,7 @@ impl Modify for Security {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::identity::router())
+        .merge(routes::invitations::router())
         .merge(routes::api_keys::router())
         .merge(routes::sources::router())
         .merge(routes::feeds::router())

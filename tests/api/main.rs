@@ -12,6 +12,7 @@ mod entitlements;
 mod feeds;
 mod helpers;
 mod identity;
+mod invitations;
 mod isolation;
 mod lanes;
 mod lifecycle;

@@ -19,6 +19,8 @@ mod feeds;
 mod helpers;
 #[path = "../api/identity.rs"]
 mod identity;
+#[path = "../api/invitations.rs"]
+mod invitations;
 #[path = "../api/isolation.rs"]
 mod isolation;
 #[path = "../api/lifecycle.rs"]

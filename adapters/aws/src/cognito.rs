@@ -399,6 +399,81 @@ impl Identity for CognitoIdentity {
         self.remove(&id.uuid().to_string()).await
     }
 
+    async fn find_user(&self, email: &Email) -> Result<Option<UserId>> {
+        // The pool takes the email where a username goes (its username attribute).
+        let found = self
+            .cognito
+            .admin_get_user()
+            .user_pool_id(&self.pool.pool_id)
+            .username(email.as_str())
+            .send()
+            .await;
+        let user = match found {
+            Ok(user) => user,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_user_not_found_exception()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(aws_error("looking a user up", e)),
+        };
+        let sub = user
+            .user_attributes()
+            .iter()
+            .find(|a| a.name() == "sub")
+            .and_then(|a| a.value())
+            .unwrap_or(user.username());
+        uuid::Uuid::parse_str(sub)
+            .map(|u| Some(UserId::from_uuid(u)))
+            .map_err(|_| CoreError::internal("AdminGetUser answered a user without an id"))
+    }
+
+    async fn set_password(&self, id: &UserId, password: &str) -> Result<()> {
+        let username = id.uuid().to_string();
+        self.cognito
+            .admin_set_user_password()
+            .user_pool_id(&self.pool.pool_id)
+            .username(&username)
+            .password(password)
+            .permanent(true)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_invalid_password_exception() => {
+                    CoreError::invalid("password", "is not accepted by the identity provider")
+                }
+                Some(s) if s.is_user_not_found_exception() => CoreError::NotFound("user"),
+                _ => aws_error("setting the password", e),
+            })?;
+        // Signed out by the address it logs in with: Cognito takes it for the user (the
+        // pool's username attribute), and moto only matches sessions by the name they logged
+        // in with.
+        let user = self
+            .cognito
+            .admin_get_user()
+            .user_pool_id(&self.pool.pool_id)
+            .username(&username)
+            .send()
+            .await
+            .map_err(|e| aws_error("reading the user", e))?;
+        let email = user
+            .user_attributes()
+            .iter()
+            .find(|a| a.name() == "email")
+            .and_then(|a| a.value())
+            .unwrap_or(&username)
+            .to_owned();
+        self.cognito
+            .admin_user_global_sign_out()
+            .user_pool_id(&self.pool.pool_id)
+            .username(email)
+            .send()
+            .await
+            .map_err(|e| aws_error("signing the user out", e))?;
+        Ok(())
+    }
+
     async fn login(&self, email: &Email, password: &str) -> Result<TokenPair> {
         self.authenticate(
             AuthFlowType::UserPasswordAuth,

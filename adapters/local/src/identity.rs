@@ -200,6 +200,37 @@ impl Identity for LocalIdentity {
             .await
     }
 
+    async fn find_user(&self, email: &Email) -> Result<Option<UserId>, CoreError> {
+        let email = email.to_string();
+        let found = self
+            .db
+            .read(move |conn| read_user(conn, "email", &email))
+            .await?;
+        Ok(found.map(|(user, _)| user.id))
+    }
+
+    async fn set_password(&self, id: &UserId, password: &str) -> Result<(), CoreError> {
+        let password = password.to_owned();
+        let hash = self.hashing(move || hash_password(&password)).await??;
+        let id = id.to_string();
+        self.db
+            .write(move |tx| {
+                let changed = tx
+                    .execute(
+                        "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                        rusqlite::params![hash, id],
+                    )
+                    .map_err(CoreError::internal)?;
+                if changed == 0 {
+                    return Err(CoreError::NotFound("user"));
+                }
+                tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?1", [id])
+                    .map_err(CoreError::internal)?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn login(&self, email: &Email, password: &str) -> Result<TokenPair, CoreError> {
         let email = email.to_string();
         let found = self

@@ -5,6 +5,7 @@ pub mod billing;
 pub mod catalog;
 pub mod feeds;
 pub mod identity;
+pub mod invitations;
 pub mod live;
 pub mod ops;
 pub mod records;

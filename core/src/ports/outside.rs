@@ -145,6 +145,11 @@ pub trait Identity: Send + Sync {
     async fn create_user(&self, user: NewUser) -> Result<User>;
     /// Removes a user (undoes a failed sign-up).
     async fn delete_user(&self, id: &UserId) -> Result<()>;
+    /// The user who logs in with `email`, if there is one.
+    async fn find_user(&self, email: &Email) -> Result<Option<UserId>>;
+    /// Replaces a user's password (already checked against the policy) and signs the user
+    /// out everywhere: every refresh token issued before stops working.
+    async fn set_password(&self, id: &UserId, password: &str) -> Result<()>;
     /// Exchanges email and password for tokens; `Unauthenticated` on any mismatch.
     async fn login(&self, email: &Email, password: &str) -> Result<TokenPair>;
     /// Exchanges a refresh token for new tokens; `Unauthenticated` if unknown, used or expired.
