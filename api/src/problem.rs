@@ -321,6 +321,19 @@ error_set!(
     503 => "Temporarily unavailable; retry; `Retry-After` says when",
 );
 error_set!(
+    /// Errors of unauthenticated writes that carry a mailed token.
+    TokenErrors:
+    400 => "Malformed JSON",
+    404 => "The token is not one Wharf made for this",
+    409 => "Conflicts with existing data (an invitation already used)",
+    410 => "The link expired, or was used",
+    413 => "Body too large",
+    415 => "Body is not application/json",
+    422 => "Invalid fields; `errors` names each one",
+    429 => "Too many attempts from this address; retry after `Retry-After` seconds",
+    503 => "Temporarily unavailable; retry; `Retry-After` says when",
+);
+error_set!(
     /// Errors of signed callbacks from a payment processor.
     CallbackErrors:
     400 => "Missing, wrong or stale signature; nothing changed",

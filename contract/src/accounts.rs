@@ -109,11 +109,18 @@ pub async fn a_deleted_vendor_is_gone(store: &dyn Store) {
     assert_eq!(store.get_vendor(&other.id).await.unwrap(), other);
 }
 
-/// A subscriber profile reads back exactly as created.
+/// A subscriber profile reads back exactly as created, and as changed.
 pub async fn a_created_subscriber_reads_back_equal(store: &dyn Store) {
     let s = subscriber();
     store.create_subscriber(&s).await.unwrap();
     assert_eq!(store.get_subscriber(&s.id).await.unwrap(), s);
+    let verified = Subscriber {
+        email_verified_at: Some(at(2)),
+        ..s.clone()
+    };
+    store.update_subscriber(&verified).await.unwrap();
+    assert_eq!(store.get_subscriber(&s.id).await.unwrap(), verified);
+    assert_not_found(store.update_subscriber(&subscriber()).await, "subscriber");
 }
 
 /// Creating a subscriber under an existing id is a conflict and keeps the first one.

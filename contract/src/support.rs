@@ -42,6 +42,7 @@ pub(crate) fn subscriber() -> Subscriber {
         id: UserId::new(),
         name: format!("Subscriber {n}"),
         email: Email::parse(&format!("{n}@example.com")).unwrap(),
+        email_verified_at: None,
         created_at: at(1),
     }
 }

@@ -145,6 +145,7 @@ impl Collecting {
             let email = format!("{name}@sub.example");
             let body = json!({"name": name, "email": email, "password": PASSWORD});
             assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+            app.verify_email(&email).await;
             let token = app.login(&email).await;
             let sub = app.subscribe(&token, &feed).await;
             subscribers.push((token, sub));
@@ -183,16 +184,6 @@ impl Collecting {
         .await;
         self.invoice(token).await
     }
-}
-
-fn mails(app: &TestApp) -> Vec<String> {
-    std::fs::read_dir(app.dir.path().join("outbox"))
-        .map(|d| {
-            d.map(|e| std::fs::read_to_string(e.expect("an entry").path()).expect("a mail"))
-                .map(|m| m.replace("=\r\n", "").replace("=\n", ""))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -288,7 +279,8 @@ async fn an_invoice_unpaid_after_the_dunning_days_pauses_its_subscriptions_until
     let failed = c.invoice_becomes(bob, "failed").await;
     assert_eq!(failed["payment_failed_at"], "2026-12-02T10:00:00Z");
     assert!(
-        mails(&c.app)
+        c.app
+            .mails()
             .iter()
             .any(|m| m.contains("Subject: Payment failed") && m.contains("within 7 days")),
         "the subscriber is told at the first failure"
@@ -344,7 +336,8 @@ async fn an_invoice_unpaid_after_the_dunning_days_pauses_its_subscriptions_until
         .await;
     assert_eq!(resume.status, 409, "paying resumes it, not a PATCH");
     assert!(
-        mails(&c.app)
+        c.app
+            .mails()
             .iter()
             .any(|m| m.contains("Subject: Subscriptions paused") && m.contains(sub.as_str())),
         "the subscriber is told what is paused"

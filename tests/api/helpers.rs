@@ -102,6 +102,42 @@ impl TestApp {
         self.idle.wait().await.unwrap();
     }
 
+    /// The token in the last mail of the outbox to `to` (outbox files are named by the
+    /// nanosecond they were written; the mails are quoted-printable: soft breaks joined).
+    pub fn mailed_token(&self, to: &str) -> String {
+        let mail = self
+            .mails()
+            .into_iter()
+            .rev()
+            .find(|m| m.contains(&format!("To: {to}")))
+            .unwrap_or_else(|| panic!("no mail to {to}"));
+        let start = mail.find("\"token\": \"").expect("a token") + "\"token\": \"".len();
+        let rest = &mail[start..];
+        rest[..rest.find('"').expect("the token's end")].to_owned()
+    }
+
+    /// Every mail in the outbox, oldest first, quoted-printable soft breaks joined.
+    pub fn mails(&self) -> Vec<String> {
+        let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(self.dir.path().join("outbox"))
+            .map(|d| d.map(|e| e.expect("an entry").path()).collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| std::fs::read_to_string(p).expect("a mail"))
+            .map(|m| m.replace("=\r\n", "").replace("=\n", ""))
+            .collect()
+    }
+
+    /// Verifies a subscriber's address with the link mailed at sign-up (outbox mail).
+    pub async fn verify_email(&self, email: &str) {
+        let token = self.mailed_token(email);
+        let res = self
+            .post("/v1/email-verification", None, json!({"token": token}))
+            .await;
+        assert_eq!(res.status, 200, "{:?}", res.body);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -206,6 +242,24 @@ impl TestApp {
         assert_eq!(res.status, 201, "{:?}", res.body);
         (
             res.body["id"].as_str().unwrap().to_owned(),
+            self.login(&email).await,
+        )
+    }
+
+    /// Signs up a subscriber and verifies its address (notices go only to verified ones);
+    /// returns (user id, token).
+    pub async fn verified_subscriber(&self, name: &str) -> (String, String) {
+        let email = format!(
+            "{}-{}@sub.example",
+            name.to_lowercase(),
+            wharf_core::UserId::new().as_str()
+        );
+        let body = json!({"name": name, "email": email, "password": PASSWORD});
+        let res = self.post("/v1/subscribers", None, body).await;
+        assert_eq!(res.status, 201, "{:?}", res.body);
+        self.verify_email(&email).await;
+        (
+            res.body["id"].as_str().expect("an id").to_owned(),
             self.login(&email).await,
         )
     }

@@ -12,40 +12,6 @@ const ANA: &str = "ana@acme.example";
 const BOB: &str = "bob@sub.example";
 const NEW_PASSWORD: &str = "Another long secret 7!";
 
-/// The token in the last mail to `to` (outbox files are named by the nanosecond they were
-/// written; the mails are quoted-printable: soft breaks joined).
-fn mailed_token(app: &TestApp, to: &str) -> String {
-    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(app.dir.path().join("outbox"))
-        .expect("an outbox")
-        .map(|e| e.expect("an entry").path())
-        .collect();
-    paths.sort();
-    let mail = paths
-        .iter()
-        .rev()
-        .map(|p| std::fs::read_to_string(p).expect("a mail"))
-        .map(|m| m.replace("=\r\n", "").replace("=\n", ""))
-        .find(|m| m.contains(&format!("To: {to}")))
-        .unwrap_or_else(|| panic!("no mail to {to}"));
-    let start = mail.find("\"token\": \"").expect("a token") + "\"token\": \"".len();
-    let rest = &mail[start..];
-    rest[..rest.find('"').expect("the token's end")].to_owned()
-}
-
-fn mails_to(app: &TestApp, to: &str) -> usize {
-    std::fs::read_dir(app.dir.path().join("outbox"))
-        .map(|d| {
-            d.filter(|e| {
-                let path = e.as_ref().expect("an entry").path();
-                std::fs::read_to_string(path)
-                    .expect("a mail")
-                    .contains(&format!("To: {to}"))
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 async fn accept(app: &TestApp, token: &str, password: &str) -> Res {
     app.post(
         "/v1/invitations/accept",
@@ -88,7 +54,7 @@ async fn a_vendor_admin_invites_a_finance_user_who_gets_that_role_and_no_other()
         assert_eq!(refused.status, status, "{role}: {:?}", refused.body);
     }
 
-    let token = mailed_token(&app, ANA);
+    let token = app.mailed_token(ANA);
     let weak = accept(&app, &token, "short").await;
     assert_eq!(weak.status, 422);
     assert_eq!(weak.paths(), vec!["password"]);
@@ -128,7 +94,7 @@ async fn a_vendor_admin_invites_a_finance_user_who_gets_that_role_and_no_other()
         .await;
     assert_eq!(late.status, 202);
     clock.set(datetime!(2026-11-08 00:01 UTC));
-    let expired = accept(&app, &mailed_token(&app, "late@acme.example"), PASSWORD).await;
+    let expired = accept(&app, &app.mailed_token("late@acme.example"), PASSWORD).await;
     assert_eq!(expired.status, 410, "{:?}", expired.body);
 }
 
@@ -145,7 +111,7 @@ async fn a_platform_admin_invites_platform_finance() {
         .await;
     assert_eq!(sent.status, 202, "{:?}", sent.body);
     assert_eq!(sent.body.get("vendor_id"), None);
-    let made = accept(&app, &mailed_token(&app, "fin@platform.example"), PASSWORD).await;
+    let made = accept(&app, &app.mailed_token("fin@platform.example"), PASSWORD).await;
     assert_eq!(made.status, 201, "{:?}", made.body);
     let fin = app.login("fin@platform.example").await;
     let runs = app
@@ -186,9 +152,14 @@ async fn a_password_is_reset_once_by_a_mailed_link_and_every_session_ends() {
     assert_eq!(nobody.status, 202);
     assert_eq!(bob.status, 202);
     assert_eq!(nobody.body, bob.body, "no one learns which addresses exist");
-    assert_eq!(mails_to(&app, "nobody@sub.example"), 0);
+    assert!(
+        !app.mails()
+            .iter()
+            .any(|m| m.contains("To: nobody@sub.example")),
+        "nothing goes to an address without an account"
+    );
 
-    let token = mailed_token(&app, BOB);
+    let token = app.mailed_token(BOB);
     let confirm = |token: String, password: &'static str| {
         let app = &app;
         async move {
@@ -227,6 +198,64 @@ async fn a_password_is_reset_once_by_a_mailed_link_and_every_session_ends() {
 
     assert_eq!(ask(BOB).await.status, 202);
     clock.set(datetime!(2026-11-01 01:01 UTC));
-    let late = confirm(mailed_token(&app, BOB), NEW_PASSWORD).await;
+    let late = confirm(app.mailed_token(BOB), NEW_PASSWORD).await;
     assert_eq!(late.status, 410, "{:?}", late.body);
+}
+
+#[tokio::test]
+async fn a_subscribers_address_is_verified_by_the_link_mailed_at_sign_up() {
+    let app = spawn_app().await;
+    let body = json!({"name": "Bob", "email": BOB, "password": PASSWORD});
+    let made = app.post("/v1/subscribers", None, body).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    assert_eq!(made.body.get("email_verified_at"), None);
+    let bob = app.login(BOB).await;
+    let token = app.mailed_token(BOB);
+    let forged = app
+        .post(
+            "/v1/email-verification",
+            None,
+            json!({"token": "bm90IGEgdG9rZW4"}),
+        )
+        .await;
+    assert_eq!(forged.status, 404);
+    let invitation_token = {
+        let admin = app.platform(wharf_core::domain::Role::PlatformAdmin).await;
+        app.post(
+            "/v1/invitations",
+            Some(&admin),
+            json!({"email": "x@platform.example", "role": "platform_finance"}),
+        )
+        .await;
+        app.mailed_token("x@platform.example")
+    };
+    let other_kind = app
+        .post(
+            "/v1/email-verification",
+            None,
+            json!({"token": invitation_token}),
+        )
+        .await;
+    assert_eq!(other_kind.status, 404, "an invitation verifies nothing");
+
+    let again = app
+        .post("/v1/me/email-verification", Some(&bob), json!({}))
+        .await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    let verified = app
+        .post("/v1/email-verification", None, json!({"token": token}))
+        .await;
+    assert_eq!(verified.status, 200, "{:?}", verified.body);
+    assert_eq!(verified.body["email"], BOB);
+    let twice = app
+        .post("/v1/email-verification", None, json!({"token": token}))
+        .await;
+    assert_eq!(
+        twice.body, verified.body,
+        "verifying again answers the first"
+    );
+    let done = app
+        .post("/v1/me/email-verification", Some(&bob), json!({}))
+        .await;
+    assert_eq!(done.status, 409);
 }

@@ -14,16 +14,6 @@ const ACME: &str = "acme@vendor.example";
 const BOB: &str = "bob@sub.example";
 const CAROL: &str = "carol@sub.example";
 
-fn mails(app: &TestApp) -> Vec<String> {
-    std::fs::read_dir(app.dir.path().join("outbox"))
-        .map(|d| {
-            d.map(|e| std::fs::read_to_string(e.expect("an entry").path()).expect("a mail"))
-                .map(|m| m.replace("=\r\n", "").replace("=\n", ""))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_deprecated_feed_sells_no_more_shows_its_end_and_ends_its_subscriptions_then() {
     let clock = TestClock::new();
@@ -34,6 +24,7 @@ async fn a_deprecated_feed_sells_no_more_shows_its_end_and_ends_its_subscription
     for email in [BOB, CAROL] {
         let body = json!({"name": "Sub", "email": email, "password": PASSWORD});
         assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+        app.verify_email(email).await;
     }
     let vendor = app.login(ACME).await;
     let source = app.source(&vendor).await;
@@ -92,7 +83,7 @@ async fn a_deprecated_feed_sells_no_more_shows_its_end_and_ends_its_subscription
     assert_eq!(refused.status, 422, "{:?}", refused.body);
     assert_eq!(refused.paths(), vec!["feed_id"]);
     assert!(
-        mails(&app).iter().any(|m| m.contains(BOB)
+        app.mails().iter().any(|m| m.contains(BOB)
             && m.contains("Subject: Trades ends on 2026-11-16")
             && m.contains(&sub)),
         "Bob is told when his subscription ends"

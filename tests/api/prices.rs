@@ -24,6 +24,7 @@ async fn sign_up(app: &TestApp, subscribers: &[&str]) {
     for email in subscribers {
         let body = json!({"name": "Sub", "email": email, "password": PASSWORD});
         assert_eq!(app.post("/v1/subscribers", None, body).await.status, 201);
+        app.verify_email(email).await;
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::extract::{Caller, ClientAddress, JsonBody};
-use crate::problem::{ApiError, PublicWriteErrors, WriteErrors};
+use crate::problem::{ApiError, PublicWriteErrors, TokenErrors, WriteErrors};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wharf_core::domain::User;
-use wharf_core::services::{Invitation, NewInvitation};
+use wharf_core::services::{Invitation, NewInvitation, VerifiedEmail};
 use wharf_core::throttle::Counted;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,6 +20,46 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(accept_invitation))
         .routes(routes!(request_password_reset))
         .routes(routes!(reset_password))
+        .routes(routes!(verify_email))
+        .routes(routes!(resend_verification))
+}
+
+/// A mailed token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "<from the mail>"}))]
+struct MailedToken {
+    /// The token from the mailed link.
+    token: String,
+}
+
+/// Verify a subscriber's address with the token mailed at sign-up (valid 7 days). Notices
+/// and invoices go to an address only once it is verified.
+#[utoipa::path(post, path = "/v1/email-verification", tag = "identity",
+    request_body = MailedToken,
+    responses((status = 200, body = VerifiedEmail), TokenErrors))]
+async fn verify_email(
+    State(s): State<AppState>,
+    ClientAddress(from): ClientAddress,
+    body: JsonBody<MailedToken>,
+) -> Result<Json<VerifiedEmail>, ApiError> {
+    s.services.admit_from(Counted::Signup, from)?;
+    Ok(Json(s.services.verify_email(&body.value.token).await?))
+}
+
+/// Mail the calling subscriber a new verification link (409 once verified).
+#[utoipa::path(post, path = "/v1/me/email-verification", tag = "identity",
+    security(("bearer" = [])),
+    responses((status = 202, body = ResetRequested), WriteErrors))]
+async fn resend_verification(
+    State(s): State<AppState>,
+    who: Caller,
+) -> Result<(StatusCode, Json<ResetRequested>), ApiError> {
+    s.services.resend_verification(&who).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ResetRequested { accepted: true }),
+    ))
 }
 
 /// Invite someone to make an account with a role: `vendor_admin` or `vendor_finance` in the
@@ -52,7 +92,7 @@ struct TokenAndPassword {
 /// account (409 once used); an expired one is a 410.
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "identity",
     request_body = TokenAndPassword,
-    responses((status = 201, body = User), PublicWriteErrors))]
+    responses((status = 201, body = User), TokenErrors))]
 async fn accept_invitation(
     State(s): State<AppState>,
     ClientAddress(from): ClientAddress,
@@ -74,10 +114,11 @@ struct ResetRequest {
     email: String,
 }
 
-/// What a reset request always answers.
+/// What a request for a mailed link answers.
 #[derive(Debug, Serialize, ToSchema)]
 struct ResetRequested {
-    /// `true`: a link was mailed if the address has an account (which is not told).
+    /// `true`: the link is on its way (for a reset: if the address has an account, which is
+    /// not told).
     accepted: bool,
 }
 
@@ -103,7 +144,7 @@ async fn request_password_reset(
 /// session of the account ends: its refresh tokens stop working.
 #[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "identity",
     request_body = TokenAndPassword,
-    responses((status = 204, description = "The password is changed"), PublicWriteErrors))]
+    responses((status = 204, description = "The password is changed"), TokenErrors))]
 async fn reset_password(
     State(s): State<AppState>,
     ClientAddress(from): ClientAddress,

@@ -224,6 +224,15 @@ pub struct Subscriber {
     pub name: String,
     /// Contact and login email.
     pub email: Email,
+    /// When the subscriber proved the address through the link mailed at sign-up; no notice
+    /// or invoice goes to it before.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub email_verified_at: Option<Timestamp>,
     /// When the account was created.
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]

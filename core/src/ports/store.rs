@@ -37,6 +37,8 @@ pub trait AccountStore: Send + Sync {
     async fn create_subscriber(&self, subscriber: &Subscriber) -> Result<()>;
     /// Reads a subscriber profile.
     async fn get_subscriber(&self, id: &UserId) -> Result<Subscriber>;
+    /// Replaces a subscriber profile; `NotFound` if absent.
+    async fn update_subscriber(&self, subscriber: &Subscriber) -> Result<()>;
 }
 
 /// Ingest API keys; secrets are stored only as digests.

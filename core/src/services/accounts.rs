@@ -181,6 +181,7 @@ impl Services {
             id: user.id.clone(),
             name: input.name.trim().to_owned(),
             email,
+            email_verified_at: None,
             created_at: user.created_at,
         };
         if let Err(e) = self.store.create_subscriber(&subscriber).await {
@@ -188,6 +189,10 @@ impl Services {
                 tracing::error!(user.id = %user.id, error = %undo, "could not undo a failed subscriber sign-up");
             }
             return Err(e);
+        }
+        // A mail that cannot be sent is logged: the subscriber asks for another.
+        if let Err(e) = self.mail_verification(&subscriber).await {
+            tracing::warn!(user.id = %subscriber.id, error = %e, "cannot mail the address verification link");
         }
         Ok(subscriber)
     }

@@ -56,6 +56,17 @@ impl Services {
     pub async fn payment_method_page(&self, who: &Principal) -> Result<String, CoreError> {
         let me = who.user_with(Role::Subscriber)?;
         let payments = self.payments()?;
+        if self
+            .store
+            .get_subscriber(me)
+            .await?
+            .email_verified_at
+            .is_none()
+        {
+            return Err(CoreError::Conflict(
+                "verify your email address first (the link mailed at sign-up)".into(),
+            ));
+        }
         let customer = self.customer_of(payments, me).await?;
         let base = self.settings.public_url.trim_end_matches('/');
         let setup = PaymentSetup {
@@ -130,8 +141,14 @@ impl Services {
                 if inv.stripe_invoice_id.is_some() || inv.total.0.is_zero() {
                     continue;
                 }
-                if let Err(e) = self.push_invoice(payments.as_ref(), &inv).await {
-                    tracing::warn!(invoice.id = %inv.id, error = %e, "pushing an invoice failed; it is pushed again later");
+                match self.push_invoice(payments.as_ref(), &inv).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(invoice.id = %inv.id, "not pushed: the subscriber's address is not verified");
+                    }
+                    Err(e) => {
+                        tracing::warn!(invoice.id = %inv.id, error = %e, "pushing an invoice failed; it is pushed again later");
+                    }
                 }
             }
             match invoices.next_cursor {
@@ -141,12 +158,21 @@ impl Services {
         }
     }
 
-    /// One invoice to the processor: its subscriber's customer (made once), a draft invoice,
-    /// one item per line, finalized, then charged (a saved payment method) or sent. How it is
+    /// One invoice to the processor, once its subscriber's address is verified (`false`
+    /// before): its subscriber's customer (made once), a draft invoice, one item per line,
+    /// finalized, then charged (a saved payment method) or sent. How it is
     /// collected is decided once and stored first, so a retry repeats the same calls, and the
     /// keys derive from Wharf's ids, so a retry repeats nothing.
-    async fn push_invoice(&self, payments: &dyn Payments, inv: &Invoice) -> Result<(), CoreError> {
+    async fn push_invoice(
+        &self,
+        payments: &dyn Payments,
+        inv: &Invoice,
+    ) -> Result<bool, CoreError> {
         use rust_decimal::prelude::ToPrimitive;
+        let subscriber = self.store.get_subscriber(&inv.subscriber_id).await?;
+        if subscriber.email_verified_at.is_none() {
+            return Ok(false);
+        }
         let customer = self.customer_of(payments, &inv.subscriber_id).await?;
         let method = match inv.collection_method {
             Some(method) => method,
@@ -201,10 +227,8 @@ impl Services {
             hosted_invoice_url: finalized.hosted_invoice_url,
             ..InvoiceChange::default()
         };
-        self.store
-            .update_invoice(&inv.id, &change)
-            .await
-            .map(|_| ())
+        self.store.update_invoice(&inv.id, &change).await?;
+        Ok(true)
     }
 
     /// What the schedule does for collection, after closing due months: pushes again what the

@@ -8,10 +8,14 @@
 //! - A password reset is asked for by address and always answered the same (no one learns
 //!   which addresses have accounts); its link works once, for an hour, and signs the user
 //!   out everywhere.
+//! - A subscriber's address, given at sign-up, is verified through a link mailed then (or
+//!   again on request); no notice or invoice goes to it before.
 
 use super::Services;
 use crate::credentials::check_password;
-use crate::domain::{Email, IdempotencyState, NewUser, Principal, Role, StoredResponse, User};
+use crate::domain::{
+    Email, IdempotencyState, NewUser, Principal, Role, StoredResponse, Subscriber, User,
+};
 use crate::error::Problems;
 use crate::{CoreError, Timestamp, UserId, VendorId};
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,20 @@ const INVITATION: &str = "invitation";
 const INVITATION_VALID: time::Duration = time::Duration::days(7);
 const PASSWORD_RESET: &str = "password-reset";
 const PASSWORD_RESET_VALID: time::Duration = time::Duration::hours(1);
+const EMAIL_VERIFICATION: &str = "email-verification";
+const EMAIL_VERIFICATION_VALID: time::Duration = time::Duration::days(7);
+
+/// A subscriber's verified address.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerifiedEmail {
+    /// The address.
+    pub email: Email,
+    /// When it was verified.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub verified_at: Timestamp,
+}
 
 /// The body of `POST /v1/invitations`.
 #[derive(Debug, Clone, Deserialize)]
@@ -152,11 +170,7 @@ impl Services {
                 "this invitation has expired; ask for a new one".into(),
             ));
         }
-        let mut p = Problems::default();
-        if let Err(e) = check_password(password) {
-            p.add("password", e);
-        }
-        p.finish()?;
+        checked_password(password)?;
         let tenant = match tenant.as_str() {
             "" => None,
             id => Some(id.parse::<VendorId>().map_err(CoreError::internal)?),
@@ -228,11 +242,7 @@ impl Services {
                 "this link has expired; ask for a new one".into(),
             ));
         }
-        let mut p = Problems::default();
-        if let Err(e) = check_password(password) {
-            p.add("password", e);
-        }
-        p.finish()?;
+        checked_password(password)?;
         let user = UserId::parse(user).map_err(CoreError::internal)?;
         match self
             .store
@@ -263,4 +273,80 @@ impl Services {
             }
         }
     }
+}
+
+impl Services {
+    /// Mails `subscriber` the link that verifies its address.
+    pub(super) async fn mail_verification(&self, subscriber: &Subscriber) -> Result<(), CoreError> {
+        let expires_at = self.clock.now() + EMAIL_VERIFICATION_VALID;
+        let token = self.seal_token(&[
+            EMAIL_VERIFICATION,
+            subscriber.id.as_str(),
+            subscriber.email.as_str(),
+            &expires_at.unix_timestamp().to_string(),
+        ])?;
+        let base = self.settings.public_url.trim_end_matches('/');
+        let body = format!(
+            "Welcome to Wharf. Please verify this address (until {until}); no notice or \
+             invoice is sent to it before:\n\n\
+             POST {base}/v1/email-verification\n\
+             {{\"token\": \"{token}\"}}\n",
+            until = crate::rfc3339(expires_at),
+        );
+        self.mailer
+            .send(&subscriber.email, "Verify your email address", &body)
+            .await
+    }
+
+    /// Mails the calling subscriber a new verification link (none once verified).
+    pub async fn resend_verification(&self, who: &Principal) -> Result<(), CoreError> {
+        let me = who.user_with(Role::Subscriber)?;
+        let subscriber = self.store.get_subscriber(me).await?;
+        if subscriber.email_verified_at.is_some() {
+            return Err(CoreError::Conflict("the address is verified".into()));
+        }
+        self.mail_verification(&subscriber).await
+    }
+
+    /// Verifies a subscriber's address with the mailed token; verifying again answers the
+    /// first verification.
+    pub async fn verify_email(&self, token: &str) -> Result<VerifiedEmail, CoreError> {
+        let parts = self.open_token(token, EMAIL_VERIFICATION, "verification")?;
+        let [user, email, expires] = parts.as_slice() else {
+            return Err(CoreError::NotFound("verification"));
+        };
+        let user = UserId::parse(user).map_err(CoreError::internal)?;
+        let mut subscriber = self.store.get_subscriber(&user).await?;
+        if subscriber.email.as_str() != email {
+            return Err(CoreError::NotFound("verification"));
+        }
+        if let Some(verified_at) = subscriber.email_verified_at {
+            return Ok(VerifiedEmail {
+                email: subscriber.email,
+                verified_at,
+            });
+        }
+        if self.expired(expires)? {
+            return Err(CoreError::Gone(
+                "this link has expired; ask for a new one (POST /v1/me/email-verification)".into(),
+            ));
+        }
+        let now = self.clock.now();
+        subscriber.email_verified_at = Some(now);
+        self.store.update_subscriber(&subscriber).await?;
+        tracing::info!(user.id = %user, "address verified");
+        Ok(VerifiedEmail {
+            email: subscriber.email,
+            verified_at: now,
+        })
+    }
+}
+
+/// 422 on `password` unless it meets the policy.
+fn checked_password(password: &str) -> Result<(), CoreError> {
+    let mut p = Problems::default();
+    if let Err(e) = check_password(password) {
+        p.add("password", e);
+    }
+    p.finish()
 }

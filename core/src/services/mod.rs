@@ -19,7 +19,7 @@ mod summary;
 pub use accounts::*;
 pub use channels::*;
 pub use collection::{Collected, StripeEventOutcome};
-pub use invitations::{Invitation, NewInvitation};
+pub use invitations::{Invitation, NewInvitation, VerifiedEmail};
 pub use payouts::PayoutAccountLink;
 pub use plan_moves::PlanMoveScheduled;
 pub use records::*;

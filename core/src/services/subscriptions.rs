@@ -605,10 +605,14 @@ impl Services {
         Ok(sub)
     }
 
-    /// Mails a notice to the subscriber `to` at its account's address; a failure is logged,
-    /// not returned (what the notice tells has happened all the same).
+    /// Mails a notice to the subscriber `to` at its account's address once it is verified; a
+    /// failure is logged, not returned (what the notice tells has happened all the same).
     pub(super) async fn mail_subscriber(&self, to: &crate::UserId, subject: &str, body: &str) {
         let mailed = match self.store.get_subscriber(to).await {
+            Ok(subscriber) if subscriber.email_verified_at.is_none() => {
+                tracing::info!(user.id = %to, subject, "a notice is not mailed to an unverified address");
+                return;
+            }
             Ok(subscriber) => self.mailer.send(&subscriber.email, subject, body).await,
             Err(e) => Err(e),
         };

@@ -122,6 +122,16 @@ impl AccountStore for DynamoStore {
         self.get_doc(&format!("S#{id}"), "SUBSCRIBER", "subscriber")
             .await
     }
+
+    async fn update_subscriber(&self, subscriber: &Subscriber) -> Result<()> {
+        let item = item(
+            format!("S#{}", subscriber.id),
+            "SUBSCRIBER",
+            "subscriber",
+            subscriber,
+        )?;
+        self.put_existing(item, "subscriber").await
+    }
 }
 
 /// The global item that finds a key by id alone (to authenticate it), next to the tenant's.

@@ -190,20 +190,7 @@ impl BillingStore for DynamoStore {
     }
 
     async fn update_payout(&self, payout: &Payout) -> Result<()> {
-        let item = payout_item(payout)?;
-        let sent = self
-            .db()
-            .put_item()
-            .table_name(self.table())
-            .set_item(Some(item))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        if written(sent, "changing a payout")? {
-            Ok(())
-        } else {
-            Err(CoreError::NotFound("payout"))
-        }
+        self.put_existing(payout_item(payout)?, "payout").await
     }
 
     async fn payout_account(&self, vendor: &VendorId) -> Result<Option<PayoutAccount>> {

@@ -115,6 +115,23 @@ impl DynamoStore {
         }
     }
 
+    /// Replaces the item at `item`'s key if there is one; `NotFound(what)` otherwise.
+    async fn put_existing(&self, item: Item, what: &'static str) -> Result<()> {
+        let sent = self
+            .db()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        if written(sent, "replacing an item")? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound(what))
+        }
+    }
+
     /// Stores `items`, replacing what is there, in batches (`BatchWriteItem`).
     async fn put_all(&self, items: Vec<Item>) -> Result<()> {
         let requests = items

@@ -149,6 +149,22 @@ impl AccountStore for SqliteStore {
             })
             .await
     }
+
+    async fn update_subscriber(&self, subscriber: &Subscriber) -> Result<()> {
+        let (id, doc) = (subscriber.id.to_string(), to_doc(subscriber)?);
+        self.db
+            .write(move |tx| {
+                match run(
+                    tx,
+                    "UPDATE subscribers SET doc = ? WHERE id = ?",
+                    [&doc, &id],
+                )? {
+                    0 => Err(CoreError::NotFound("subscriber")),
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
 }
 
 #[async_trait]
