@@ -314,6 +314,7 @@ pub async fn payouts_are_stored_once_and_filter_by_period_and_vendor(store: &dyn
         transfer_id: None,
         transfer_error: None,
         transfers_refused: 0,
+        transfer_retry_at: None,
     };
     let a = payout(&v1, "2026-10");
     let b = payout(&v1, "2026-11");

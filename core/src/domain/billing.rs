@@ -268,6 +268,14 @@ pub struct Payout {
     /// refused request's idempotency key would answer the same refusal forever).
     #[serde(default)]
     pub transfers_refused: u32,
+    /// After a failed transfer, when the next attempt is due.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub transfer_retry_at: Option<Timestamp>,
 }
 
 /// Where paying a vendor its net stands.

@@ -370,6 +370,7 @@ impl Services {
                 transfer_id: None,
                 transfer_error: None,
                 transfers_refused: 0,
+                transfer_retry_at: None,
             };
             self.store.put_payout(&payout).await?;
         }

@@ -277,6 +277,35 @@ impl Services {
         }
     }
 
+    /// An invoice of `sub`'s subscriber to its vendor that dunning paused subscriptions for
+    /// and that is still unpaid: while there is one, none of them resumes.
+    pub(super) async fn overdue_invoice(
+        &self,
+        sub: &Subscription,
+    ) -> Result<Option<InvoiceId>, CoreError> {
+        let filter = InvoiceFilter {
+            subscriber: Some(sub.subscriber_id.clone()),
+            vendor: Some(sub.tenant_id.clone()),
+            status: Some(InvoiceStatus::Failed),
+            ..InvoiceFilter::default()
+        };
+        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
+        loop {
+            let invoices = self.store.list_invoices(&filter, &page).await?;
+            if let Some(inv) = invoices
+                .items
+                .iter()
+                .find(|inv| inv.subscriptions_paused_at.is_some())
+            {
+                return Ok(Some(inv.id.clone()));
+            }
+            match invoices.next_cursor {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// The subscriber's subscriptions to the invoice's vendor, not cancelled.
     async fn subscriptions_behind(&self, inv: &Invoice) -> Result<Vec<Subscription>, CoreError> {
         let mut found = Vec::new();
@@ -308,8 +337,10 @@ impl Services {
             inv.id
         );
         let mut paused = Vec::new();
+        // Active ones only: one its subscriber paused stays paused, and cannot be resumed
+        // while the invoice is overdue (`overdue_invoice`).
         for sub in self.subscriptions_behind(inv).await? {
-            if sub.paused_for_invoice.is_none() {
+            if sub.status == SubscriptionStatus::Active {
                 let sub = self
                     .set_dunning_pause(sub, Some((&inv.id, reason.clone())))
                     .await?;

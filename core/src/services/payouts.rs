@@ -3,7 +3,8 @@
 //! event says when it can receive transfers. On the schedule, each payout of a closed month
 //! whose invoices are all paid has its net transferred to the vendor's account, once: the
 //! idempotency key derives from the payout id, so a transfer retried after a timeout or an
-//! outage lands once; a transfer Stripe refuses is tried again as a new request.
+//! outage lands once (tried again after 5 minutes); a transfer Stripe refuses (funds not
+//! available yet, a restricted account) is tried again as a new request 6 hours later.
 
 use super::{Services, StripeEventOutcome};
 use crate::domain::{
@@ -14,6 +15,11 @@ use crate::{CoreError, PageRequest, VendorId};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::HashMap;
+
+/// How long a transfer that failed on an outage waits before it is tried again.
+const RETRY_AFTER_OUTAGE: time::Duration = time::Duration::minutes(5);
+/// How long a transfer Stripe refused waits before it is tried again.
+const RETRY_AFTER_REFUSAL: time::Duration = time::Duration::hours(6);
 
 /// Where a vendor admin completes its payout account.
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +125,10 @@ impl Services {
             next.status = PayoutStatus::Statement;
             return Ok(next);
         };
+        let now = self.clock.now();
+        if payout.transfer_retry_at.is_some_and(|at| at > now) {
+            return Ok(next);
+        }
         if !self.all_paid(payout).await? {
             next.status = PayoutStatus::Pending;
             return Ok(next);
@@ -140,15 +150,20 @@ impl Services {
                 next.status = PayoutStatus::Transferred;
                 next.transfer_id = Some(id);
                 next.transfer_error = None;
+                next.transfer_retry_at = None;
             }
             Err(e) => {
                 tracing::warn!(payout.id = %payout.id, error = %e, "a payout transfer failed; the schedule tries again");
                 next.status = PayoutStatus::Failed;
                 next.transfer_error = Some(e.to_string());
-                // An outage keeps the key (the transfer may have been made); a refusal is
-                // stored by Stripe under its key, so the next attempt needs a new one.
-                if !matches!(e, CoreError::Unavailable(_)) {
+                // An outage keeps the key (the transfer may have been made) and is tried
+                // again soon; a refusal (funds not available yet, an account restricted) is
+                // stored by Stripe under its key, so the next attempt, later, needs a new one.
+                if matches!(e, CoreError::Unavailable(_)) {
+                    next.transfer_retry_at = Some(now + RETRY_AFTER_OUTAGE);
+                } else {
                     next.transfers_refused += 1;
+                    next.transfer_retry_at = Some(now + RETRY_AFTER_REFUSAL);
                 }
             }
         }

@@ -425,13 +425,11 @@ impl Services {
         if sub.status == SubscriptionStatus::Cancelled {
             return Err(CoreError::Conflict("the subscription is cancelled".into()));
         }
-        if let Some(invoice) = sub
-            .paused_for_invoice
-            .as_ref()
-            .filter(|_| patch.status == Some(SubscriptionStatus::Active))
-        {
+        let resumed = patch.status == Some(SubscriptionStatus::Active)
+            && sub.status == SubscriptionStatus::Paused;
+        if resumed && let Some(invoice) = self.overdue_invoice(&sub).await? {
             return Err(CoreError::Conflict(format!(
-                "the subscription is paused until invoice {invoice} is paid"
+                "the subscription stays paused until invoice {invoice} is paid"
             )));
         }
         let mut p = Problems::default();
@@ -449,8 +447,6 @@ impl Services {
             .await;
         p.finish()?;
         let now = self.clock.now();
-        let resumed = patch.status == Some(SubscriptionStatus::Active)
-            && sub.status == SubscriptionStatus::Paused;
         if resumed {
             sub.disabled_reason = None;
             sub.paused_for_invoice = None;
