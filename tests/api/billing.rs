@@ -91,6 +91,8 @@ struct ClosedNovember {
     clock: std::sync::Arc<TestClock>,
     /// The push path of Acme's source.
     records: String,
+    /// Acme's feed.
+    feed: String,
     sub: String,
     bob_id: String,
     /// The month's one invoice.
@@ -162,6 +164,7 @@ impl ClosedNovember {
             app,
             clock,
             records,
+            feed,
             sub,
             bob_id,
             invoice,
@@ -479,4 +482,72 @@ async fn usage_acknowledged_after_a_run_is_billed_once_as_an_adjustment_of_the_n
     );
     let dec_fee = dec_lines.iter().find(|l| l["kind"] == "fee").unwrap();
     assert_eq!(dec(&dec_fee["amount"]), Decimal::from_str("30.00").unwrap());
+}
+
+#[tokio::test]
+async fn late_usage_is_priced_at_the_version_its_month_was_rated_at() {
+    let month = ClosedNovember::new().await;
+    let app = &month.app;
+    // On 30 November Acme reprices (0.10 a delivery) and moves Bob to it from 1 December;
+    // then two deliveries of November are acknowledged, after its run.
+    month.clock.set(datetime!(2026-11-30 22:00 UTC));
+    let vendor = app.login("acme@vendor.example").await;
+    let path = format!("/v1/feeds/{}", month.feed);
+    let plans = json!({"plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "30.00",
+        "included_deliveries": 2, "tiers": [{"up_to": null, "unit_price": "0.10"}]}]});
+    assert_eq!(app.patch(&path, Some(&vendor), plans).await.status, 200);
+    let moved = app
+        .post(&format!("{path}/plans/pro/move"), Some(&vendor), json!({}))
+        .await;
+    assert_eq!(
+        moved.body["takes_effect_at"], "2026-12-01T00:00:00Z",
+        "{:?}",
+        moved.body
+    );
+    month.clock.set(datetime!(2026-11-30 23:00 UTC));
+    let (vendor, bob) = (
+        app.login("acme@vendor.example").await,
+        app.login("bob@sub.example").await,
+    );
+    let late = app
+        .post(&month.records, Some(&vendor), trades(&["f", "g"]))
+        .await;
+    assert_eq!(late.status, 202);
+    pulled(app, &bob, &month.sub, 7).await;
+    month.clock.set(datetime!(2027-01-01 00:30 UTC));
+    let (finance, bob) = (
+        app.platform(Role::PlatformFinance).await,
+        app.login("bob@sub.example").await,
+    );
+    let december = app
+        .post(
+            "/v1/billing/runs",
+            Some(&finance),
+            json!({"period": "2026-12"}),
+        )
+        .await;
+    assert_eq!(december.status, 201, "{:?}", december.body);
+    let invoices = app.get("/v1/invoices?period=2026-12", Some(&bob)).await;
+    let lines = invoices.body["items"][0]["lines"]
+        .as_array()
+        .expect("lines")
+        .clone();
+    let adjustment = lines
+        .iter()
+        .find(|l| l["kind"] == "adjustment")
+        .expect("an adjustment line");
+    assert_eq!(adjustment["plan_version"], 1, "{adjustment}");
+    // November's prices: 7 cost 5 × 0.015, 5 were billed at 3 × 0.015: 0.03, not 0.20.
+    assert_eq!(
+        dec(&adjustment["amount"]),
+        Decimal::from_str("0.03").expect("a decimal")
+    );
+    let fee = lines
+        .iter()
+        .find(|l| l["kind"] == "fee")
+        .expect("a fee line");
+    assert_eq!(
+        fee["plan_version"], 2,
+        "December is rated at the version moved to"
+    );
 }

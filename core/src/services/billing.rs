@@ -218,7 +218,12 @@ impl Services {
                 let deliveries = counted.get(&sub.id).copied().unwrap_or(0);
                 let mut lines = self.lines(&sub, feed, plan, period, deliveries);
                 if let Some(months) = late.get(&sub.id) {
-                    lines.extend(adjustments(&sub, plan, months));
+                    // Late deliveries of a month are priced at the version it was rated at.
+                    lines.extend(adjustments(&sub, months, |month| {
+                        feed.plan_version(&sub.plan_id, sub.plan_version_at(month.start()))
+                            .filter(|p| p.currency == plan.currency)
+                            .unwrap_or(plan)
+                    }));
                 }
                 if !lines.is_empty() {
                     charged.push(Charged {
@@ -497,10 +502,16 @@ fn group(period: Period, charged: Vec<Charged>, now: crate::Timestamp) -> Vec<In
         .collect()
 }
 
-/// Adjustment lines for a subscription's late deliveries: per month, (billed, counted now).
-fn adjustments(sub: &Subscription, plan: &Plan, months: &[(Period, u64, u64)]) -> Vec<InvoiceLine> {
+/// Adjustment lines for a subscription's late deliveries: per month, (billed, counted now),
+/// each priced at `priced(month)`.
+fn adjustments<'a>(
+    sub: &Subscription,
+    months: &[(Period, u64, u64)],
+    priced: impl Fn(Period) -> &'a Plan,
+) -> Vec<InvoiceLine> {
     let mut lines = Vec::new();
     for &(month, already, now_counted) in months {
+        let plan = priced(month);
         let late = now_counted - already;
         let price = billing::adjustment_amount(plan, already, now_counted);
         lines.push(InvoiceLine {
