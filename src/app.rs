@@ -123,11 +123,17 @@ pub fn settings(config: &Config, shape: Shape) -> anyhow::Result<Settings> {
 /// Stripe, when configured.
 pub fn payments(config: &Config) -> anyhow::Result<Option<Arc<dyn wharf_core::ports::Payments>>> {
     Ok(match &config.stripe {
-        Some(stripe) => Some(Arc::new(wharf_stripe::StripeClient::new(
-            &stripe.api_base,
-            &stripe.secret_key.0,
-            &stripe.webhook_secret.0,
-        )?)),
+        Some(stripe) => {
+            let mut client = wharf_stripe::StripeClient::new(
+                &stripe.api_base,
+                &stripe.secret_key.0,
+                &stripe.webhook_secret.0,
+            )?;
+            if let Some(connect) = &stripe.connect_webhook_secret {
+                client = client.with_connect_webhook_secret(&connect.0);
+            }
+            Some(Arc::new(client))
+        }
         None => None,
     })
 }

@@ -62,6 +62,10 @@ pub struct StripeConfig {
     pub secret_key: Secret,
     /// The signing secret of the webhook endpoint (`whsec_…`).
     pub webhook_secret: Secret,
+    /// The signing secret of the Connect webhook endpoint, when connected accounts' events
+    /// (`account.updated`) come from one of their own.
+    #[serde(default)]
+    pub connect_webhook_secret: Option<Secret>,
     /// Stripe's API (a fake Stripe in tests).
     #[serde(default = "stripe_api")]
     pub api_base: String,

@@ -158,10 +158,12 @@ def integer(given, name):
 class Books:
     """Every object, request and event of one stand-in, under one lock."""
 
-    def __init__(self, secret_key, webhook_secret, base):
+    def __init__(self, secret_key, webhook_secret, base, connect_webhook_secret=None):
         self.lock = threading.RLock()
         self.secret_key = secret_key
         self.webhook_secret = webhook_secret
+        # Connected accounts' events come from a Connect endpoint, signed with its secret.
+        self.connect_webhook_secret = connect_webhook_secret or webhook_secret
         self.base = base
         self.endpoint = None
         self.clock = None  # a test clock: fixed unix seconds, or the system's
@@ -223,7 +225,8 @@ class Books:
     def deliver(self, endpoint, event):
         body = json.dumps(event).encode()
         t = self.now()
-        mac = hmac.new(self.webhook_secret.encode(), f"{t}.".encode() + body, hashlib.sha256)
+        secret = self.connect_webhook_secret if event["type"].startswith("account.") else self.webhook_secret
+        mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256)
         request = urllib.request.Request(
             endpoint,
             data=body,
@@ -728,11 +731,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--secret-key", required=True)
     parser.add_argument("--webhook-secret", required=True)
+    parser.add_argument("--connect-webhook-secret")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    Handler.books = Books(args.secret_key, args.webhook_secret, base)
+    Handler.books = Books(args.secret_key, args.webhook_secret, base, args.connect_webhook_secret)
     threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     print(f"listening on {base}", flush=True)
     server.serve_forever()

@@ -315,6 +315,8 @@ pub async fn payouts_are_stored_once_and_filter_by_period_and_vendor(store: &dyn
         transfer_error: None,
         transfers_refused: 0,
         transfer_retry_at: None,
+        transferable: true,
+        revision: 1,
     };
     let a = payout(&v1, "2026-10");
     let b = payout(&v1, "2026-11");
@@ -350,9 +352,16 @@ pub async fn payouts_are_stored_once_and_filter_by_period_and_vendor(store: &dyn
     let paid = Payout {
         status: PayoutStatus::Transferred,
         transfer_id: Some("tr_1".into()),
+        revision: b.revision + 1,
         ..b.clone()
     };
     store.update_payout(&paid).await.unwrap();
+    let racing = Payout {
+        status: PayoutStatus::Failed,
+        transfer_error: Some("a tick that read the payout before".into()),
+        ..paid.clone()
+    };
+    assert_conflict(store.update_payout(&racing).await);
     assert_eq!(
         store
             .list_payouts(Some("2026-11"), Some(&v1))
@@ -365,6 +374,7 @@ pub async fn payouts_are_stored_once_and_filter_by_period_and_vendor(store: &dyn
         store
             .update_payout(&Payout {
                 id: wharf_core::PayoutId::new(),
+                revision: c.revision + 1,
                 ..c
             })
             .await,

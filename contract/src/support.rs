@@ -507,6 +507,7 @@ pub(crate) fn invoice(
         stripe_invoice_id: None,
         collection_method: None,
         hosted_invoice_url: None,
+        due_at: None,
         payment_failed_at: None,
         subscriptions_paused_at: None,
     }

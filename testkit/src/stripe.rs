@@ -16,16 +16,30 @@ pub struct StripeStandIn {
 impl StripeStandIn {
     /// Starts a stand-in that accepts `secret_key` and signs events with `webhook_secret`.
     pub fn start(secret_key: &str, webhook_secret: &str) -> StripeStandIn {
+        StripeStandIn::start_with_connect(secret_key, webhook_secret, None)
+    }
+
+    /// As [`StripeStandIn::start`], signing connected accounts' events (`account.*`) with
+    /// `connect_webhook_secret`, as a Connect endpoint of their own does.
+    pub fn start_with_connect(
+        secret_key: &str,
+        webhook_secret: &str,
+        connect_webhook_secret: Option<&str>,
+    ) -> StripeStandIn {
         let python = std::env::var("WHARF_PYTHON").unwrap_or_else(|_| "python3".to_owned());
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/stripe_standin.py");
+        let mut args = vec![
+            script,
+            "--secret-key",
+            secret_key,
+            "--webhook-secret",
+            webhook_secret,
+        ];
+        if let Some(connect) = connect_webhook_secret {
+            args.extend(["--connect-webhook-secret", connect]);
+        }
         let mut child = Command::new(&python)
-            .args([
-                script,
-                "--secret-key",
-                secret_key,
-                "--webhook-secret",
-                webhook_secret,
-            ])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

@@ -110,6 +110,7 @@ impl ClosedNovember {
                 c.stripe = Some(wharf::config::StripeConfig {
                     secret_key: wharf::config::Secret("sk_test_unused".into()),
                     webhook_secret: wharf::config::Secret(WEBHOOK_SECRET.into()),
+                    connect_webhook_secret: None,
                     api_base: "http://127.0.0.1:9".into(),
                 })
             },

@@ -238,17 +238,29 @@ impl BillingStore for SqliteStore {
 
     async fn update_payout(&self, payout: &Payout) -> Result<()> {
         let doc = to_doc(payout)?;
-        let id = payout.id.clone();
+        let (id, before) = (payout.id.clone(), payout.revision.saturating_sub(1));
+        let before = i64::try_from(before).map_err(CoreError::internal)?;
         self.db
             .write(move |tx| {
-                match run(
+                let changed = run(
                     tx,
-                    "UPDATE payouts SET doc = ? WHERE id = ?",
-                    params![doc, id.as_str()],
-                )? {
-                    0 => Err(CoreError::NotFound("payout")),
-                    _ => Ok(()),
+                    "UPDATE payouts SET doc = ?1 WHERE id = ?2
+                     AND COALESCE(json_extract(doc, '$.revision'), 0) = ?3",
+                    params![doc, id.as_str(), before],
+                )?;
+                if changed == 1 {
+                    return Ok(());
                 }
+                let exists = tx
+                    .query_row("SELECT 1 FROM payouts WHERE id = ?", [id.as_str()], |_| {
+                        Ok(())
+                    })
+                    .optional()
+                    .map_err(sql_error)?;
+                Err(match exists {
+                    Some(()) => CoreError::Conflict("the payout changed meanwhile".into()),
+                    None => CoreError::NotFound("payout"),
+                })
             })
             .await
     }

@@ -56,8 +56,17 @@ impl StripeClient {
     ) -> Result<PaymentEvent, CoreError> {
         let signature = signature
             .ok_or_else(|| CoreError::Unauthenticated("missing Stripe-Signature header".into()))?;
-        verify(&self.webhook_secret, signature, body, now.unix_timestamp())
-            .map_err(|e| CoreError::Unauthenticated(format!("Stripe-Signature: {e}")))?;
+        // The account endpoint's secret, or the Connect endpoint's (connected accounts'
+        // events, such as `account.updated`, come from an endpoint of their own).
+        let mut checked = Err(String::new());
+        for secret in &self.webhook_secrets {
+            checked =
+                verify(secret, signature, body, now.unix_timestamp()).map_err(|e| e.to_string());
+            if checked.is_ok() {
+                break;
+            }
+        }
+        checked.map_err(|e| CoreError::Unauthenticated(format!("Stripe-Signature: {e}")))?;
         let event: Event = serde_json::from_slice(body)
             .map_err(|e| CoreError::invalid("", format!("not a Stripe event: {e}")))?;
         if event.id.is_empty() {

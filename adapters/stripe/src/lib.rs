@@ -34,7 +34,9 @@ pub struct StripeClient {
     http: reqwest::Client,
     base: String,
     secret_key: String,
-    webhook_secret: String,
+    /// The signing secrets of the account's webhook endpoint and, when Connect events come
+    /// from an endpoint of their own, of that one.
+    webhook_secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -82,8 +84,16 @@ impl StripeClient {
                 .map_err(CoreError::internal)?,
             base: base.trim_end_matches('/').to_owned(),
             secret_key: secret_key.to_owned(),
-            webhook_secret: webhook_secret.to_owned(),
+            webhook_secrets: vec![webhook_secret.to_owned()],
         })
+    }
+
+    /// Also accepts events signed with the Connect endpoint's `secret` (connected accounts'
+    /// events are sent by an endpoint of their own, with its own signing secret).
+    #[must_use]
+    pub fn with_connect_webhook_secret(mut self, secret: &str) -> StripeClient {
+        self.webhook_secrets.push(secret.to_owned());
+        self
     }
 
     /// POSTs `form` to `/v1/{path}` with `key`; returns the created object's id.
@@ -121,19 +131,24 @@ impl StripeClient {
             .await
             .map_err(|e| CoreError::unavailable(format!("Stripe's answer broke off: {e}")))?;
         if status.is_success() {
+            // Stripe did it but the answer is unreadable: asked again with the same key,
+            // Stripe answers the same result, so this is a retry, not a refusal.
             return serde_json::from_slice::<Answer>(&body).map_err(|e| {
-                CoreError::internal(format!("Stripe's answer is not an object: {e}"))
+                CoreError::unavailable(format!("Stripe's answer could not be read: {e}"))
             });
         }
         let message = serde_json::from_slice::<Failure>(&body)
             .map(|f| f.error.message)
             .unwrap_or_default();
         let e = format!("Stripe answered {status} to POST /v1/{path}: {message}");
-        Err(if status.is_server_error() || status.as_u16() == 429 {
-            CoreError::unavailable(e)
-        } else {
-            CoreError::internal(e)
-        })
+        // 409: a request with the same key is still running at Stripe; retry it, same key.
+        Err(
+            if status.is_server_error() || matches!(status.as_u16(), 409 | 429) {
+                CoreError::unavailable(e)
+            } else {
+                CoreError::internal(e)
+            },
+        )
     }
 }
 

@@ -105,6 +105,15 @@ pub struct Invoice {
     /// Stripe's page where the subscriber sees and pays it, once pushed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hosted_invoice_url: Option<String>,
+    /// When a sent invoice is due (30 days after it was sent): unpaid then, dunning counts
+    /// from here.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub due_at: Option<Timestamp>,
     /// When a payment of it first failed (dunning counts from here); cleared when paid.
     #[serde(
         with = "time::serde::rfc3339::option",
@@ -146,10 +155,23 @@ pub struct InvoiceChange {
     pub collection_method: Option<CollectionMethod>,
     /// The processor's page for it.
     pub hosted_invoice_url: Option<String>,
+    /// When it is due, if it was sent to be paid.
+    pub due_at: Option<Timestamp>,
     /// A failed payment at this instant (kept if one failed before).
     pub failed_at: Option<Timestamp>,
     /// Dunning paused the subscriptions at this instant.
     pub subscriptions_paused_at: Option<Timestamp>,
+}
+
+impl Invoice {
+    /// Since when it is overdue: its first failed payment, or its due date once passed.
+    pub fn overdue_since(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.status == InvoiceStatus::Paid || self.status == InvoiceStatus::Void {
+            return None;
+        }
+        self.payment_failed_at
+            .or(self.due_at.filter(|due| *due <= now))
+    }
 }
 
 impl InvoiceChange {
@@ -179,6 +201,9 @@ impl InvoiceChange {
             invoice
                 .hosted_invoice_url
                 .clone_from(&self.hosted_invoice_url);
+        }
+        if self.due_at.is_some() {
+            invoice.due_at = self.due_at;
         }
         if self.subscriptions_paused_at.is_some() {
             invoice.subscriptions_paused_at = self.subscriptions_paused_at;
@@ -268,6 +293,14 @@ pub struct Payout {
     /// refused request's idempotency key would answer the same refusal forever).
     #[serde(default)]
     pub transfers_refused: u32,
+    /// Whether the net is paid through Stripe Connect: payouts of months closed before
+    /// Wharf made transfers were settled another way and stay statements.
+    #[serde(default)]
+    pub transferable: bool,
+    /// Grows by one on every change of the transfer state (optimistic concurrency: two
+    /// schedule ticks never both record an attempt).
+    #[serde(default)]
+    pub revision: u64,
     /// After a failed transfer, when the next attempt is due.
     #[serde(
         default,

@@ -216,6 +216,7 @@ pub struct NewUser {
 
 /// A subscriber's account profile (the account itself is a user with the subscriber role).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredSubscriber")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Subscriber {
     /// The subscriber's user id.
@@ -224,19 +225,46 @@ pub struct Subscriber {
     pub name: String,
     /// Contact and login email.
     pub email: Email,
-    /// When the subscriber proved the address through the link mailed at sign-up; no notice
-    /// or invoice goes to it before.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// When the subscriber proved the address through the link mailed at sign-up (`null`
+    /// until then); no notice is mailed and no invoice sent to it before.
+    #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub email_verified_at: Option<Timestamp>,
     /// When the account was created.
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+}
+
+/// A subscriber as stored: one written before addresses were verified has no
+/// `email_verified_at` at all, and counts as verified when it was created (its address was
+/// already in use); one written since has the field, `null` until verified.
+#[derive(Deserialize)]
+struct StoredSubscriber {
+    id: UserId,
+    name: String,
+    email: Email,
+    #[serde(default, deserialize_with = "present")]
+    email_verified_at: Option<Option<Timestamp>>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: Timestamp,
+}
+
+/// A field that is present, `null` or an RFC 3339 instant.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Timestamp>>, D::Error> {
+    time::serde::rfc3339::option::deserialize(d).map(Some)
+}
+
+impl From<StoredSubscriber> for Subscriber {
+    fn from(s: StoredSubscriber) -> Subscriber {
+        Subscriber {
+            email_verified_at: s.email_verified_at.unwrap_or(Some(s.created_at)),
+            id: s.id,
+            name: s.name,
+            email: s.email,
+            created_at: s.created_at,
+        }
+    }
 }
 
 /// Access and refresh tokens handed out at login.
@@ -271,4 +299,25 @@ pub struct ApiKey {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_stored_before_verification_existed_counts_as_verified_when_created() {
+        let legacy = r#"{"id":"usr_01a23cd24340718c9ded885ea543d317","name":"Bob","email":"bob@example.com","created_at":"2026-01-02T03:04:05Z"}"#;
+        let read: Subscriber = serde_json::from_str(legacy).expect("a subscriber");
+        assert_eq!(read.email_verified_at, Some(read.created_at));
+        let unverified = r#"{"id":"usr_01a23cd24340718c9ded885ea543d317","name":"Bob","email":"bob@example.com","email_verified_at":null,"created_at":"2026-01-02T03:04:05Z"}"#;
+        let read: Subscriber = serde_json::from_str(unverified).expect("a subscriber");
+        assert_eq!(read.email_verified_at, None);
+        let again: Subscriber =
+            serde_json::from_str(&serde_json::to_string(&read).expect("json")).expect("read back");
+        assert_eq!(
+            again, read,
+            "an unverified subscriber stays unverified when stored"
+        );
+    }
 }

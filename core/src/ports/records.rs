@@ -213,7 +213,8 @@ pub trait BillingStore: Send + Sync {
     async fn billed_totals(&self, service_period: &str) -> Result<Vec<(SubscriptionId, u64)>>;
     /// Stores a payout unless its id is stored; returns whether it was new.
     async fn put_payout(&self, payout: &Payout) -> Result<bool>;
-    /// Replaces a stored payout (its transfer state changed); `NotFound` if absent.
+    /// Replaces a stored payout whose stored revision is `payout.revision - 1` (its transfer
+    /// state changed); `Conflict` when another change came first, `NotFound` if absent.
     async fn update_payout(&self, payout: &Payout) -> Result<()>;
     /// A vendor's connected account, once it has one.
     async fn payout_account(&self, vendor: &VendorId) -> Result<Option<PayoutAccount>>;

@@ -376,6 +376,8 @@ impl Services {
                 transfer_error: None,
                 transfers_refused: 0,
                 transfer_retry_at: None,
+                transferable: true,
+                revision: 1,
             };
             self.store.put_payout(&payout).await?;
         }
@@ -487,6 +489,7 @@ fn group(period: Period, charged: Vec<Charged>, now: crate::Timestamp) -> Vec<In
             stripe_invoice_id: None,
             collection_method: None,
             hosted_invoice_url: None,
+            due_at: None,
             payment_failed_at: None,
             subscriptions_paused_at: None,
         });

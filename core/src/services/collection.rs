@@ -21,6 +21,9 @@ use crate::ports::Payments;
 use crate::{CoreError, InvoiceId, PageRequest, UserId};
 use rust_decimal::Decimal;
 
+/// How long a sent invoice gives the subscriber to pay (Stripe's `days_until_due`).
+const DUE_AFTER: time::Duration = time::Duration::days(30);
+
 /// Idempotency scope of applied Stripe events.
 const EVENT_SCOPE: &str = "stripe-event";
 
@@ -141,14 +144,8 @@ impl Services {
                 if inv.stripe_invoice_id.is_some() || inv.total.0.is_zero() {
                     continue;
                 }
-                match self.push_invoice(payments.as_ref(), &inv).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::debug!(invoice.id = %inv.id, "not pushed: the subscriber's address is not verified");
-                    }
-                    Err(e) => {
-                        tracing::warn!(invoice.id = %inv.id, error = %e, "pushing an invoice failed; it is pushed again later");
-                    }
+                if let Err(e) = self.push_invoice(payments.as_ref(), &inv).await {
+                    tracing::warn!(invoice.id = %inv.id, error = %e, "pushing an invoice failed; it is pushed again later");
                 }
             }
             match invoices.next_cursor {
@@ -158,21 +155,19 @@ impl Services {
         }
     }
 
-    /// One invoice to the processor, once its subscriber's address is verified (`false`
-    /// before): its subscriber's customer (made once), a draft invoice, one item per line,
-    /// finalized, then charged (a saved payment method) or sent. How it is
+    /// One invoice to the processor: its subscriber's customer (made once), a draft invoice,
+    /// one item per line, finalized, then charged (a saved payment method) or sent (to a
+    /// verified address). How it is
     /// collected is decided once and stored first, so a retry repeats the same calls, and the
     /// keys derive from Wharf's ids, so a retry repeats nothing.
-    async fn push_invoice(
-        &self,
-        payments: &dyn Payments,
-        inv: &Invoice,
-    ) -> Result<bool, CoreError> {
+    async fn push_invoice(&self, payments: &dyn Payments, inv: &Invoice) -> Result<(), CoreError> {
         use rust_decimal::prelude::ToPrimitive;
-        let subscriber = self.store.get_subscriber(&inv.subscriber_id).await?;
-        if subscriber.email_verified_at.is_none() {
-            return Ok(false);
-        }
+        let verified = self
+            .store
+            .get_subscriber(&inv.subscriber_id)
+            .await?
+            .email_verified_at
+            .is_some();
         let customer = self.customer_of(payments, &inv.subscriber_id).await?;
         let method = match inv.collection_method {
             Some(method) => method,
@@ -217,7 +212,9 @@ impl Services {
         let finalized = payments
             .finalize_invoice(&format!("{key}-finalize"), &remote, automatic)
             .await?;
-        if !automatic {
+        // Stripe mails a sent invoice: not to an address nobody verified (it is still
+        // open, shown in Wharf with its page, and overdue at its due date all the same).
+        if !automatic && verified {
             payments
                 .send_invoice(&format!("{key}-send"), &remote)
                 .await?;
@@ -225,10 +222,13 @@ impl Services {
         let change = InvoiceChange {
             stripe_invoice_id: Some(remote),
             hosted_invoice_url: finalized.hosted_invoice_url,
+            due_at: (!automatic).then(|| self.clock.now() + DUE_AFTER),
             ..InvoiceChange::default()
         };
-        self.store.update_invoice(&inv.id, &change).await?;
-        Ok(true)
+        self.store
+            .update_invoice(&inv.id, &change)
+            .await
+            .map(|_| ())
     }
 
     /// What the schedule does for collection, after closing due months: pushes again what the
@@ -249,32 +249,35 @@ impl Services {
         })
     }
 
-    /// Pauses the subscriptions behind every invoice whose payment failed `dunning_period`
-    /// ago or more and that is still unpaid.
+    /// Pauses the subscriptions behind every invoice overdue (a failed payment, or a sent
+    /// invoice past its due date) for `dunning_period` or more and still unpaid.
     async fn pause_overdue(&self) -> Result<usize, CoreError> {
         let now = self.clock.now();
-        let filter = InvoiceFilter {
-            status: Some(InvoiceStatus::Failed),
-            ..InvoiceFilter::default()
-        };
         let mut started = 0;
-        let mut page = PageRequest::first(crate::page::MAX_LIMIT);
-        loop {
-            let invoices = self.store.list_invoices(&filter, &page).await?;
-            for inv in invoices.items {
-                let due = inv
-                    .payment_failed_at
-                    .is_some_and(|at| at + self.settings.dunning_period <= now);
-                if due && inv.subscriptions_paused_at.is_none() {
-                    self.pause_for(&inv).await?;
-                    started += 1;
+        for status in [InvoiceStatus::Failed, InvoiceStatus::Open] {
+            let filter = InvoiceFilter {
+                status: Some(status),
+                ..InvoiceFilter::default()
+            };
+            let mut page = PageRequest::first(crate::page::MAX_LIMIT);
+            loop {
+                let invoices = self.store.list_invoices(&filter, &page).await?;
+                for inv in invoices.items {
+                    let due = inv
+                        .overdue_since(now)
+                        .is_some_and(|at| at + self.settings.dunning_period <= now);
+                    if due && inv.subscriptions_paused_at.is_none() {
+                        self.pause_for(&inv).await?;
+                        started += 1;
+                    }
+                }
+                match invoices.next_cursor {
+                    Some(c) => page.cursor = Some(c),
+                    None => break,
                 }
             }
-            match invoices.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => return Ok(started),
-            }
         }
+        Ok(started)
     }
 
     /// An invoice of `sub`'s subscriber to its vendor that dunning paused subscriptions for
@@ -283,26 +286,50 @@ impl Services {
         &self,
         sub: &Subscription,
     ) -> Result<Option<InvoiceId>, CoreError> {
+        self.overdue_invoice_to(&sub.subscriber_id, &sub.tenant_id)
+            .await
+    }
+
+    /// An unpaid invoice of `subscriber` to `vendor` that dunning paused subscriptions for.
+    async fn overdue_invoice_to(
+        &self,
+        subscriber: &UserId,
+        vendor: &crate::VendorId,
+    ) -> Result<Option<InvoiceId>, CoreError> {
         let filter = InvoiceFilter {
-            subscriber: Some(sub.subscriber_id.clone()),
-            vendor: Some(sub.tenant_id.clone()),
-            status: Some(InvoiceStatus::Failed),
+            subscriber: Some(subscriber.clone()),
+            vendor: Some(vendor.clone()),
             ..InvoiceFilter::default()
         };
+        let now = self.clock.now();
         let mut page = PageRequest::first(crate::page::MAX_LIMIT);
         loop {
             let invoices = self.store.list_invoices(&filter, &page).await?;
-            if let Some(inv) = invoices
-                .items
-                .iter()
-                .find(|inv| inv.subscriptions_paused_at.is_some())
-            {
+            if let Some(inv) = invoices.items.iter().find(|inv| {
+                inv.subscriptions_paused_at.is_some() && inv.overdue_since(now).is_some()
+            }) {
                 return Ok(Some(inv.id.clone()));
             }
             match invoices.next_cursor {
                 Some(c) => page.cursor = Some(c),
                 None => return Ok(None),
             }
+        }
+    }
+
+    /// Whether `subscriber` may subscribe to a feed of `vendor`: room in its quota, and no
+    /// overdue invoice to that vendor (a new subscription is no way around dunning).
+    pub(super) async fn may_subscribe(
+        &self,
+        subscriber: &UserId,
+        vendor: &crate::VendorId,
+    ) -> Result<(), CoreError> {
+        self.room_for_subscription(subscriber).await?;
+        match self.overdue_invoice_to(subscriber, vendor).await? {
+            Some(invoice) => Err(CoreError::Conflict(format!(
+                "invoice {invoice} to this vendor is overdue: pay it first"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -329,13 +356,10 @@ impl Services {
     /// subscriber.
     async fn pause_for(&self, inv: &Invoice) -> Result<(), CoreError> {
         let since = inv
-            .payment_failed_at
+            .overdue_since(self.clock.now())
             .map(crate::rfc3339)
             .unwrap_or_default();
-        let reason = format!(
-            "invoice {} is unpaid since a payment failed at {since}",
-            inv.id
-        );
+        let reason = format!("invoice {} is overdue since {since}", inv.id);
         let mut paused = Vec::new();
         // Active ones only: one its subscriber paused stays paused, and cannot be resumed
         // while the invoice is overdue (`overdue_invoice`).
@@ -355,8 +379,8 @@ impl Services {
         tracing::info!(invoice.id = %inv.id, subscriptions = paused.len(), "invoice overdue: subscriptions paused");
         if !paused.is_empty() {
             let body = format!(
-                "Invoice {} ({} {}) is still unpaid since a payment failed at {since}, so these \
-                 subscriptions are paused: {}.\nThey resume as soon as it is paid{}.\n",
+                "Invoice {} ({} {}) is overdue since {since}, so these subscriptions are \
+                 paused: {}.\nThey resume as soon as it is paid{}.\n",
                 inv.id,
                 inv.total,
                 inv.currency.code().to_uppercase(),
@@ -415,7 +439,8 @@ impl Services {
             Err(e) => {
                 self.store.abandon(EVENT_SCOPE, id).await?;
                 match e {
-                    CoreError::NotFound(_) => Ok(StripeEventOutcome::Ignored),
+                    // Not one of Wharf's invoices; anything else missing is retried.
+                    CoreError::NotFound("invoice") => Ok(StripeEventOutcome::Ignored),
                     e => Err(e),
                 }
             }
@@ -501,18 +526,30 @@ impl Services {
             self.mail_subscriber(&after.subscriber_id, "Payment failed", &body)
                 .await;
         }
-        if before.status != InvoiceStatus::Paid && after.status == InvoiceStatus::Paid {
+        // Every time it is told paid (a redelivered event finishes what a failure left).
+        if after.status == InvoiceStatus::Paid {
             self.resume_paid(&after.id, after).await?;
         }
         Ok(())
     }
 
-    /// Resumes the subscriptions dunning paused for a paid invoice.
+    /// Resumes the subscriptions dunning paused for a paid invoice, unless another invoice
+    /// to the vendor is overdue: they then stay paused for that one.
     async fn resume_paid(&self, id: &InvoiceId, inv: &Invoice) -> Result<(), CoreError> {
+        let still = self
+            .overdue_invoice_to(&inv.subscriber_id, &inv.vendor_id)
+            .await?;
         let mut resumed = Vec::new();
         for sub in self.subscriptions_behind(inv).await? {
-            if sub.paused_for_invoice.as_ref() == Some(id) {
-                resumed.push(self.set_dunning_pause(sub, None).await?.id.to_string());
+            if sub.paused_for_invoice.as_ref() != Some(id) {
+                continue;
+            }
+            match &still {
+                Some(other) => {
+                    let reason = format!("invoice {other} is unpaid");
+                    self.set_dunning_pause(sub, Some((other, reason))).await?;
+                }
+                None => resumed.push(self.set_dunning_pause(sub, None).await?.id.to_string()),
             }
         }
         if !resumed.is_empty() {

@@ -71,11 +71,13 @@ impl Services {
                 let Some(end) = feed.ends_at.filter(|end| *end <= now) else {
                     continue;
                 };
+                // Subscriptions first: a failure halfway leaves the feed published and
+                // listed, so the next tick ends the rest.
+                self.end_subscriptions_of_feed(&feed, end).await?;
                 let mut archived = feed;
                 archived.status = FeedStatus::Archived;
                 let saved = self.save_feed(archived).await?;
                 self.close_topic(&saved).await;
-                self.end_subscriptions_of_feed(&saved, end).await?;
                 tracing::info!(feed.id = %saved.id, tenant.id = %saved.tenant_id, "deprecated feed ended");
                 ended += 1;
             }

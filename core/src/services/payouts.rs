@@ -104,10 +104,15 @@ impl Services {
                 .get(&payout.vendor_id)
                 .and_then(Option::as_ref)
                 .filter(|a| a.payouts_enabled);
-            let next = self.pay(&payout, account).await?;
+            let mut next = self.pay(&payout, account).await?;
             if next != payout {
-                transferred += usize::from(next.status == PayoutStatus::Transferred);
-                self.store.update_payout(&next).await?;
+                next.revision = payout.revision + 1;
+                match self.store.update_payout(&next).await {
+                    Ok(()) => transferred += usize::from(next.status == PayoutStatus::Transferred),
+                    // Another tick recorded its own attempt, under the same key.
+                    Err(CoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(transferred)
@@ -121,7 +126,8 @@ impl Services {
     ) -> Result<Payout, CoreError> {
         use rust_decimal::prelude::ToPrimitive;
         let mut next = payout.clone();
-        let Some(account) = account.filter(|_| payout.net.0 > Decimal::ZERO) else {
+        let payable = payout.transferable && payout.net.0 > Decimal::ZERO;
+        let Some(account) = account.filter(|_| payable) else {
             next.status = PayoutStatus::Statement;
             return Ok(next);
         };

@@ -46,7 +46,7 @@ impl Services {
         let Some(feed) = feed else {
             return Err(CoreError::NotFound("feed"));
         };
-        self.room_for_subscription(&subscriber).await?;
+        self.may_subscribe(&subscriber, &feed.tenant_id).await?;
         if self.store.get_vendor(&feed.tenant_id).await?.status != VendorStatus::Active {
             return Err(CoreError::invalid(
                 "feed_id",

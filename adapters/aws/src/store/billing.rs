@@ -190,7 +190,36 @@ impl BillingStore for DynamoStore {
     }
 
     async fn update_payout(&self, payout: &Payout) -> Result<()> {
-        self.put_existing(payout_item(payout)?, "payout").await
+        let key = (
+            payouts_pk(&payout.vendor_id),
+            format!("{}#{}", payout.period, payout.id),
+        );
+        let stored = self
+            .get(&key.0, &key.1)
+            .await?
+            .ok_or(CoreError::NotFound("payout"))?;
+        let before: Payout = from_item(&stored)?;
+        if before.revision + 1 != payout.revision {
+            return Err(CoreError::Conflict("the payout changed meanwhile".into()));
+        }
+        let sent = self
+            .db()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(payout_item(payout)?))
+            .condition_expression("#doc = :before")
+            .expression_attribute_names("#doc", "doc")
+            .expression_attribute_values(
+                ":before",
+                stored.get("doc").cloned().unwrap_or_else(|| s("")),
+            )
+            .send()
+            .await;
+        if written(sent, "changing a payout")? {
+            Ok(())
+        } else {
+            Err(CoreError::Conflict("the payout changed meanwhile".into()))
+        }
     }
 
     async fn payout_account(&self, vendor: &VendorId) -> Result<Option<PayoutAccount>> {
