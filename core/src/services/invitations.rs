@@ -71,7 +71,7 @@ pub struct Invitation {
 
 impl Services {
     /// Seals `parts` (none holding a newline) into a token for a link.
-    fn seal_token(&self, parts: &[&str]) -> Result<String, CoreError> {
+    pub(super) fn seal_token(&self, parts: &[&str]) -> Result<String, CoreError> {
         use base64::Engine;
         let sealed = self.secrets.seal(&parts.join("\n"))?;
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
@@ -79,7 +79,7 @@ impl Services {
 
     /// The parts of a token sealed for `kind`, if it is one (`NotFound` otherwise: a token
     /// that does not open says nothing about why).
-    fn open_token(
+    pub(super) fn open_token(
         &self,
         token: &str,
         kind: &str,

@@ -107,14 +107,12 @@ impl Services {
             return Ok(());
         }
         let expires = self.clock.now() + EMAIL_CONFIRMATION_VALID;
-        let sealed = self.secrets.seal(&format!(
-            "{EMAIL_CONFIRMATION}\n{}\n{}\n{}",
-            sub.id,
+        let token = self.seal_token(&[
+            EMAIL_CONFIRMATION,
+            sub.id.as_str(),
             address.as_str(),
-            expires.unix_timestamp()
-        ))?;
-        use base64::Engine;
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+            &expires.unix_timestamp().to_string(),
+        ])?;
         let link = format!(
             "{}/v1/email-confirmations/{token}",
             self.settings.public_url
@@ -141,22 +139,9 @@ impl Services {
     /// cancelled subscription is a 404; an expired one a 410.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn confirm_email(&self, token: &str) -> Result<ConfirmedEmail, CoreError> {
-        use base64::Engine;
         let not_found = || CoreError::NotFound("confirmation");
-        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(not_found)?;
-        let text = self.secrets.open(&sealed).map_err(|_| not_found())?;
-        let mut parts = text.split('\n');
-        let (Some(EMAIL_CONFIRMATION), Some(id), Some(address), Some(expires), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let parts = self.open_token(token, EMAIL_CONFIRMATION, "confirmation")?;
+        let [id, address, expires] = parts.as_slice() else {
             return Err(not_found());
         };
         let id = SubscriptionId::parse(id).map_err(|_| not_found())?;
