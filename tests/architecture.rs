@@ -4,8 +4,11 @@
 
 use std::path::Path;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout cargo runs the test in (not where it was compiled: a shared target
+/// directory serves every checkout).
+fn root() -> std::path::PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .to_path_buf()
 }
 
 fn read(path: &str) -> String {

@@ -188,8 +188,11 @@ fn openapi_prints_the_committed_document() {
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let committed: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+                .join("openapi/openapi.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(printed, committed);

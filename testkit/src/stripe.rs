@@ -27,9 +27,9 @@ impl StripeStandIn {
         connect_webhook_secret: Option<&str>,
     ) -> StripeStandIn {
         let python = std::env::var("WHARF_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/stripe_standin.py");
+        let script = script();
         let mut args = vec![
-            script,
+            script.to_str().expect("a UTF-8 path"),
             "--secret-key",
             secret_key,
             "--webhook-secret",
@@ -43,7 +43,7 @@ impl StripeStandIn {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {python} {script}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {python} {}: {e}", script.display()));
         let stdout = child.stdout.take().expect("the stand-in's output");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -73,4 +73,16 @@ impl Drop for StripeStandIn {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The stand-in's script in the checkout cargo runs the test in: `testkit/` of the package
+/// being tested or of a directory above it. Looked up when the test runs, not where this
+/// crate was compiled: a shared target directory serves every checkout of the workspace.
+fn script() -> std::path::PathBuf {
+    let start = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    std::path::Path::new(&start)
+        .ancestors()
+        .map(|dir| dir.join("testkit/stripe_standin.py"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("no testkit/stripe_standin.py at or above {start}"))
 }

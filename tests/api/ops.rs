@@ -29,9 +29,12 @@ async fn health_readiness_docs_and_unknown_routes() {
 #[test]
 fn the_committed_openapi_document_matches_the_code() {
     let generated = wharf_api::openapi().to_pretty_json().unwrap() + "\n";
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    // Where cargo runs the test, not where it was compiled (a shared target directory
+    // serves every checkout).
+    let path = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("openapi/openapi.json");
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(path, &generated).unwrap();
+        std::fs::write(&path, &generated).unwrap();
     }
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
