@@ -53,6 +53,7 @@ DEFINITIONS = [
     ("POST", r"/v1/customers/(?P<id>cus_\w+)", params.CustomerUpdateParams),
     ("POST", r"/v1/invoices", params.InvoiceCreateParams),
     ("POST", r"/v1/invoiceitems", params.InvoiceItemCreateParams),
+    ("GET", r"/v1/invoiceitems", params.InvoiceItemListParams),
     ("POST", r"/v1/invoices/(?P<id>in_\w+)/finalize", params.InvoiceFinalizeInvoiceParams),
     ("POST", r"/v1/invoices/(?P<id>in_\w+)/send", params.InvoiceSendInvoiceParams),
     ("GET", r"/v1/invoices/(?P<id>in_\w+)", params.InvoiceRetrieveParams),
@@ -332,7 +333,8 @@ def create_invoice_item(b, f, _):
     amount = integer(f, "amount")
     currency = require(f, "currency")
     item = {"object": "invoiceitem", "customer": customer["id"], "amount": amount,
-            "currency": currency, "description": f.get("description")}
+            "currency": currency, "description": f.get("description"),
+            "metadata": f.get("metadata", {})}
     if "invoice" in f:
         invoice = b.get(f["invoice"], "invoice", "invoice")
         if invoice["status"] != "draft":
@@ -352,6 +354,20 @@ def create_invoice_item(b, f, _):
         invoice["lines"]["data"].append(made)
         invoice["amount_due"] += amount
     return made
+
+
+def list_invoice_items(b, f, _):
+    """Items by newest first, `limit` (at most 100) a page, after `starting_after`."""
+    limit = min(int(f.get("limit", "10")), 100)
+    items = [o for o in b.objects.values() if o["object"] == "invoiceitem"
+             and ("invoice" not in f or o.get("invoice") == f["invoice"])][::-1]
+    if "starting_after" in f:
+        ids = [o["id"] for o in items]
+        if f["starting_after"] not in ids:
+            raise Refused(400, f"No such invoiceitem: '{f['starting_after']}'", "resource_missing", "starting_after")
+        items = items[ids.index(f["starting_after"]) + 1:]
+    return {"object": "list", "url": "/v1/invoiceitems", "data": items[:limit],
+            "has_more": len(items) > limit}
 
 
 def finalize_invoice(b, f, m):
@@ -517,6 +533,7 @@ OPERATIONS = {
     params.CustomerUpdateParams: update_customer,
     params.InvoiceCreateParams: create_invoice,
     params.InvoiceItemCreateParams: create_invoice_item,
+    params.InvoiceItemListParams: list_invoice_items,
     params.InvoiceFinalizeInvoiceParams: finalize_invoice,
     params.InvoiceSendInvoiceParams: send_invoice,
     params.InvoiceRetrieveParams: retrieve_invoice,
@@ -653,6 +670,10 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_standin/endpoint":
             b.endpoint = body["url"]
             return {"url": b.endpoint}
+        if path == "/_standin/forget-keys":
+            # Stripe keeps idempotency keys for 24 hours.
+            b.idempotent.clear()
+            return {"forgotten": True}
         if path == "/_standin/clock":
             b.clock = body.get("now")
             return {"now": b.now()}

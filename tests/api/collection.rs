@@ -396,6 +396,7 @@ async fn an_invoice_unpaid_after_the_dunning_days_pauses_its_subscriptions_until
 
 #[tokio::test]
 async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_anything() {
+    // Even a day later, when Stripe has forgotten the first calls' idempotency keys.
     let c = Collecting::start(datetime!(2026-11-01 00:00 UTC)).await;
     c.market(&["bob"]).await;
     c.control(
@@ -410,6 +411,8 @@ async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_
         .await
         .expect("months close");
     let bob = &c.app.login("bob@sub.example").await;
+    // A day goes by: Stripe no longer knows the keys of the first push's calls.
+    c.control("/_standin/forget-keys", json!({})).await;
     // Pushed again by this call or, in the aws shape, already by the schedule's own tick.
     c.app
         .services

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use std::time::Duration;
 use wharf_core::domain::{
-    CollectionMethod, Email, FinalizedInvoice, Invoice, PaymentEvent, PaymentSetup, TransferRequest,
+    CollectionMethod, Email, FinalizedInvoice, Invoice, InvoiceItem, PaymentEvent, PaymentSetup,
+    RemoteInvoice, TransferRequest,
 };
 use wharf_core::ports::Payments;
 use wharf_core::{CoreError, UserId, VendorId};
@@ -94,6 +95,35 @@ impl StripeClient {
     pub fn with_connect_webhook_secret(mut self, secret: &str) -> StripeClient {
         self.webhook_secrets.push(secret.to_owned());
         self
+    }
+
+    /// GETs `/v1/{path}` with `query`; reads the answer as `T`.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, CoreError> {
+        let res = self
+            .http
+            .get(format!("{}/v1/{path}", self.base))
+            .bearer_auth(&self.secret_key)
+            .header("Stripe-Version", API_VERSION)
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| CoreError::unavailable(format!("Stripe did not answer: {e}")))?;
+        let status = res.status();
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| CoreError::unavailable(format!("Stripe's answer broke off: {e}")))?;
+        if !status.is_success() {
+            return Err(CoreError::unavailable(format!(
+                "Stripe answered {status} to GET /v1/{path}"
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| CoreError::unavailable(format!("Stripe's answer could not be read: {e}")))
     }
 
     /// POSTs `form` to `/v1/{path}` with `key`; returns the created object's id.
@@ -217,9 +247,7 @@ impl Payments for StripeClient {
         key: &str,
         customer: &str,
         processor_invoice: &str,
-        amount_minor: i64,
-        currency: &str,
-        description: &str,
+        item: &InvoiceItem,
     ) -> Result<(), CoreError> {
         self.post(
             "invoiceitems",
@@ -227,13 +255,67 @@ impl Payments for StripeClient {
             &[
                 ("customer", customer.to_owned()),
                 ("invoice", processor_invoice.to_owned()),
-                ("amount", amount_minor.to_string()),
-                ("currency", currency.to_owned()),
-                ("description", description.to_owned()),
+                ("amount", item.amount_minor.to_string()),
+                ("currency", item.currency.clone()),
+                ("description", item.description.clone()),
+                ("metadata[wharf_line]", item.line.to_string()),
             ],
         )
         .await
         .map(|_| ())
+    }
+
+    async fn fetch_invoice(&self, processor_invoice: &str) -> Result<RemoteInvoice, CoreError> {
+        #[derive(Deserialize)]
+        struct Fetched {
+            #[serde(default)]
+            status: String,
+            #[serde(default)]
+            hosted_invoice_url: Option<String>,
+        }
+        let fetched: Fetched = self
+            .get(&format!("invoices/{processor_invoice}"), &[])
+            .await?;
+        Ok(RemoteInvoice {
+            status: fetched.status,
+            hosted_invoice_url: fetched.hosted_invoice_url,
+        })
+    }
+
+    async fn invoice_lines(&self, processor_invoice: &str) -> Result<Vec<usize>, CoreError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            data: Vec<Item>,
+            #[serde(default)]
+            has_more: bool,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            id: String,
+            #[serde(default)]
+            metadata: std::collections::HashMap<String, String>,
+        }
+        let mut lines = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("invoice", processor_invoice.to_owned()),
+                ("limit", "100".to_owned()),
+            ];
+            if let Some(after) = &after {
+                query.push(("starting_after", after.clone()));
+            }
+            let page: Listed = self.get("invoiceitems", &query).await?;
+            lines.extend(
+                page.data
+                    .iter()
+                    .filter_map(|i| i.metadata.get("wharf_line")?.parse::<usize>().ok()),
+            );
+            match page.data.last() {
+                Some(last) if page.has_more => after = Some(last.id.clone()),
+                _ => return Ok(lines),
+            }
+        }
     }
 
     async fn finalize_invoice(

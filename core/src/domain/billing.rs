@@ -367,6 +367,28 @@ pub struct PaymentSetup {
     pub cancel_url: String,
 }
 
+/// One of Wharf's invoice lines as the processor's invoice item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceItem {
+    /// The line's number in Wharf's invoice (kept in the item's metadata).
+    pub line: usize,
+    /// The amount in the currency's minor unit.
+    pub amount_minor: i64,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// What the line charges for.
+    pub description: String,
+}
+
+/// The processor's view of an invoice it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteInvoice {
+    /// `draft`, `open`, `paid`, `void` or `uncollectible`.
+    pub status: String,
+    /// Its page, once finalized.
+    pub hosted_invoice_url: Option<String>,
+}
+
 /// What the processor answered to finalizing an invoice.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FinalizedInvoice {

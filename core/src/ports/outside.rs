@@ -28,16 +28,18 @@ pub trait Payments: Send + Sync {
         invoice: &Invoice,
         method: CollectionMethod,
     ) -> Result<String>;
-    /// Adds one line to a draft invoice: `amount_minor` in the currency's minor unit.
+    /// Adds one of Wharf's invoice lines to a draft invoice of `customer`.
     async fn add_invoice_item(
         &self,
         key: &str,
         customer: &str,
         processor_invoice: &str,
-        amount_minor: i64,
-        currency: &str,
-        description: &str,
+        item: &InvoiceItem,
     ) -> Result<()>;
+    /// The processor's view of an invoice it has.
+    async fn fetch_invoice(&self, processor_invoice: &str) -> Result<RemoteInvoice>;
+    /// The numbers of Wharf's lines already added to a processor invoice.
+    async fn invoice_lines(&self, processor_invoice: &str) -> Result<Vec<usize>>;
     /// Finalizes a draft invoice so it can be paid; with `auto_advance` the processor goes on
     /// to charge it.
     async fn finalize_invoice(

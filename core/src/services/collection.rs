@@ -13,9 +13,9 @@
 
 use super::Services;
 use crate::domain::{
-    CollectionMethod, IdempotencyState, Invoice, InvoiceChange, InvoiceFilter, InvoiceStatus,
-    PaymentCustomer, PaymentEventKind, PaymentSetup, Principal, Role, RunStatus, StoredResponse,
-    Subscription, SubscriptionStatus,
+    CollectionMethod, IdempotencyState, Invoice, InvoiceChange, InvoiceFilter, InvoiceItem,
+    InvoiceStatus, PaymentCustomer, PaymentEventKind, PaymentSetup, Principal, Role, RunStatus,
+    StoredResponse, Subscription, SubscriptionStatus,
 };
 use crate::ports::Payments;
 use crate::{CoreError, InvoiceId, PageRequest, UserId};
@@ -141,7 +141,10 @@ impl Services {
                 }
             };
             for inv in invoices.items {
-                if inv.stripe_invoice_id.is_some() || inv.total.0.is_zero() {
+                // Pushed: finalized (it has its page), or pushed before Wharf recorded how.
+                let pushed = inv.hosted_invoice_url.is_some()
+                    || (inv.stripe_invoice_id.is_some() && inv.collection_method.is_none());
+                if pushed || inv.total.0.is_zero() {
                     continue;
                 }
                 if let Err(e) = self.push_invoice(payments.as_ref(), &inv).await {
@@ -155,13 +158,12 @@ impl Services {
         }
     }
 
-    /// One invoice to the processor: its subscriber's customer (made once), a draft invoice,
-    /// one item per line, finalized, then charged (a saved payment method) or sent (to a
-    /// verified address). How it is
-    /// collected is decided once and stored first, so a retry repeats the same calls, and the
-    /// keys derive from Wharf's ids, so a retry repeats nothing.
+    /// One invoice to the processor: its subscriber's customer (made once), a draft invoice
+    /// (its id stored at once), one item per line, finalized, then charged (a saved payment
+    /// method) or sent (to a verified address). How it is collected is decided once and
+    /// stored first, the keys derive from Wharf's ids, and a push that stopped carries on
+    /// with the invoice Stripe has, so a retry, however late, repeats nothing.
     async fn push_invoice(&self, payments: &dyn Payments, inv: &Invoice) -> Result<(), CoreError> {
-        use rust_decimal::prelude::ToPrimitive;
         let verified = self
             .store
             .get_subscriber(&inv.subscriber_id)
@@ -186,32 +188,37 @@ impl Services {
             }
         };
         let key = format!("wharf-{}", inv.id);
-        let remote = payments
-            .create_invoice(&format!("{key}-invoice"), &customer.customer, inv, method)
-            .await?;
-        let scale = Decimal::from(10u64.pow(inv.currency.minor_units()));
-        for (n, line) in inv.lines.iter().enumerate() {
-            if line.amount.0.is_zero() {
-                continue;
+        let (remote, state) = match &inv.stripe_invoice_id {
+            // A push that stopped after Stripe made the invoice carries on with it (Stripe
+            // forgets idempotency keys after a day: nothing is made twice, however late).
+            Some(remote) => (remote.clone(), Some(payments.fetch_invoice(remote).await?)),
+            None => {
+                let remote = payments
+                    .create_invoice(&format!("{key}-invoice"), &customer.customer, inv, method)
+                    .await?;
+                let made = InvoiceChange {
+                    stripe_invoice_id: Some(remote.clone()),
+                    ..InvoiceChange::default()
+                };
+                self.store.update_invoice(&inv.id, &made).await?;
+                (remote, None)
             }
-            let minor = (line.amount.0 * scale)
-                .to_i64()
-                .ok_or_else(|| CoreError::internal(format!("{} is too large", line.amount)))?;
-            payments
-                .add_invoice_item(
-                    &format!("{key}-line-{n}"),
-                    &customer.customer,
-                    &remote,
-                    minor,
-                    inv.currency.code(),
-                    &line.description,
-                )
+        };
+        let draft = state.as_ref().is_none_or(|r| r.status == "draft");
+        if draft {
+            self.add_items(payments, inv, &customer.customer, &remote, state.is_some())
                 .await?;
         }
         let automatic = method == CollectionMethod::ChargeAutomatically;
-        let finalized = payments
-            .finalize_invoice(&format!("{key}-finalize"), &remote, automatic)
-            .await?;
+        let hosted_invoice_url = match state {
+            Some(remote) if !draft => remote.hosted_invoice_url,
+            _ => {
+                payments
+                    .finalize_invoice(&format!("{key}-finalize"), &remote, automatic)
+                    .await?
+                    .hosted_invoice_url
+            }
+        };
         // Stripe mails a sent invoice: not to an address nobody verified (it is still
         // open, shown in Wharf with its page, and overdue at its due date all the same).
         if !automatic && verified {
@@ -221,7 +228,7 @@ impl Services {
         }
         let change = InvoiceChange {
             stripe_invoice_id: Some(remote),
-            hosted_invoice_url: finalized.hosted_invoice_url,
+            hosted_invoice_url,
             due_at: (!automatic).then(|| self.clock.now() + DUE_AFTER),
             ..InvoiceChange::default()
         };
@@ -229,6 +236,47 @@ impl Services {
             .update_invoice(&inv.id, &change)
             .await
             .map(|_| ())
+    }
+
+    /// Adds the invoice's lines to the processor's draft, each once: `resumed` (a push that
+    /// stopped before) skips the lines the draft has.
+    async fn add_items(
+        &self,
+        payments: &dyn Payments,
+        inv: &Invoice,
+        customer: &str,
+        remote: &str,
+        resumed: bool,
+    ) -> Result<(), CoreError> {
+        use rust_decimal::prelude::ToPrimitive;
+        let added: std::collections::HashSet<usize> = if resumed {
+            payments.invoice_lines(remote).await?.into_iter().collect()
+        } else {
+            std::collections::HashSet::new()
+        };
+        let scale = Decimal::from(10u64.pow(inv.currency.minor_units()));
+        for (n, line) in inv.lines.iter().enumerate() {
+            if line.amount.0.is_zero() || added.contains(&n) {
+                continue;
+            }
+            let item = InvoiceItem {
+                line: n,
+                amount_minor: (line.amount.0 * scale)
+                    .to_i64()
+                    .ok_or_else(|| CoreError::internal(format!("{} is too large", line.amount)))?,
+                currency: inv.currency.code().to_owned(),
+                description: line.description.clone(),
+            };
+            payments
+                .add_invoice_item(
+                    &format!("wharf-{}-line-{n}", inv.id),
+                    customer,
+                    remote,
+                    &item,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// What the schedule does for collection, after closing due months: pushes again what the
