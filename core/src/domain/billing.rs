@@ -202,7 +202,9 @@ impl InvoiceChange {
                 .hosted_invoice_url
                 .clone_from(&self.hosted_invoice_url);
         }
-        if self.due_at.is_some() {
+        // The first push's due date stands: a push that raced it, finishing later, does not
+        // move it.
+        if invoice.due_at.is_none() {
             invoice.due_at = self.due_at;
         }
         if self.subscriptions_paused_at.is_some() {

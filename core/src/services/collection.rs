@@ -409,21 +409,30 @@ impl Services {
             .unwrap_or_default();
         let reason = format!("invoice {} is overdue since {since}", inv.id);
         let mut paused = Vec::new();
+        let mut unfinished = false;
         // Active ones only: one its subscriber paused stays paused, and cannot be resumed
         // while the invoice is overdue (`overdue_invoice`).
         for sub in self.subscriptions_behind(inv).await? {
             if sub.status == SubscriptionStatus::Active {
-                let sub = self
+                match self
                     .set_dunning_pause(sub, Some((&inv.id, reason.clone())))
-                    .await?;
-                paused.push(sub.id.to_string());
+                    .await
+                {
+                    Ok(sub) => paused.push(sub.id.to_string()),
+                    // Changed meanwhile (another tick, or its subscriber): the invoice is
+                    // left unmarked, so the next tick pauses what is still active.
+                    Err(CoreError::Conflict(_)) => unfinished = true,
+                    Err(e) => return Err(e),
+                }
             }
         }
-        let change = InvoiceChange {
-            subscriptions_paused_at: Some(self.clock.now()),
-            ..InvoiceChange::default()
-        };
-        self.store.update_invoice(&inv.id, &change).await?;
+        if !unfinished {
+            let change = InvoiceChange {
+                subscriptions_paused_at: Some(self.clock.now()),
+                ..InvoiceChange::default()
+            };
+            self.store.update_invoice(&inv.id, &change).await?;
+        }
         tracing::info!(invoice.id = %inv.id, subscriptions = paused.len(), "invoice overdue: subscriptions paused");
         if !paused.is_empty() {
             let body = format!(

@@ -73,10 +73,20 @@ impl Services {
                 };
                 // Subscriptions first: a failure halfway leaves the feed published and
                 // listed, so the next tick ends the rest.
-                self.end_subscriptions_of_feed(&feed, end).await?;
+                match self.end_subscriptions_of_feed(&feed, end).await {
+                    Ok(_) => {}
+                    // Another tick is ending them: the next tick finishes what is left.
+                    Err(CoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
                 let mut archived = feed;
                 archived.status = FeedStatus::Archived;
-                let saved = self.save_feed(archived).await?;
+                let saved = match self.save_feed(archived).await {
+                    Ok(saved) => saved,
+                    // Another tick archived it meanwhile.
+                    Err(CoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                };
                 self.close_topic(&saved).await;
                 tracing::info!(feed.id = %saved.id, tenant.id = %saved.tenant_id, "deprecated feed ended");
                 ended += 1;
