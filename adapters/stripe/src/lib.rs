@@ -29,6 +29,17 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Days a sent invoice gives the subscriber to pay.
 const DAYS_UNTIL_DUE: u32 = 30;
 
+/// An amount in Wharf's minor unit of `currency` as Stripe's API states it: the same, but
+/// for the Icelandic króna, which Wharf counts in whole krónur and Stripe's API still in
+/// hundredths (an amount of 100 is 1 króna, and must be a multiple of 100).
+fn stripe_amount(amount_minor: i64, currency: &str) -> i64 {
+    if currency.eq_ignore_ascii_case("isk") {
+        amount_minor.saturating_mul(100)
+    } else {
+        amount_minor
+    }
+}
+
 /// Talks to Stripe (or a fake at another base URL) with a secret key, and reads the webhook
 /// calls Stripe signs with the endpoint's signing secret.
 pub struct StripeClient {
@@ -255,7 +266,10 @@ impl Payments for StripeClient {
             &[
                 ("customer", customer.to_owned()),
                 ("invoice", processor_invoice.to_owned()),
-                ("amount", item.amount_minor.to_string()),
+                (
+                    "amount",
+                    stripe_amount(item.amount_minor, &item.currency).to_string(),
+                ),
                 ("currency", item.currency.clone()),
                 ("description", item.description.clone()),
                 ("metadata[wharf_line]", item.line.to_string()),
@@ -414,7 +428,10 @@ impl Payments for StripeClient {
             "transfers",
             key,
             &[
-                ("amount", transfer.amount_minor.to_string()),
+                (
+                    "amount",
+                    stripe_amount(transfer.amount_minor, &transfer.currency).to_string(),
+                ),
                 ("currency", transfer.currency.clone()),
                 ("destination", transfer.account.clone()),
                 ("description", transfer.description.clone()),
@@ -441,5 +458,17 @@ impl Payments for StripeClient {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stripe_amount;
+
+    #[test]
+    fn krona_amounts_are_stated_in_hundredths_and_others_as_they_are() {
+        assert_eq!(stripe_amount(1500, "isk"), 150_000, "1,500 krónur");
+        assert_eq!(stripe_amount(1500, "usd"), 1500, "15.00 dollars");
+        assert_eq!(stripe_amount(1500, "jpy"), 1500, "1,500 yen");
     }
 }
