@@ -114,27 +114,11 @@ impl StripeClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, CoreError> {
-        let res = self
+        let request = self
             .http
             .get(format!("{}/v1/{path}", self.base))
-            .bearer_auth(&self.secret_key)
-            .header("Stripe-Version", API_VERSION)
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| CoreError::unavailable(format!("Stripe did not answer: {e}")))?;
-        let status = res.status();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| CoreError::unavailable(format!("Stripe's answer broke off: {e}")))?;
-        if !status.is_success() {
-            return Err(CoreError::unavailable(format!(
-                "Stripe answered {status} to GET /v1/{path}"
-            )));
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| CoreError::unavailable(format!("Stripe's answer could not be read: {e}")))
+            .query(query);
+        self.send(request, &format!("GET /v1/{path}")).await
     }
 
     /// POSTs `form` to `/v1/{path}` with `key`; returns the created object's id.
@@ -156,13 +140,26 @@ impl StripeClient {
         key: &str,
         form: &[(&str, String)],
     ) -> Result<Answer, CoreError> {
-        let res = self
+        let request = self
             .http
             .post(format!("{}/v1/{path}", self.base))
-            .bearer_auth(&self.secret_key)
             .header("Idempotency-Key", key)
+            .form(form);
+        self.send(request, &format!("POST /v1/{path}")).await
+    }
+
+    /// Sends `request` with the key and API version and reads the answer as `T`. An outage,
+    /// a rate limit, a request under the same key still running (409) and an unreadable
+    /// success are `Unavailable` (asked again with the same key, Stripe answers the same);
+    /// other refusals are `Internal`, with Stripe's message.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, CoreError> {
+        let res = request
+            .bearer_auth(&self.secret_key)
             .header("Stripe-Version", API_VERSION)
-            .form(form)
             .send()
             .await
             .map_err(|e| CoreError::unavailable(format!("Stripe did not answer: {e}")))?;
@@ -172,17 +169,14 @@ impl StripeClient {
             .await
             .map_err(|e| CoreError::unavailable(format!("Stripe's answer broke off: {e}")))?;
         if status.is_success() {
-            // Stripe did it but the answer is unreadable: asked again with the same key,
-            // Stripe answers the same result, so this is a retry, not a refusal.
-            return serde_json::from_slice::<Answer>(&body).map_err(|e| {
+            return serde_json::from_slice(&body).map_err(|e| {
                 CoreError::unavailable(format!("Stripe's answer could not be read: {e}"))
             });
         }
         let message = serde_json::from_slice::<Failure>(&body)
             .map(|f| f.error.message)
             .unwrap_or_default();
-        let e = format!("Stripe answered {status} to POST /v1/{path}: {message}");
-        // 409: a request with the same key is still running at Stripe; retry it, same key.
+        let e = format!("Stripe answered {status} to {what}: {message}");
         Err(
             if status.is_server_error() || matches!(status.as_u16(), 409 | 429) {
                 CoreError::unavailable(e)
