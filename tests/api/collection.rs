@@ -173,6 +173,24 @@ impl Collecting {
         (vendor, feed, subscribers)
     }
 
+    /// Closes the months that are due (or finds them closed by the aws shape's own tick).
+    pub async fn close(&self) {
+        self.app
+            .services
+            .close_due_months()
+            .await
+            .expect("months close");
+    }
+
+    /// One round of collection, as the schedule runs it.
+    pub async fn collect(&self) -> wharf_core::services::Collected {
+        self.app
+            .services
+            .collect_payments()
+            .await
+            .expect("collection runs")
+    }
+
     /// The invoice of the subscriber `token` (the one it has).
     pub async fn invoice(&self, token: &str) -> Value {
         let list = self.app.get("/v1/invoices", Some(token)).await;
@@ -206,11 +224,7 @@ async fn a_saved_card_is_charged_and_an_invoice_without_one_is_sent_with_its_pag
 
     c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
     // This call closes November, or the aws shape's own tick did.
-    c.app
-        .services
-        .close_due_months()
-        .await
-        .expect("months close");
+    c.close().await;
     let (bob, carol) = (
         &c.app.login("bob@sub.example").await,
         &c.app.login("carol@sub.example").await,
@@ -280,11 +294,7 @@ async fn an_invoice_unpaid_after_the_dunning_days_pauses_its_subscriptions_until
     assert_eq!(paused.status, 200, "{:?}", paused.body);
     c.save_card(bob, true).await;
     c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
-    c.app
-        .services
-        .close_due_months()
-        .await
-        .expect("months close");
+    c.close().await;
     let bob = &c.app.login("bob@sub.example").await;
     let failed = c.invoice_becomes(bob, "failed").await;
     assert_eq!(failed["payment_failed_at"], "2026-12-02T10:00:00Z");
@@ -299,39 +309,18 @@ async fn an_invoice_unpaid_after_the_dunning_days_pauses_its_subscriptions_until
 
     // Six days on, nothing is paused yet; seven days on, the subscription is.
     c.set_clock(datetime!(2026-12-08 10:00 UTC)).await;
-    assert_eq!(
-        c.app
-            .services
-            .collect_payments()
-            .await
-            .expect("collection runs")
-            .overdue,
-        0
-    );
+    assert_eq!(c.collect().await.overdue, 0);
     let bob = &c.app.login("bob@sub.example").await;
     assert_eq!(c.app.get(&path, Some(bob)).await.body["status"], "active");
     c.set_clock(datetime!(2026-12-09 10:00 UTC)).await;
     let bob = &c.app.login("bob@sub.example").await;
     // This call pauses (or, in the aws shape, the schedule's own tick did).
-    c.app
-        .services
-        .collect_payments()
-        .await
-        .expect("collection runs");
+    c.collect().await;
     eventually("the invoice records the pause", || async {
         c.invoice(bob).await["subscriptions_paused_at"] == "2026-12-09T10:00:00Z"
     })
     .await;
-    assert_eq!(
-        c.app
-            .services
-            .collect_payments()
-            .await
-            .expect("collection runs")
-            .overdue,
-        0,
-        "paused once"
-    );
+    assert_eq!(c.collect().await.overdue, 0, "paused once");
     let paused = c.app.get(&path, Some(bob)).await.body;
     assert_eq!(paused["status"], "paused", "{paused}");
     assert_eq!(paused["paused_for_invoice"], failed["id"]);
@@ -405,11 +394,7 @@ async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_
     )
     .await;
     c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
-    c.app
-        .services
-        .close_due_months()
-        .await
-        .expect("months close");
+    c.close().await;
     let bob = &c.app.login("bob@sub.example").await;
     // A day goes by: Stripe no longer knows the keys of the first push's calls. (Not in the
     // aws shape, whose own schedule tick may be pushing at this very moment: keys that
@@ -418,20 +403,12 @@ async fn a_push_that_failed_midway_is_finished_by_the_schedule_without_doubling_
         c.control("/_standin/forget-keys", json!({})).await;
     }
     // Pushed again by this call or, in the aws shape, already by the schedule's own tick.
-    c.app
-        .services
-        .collect_payments()
-        .await
-        .expect("collection runs");
+    c.collect().await;
     let pushed = c.invoice(bob).await;
     assert!(pushed["stripe_invoice_id"].is_string(), "{pushed}");
     assert_eq!(pushed["collection_method"], "send_invoice", "no card saved");
     // Asked again, by the schedule or a rerun, nothing more reaches Stripe.
-    c.app
-        .services
-        .collect_payments()
-        .await
-        .expect("collection runs");
+    c.collect().await;
     let finance = c.app.platform(Role::PlatformFinance).await;
     let rerun = c
         .app
@@ -512,11 +489,7 @@ async fn a_vendor_is_paid_its_net_once_its_invoices_are_paid_and_a_failed_transf
     c.save_card(&subs[0].0, false).await;
 
     c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
-    c.app
-        .services
-        .close_due_months()
-        .await
-        .expect("months close");
+    c.close().await;
     c.invoice_becomes(&c.app.login("bob@sub.example").await, "paid")
         .await;
     let finance = c.app.platform(Role::PlatformFinance).await;
@@ -525,14 +498,7 @@ async fn a_vendor_is_paid_its_net_once_its_invoices_are_paid_and_a_failed_transf
         assert_eq!(list.status, 200, "{:?}", list.body);
         list.body[0].clone()
     };
-    let collect = || async {
-        c.app
-            .services
-            .collect_payments()
-            .await
-            .expect("collection runs")
-            .transferred
-    };
+    let collect = || async { c.collect().await.transferred };
     assert_eq!(collect().await, 0, "Carol has not paid");
     assert_eq!(payout().await["status"], "pending");
 
@@ -610,11 +576,7 @@ async fn a_sent_invoice_unpaid_past_its_due_date_and_the_dunning_days_pauses_its
     let (_, _, subs) = c.market(&["bob"]).await;
     let sub = subs[0].1.clone();
     c.set_clock(datetime!(2026-12-02 10:00 UTC)).await;
-    c.app
-        .services
-        .close_due_months()
-        .await
-        .expect("months close");
+    c.close().await;
     let bob = c.app.login("bob@sub.example").await;
     eventually("the invoice is sent", || async {
         c.invoice(&bob).await["due_at"] == "2027-01-01T10:00:00Z"
@@ -629,10 +591,8 @@ async fn a_sent_invoice_unpaid_past_its_due_date_and_the_dunning_days_pauses_its
         c.set_clock(at).await;
         let bob = c.app.login("bob@sub.example").await;
         eventually(&format!("the subscription is {status}"), || async {
-            let collected = c.app.services.collect_payments().await;
-            let now = c.app.get(&path, Some(&bob)).await.body;
-            assert!(collected.is_ok(), "{collected:?}");
-            now["status"] == status
+            c.collect().await;
+            c.app.get(&path, Some(&bob)).await.body["status"] == status
         })
         .await;
     }

@@ -109,13 +109,8 @@ impl AccountStore for DynamoStore {
     }
 
     async fn create_subscriber(&self, subscriber: &Subscriber) -> Result<()> {
-        let item = item(
-            format!("S#{}", subscriber.id),
-            "SUBSCRIBER",
-            "subscriber",
-            subscriber,
-        )?;
-        self.put_new(item, "subscriber").await
+        self.put_new(subscriber_item(subscriber)?, "subscriber")
+            .await
     }
 
     async fn get_subscriber(&self, id: &UserId) -> Result<Subscriber> {
@@ -124,14 +119,19 @@ impl AccountStore for DynamoStore {
     }
 
     async fn update_subscriber(&self, subscriber: &Subscriber) -> Result<()> {
-        let item = item(
-            format!("S#{}", subscriber.id),
-            "SUBSCRIBER",
-            "subscriber",
-            subscriber,
-        )?;
-        self.put_existing(item, "subscriber").await
+        self.put_existing(subscriber_item(subscriber)?, "subscriber")
+            .await
     }
+}
+
+/// A subscriber's profile, in its own partition.
+fn subscriber_item(subscriber: &Subscriber) -> Result<Item> {
+    item(
+        format!("S#{}", subscriber.id),
+        "SUBSCRIBER",
+        "subscriber",
+        subscriber,
+    )
 }
 
 /// The global item that finds a key by id alone (to authenticate it), next to the tenant's.
