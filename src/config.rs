@@ -427,7 +427,7 @@ impl Config {
         let budgets = &self.limits.budgets;
         let quotas = &self.limits.quotas;
         let connections = &self.connections;
-        let values: [(&str, u64); 16] = [
+        let values: [(&str, u64); 17] = [
             ("limits.budgets.filter", budgets.filter),
             ("limits.budgets.map", budgets.map),
             ("limits.budgets.enrich", budgets.enrich),
@@ -463,6 +463,10 @@ impl Config {
             (
                 "limits.quotas.records_per_replay",
                 quotas.records_per_replay.into(),
+            ),
+            (
+                "limits.quotas.records_per_backfill",
+                quotas.records_per_backfill.into(),
             ),
             (
                 "connections.max_connections",

@@ -369,7 +369,7 @@ pub async fn measure(
             )
             .await?
             .iter()
-            .map(|(_, n)| *n)
+            .map(|(_, n)| n.usage)
             .sum::<u64>();
         if held >= want * subscribers as u64 && metered >= want * subscribers as u64 {
             break;

@@ -59,7 +59,7 @@ pub async fn advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_ac
             &sub.id,
             0,
             7,
-            3,
+            Counted::usage(3),
             at(2 * HOUR + 3599),
             std::slice::from_ref(&parked),
         )
@@ -77,15 +77,39 @@ pub async fn advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_ac
         vec![parked.clone()]
     );
     store
-        .advance(&f.tenant_id, &sub.id, 7, 7, 2, at(2 * HOUR), &[])
+        .advance(
+            &f.tenant_id,
+            &sub.id,
+            7,
+            7,
+            Counted::usage(2),
+            at(2 * HOUR),
+            &[],
+        )
         .await
         .unwrap();
     store
-        .advance(&f.tenant_id, &sub.id, 7, 9, 4, at(3 * HOUR), &[])
+        .advance(
+            &f.tenant_id,
+            &sub.id,
+            7,
+            9,
+            Counted::usage(4),
+            at(3 * HOUR),
+            &[],
+        )
         .await
         .unwrap();
     store
-        .advance(&f.tenant_id, &sub.id, 9, 12, 0, at(5 * HOUR), &[])
+        .advance(
+            &f.tenant_id,
+            &sub.id,
+            9,
+            12,
+            Counted::usage(0),
+            at(5 * HOUR),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -105,6 +129,7 @@ pub async fn advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_ac
         subscriber_id: sub.subscriber_id.clone(),
         hour: at(hour * HOUR),
         count,
+        backfill: 0,
     };
     assert_eq!(
         store.usage(&filter, at(0), at(24 * HOUR)).await.unwrap(),
@@ -118,7 +143,15 @@ pub async fn advancing_moves_the_position_and_counts_usage_in_the_hour_of_the_ac
 pub async fn advancing_from_a_stale_position_is_a_conflict_and_changes_nothing(store: &dyn Store) {
     let (f, sub) = subscribed(store).await;
     store
-        .advance(&f.tenant_id, &sub.id, 0, 5, 2, at(HOUR), &[])
+        .advance(
+            &f.tenant_id,
+            &sub.id,
+            0,
+            5,
+            Counted::usage(2),
+            at(HOUR),
+            &[],
+        )
         .await
         .unwrap();
     let lost = pending(&sub, 10, false);
@@ -129,7 +162,7 @@ pub async fn advancing_from_a_stale_position_is_a_conflict_and_changes_nothing(s
                 &sub.id,
                 0,
                 9,
-                7,
+                Counted::usage(7),
                 at(HOUR),
                 std::slice::from_ref(&lost),
             )
@@ -142,7 +175,7 @@ pub async fn advancing_from_a_stale_position_is_a_conflict_and_changes_nothing(s
                 &sub.id,
                 6,
                 9,
-                7,
+                Counted::usage(7),
                 at(HOUR),
                 std::slice::from_ref(&lost),
             )
@@ -173,7 +206,7 @@ pub async fn advancing_another_tenants_subscription_is_not_found_and_changes_not
                 &sub.id,
                 0,
                 9,
-                7,
+                Counted::usage(7),
                 at(HOUR),
                 std::slice::from_ref(&lost),
             )
@@ -182,7 +215,15 @@ pub async fn advancing_another_tenants_subscription_is_not_found_and_changes_not
     );
     assert_not_found(
         store
-            .advance(&f.tenant_id, &SubscriptionId::new(), 0, 9, 7, at(HOUR), &[])
+            .advance(
+                &f.tenant_id,
+                &SubscriptionId::new(),
+                0,
+                9,
+                Counted::usage(7),
+                at(HOUR),
+                &[],
+            )
             .await,
         "subscription",
     );
@@ -256,6 +297,76 @@ pub async fn acknowledged_replays_are_not_counted(store: &dyn Store) {
     assert!(!store.ack_pending(&replay, 4, at(HOUR)).await.unwrap());
     assert!(usage_of(store, &sub).await.is_empty());
     assert!(due_among(store, far_future(), &[&replay]).await.is_empty());
+}
+
+/// A subscription granted backfill starts where its backfill starts; backfill is counted
+/// beside the month's deliveries, by `advance` and by acknowledging a backfill delivery, and
+/// both counters are summed per subscription.
+pub async fn backfill_starts_below_the_head_and_is_counted_apart(store: &dyn Store) {
+    let (f, _) = subscribed(store).await;
+    store
+        .append_output(&[output_record(&f, 1, 10), output_record(&f, 2, 20)])
+        .await
+        .unwrap();
+    let head = store.output_head(&f.tenant_id, &f.id).await.unwrap();
+    let mut sub = subscription(&f, &UserId::new());
+    sub.backfill = Some(BackfillGrant {
+        after: head - 1,
+        through: head,
+        records: 1,
+        since: Some(at(20)),
+    });
+    store
+        .create_subscription(&sub, &[secret("first", 5, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .delivery_position(&f.tenant_id, &sub.id)
+            .await
+            .unwrap(),
+        head - 1
+    );
+    let counted = Counted {
+        usage: 2,
+        backfill: 1,
+    };
+    store
+        .advance(
+            &f.tenant_id,
+            &sub.id,
+            head - 1,
+            head,
+            counted,
+            at(HOUR),
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut d = pending(&sub, 10, false);
+    d.backfill = true;
+    store.park(std::slice::from_ref(&d)).await.unwrap();
+    assert!(store.ack_pending(&d, 2, at(HOUR + 5)).await.unwrap());
+    let filter = UsageFilter {
+        subscription: Some(sub.id.clone()),
+        ..UsageFilter::default()
+    };
+    let rows = store.usage(&filter, at(0), far_future()).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.count, r.backfill))
+            .collect::<Vec<_>>(),
+        vec![(2, 3)]
+    );
+    let totals = store.usage_totals(at(0), far_future()).await.unwrap();
+    let mine = totals.iter().find(|(id, _)| *id == sub.id).map(|(_, c)| *c);
+    assert_eq!(
+        mine,
+        Some(Counted {
+            usage: 2,
+            backfill: 3
+        })
+    );
 }
 
 /// `reschedule` replaces the delivery: it is due at its new time with its new attempt
@@ -452,14 +563,22 @@ pub async fn usage_filters_by_tenant_subscriber_subscription_and_hour(store: &dy
                 &sub.id,
                 0,
                 1,
-                counts[0],
+                Counted::usage(counts[0]),
                 at(10 * HOUR + 5),
                 &[],
             )
             .await
             .unwrap();
         store
-            .advance(&sub.tenant_id, &sub.id, 1, 2, counts[1], at(11 * HOUR), &[])
+            .advance(
+                &sub.tenant_id,
+                &sub.id,
+                1,
+                2,
+                Counted::usage(counts[1]),
+                at(11 * HOUR),
+                &[],
+            )
             .await
             .unwrap();
     }
@@ -469,6 +588,7 @@ pub async fn usage_filters_by_tenant_subscriber_subscription_and_hour(store: &dy
         subscriber_id: sub.subscriber_id.clone(),
         hour: at(hour * HOUR),
         count,
+        backfill: 0,
     };
     let usage = |filter: UsageFilter, from: i64, to: i64| async move {
         store
@@ -583,12 +703,20 @@ pub async fn usage_filters_by_tenant_subscriber_subscription_and_hour(store: &dy
     };
     assert_eq!(
         totals(0, 24).await,
-        vec![(a.id.clone(), 3), (b.id.clone(), 7), (c.id.clone(), 11)],
+        vec![
+            (a.id.clone(), Counted::usage(3)),
+            (b.id.clone(), Counted::usage(7)),
+            (c.id.clone(), Counted::usage(11))
+        ],
         "totals sum every hour of the range per subscription"
     );
     assert_eq!(
         totals(11, 12).await,
-        vec![(a.id.clone(), 2), (b.id.clone(), 4), (c.id.clone(), 6)],
+        vec![
+            (a.id.clone(), Counted::usage(2)),
+            (b.id.clone(), Counted::usage(4)),
+            (c.id.clone(), Counted::usage(6))
+        ],
         "the range is `from <= hour < to`"
     );
     assert!(

@@ -171,6 +171,7 @@ macro_rules! store_contract {
                 parked_deliveries_come_due_in_due_order,
                 acknowledging_a_pending_delivery_counts_it_once,
                 acknowledged_replays_are_not_counted,
+                backfill_starts_below_the_head_and_is_counted_apart,
                 rescheduling_changes_when_a_delivery_is_due,
                 dropping_a_pending_delivery_removes_it_without_counting,
                 skipping_to_head_moves_the_position_to_the_feeds_newest_output,

@@ -86,6 +86,7 @@ pub(crate) async fn stored_source(store: &dyn Store, tenant: &VendorId) -> Sourc
 pub(crate) fn plan() -> Plan {
     Plan {
         version: 1,
+        backfill_unit_price: None,
         id: "pro".into(),
         name: "Pro".into(),
         currency: Currency::parse("usd").unwrap(),
@@ -176,6 +177,7 @@ pub(crate) fn subscription(feed: &Feed, subscriber: &UserId) -> Subscription {
         paused_for_invoice: None,
         failing_since: None,
         recent_replays: vec![],
+        backfill: None,
         email_confirmed_at: None,
         native: None,
         history: vec![StatusChange {
@@ -393,6 +395,7 @@ pub(crate) fn pending(sub: &Subscription, due: i64, replay: bool) -> PendingDeli
         next_attempt_at: at(due),
         first_failed_at: at(due - 5),
         replay,
+        backfill: false,
     }
 }
 

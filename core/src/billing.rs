@@ -165,6 +165,30 @@ pub fn adjustment_amount(plan: &Plan, billed: u64, now_counted: u64) -> Decimal 
     )
 }
 
+/// The price of `backfill` records delivered in a month with `deliveries` of the month's
+/// own, rounded: at the plan's `backfill_unit_price`, or else through its tiers as if they
+/// came after the month's deliveries (what the included quantity leaves, then the tiers).
+pub fn backfill_amount(plan: &Plan, deliveries: u64, backfill: u64) -> Decimal {
+    match plan.backfill_unit_price {
+        Some(price) => round(Decimal::from(backfill) * price.0, plan.currency),
+        None => adjustment_amount(plan, deliveries, deliveries.saturating_add(backfill)),
+    }
+}
+
+/// The price of one of `backfill` records in the month of [`backfill_amount`], unrounded to
+/// the currency: the plan's backfill price, or the tiers' average over those records.
+pub fn backfill_unit_price(plan: &Plan, deliveries: u64, backfill: u64) -> Decimal {
+    match plan.backfill_unit_price {
+        Some(price) => price.0,
+        None if backfill == 0 => Decimal::ZERO,
+        None => {
+            let through = deliveries.saturating_add(backfill);
+            ((usage_price(plan, through) - usage_price(plan, deliveries)) / Decimal::from(backfill))
+                .round_dp(8)
+        }
+    }
+}
+
 /// The platform's fee on `gross`, rounded; the vendor is paid the rest.
 pub fn platform_fee(gross: Decimal, percent: Decimal, currency: Currency) -> Decimal {
     round(gross * percent / Decimal::ONE_HUNDRED, currency)
@@ -186,6 +210,7 @@ mod tests {
     fn plan(fee: &str, included: u64, tiers: &[(Option<u64>, &str)]) -> Plan {
         Plan {
             version: 1,
+            backfill_unit_price: None,
             id: "pro".into(),
             name: "Pro".into(),
             currency: Currency::parse("usd").expect("usd"),
@@ -421,5 +446,19 @@ mod tests {
             let steps = usage_amount(&p, billed) + adjustment_amount(&p, billed, billed + late);
             prop_assert!((steps - once).abs() <= dec("0.01"));
         }
+    }
+
+    #[test]
+    fn backfill_is_priced_at_its_own_price_or_after_the_months_deliveries() {
+        let mut p = plan("0", 100, &[(Some(1000), "0.01"), (None, "0.001")]);
+        // 60 of the 100 included are left after 40 of the month's: 50 backfill are free.
+        assert_eq!(backfill_amount(&p, 40, 50), dec("0.00"));
+        // 60 left: 100 backfill make 40 billable at 0.01.
+        assert_eq!(backfill_amount(&p, 40, 100), dec("0.40"));
+        // 1,100 of the month's fill tier 1 (1,000 billable): 10 backfill are at 0.001.
+        assert_eq!(backfill_amount(&p, 1100, 10), dec("0.01"));
+        p.backfill_unit_price = Some(Amount(dec("0.0005")));
+        assert_eq!(backfill_amount(&p, 40, 100), dec("0.05"));
+        assert_eq!(backfill_amount(&p, 40, 0), dec("0.00"));
     }
 }

@@ -51,6 +51,8 @@ pub struct Quotas {
     pub replays_per_hour: u32,
     /// Records one replay may cover.
     pub records_per_replay: u32,
+    /// Records a new subscription's backfill may ask for.
+    pub records_per_backfill: u32,
 }
 
 impl Default for Quotas {
@@ -63,6 +65,7 @@ impl Default for Quotas {
             sockets_per_subscription: 10,
             replays_per_hour: 20,
             records_per_replay: 10_000,
+            records_per_backfill: 10_000,
         }
     }
 }

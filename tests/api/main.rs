@@ -5,6 +5,7 @@
 const BACKEND: helpers::Backend = helpers::Backend::Local;
 
 mod at_rest;
+mod backfill;
 mod billing;
 mod catalog;
 mod collection;

@@ -427,7 +427,10 @@ async fn finance_exports_are_csv_in_which_no_cell_is_a_formula() {
         &bob,
     )
     .await;
-    assert_eq!(usage[0], ["subscription_id", "period_start", "deliveries"]);
+    assert_eq!(
+        usage[0],
+        ["subscription_id", "period_start", "deliveries", "backfill"]
+    );
     let counted: u64 = usage[1..]
         .iter()
         .map(|r| r[2].parse::<u64>().expect("a count"))

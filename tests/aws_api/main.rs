@@ -5,6 +5,8 @@
 
 const BACKEND: helpers::Backend = helpers::Backend::Aws;
 
+#[path = "../api/backfill.rs"]
+mod backfill;
 #[path = "../api/billing.rs"]
 mod billing;
 #[path = "../api/catalog.rs"]

@@ -15,7 +15,9 @@
 //! [`Sockets`]: wharf_core::ports::Sockets
 
 use crate::deliver::record_json;
-use wharf_core::domain::{FeedStatus, Route, Subscription, SubscriptionStatus, TopicMessage};
+use wharf_core::domain::{
+    Counted, FeedStatus, Route, Subscription, SubscriptionStatus, TopicMessage,
+};
 use wharf_core::ports::{Fanout, Sockets};
 use wharf_core::{CoreError, FeedId, Services, SubscriptionId, TenantId};
 
@@ -165,8 +167,12 @@ async fn topic_pass(
             .zip(admitted)
             .filter(|((p, _), admitted)| **admitted && *p > at.max(from))
             .count() as u64;
-        // `false`: another publisher counted this range.
-        if services.acknowledge(sub, at, last, counted, &[]).await? {
+        // `false`: another publisher counted this range. (A topic carries only new records:
+        // native channels are granted no backfill.)
+        if services
+            .acknowledge(sub, at, last, Counted::usage(counted), &[])
+            .await?
+        {
             done.metered += counted;
         }
     }

@@ -6,7 +6,7 @@
 //!   the position leaving the expected value (`advance`) or the pending row being deleted
 //!   (`ack_pending`). A stale or repeated call changes nothing and counts nothing;
 //! - every subscription has a position row, created in the subscription's own transaction at
-//!   its feed's output head (`start_position`);
+//!   its feed's output head, or where its backfill starts (`start_position`);
 //! - tenant-owned statements filter on `tenant_id`, so another tenant's subscription reads as
 //!   `NotFound("subscription")`. The retry queue (`due_deliveries`, `drop_pending`) is global:
 //!   it serves the delivery worker, not tenants.
@@ -20,7 +20,9 @@ use crate::store::{SqliteStore, exists, from_doc, run, to_doc};
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use wharf_core::domain::{AttemptStatus, DeliveryAttempt, PendingDelivery, UsageFilter, UsageRow};
+use wharf_core::domain::{
+    AttemptStatus, Counted, DeliveryAttempt, PendingDelivery, UsageFilter, UsageRow,
+};
 use wharf_core::ports::{DeliveryStore, Result};
 use wharf_core::{CoreError, DeliveryId, FeedId, PageRequest, SubscriptionId, TenantId, Timestamp};
 
@@ -30,19 +32,24 @@ const DELIVERY_ATTEMPTS: &str = "delivery_attempts";
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
 /// Starts a new subscription's delivery position at its feed's current output head, so it
-/// receives what the feed produces from now on. Runs in the subscription's transaction.
+/// receives what the feed produces from now on, or after `backfill_after` when it was granted
+/// history. Runs in the subscription's transaction.
 pub(crate) fn start_position(
     c: &Connection,
     tenant: &TenantId,
     feed: &FeedId,
     sub: &SubscriptionId,
+    backfill_after: Option<u64>,
 ) -> Result<()> {
-    let head = output_head_in(c, tenant.as_str(), feed.as_str())?;
+    let start = match backfill_after {
+        Some(after) => stored_position(after)?,
+        None => output_head_in(c, tenant.as_str(), feed.as_str())?,
+    };
     run(
         c,
         "INSERT INTO delivery_positions (subscription_id, tenant_id, feed_id, position)
          VALUES (?, ?, ?, ?)",
-        params![sub.as_str(), tenant.as_str(), feed.as_str(), head],
+        params![sub.as_str(), tenant.as_str(), feed.as_str(), start],
     )?;
     Ok(())
 }
@@ -54,15 +61,17 @@ fn hour_of(at: Timestamp) -> Result<i64> {
 
 /// Adds `count` to a subscription's usage in `hour`. The subscriber comes from the
 /// subscription row, which must exist in `tenant`.
-fn add_usage(c: &Connection, tenant: &str, sub: &str, hour: i64, count: u64) -> Result<()> {
-    let count = i64::try_from(count).map_err(CoreError::internal)?;
+fn add_usage(c: &Connection, tenant: &str, sub: &str, hour: i64, counted: Counted) -> Result<()> {
+    let count = i64::try_from(counted.usage).map_err(CoreError::internal)?;
+    let backfill = i64::try_from(counted.backfill).map_err(CoreError::internal)?;
     // The WHERE clause also keeps SQLite from reading `ON CONFLICT` as a join constraint.
     let added = run(
         c,
-        "INSERT INTO usage (subscription_id, hour, tenant_id, subscriber_id, count)
-         SELECT id, ?, tenant_id, subscriber_id, ? FROM subscriptions WHERE id = ? AND tenant_id = ?
-         ON CONFLICT (subscription_id, hour) DO UPDATE SET count = count + excluded.count",
-        params![hour, count, sub, tenant],
+        "INSERT INTO usage (subscription_id, hour, tenant_id, subscriber_id, count, backfill)
+         SELECT id, ?, tenant_id, subscriber_id, ?, ? FROM subscriptions WHERE id = ? AND tenant_id = ?
+         ON CONFLICT (subscription_id, hour) DO UPDATE
+         SET count = count + excluded.count, backfill = backfill + excluded.backfill",
+        params![hour, count, backfill, sub, tenant],
     )?;
     if added == 0 {
         return Err(CoreError::NotFound("subscription"));
@@ -155,7 +164,7 @@ impl DeliveryStore for SqliteStore {
         sub: &SubscriptionId,
         from: u64,
         to: u64,
-        acknowledged: u64,
+        acknowledged: Counted,
         at: Timestamp,
         parked: &[PendingDelivery],
     ) -> Result<()> {
@@ -180,7 +189,7 @@ impl DeliveryStore for SqliteStore {
                         CoreError::NotFound("subscription")
                     });
                 }
-                if acknowledged > 0 {
+                if !acknowledged.is_zero() {
                     add_usage(tx, &tenant, &sub, hour, acknowledged)?;
                 }
                 park_rows(tx, &parked)
@@ -249,7 +258,7 @@ impl DeliveryStore for SqliteStore {
             delivery.tenant_id.to_string(),
             delivery.subscription_id.to_string(),
         );
-        let counted = !delivery.replay && acknowledged > 0;
+        let counted = delivery.counted(acknowledged);
         let hour = hour_of(at)?;
         self.db
             .write(move |tx| {
@@ -261,8 +270,8 @@ impl DeliveryStore for SqliteStore {
                 if deleted == 0 {
                     return Ok(false);
                 }
-                if counted {
-                    add_usage(tx, &tenant, &sub, hour, acknowledged)?;
+                if !counted.is_zero() {
+                    add_usage(tx, &tenant, &sub, hour, counted)?;
                 }
                 Ok(true)
             })
@@ -376,7 +385,7 @@ impl DeliveryStore for SqliteStore {
         // One statement per combination of filters (at most eight, all cached), so each can
         // use the index that leads with its filter rather than `(? IS NULL OR …)` scans.
         let mut sql = String::from(
-            "SELECT tenant_id, subscription_id, subscriber_id, hour, count FROM usage
+            "SELECT tenant_id, subscription_id, subscriber_id, hour, count, backfill FROM usage
              WHERE hour >= ? AND hour < ?",
         );
         let mut args = vec![Value::Integer(micros(from)?), Value::Integer(micros(to)?)];
@@ -409,6 +418,7 @@ impl DeliveryStore for SqliteStore {
                         subscriber_id: id_column(row, 2)?,
                         hour: time_column(row, 3)?,
                         count: unsigned(column(row, 4)?)?,
+                        backfill: unsigned(column(row, 5)?)?,
                     })
                 })
             })
@@ -419,7 +429,7 @@ impl DeliveryStore for SqliteStore {
         &self,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<(SubscriptionId, u64)>> {
+    ) -> Result<Vec<(SubscriptionId, Counted)>> {
         let (from, to) = (micros(from)?, micros(to)?);
         // One range seek per subscription on the primary key, so the cost is the range's
         // counters and not the whole history (a scan filtered on `hour` would read it all).
@@ -427,14 +437,22 @@ impl DeliveryStore for SqliteStore {
             .read(move |c| {
                 collect(
                     c,
-                    "SELECT id, n FROM (
+                    "SELECT id, coalesce(n, 0), coalesce(b, 0) FROM (
                          SELECT s.id AS id,
                                 (SELECT SUM(u.count) FROM usage u
-                                 WHERE u.subscription_id = s.id AND u.hour >= ?1 AND u.hour < ?2) AS n
+                                 WHERE u.subscription_id = s.id AND u.hour >= ?1 AND u.hour < ?2) AS n,
+                                (SELECT SUM(u.backfill) FROM usage u
+                                 WHERE u.subscription_id = s.id AND u.hour >= ?1 AND u.hour < ?2) AS b
                          FROM subscriptions s)
-                     WHERE n > 0 ORDER BY id",
+                     WHERE n > 0 OR b > 0 ORDER BY id",
                     params![from, to],
-                    |row| Ok((id_column(row, 0)?, unsigned(column(row, 1)?)?)),
+                    |row| {
+                        let counted = Counted {
+                            usage: unsigned(column(row, 1)?)?,
+                            backfill: unsigned(column(row, 2)?)?,
+                        };
+                        Ok((id_column(row, 0)?, counted))
+                    },
                 )
             })
             .await

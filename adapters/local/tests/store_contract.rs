@@ -2,6 +2,7 @@
 //! database of its own), and that a data dir survives reopening and an older one is migrated.
 
 use std::sync::Arc;
+use wharf_core::domain::Counted;
 use wharf_core::ports::{DeliveryStore, SourceStore, Store};
 use wharf_core::{
     CoreError, DeliveryId, PageRequest, RecordId, SourceId, SubscriptionId, UserId, VendorId,
@@ -233,7 +234,9 @@ async fn subscriptions_from_before_the_pipeline_migration_start_at_position_zero
     let store = SqliteStore::new(db);
     assert_eq!(store.delivery_position(&tenant, &sub).await?, 0);
     let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::hours(3);
-    store.advance(&tenant, &sub, 0, 4, 4, at, &[]).await?;
+    store
+        .advance(&tenant, &sub, 0, 4, Counted::usage(4), at, &[])
+        .await?;
     assert_eq!(store.delivery_position(&tenant, &sub).await?, 4);
     Ok(())
 }

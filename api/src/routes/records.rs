@@ -113,9 +113,10 @@ async fn usage(
             p.subscription_id.to_string(),
             wharf_core::rfc3339(p.period_start),
             p.deliveries.to_string(),
+            p.backfill.to_string(),
         ]
     });
-    let header = ["subscription_id", "period_start", "deliveries"];
+    let header = ["subscription_id", "period_start", "deliveries", "backfill"];
     Ok(crate::csv_export::answer(&header, rows))
 }
 

@@ -15,6 +15,8 @@ pub enum LineKind {
     Usage,
     /// Deliveries of an earlier, already billed month that were counted after it closed.
     Adjustment,
+    /// History delivered with a new subscription (its backfill), acknowledged in the month.
+    Backfill,
 }
 
 /// One line of an invoice.

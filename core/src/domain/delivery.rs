@@ -27,6 +27,25 @@ pub struct PendingDelivery {
     pub first_failed_at: Timestamp,
     /// A replay: delivered again without being counted again.
     pub replay: bool,
+    /// Backfill: counted as backfill when acknowledged (a delivery holds only backfill or
+    /// only the month's records).
+    #[serde(default)]
+    pub backfill: bool,
+}
+
+impl PendingDelivery {
+    /// How `acknowledged` of its records count when it is acknowledged: not at all for a
+    /// replay, as backfill for backfill, as the month's deliveries otherwise.
+    pub fn counted(&self, acknowledged: u64) -> super::Counted {
+        match (self.replay, self.backfill) {
+            (true, _) => super::Counted::default(),
+            (false, false) => super::Counted::usage(acknowledged),
+            (false, true) => super::Counted {
+                usage: 0,
+                backfill: acknowledged,
+            },
+        }
+    }
 }
 
 /// What came of one delivery attempt.
@@ -111,6 +130,9 @@ pub struct UsageRow {
     pub hour: Timestamp,
     /// Acknowledged deliveries (records) in that hour.
     pub count: u64,
+    /// Acknowledged backfill deliveries in that hour.
+    #[serde(default)]
+    pub backfill: u64,
 }
 
 /// Which usage rows to read.

@@ -81,6 +81,10 @@ pub struct Plan {
     pub included_deliveries: u64,
     /// Graduated tiers, ascending; the last one is unbounded.
     pub tiers: Vec<Tier>,
+    /// Price of one backfill record (history bought with a subscription); without it,
+    /// backfill is rated through the tiers as if delivered after the month's deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_unit_price: Option<Amount>,
 }
 
 const MAX_UNIT_PRICE_SCALE: u32 = 8;
@@ -97,6 +101,7 @@ impl Plan {
             && self.monthly_fee == other.monthly_fee
             && self.included_deliveries == other.included_deliveries
             && self.tiers == other.tiers
+            && self.backfill_unit_price == other.backfill_unit_price
     }
 
     /// Checks amounts and tier order; errors point at `{prefix}…`.
@@ -150,6 +155,15 @@ impl Plan {
                     format!("at most {MAX_UNIT_PRICE_SCALE} decimal places"),
                 );
             }
+        }
+        if self
+            .backfill_unit_price
+            .is_some_and(|price| price.scale() > MAX_UNIT_PRICE_SCALE)
+        {
+            p.add(
+                format!("{prefix}backfill_unit_price"),
+                format!("at most {MAX_UNIT_PRICE_SCALE} decimal places"),
+            );
         }
     }
 }
@@ -476,6 +490,7 @@ mod tests {
     fn plan(tiers: Vec<(Option<u64>, &str)>) -> Plan {
         Plan {
             version: 1,
+            backfill_unit_price: None,
             id: "pro".into(),
             name: "Pro".into(),
             currency: Currency::parse("usd").unwrap_or_else(|e| panic!("{e}")),

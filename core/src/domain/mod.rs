@@ -1,6 +1,7 @@
 //! Domain entities and their validation rules.
 
 pub mod address;
+pub mod backfill;
 pub mod billing;
 pub mod delivery;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod source;
 pub mod subscription;
 
 pub use address::*;
+pub use backfill::*;
 pub use billing::*;
 pub use delivery::*;
 pub use events::*;

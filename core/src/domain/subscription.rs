@@ -265,6 +265,9 @@ pub struct Subscription {
     /// subscribed to the feed's topic, while the subscription is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native: Option<NativeLink>,
+    /// The history granted when it was created (`backfill` in the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<super::BackfillGrant>,
     /// Grows by one on every change.
     pub revision: u64,
     /// When it was created.
@@ -323,6 +326,8 @@ pub struct NewSubscription {
     pub filter: Option<String>,
     /// Optional batching.
     pub batch: Option<Batch>,
+    /// History to deliver first, counted as backfill (its own invoice line).
+    pub backfill: Option<super::Backfill>,
 }
 
 /// The body of `PATCH /v1/subscriptions/{id}`; absent fields stay as they are.
@@ -377,6 +382,30 @@ impl Subscription {
             .take_while(|change| micros(change.at) <= micros(at))
             .last()
             .is_some_and(|change| change.status == SubscriptionStatus::Active)
+    }
+
+    /// Whether the record output at `position` is backfill the subscription was granted.
+    pub fn is_backfill(&self, position: u64) -> bool {
+        self.backfill.is_some_and(|g| g.covers(position))
+    }
+
+    /// Whether the subscription may receive the record output at `position` and `at`: one
+    /// output while it was active, or granted backfill.
+    pub fn entitled(&self, position: u64, at: Timestamp) -> bool {
+        self.active_at(at) || self.is_backfill(position)
+    }
+
+    /// How the records at `positions`, acknowledged together, are counted.
+    pub fn counted(&self, positions: impl IntoIterator<Item = u64>) -> super::Counted {
+        let mut counted = super::Counted::default();
+        for position in positions {
+            if self.is_backfill(position) {
+                counted.backfill += 1;
+            } else {
+                counted.usage += 1;
+            }
+        }
+        counted
     }
 }
 

@@ -122,10 +122,11 @@ pub trait ChangeLog: Send + Sync {
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
     /// How far a subscription has delivered (a feed output position). A new subscription
-    /// starts at its feed's newest output at creation.
+    /// starts at its feed's newest output at creation, or where its backfill starts.
     async fn delivery_position(&self, tenant: &TenantId, sub: &SubscriptionId) -> Result<u64>;
     /// Moves a subscription's position from `from` to `to`, adds `acknowledged` to its
-    /// usage for the hour of `at`, and stores `parked` deliveries, in one atomic write.
+    /// usage (and backfill) counters for the hour of `at`, and stores `parked` deliveries, in
+    /// one atomic write.
     /// `Conflict` when the position is no longer `from` (nothing is changed then).
     #[allow(clippy::too_many_arguments)]
     async fn advance(
@@ -134,7 +135,7 @@ pub trait DeliveryStore: Send + Sync {
         sub: &SubscriptionId,
         from: u64,
         to: u64,
-        acknowledged: u64,
+        acknowledged: Counted,
         at: Timestamp,
         parked: &[PendingDelivery],
     ) -> Result<()>;
@@ -145,7 +146,8 @@ pub trait DeliveryStore: Send + Sync {
     /// Pending deliveries due at `now`, oldest due first.
     async fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingDelivery>>;
     /// Removes a pending delivery and, unless it is a replay, adds `acknowledged` to its
-    /// subscription's usage for the hour of `at`, atomically. `false` when it was already
+    /// subscription's usage (its backfill counter for a backfill delivery) for the hour of
+    /// `at`, atomically. `false` when it was already
     /// gone (so nothing is counted twice).
     async fn ack_pending(
         &self,
@@ -176,7 +178,7 @@ pub trait DeliveryStore: Send + Sync {
         &self,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<(SubscriptionId, u64)>>;
+    ) -> Result<Vec<(SubscriptionId, Counted)>>;
     /// Usage rows matching `filter` with `from <= hour < to`, by subscription then hour.
     async fn usage(
         &self,

@@ -18,8 +18,8 @@ use super::Services;
 use crate::billing::{self, Period};
 use crate::domain::InvoiceFilter;
 use crate::domain::{
-    BillingRun, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, PayoutStatus, Plan,
-    Principal, Role, RunProblem, RunStatus, Subscription,
+    BillingRun, Counted, Feed, Invoice, InvoiceLine, InvoiceStatus, LineKind, Payout, PayoutStatus,
+    Plan, Principal, Role, RunProblem, RunStatus, Subscription,
 };
 use crate::money::{Amount, Currency};
 use crate::{
@@ -173,7 +173,7 @@ impl Services {
         period: Period,
         closed: &[Period],
     ) -> Result<(Vec<Charged>, Vec<RunProblem>), CoreError> {
-        let counted: HashMap<SubscriptionId, u64> = self
+        let counted: HashMap<SubscriptionId, Counted> = self
             .store
             .usage_totals(period.start(), period.end())
             .await?
@@ -215,7 +215,7 @@ impl Services {
                     )));
                     continue;
                 };
-                let deliveries = counted.get(&sub.id).copied().unwrap_or(0);
+                let deliveries = counted.get(&sub.id).copied().unwrap_or_default();
                 let mut lines = self.lines(&sub, feed, plan, period, deliveries);
                 if let Some(months) = late.get(&sub.id) {
                     // Late deliveries of a month are priced at the version it was rated at.
@@ -249,8 +249,9 @@ impl Services {
         feed: &Feed,
         plan: &Plan,
         period: Period,
-        deliveries: u64,
+        counted: Counted,
     ) -> Vec<InvoiceLine> {
+        let deliveries = counted.usage;
         let share = billing::active_share(&sub.history, period);
         let line = |kind, description: String, quantity, unit_price, amount| InvoiceLine {
             subscription_id: sub.id.clone(),
@@ -296,6 +297,20 @@ impl Services {
                 money(total, plan.currency),
             ));
         }
+        if counted.backfill > 0 {
+            let backfill = counted.backfill;
+            let total = billing::backfill_amount(plan, deliveries, backfill);
+            lines.push(line(
+                LineKind::Backfill,
+                format!(
+                    "{} plan of {}, {period}: {backfill} backfill records",
+                    plan.name, feed.name
+                ),
+                amount(Decimal::from(backfill)),
+                amount(billing::backfill_unit_price(plan, deliveries, backfill)),
+                money(total, plan.currency),
+            ));
+        }
         lines
     }
 
@@ -318,6 +333,7 @@ impl Services {
                 .into_iter()
                 .collect();
             for (sub, counted) in self.store.usage_totals(month.start(), month.end()).await? {
+                let counted = counted.usage;
                 let already = billed.get(&sub).copied().unwrap_or(0);
                 if counted > already {
                     late.entry(sub)

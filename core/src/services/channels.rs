@@ -56,7 +56,7 @@ pub struct ReplayRange {
 
 impl Services {
     /// Moves `sub`'s position from `from` to `to`, adds `acknowledged` records to its usage
-    /// for the hour of now, and stores `parked` deliveries, in one atomic write: the one way
+    /// (and backfill) counters for the hour of now, and stores `parked` deliveries, in one atomic write: the one way
     /// a delivery is counted, on every channel. `false` when another worker moved the
     /// position first; then nothing changed, and what that worker sent is what counts.
     #[tracing::instrument(level = "debug", skip_all, fields(tenant.id = %sub.tenant_id, subscription.id = %sub.id))]
@@ -65,7 +65,7 @@ impl Services {
         sub: &Subscription,
         from: u64,
         to: u64,
-        acknowledged: u64,
+        acknowledged: Counted,
         parked: &[PendingDelivery],
     ) -> Result<bool, CoreError> {
         let now = self.clock.now();
@@ -81,9 +81,9 @@ impl Services {
     }
 
     /// Queues the records of an event-time range for delivery again, without billing them
-    /// again: only records the subscription is entitled to (output while it was active) and
-    /// was already sent (at or before its position); a range starting before the
-    /// subscription did is refused, naming its start. At most `replays_per_hour` replays
+    /// again: only records the subscription is entitled to (output while it was active, or
+    /// its backfill) and was already sent (at or before its position); a range starting
+    /// before the subscription (or its backfill) did is refused, naming that instant. At most `replays_per_hour` replays
     /// per subscription in any hour (429) and `records_per_replay` records in one (409, and
     /// nothing is queued).
     #[tracing::instrument(level = "debug", skip_all, fields(subscription.id = %id))]
@@ -98,11 +98,17 @@ impl Services {
         }
         let mut sub = self.own_subscription(who, id).await?;
         self.can_replay(&sub)?;
-        if range.from < sub.created_at {
-            let start = crate::rfc3339(sub.created_at);
+        let earliest = sub
+            .backfill
+            .and_then(|grant| grant.since)
+            .map_or(sub.created_at, |since| since.min(sub.created_at));
+        if range.from < earliest {
+            let start = crate::rfc3339(earliest);
             return Err(CoreError::invalid(
                 "from",
-                format!("must be at or after {start}, when the subscription started"),
+                format!(
+                    "must be at or after {start}, where the subscription's records (with its backfill) start"
+                ),
             ));
         }
         let now = self.clock.now();
@@ -189,7 +195,7 @@ impl Services {
             after = *last;
             let entitled = chunk
                 .into_iter()
-                .filter(|(position, r)| *position <= sent && sub.active_at(r.created_at))
+                .filter(|(position, r)| *position <= sent && sub.entitled(*position, r.created_at))
                 .collect();
             for (position, r) in self.admitted(sub, entitled).await? {
                 if deliveries.len() >= most as usize {
@@ -210,6 +216,7 @@ impl Services {
                     next_attempt_at: now,
                     first_failed_at: now,
                     replay: true,
+                    backfill: false,
                 });
             }
         }
@@ -254,7 +261,8 @@ impl Services {
     }
 
     /// A subscription's records after `after` that it may see (its filter, and only what was
-    /// output while it was active), with the position reached; nothing is counted.
+    /// output while it was active or granted as backfill), with the position reached;
+    /// nothing is counted.
     async fn read_after(
         &self,
         sub: &Subscription,
@@ -268,7 +276,7 @@ impl Services {
         let reached = rows.last().map(|(p, _)| *p).unwrap_or(after);
         let items = rows
             .into_iter()
-            .filter(|(_, r)| sub.active_at(r.created_at))
+            .filter(|(p, r)| sub.entitled(*p, r.created_at))
             .collect();
         Ok((self.admitted(sub, items).await?, reached))
     }
@@ -411,7 +419,7 @@ impl Services {
             if reached <= hwm {
                 return Ok(());
             }
-            let fresh = items.iter().filter(|(p, _)| *p > hwm).count() as u64;
+            let fresh = sub.counted(items.iter().map(|(p, _)| *p).filter(|p| *p > hwm));
             if self.acknowledge(sub, hwm, reached, fresh, &[]).await? {
                 return Ok(());
             }

@@ -2,6 +2,7 @@
 //! once over the ports and shared by the API and the workers of both shapes.
 
 mod accounts;
+mod backfill;
 mod billing;
 mod catalog;
 mod channels;

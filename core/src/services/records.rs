@@ -31,6 +31,8 @@ pub struct UsagePoint {
     pub period_start: Timestamp,
     /// Acknowledged deliveries (records).
     pub deliveries: u64,
+    /// Acknowledged backfill deliveries (history bought with the subscription).
+    pub backfill: u64,
 }
 
 impl Services {
@@ -223,12 +225,14 @@ impl Services {
                     if p.subscription_id == row.subscription_id
                         && p.period_start == period_start =>
                 {
-                    p.deliveries += row.count
+                    p.deliveries += row.count;
+                    p.backfill += row.backfill;
                 }
                 _ => points.push(UsagePoint {
                     subscription_id: row.subscription_id,
                     period_start,
                     deliveries: row.count,
+                    backfill: row.backfill,
                 }),
             }
         }

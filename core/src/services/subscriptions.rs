@@ -42,6 +42,7 @@ impl Services {
                 input.batch.as_ref(),
             )
             .await;
+        self.check_backfill(input.backfill.as_ref(), &input.channel, &mut p);
         p.finish()?;
         let Some(feed) = feed else {
             return Err(CoreError::NotFound("feed"));
@@ -72,6 +73,7 @@ impl Services {
             recent_replays: vec![],
             email_confirmed_at: None,
             native: None,
+            backfill: None,
             history: vec![StatusChange {
                 status: SubscriptionStatus::Active,
                 at: now,
@@ -80,6 +82,7 @@ impl Services {
             created_at: now,
             updated_at: now,
         };
+        sub.backfill = self.grant_backfill(&sub, input.backfill.as_ref()).await?;
         let (secret, sealed) = self.new_secret_for(&sub.channel, now)?;
         // Mailed before anything is stored: a mail server that refuses leaves nothing behind.
         self.ask_for_confirmation(&sub, &feed).await?;
@@ -172,8 +175,11 @@ impl Services {
         sub.revision += 1;
         sub.updated_at = now;
         self.store.update_subscription(&sub, None).await?;
-        // Records from before the confirmation were never the address's to receive.
-        self.store.skip_to_head(&sub.tenant_id, &sub.id).await?;
+        // Records from before the confirmation were never the address's to receive, unless
+        // the subscription asked for history: then it starts with its backfill.
+        if sub.backfill.is_none() {
+            self.store.skip_to_head(&sub.tenant_id, &sub.id).await?;
+        }
         self.notifier.outputs_appended();
         tracing::info!(subscription.id = %sub.id, "email address confirmed");
         Ok(ConfirmedEmail {

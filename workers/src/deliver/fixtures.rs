@@ -40,6 +40,7 @@ pub fn sub(filter: Option<&str>, batch: Option<(u32, u32)>) -> Subscription {
         paused_for_invoice: None,
         failing_since: None,
         recent_replays: vec![],
+        backfill: None,
         email_confirmed_at: None,
         native: None,
         revision: 1,

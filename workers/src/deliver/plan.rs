@@ -39,8 +39,17 @@ pub fn plan<'a>(
     let groups = match sub.batch {
         None => wanted.into_iter().map(|r| vec![r]).collect(),
         Some(batch) => {
-            let mut groups: Vec<Vec<_>> = wanted
-                .chunks(batch.max_records.max(1) as usize)
+            // Backfill comes first (it lies before what the feed output since) and is never
+            // batched with the month's records: the two are counted apart.
+            let backfill = wanted
+                .iter()
+                .take_while(|(p, _)| sub.is_backfill(*p))
+                .count();
+            let (history, fresh) = wanted.split_at(backfill);
+            let size = batch.max_records.max(1) as usize;
+            let mut groups: Vec<Vec<_>> = history
+                .chunks(size)
+                .chain(fresh.chunks(size))
                 .map(<[_]>::to_vec)
                 .collect();
             let caught_up = rows.len() < chunk;

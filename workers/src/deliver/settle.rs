@@ -7,7 +7,7 @@ use super::Job;
 use super::send::Verdict;
 use std::time::Duration;
 use wharf_core::domain::{
-    AttemptStatus, DeliveryAttempt, PendingDelivery, Subscription, SubscriptionStatus,
+    AttemptStatus, Counted, DeliveryAttempt, PendingDelivery, Subscription, SubscriptionStatus,
 };
 use wharf_core::{CoreError, Services, Timestamp};
 
@@ -26,7 +26,7 @@ pub struct Health {
 #[derive(Debug, Default)]
 pub struct Settled {
     /// Records acknowledged, to count.
-    pub acknowledged: u64,
+    pub acknowledged: Counted,
     /// Failed deliveries to attempt again.
     pub parked: Vec<PendingDelivery>,
     /// The delivery log's rows.
@@ -54,12 +54,14 @@ pub fn settle(
         match verdict {
             Verdict::Delivered(_) => {
                 settled.health.any_ok = true;
-                settled.acknowledged += job.records.len() as u64;
+                settled.acknowledged += sub.counted(job.positions.iter().copied());
             }
             Verdict::Gone(_) => settled.health.gone = true,
             Verdict::Failed { .. } => {
                 settled.health.any_failed = true;
                 if let Some(next) = next {
+                    // A plan never mixes backfill with the month's records in one delivery.
+                    let backfill = job.positions.first().is_some_and(|p| sub.is_backfill(*p));
                     settled.parked.push(PendingDelivery {
                         id: job.id,
                         tenant_id: sub.tenant_id.clone(),
@@ -70,6 +72,7 @@ pub fn settle(
                         next_attempt_at: next,
                         first_failed_at: now,
                         replay: false,
+                        backfill,
                     });
                 }
             }
@@ -274,7 +277,7 @@ mod tests {
             &config,
             now,
         );
-        assert_eq!(settled.acknowledged, 3);
+        assert_eq!(settled.acknowledged, Counted::usage(3));
         assert_eq!(settled.parked.len(), 2);
         assert!(
             settled
@@ -310,7 +313,7 @@ mod tests {
             at(0),
         );
         assert!(settled.parked.is_empty());
-        assert_eq!(settled.acknowledged, 0);
+        assert_eq!(settled.acknowledged, Counted::default());
         assert!(settled.health.gone);
         assert_eq!(settled.log[0].status, AttemptStatus::Disabled);
     }

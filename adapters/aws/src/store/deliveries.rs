@@ -12,7 +12,9 @@ use super::usage::{hour_key, hour_start, usage_pk};
 use super::*;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Update};
-use wharf_core::domain::{AttemptStatus, DeliveryAttempt, PendingDelivery, UsageFilter, UsageRow};
+use wharf_core::domain::{
+    AttemptStatus, Counted, DeliveryAttempt, PendingDelivery, UsageFilter, UsageRow,
+};
 use wharf_core::ports::DeliveryStore;
 use wharf_core::ports::RecordStore;
 use wharf_core::{DeliveryId, SubscriptionId, TenantId, UserId, VendorId};
@@ -69,6 +71,8 @@ fn usage_row(item: &Item) -> Result<UsageRow> {
             .map_err(CoreError::internal)?,
         hour: Timestamp::from_unix_timestamp(hour).map_err(CoreError::internal)?,
         count: num_attr(item, "count")?,
+        // Counters written before backfill existed have no such attribute.
+        backfill: num_attr(item, "backfill").unwrap_or(0),
     })
 }
 
@@ -146,7 +150,7 @@ impl DeliveryStore for DynamoStore {
         sub: &SubscriptionId,
         from: u64,
         to: u64,
-        acknowledged: u64,
+        acknowledged: Counted,
         at: Timestamp,
         parked: &[PendingDelivery],
     ) -> Result<()> {
@@ -171,7 +175,7 @@ impl DeliveryStore for DynamoStore {
                 )
                 .build(),
         ];
-        if acknowledged > 0 {
+        if !acknowledged.is_zero() {
             items.push(usage_update(
                 self.table(),
                 tenant,
@@ -254,7 +258,8 @@ impl DeliveryStore for DynamoStore {
                 )
                 .build(),
         ];
-        if !delivery.replay && acknowledged > 0 {
+        let counted = delivery.counted(acknowledged);
+        if !counted.is_zero() {
             let position = self
                 .position_item(&delivery.tenant_id, &delivery.subscription_id)
                 .await?;
@@ -264,7 +269,7 @@ impl DeliveryStore for DynamoStore {
                 &delivery.subscription_id,
                 str_attr(&position, "subscriber_id")?,
                 at,
-                acknowledged,
+                counted,
             )?);
         }
         Ok(self.transact(items).await?.is_none())
@@ -343,12 +348,16 @@ impl DeliveryStore for DynamoStore {
         &self,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<(SubscriptionId, u64)>> {
-        let mut totals: Vec<(SubscriptionId, u64)> = Vec::new();
+    ) -> Result<Vec<(SubscriptionId, Counted)>> {
+        let mut totals: Vec<(SubscriptionId, Counted)> = Vec::new();
         for row in self.all_usage(from, to).await? {
+            let counted = Counted {
+                usage: row.count,
+                backfill: row.backfill,
+            };
             match totals.last_mut() {
-                Some((sub, total)) if *sub == row.subscription_id => *total += row.count,
-                _ => totals.push((row.subscription_id, row.count)),
+                Some((sub, total)) if *sub == row.subscription_id => *total += counted,
+                _ => totals.push((row.subscription_id, counted)),
             }
         }
         Ok(totals)

@@ -67,8 +67,13 @@ impl SubscriptionStore for DynamoStore {
         sub: &Subscription,
         secrets: &[SigningSecret],
     ) -> Result<()> {
-        let head =
-            wharf_core::ports::RecordStore::output_head(self, &sub.tenant_id, &sub.feed_id).await?;
+        let start = match sub.backfill {
+            Some(grant) => grant.after,
+            None => {
+                wharf_core::ports::RecordStore::output_head(self, &sub.tenant_id, &sub.feed_id)
+                    .await?
+            }
+        };
         let feed_check = TransactWriteItem::builder()
             .condition_check(
                 aws_sdk_dynamodb::types::ConditionCheck::builder()
@@ -86,7 +91,7 @@ impl SubscriptionStore for DynamoStore {
         lookup.insert("tenant_id".into(), s(sub.tenant_id.as_str()));
         let mut position = key(tenant_pk(&sub.tenant_id), position_sk(&sub.id));
         position.insert("kind".into(), s("position"));
-        position.insert("pos".into(), n(head));
+        position.insert("pos".into(), n(start));
         position.insert("subscriber_id".into(), s(sub.subscriber_id.as_str()));
         let outcome = self
             .transact(vec![
@@ -328,11 +333,11 @@ pub(super) fn usage_update(
     sub: &SubscriptionId,
     subscriber: &str,
     at: Timestamp,
-    count: u64,
+    counted: wharf_core::domain::Counted,
 ) -> Result<TransactWriteItem> {
     Ok(TransactWriteItem::builder()
         .update(super::usage::counter_update(
-            table, tenant, sub, subscriber, at, count,
+            table, tenant, sub, subscriber, at, counted,
         )?)
         .build())
 }

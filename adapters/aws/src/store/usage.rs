@@ -2,6 +2,7 @@
 //! transaction as the position move that acknowledges the records (see `deliveries`).
 
 use aws_sdk_dynamodb::types::{AttributeValue, Update};
+use wharf_core::domain::Counted;
 use wharf_core::ports::Result;
 use wharf_core::{CoreError, SubscriptionId, TenantId, Timestamp};
 
@@ -18,7 +19,7 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// The update that adds `count` to a subscription's usage counter for the UTC hour of `at`,
+/// The update that adds `counted` to a subscription's usage counters for the UTC hour of `at`,
 /// creating it with what usage rows show (and its place in the month's index) if needed.
 pub(crate) fn counter_update(
     table: &str,
@@ -26,7 +27,7 @@ pub(crate) fn counter_update(
     subscription: &SubscriptionId,
     subscriber: &str,
     at: Timestamp,
-    count: u64,
+    counted: Counted,
 ) -> Result<Update> {
     let hour = hour_start(at);
     let month = at
@@ -37,12 +38,13 @@ pub(crate) fn counter_update(
         .key("pk", s(usage_pk(tenant, subscription)))
         .key("sk", s(hour_key(hour)))
         .update_expression(
-            "ADD #count :n SET tenant_id = :tenant, subscriber_id = :subscriber, \
+            "ADD #count :n, backfill :b SET tenant_id = :tenant, subscriber_id = :subscriber, \
              subscription_id = :subscription, #kind = :kind, gsi1pk = :month, gsi1sk = :order",
         )
         .expression_attribute_names("#count", "count")
         .expression_attribute_names("#kind", "kind")
-        .expression_attribute_values(":n", n(count))
+        .expression_attribute_values(":n", n(counted.usage))
+        .expression_attribute_values(":b", n(counted.backfill))
         .expression_attribute_values(":tenant", s(tenant.to_string()))
         .expression_attribute_values(":subscriber", s(subscriber))
         .expression_attribute_values(":subscription", s(subscription.to_string()))

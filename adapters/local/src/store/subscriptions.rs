@@ -47,6 +47,7 @@ impl SubscriptionStore for SqliteStore {
     ) -> Result<()> {
         let row = SubscriptionRow::of(sub)?;
         let secrets = secrets.to_vec();
+        let backfill_after = sub.backfill.map(|g| g.after);
         self.db
             .write(move |tx| {
                 // The feed lives in the same tenant partition; checking it here turns a
@@ -73,7 +74,13 @@ impl SubscriptionStore for SqliteStore {
                     ],
                     "subscription",
                 )?;
-                crate::deliveries::start_position(tx, &row.tenant_id, &row.feed_id, &row.id)?;
+                crate::deliveries::start_position(
+                    tx,
+                    &row.tenant_id,
+                    &row.feed_id,
+                    &row.id,
+                    backfill_after,
+                )?;
                 put_secrets(tx, &row.id, &secrets)
             })
             .await
