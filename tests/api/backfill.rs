@@ -262,4 +262,27 @@ async fn a_backfill_that_is_malformed_or_too_large_is_refused_and_nothing_is_mad
     assert_eq!(res.body["backfill"]["records"], 2, "{:?}", res.body);
     let sub = res.body["id"].as_str().expect("an id").to_owned();
     assert_eq!(symbols(&app, &bob, &sub).await, ["S1", "S3"]);
+
+    // A backfill not yet read when the subscription is paused goes with the paused period:
+    // no cursor reaches it after the resume, and none of it is counted.
+    let (_, carol) = app.subscriber("Carol").await;
+    let body = json!({"feed_id": feed, "plan_id": "pro", "channel": {"type": "pull"},
+                      "backfill": {"records": 2}});
+    let res = app.post("/v1/subscriptions", Some(&carol), body).await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    let sub = res.body["id"].as_str().expect("an id").to_owned();
+    for status in ["paused", "active"] {
+        let path = format!("/v1/subscriptions/{sub}");
+        let res = app
+            .patch(&path, Some(&carol), json!({"status": status}))
+            .await;
+        assert_eq!(res.status, 200, "{:?}", res.body);
+    }
+    let page = app
+        .get(
+            &format!("/v1/subscriptions/{sub}/records?after=0"),
+            Some(&carol),
+        )
+        .await;
+    assert_eq!(page.body["items"], json!([]), "{:?}", page.body);
 }

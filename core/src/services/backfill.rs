@@ -113,6 +113,26 @@ impl Services {
         }))
     }
 
+    /// Ends the grant of a subscription being resumed where its deliveries stand: it skips
+    /// what came while it was paused, and with it the backfill not delivered yet, which no
+    /// cursor may then reach (it would be read without being counted).
+    pub(super) async fn end_undelivered_backfill(
+        &self,
+        sub: &mut Subscription,
+    ) -> Result<(), CoreError> {
+        let Some(grant) = sub.backfill.as_mut() else {
+            return Ok(());
+        };
+        let at = self
+            .store
+            .delivery_position(&sub.tenant_id, &sub.id)
+            .await?;
+        if at < grant.through {
+            grant.through = at.max(grant.after);
+        }
+        Ok(())
+    }
+
     /// The feed's records at positions `lower < p <= upper`, read through `sub`'s filter.
     async fn read_span(
         &self,

@@ -484,6 +484,9 @@ impl Services {
         secrets: Option<&[SigningSecret]>,
         resumed: bool,
     ) -> Result<(), CoreError> {
+        if resumed {
+            self.end_undelivered_backfill(sub).await?;
+        }
         let old_link = sub.native.take();
         sub.native = self.link(sub).await?;
         let same = |a: Option<&NativeLink>, b: Option<&NativeLink>| {
