@@ -268,3 +268,136 @@ async fn a_platform_finance_user_closes_a_month_on_a_clock_started_by_the_enviro
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Months close by themselves: a subscription made on a server whose clock
+/// `WHARF_CLOCK_START` put in mid-January is invoiced for January by the server's own
+/// schedule once it runs on a clock a day past the month's end, without anyone asking for
+/// the run; February, still running, is not closed.
+#[tokio::test]
+async fn the_schedule_closes_a_month_by_itself_on_a_clock_started_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let password = "correct horse battery";
+    let created = wharf(
+        &[
+            "admin",
+            "create",
+            "--email",
+            "fin@example.com",
+            "--password",
+            password,
+            "--role",
+            "platform_finance",
+            "--data-dir",
+            data_arg,
+        ],
+        dir.path(),
+    );
+    assert!(created.status.success(), "{created:?}");
+    let client = reqwest::Client::new();
+    let (mut child, base) = serve(data_arg, &[("WHARF_CLOCK_START", "2031-01-15T12:00:00Z")]);
+    let call =
+        |method: reqwest::Method, path: &str, token: Option<&str>, body: serde_json::Value| {
+            let mut request = client.request(method, format!("{base}{path}")).json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            async move {
+                let res = request.send().await.unwrap();
+                let status = res.status().as_u16();
+                (
+                    status,
+                    res.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+    let post = reqwest::Method::POST;
+    let login = |email: &'static str| {
+        let body = serde_json::json!({"email": email, "password": password});
+        let call = &call;
+        async move {
+            let (status, body) = call(reqwest::Method::POST, "/v1/auth/token", None, body).await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let body = serde_json::json!({"name": "Acme", "admin_email": "acme@vendor.example", "admin_password": password});
+    assert_eq!(call(post.clone(), "/v1/vendors", None, body).await.0, 201);
+    let vendor = login("acme@vendor.example").await;
+    let body = serde_json::json!({"name": "ticks", "kind": "push"});
+    let (status, source) = call(post.clone(), "/v1/sources", Some(&vendor), body).await;
+    assert_eq!(status, 201, "{source}");
+    let body = serde_json::json!({
+        "name": "Trades", "source_id": source["id"], "description": "Trades",
+        "pipeline": {"rules": []}, "visibility": "public", "status": "published",
+        "plans": [{"id": "pro", "name": "Pro", "currency": "usd", "monthly_fee": "31.00",
+                   "included_deliveries": 0, "tiers": [{"up_to": null, "unit_price": "0.01"}]}]
+    });
+    let (status, feed) = call(post.clone(), "/v1/feeds", Some(&vendor), body).await;
+    assert_eq!(status, 201, "{feed}");
+    let body = serde_json::json!({"name": "Bob", "email": "bob@sub.example", "password": password});
+    assert_eq!(
+        call(post.clone(), "/v1/subscribers", None, body).await.0,
+        201
+    );
+    let bob = login("bob@sub.example").await;
+    let body =
+        serde_json::json!({"feed_id": feed["id"], "plan_id": "pro", "channel": {"type": "pull"}});
+    let (status, sub) = call(post.clone(), "/v1/subscriptions", Some(&bob), body).await;
+    assert_eq!(status, 201, "{sub}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The same data on a clock a day and five seconds past January's end.
+    let (mut child, base) = serve(data_arg, &[("WHARF_CLOCK_START", "2031-02-02T00:00:05Z")]);
+    let finance = {
+        let body = serde_json::json!({"email": "fin@example.com", "password": password});
+        let res = client
+            .post(format!("{base}/v1/auth/token"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<serde_json::Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let invoices = |period: &'static str| {
+        let request = client
+            .get(format!("{base}/v1/invoices?period={period}"))
+            .bearer_auth(&finance);
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut january = serde_json::Value::Null;
+    for _ in 0..100 {
+        january = invoices("2031-01").await;
+        if january["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let items = january["items"].as_array().expect("invoices");
+    assert_eq!(items.len(), 1, "{january}");
+    let fee = &items[0]["lines"][0];
+    assert_eq!(fee["subscription_id"], sub["id"], "{fee}");
+    assert_eq!(fee["kind"], "fee", "{fee}");
+    // Active from the 15th at noon: 16.5 of January's 31 days.
+    assert_eq!(fee["amount"], "16.50", "{fee}");
+    assert_eq!(invoices("2031-02").await["items"], serde_json::json!([]));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
