@@ -198,13 +198,9 @@ fn openapi_prints_the_committed_document() {
     assert_eq!(printed, committed);
 }
 
-/// A finance user made with `admin create --role platform_finance` closes a month on a server
-/// whose clock `WHARF_CLOCK_START` put after that month; a month still running is refused.
-#[tokio::test]
-async fn a_platform_finance_user_closes_a_month_on_a_clock_started_by_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let data_arg = data.to_str().unwrap();
+/// Makes `fin@example.com` (password `correct horse battery`) a platform finance user in
+/// the data dir `data_arg` with `admin create`.
+fn create_finance_user(dir: &std::path::Path, data_arg: &str) {
     let created = wharf(
         &[
             "admin",
@@ -218,13 +214,22 @@ async fn a_platform_finance_user_closes_a_month_on_a_clock_started_by_the_enviro
             "--data-dir",
             data_arg,
         ],
-        dir.path(),
+        dir,
     );
     assert!(
         String::from_utf8_lossy(&created.stdout).contains("with role platform_finance"),
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
+}
+/// A finance user made with `admin create --role platform_finance` closes a month on a server
+/// whose clock `WHARF_CLOCK_START` put after that month; a month still running is refused.
+#[tokio::test]
+async fn a_platform_finance_user_closes_a_month_on_a_clock_started_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    create_finance_user(dir.path(), data_arg);
     let (mut child, base) = serve(data_arg, &[("WHARF_CLOCK_START", "2031-02-01T00:00:05Z")]);
     let client = reqwest::Client::new();
     let login = client
@@ -279,22 +284,7 @@ async fn the_schedule_closes_a_month_by_itself_on_a_clock_started_by_the_environ
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
     let password = "correct horse battery";
-    let created = wharf(
-        &[
-            "admin",
-            "create",
-            "--email",
-            "fin@example.com",
-            "--password",
-            password,
-            "--role",
-            "platform_finance",
-            "--data-dir",
-            data_arg,
-        ],
-        dir.path(),
-    );
-    assert!(created.status.success(), "{created:?}");
+    create_finance_user(dir.path(), data_arg);
     let client = reqwest::Client::new();
     let (mut child, base) = serve(data_arg, &[("WHARF_CLOCK_START", "2031-01-15T12:00:00Z")]);
     let call =

@@ -4,13 +4,14 @@
 //! replayed, and a request for more than a backfill may hold is refused whole.
 
 use crate::billing::{dec, pulled};
+use crate::entitlements::symbols;
 use crate::helpers::*;
+use crate::prices::close;
 use crate::receiver::{Receiver, TestClock, eventually};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::str::FromStr;
 use time::macros::datetime;
-use wharf_core::domain::Role;
 
 fn plans() -> Value {
     json!([
@@ -46,24 +47,6 @@ async fn push(app: &TestApp, vendor: &str, source: &str, body: Value) {
         .post(&format!("/v1/sources/{source}/records"), Some(vendor), body)
         .await;
     assert_eq!(res.status, 202, "{:?}", res.body);
-}
-
-async fn symbols(app: &TestApp, token: &str, sub: &str) -> Vec<String> {
-    let page = app
-        .get(&format!("/v1/subscriptions/{sub}/records"), Some(token))
-        .await;
-    assert_eq!(page.status, 200, "{:?}", page.body);
-    page.body["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| {
-            i["record"]["data"]["symbol"]
-                .as_str()
-                .expect("a symbol")
-                .to_owned()
-        })
-        .collect()
 }
 
 /// (deliveries, backfill) the usage API shows for `sub`.
@@ -128,7 +111,7 @@ async fn backfill_goes_out_first_is_counted_apart_and_is_billed_on_its_own_line(
     let eves = eves.body["id"].as_str().expect("an id").to_owned();
 
     assert_eq!(
-        symbols(&app, &bob, &bobs).await,
+        symbols(&app, &bob, &bobs, None).await,
         ["S2", "S3", "S4"],
         "the newest three, first"
     );
@@ -140,7 +123,7 @@ async fn backfill_goes_out_first_is_counted_apart_and_is_billed_on_its_own_line(
     clock.set(datetime!(2026-11-02 10:10 UTC));
     push(&app, &vendor, &source, records(5, 7)).await;
     pulled(&app, &watcher, &probe, 7).await;
-    assert_eq!(symbols(&app, &bob, &bobs).await, ["S5", "S6"]);
+    assert_eq!(symbols(&app, &bob, &bobs, None).await, ["S5", "S6"]);
     eventually("Eve gets what came since", || async {
         receiver.hits().len() == 6
     })
@@ -182,14 +165,7 @@ async fn backfill_goes_out_first_is_counted_apart_and_is_billed_on_its_own_line(
     assert_eq!(usage(&app, &eve, &eves).await, (2, 4));
 
     clock.set(datetime!(2026-12-01 01:00 UTC));
-    let finance = app.platform(Role::PlatformFinance).await;
-    let run = app
-        .post(
-            "/v1/billing/runs",
-            Some(&finance),
-            json!({"period": "2026-11"}),
-        )
-        .await;
+    let (finance, run) = close(&app, "2026-11").await;
     assert_eq!(run.status, 201, "{:?}", run.body);
     let invoices = app.get("/v1/invoices?period=2026-11", Some(&finance)).await;
     let bob_backfill = line(&invoices.body, &bobs, "backfill");
@@ -261,7 +237,7 @@ async fn a_backfill_that_is_malformed_or_too_large_is_refused_and_nothing_is_mad
     assert_eq!(res.status, 201, "{:?}", res.body);
     assert_eq!(res.body["backfill"]["records"], 2, "{:?}", res.body);
     let sub = res.body["id"].as_str().expect("an id").to_owned();
-    assert_eq!(symbols(&app, &bob, &sub).await, ["S1", "S3"]);
+    assert_eq!(symbols(&app, &bob, &sub, None).await, ["S1", "S3"]);
 
     // A backfill not yet read when the subscription is paused goes with the paused period:
     // no cursor reaches it after the resume, and none of it is counted.

@@ -11,10 +11,18 @@ fn trades(ids: &[&str]) -> Value {
     json!({"records": ids.iter().map(|id| json!({"id": id, "data": {"sym": id, "price": 150.0, "px": 150.0}})).collect::<Vec<_>>()})
 }
 
-async fn symbols(app: &TestApp, token: &str, sub: &str, after: &str) -> Vec<String> {
+/// The symbols of the records a pull returns: after the cursor `after`, or (`None`) where the
+/// subscription's deliveries stand.
+pub(crate) async fn symbols(
+    app: &TestApp,
+    token: &str,
+    sub: &str,
+    after: Option<&str>,
+) -> Vec<String> {
+    let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
     let page = app
         .get(
-            &format!("/v1/subscriptions/{sub}/records?after={after}&limit=100"),
+            &format!("/v1/subscriptions/{sub}/records?limit=100{cursor}"),
             Some(token),
         )
         .await;
@@ -56,7 +64,7 @@ async fn a_pull_subscription_never_reads_what_came_before_it_or_while_it_was_pau
         let (app, watcher, probe) = (&app, &watcher, &probe);
         async move {
             eventually(&format!("{n} records reach the feed"), || async {
-                symbols(app, watcher, probe, "0").await.len() == n
+                symbols(app, watcher, probe, Some("0")).await.len() == n
             })
             .await;
         }
@@ -68,7 +76,7 @@ async fn a_pull_subscription_never_reads_what_came_before_it_or_while_it_was_pau
     let sub = app.subscribe(&bob, &feed).await;
     push(&["a1", "a2"]).await;
     reached(4).await;
-    assert_eq!(symbols(&app, &bob, &sub, "0").await, vec!["a1", "a2"]);
+    assert_eq!(symbols(&app, &bob, &sub, Some("0")).await, vec!["a1", "a2"]);
 
     let path = format!("/v1/subscriptions/{sub}");
     let paused = app
@@ -85,11 +93,15 @@ async fn a_pull_subscription_never_reads_what_came_before_it_or_while_it_was_pau
     reached(8).await;
 
     assert_eq!(
-        symbols(&app, &bob, &sub, "0").await,
+        symbols(&app, &bob, &sub, Some("0")).await,
         vec!["a1", "a2", "b1"],
         "from the feed's first position: only what came while active"
     );
-    assert_eq!(symbols(&app, &bob, &sub, "0").await.len(), 3, "read again");
+    assert_eq!(
+        symbols(&app, &bob, &sub, Some("0")).await.len(),
+        3,
+        "read again"
+    );
     app.idle().await;
     assert_eq!(
         usage_of(&app, &bob, &sub).await,

@@ -29,7 +29,7 @@ async fn sign_up(app: &TestApp, subscribers: &[&str]) {
 }
 
 /// Asks for `period`'s billing run as a new platform finance user: (its token, the answer).
-async fn close(app: &TestApp, period: &str) -> (String, Res) {
+pub(crate) async fn close(app: &TestApp, period: &str) -> (String, Res) {
     let finance = app.platform(Role::PlatformFinance).await;
     let run = app
         .post(
