@@ -89,6 +89,13 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         source_queues: None,
         fanout: None,
         sockets: None,
+        models: models(
+            config,
+            Arc::new(
+                wharf_local::objects::FsObjects::open(&config.data_dir.join("objects"))
+                    .context("cannot open the object directory")?,
+            ),
+        ),
         metrics: Vec::new(),
         settings: settings(config, Shape::Local)?,
     };
@@ -97,6 +104,21 @@ pub fn local(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Local> {
         log: store,
         notifier,
     })
+}
+
+/// The models of `model` rules: tract, the files in `objects`, `model_cache_mb` of them
+/// loaded.
+pub fn models(
+    config: &Config,
+    objects: Arc<dyn wharf_core::ports::ObjectStore>,
+) -> Arc<wharf_core::models::Models> {
+    let budget =
+        usize::try_from(config.model_cache_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    Arc::new(wharf_core::models::Models::new(
+        Arc::new(wharf_onnx::TractEngine),
+        objects,
+        budget,
+    ))
 }
 
 /// The business settings both shapes share.

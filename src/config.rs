@@ -232,6 +232,9 @@ pub struct Config {
     /// Days an invoice may stay unpaid after a failed payment before the subscriber's
     /// subscriptions to its vendor are paused (they resume when it is paid).
     pub dunning_days: u64,
+    /// Memory, in MiB, the loaded models of `model` rules may take (least recently used ones
+    /// are dropped beyond it, and loaded again on their next use).
+    pub model_cache_mb: u64,
     /// The platform's share of each vendor's gross, in percent (a decimal string).
     pub platform_fee_percent: String,
     /// Per-vendor exceptions to `platform_fee_percent`: vendor id → percent.
@@ -276,6 +279,7 @@ impl Default for Config {
             admin: None,
             billing_close_delay_hours: 24,
             dunning_days: 7,
+            model_cache_mb: 512,
             platform_fee_percent: "20".into(),
             vendor_fee_percent: std::collections::BTreeMap::new(),
             clock_start: None,
@@ -316,6 +320,7 @@ const SETTINGS: &[&str] = &[
     "vendor_fee_percent",
     "billing_close_delay_hours",
     "dunning_days",
+    "model_cache_mb",
     "clock_start",
     "stripe",
     "limits",

@@ -47,6 +47,7 @@ Pipeline expressions are CEL over the variable `record`; window aggregates may c
         (name = "api-keys", description = "Ingest API keys"),
         (name = "sources", description = "Upstream sources"),
         (name = "feeds", description = "Feeds, pipelines and plans"),
+        (name = "models", description = "ONNX models for model rules"),
         (name = "reference", description = "Reference data for enrich rules"),
         (name = "catalog", description = "Public catalog of published feeds"),
         (name = "subscriptions", description = "Subscriptions and delivery channels"),
@@ -80,6 +81,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(routes::api_keys::router())
         .merge(routes::sources::router())
         .merge(routes::feeds::router())
+        .merge(routes::models::router())
         .merge(routes::reference::router())
         .merge(routes::catalog::router())
         .merge(routes::subscriptions::router())

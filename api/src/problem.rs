@@ -48,8 +48,8 @@ pub enum ApiError {
     MalformedBody(String),
     /// The body is larger than allowed.
     TooLarge(String),
-    /// The body is not `application/json`.
-    UnsupportedMediaType,
+    /// The body is not of the media type the route takes (named).
+    UnsupportedMediaType(&'static str),
     /// The route exists but not with this method.
     MethodNotAllowed,
     /// A signed callback (Stripe's) whose signature is missing, wrong or stale.
@@ -126,11 +126,11 @@ impl IntoResponse for ApiError {
                 Some(detail),
                 vec![],
             ),
-            ApiError::UnsupportedMediaType => problem(
+            ApiError::UnsupportedMediaType(wanted) => problem(
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
-                Some("send the body as application/json".into()),
+                Some(format!("send the body as {wanted}")),
                 vec![],
             ),
             ApiError::MethodNotAllowed => problem(
@@ -306,6 +306,16 @@ error_set!(
     415 => "Body is not application/json",
     422 => "Invalid fields; `errors` names each one",
     429 => "Too many requests of this kind; retry after `Retry-After` seconds",
+    503 => "Temporarily unavailable; retry",
+);
+error_set!(
+    /// Errors of uploads of files (models).
+    UploadErrors:
+    401 => "Missing, invalid or expired credentials",
+    403 => "The caller's role does not allow this",
+    413 => "Body too large",
+    415 => "Body is not application/octet-stream",
+    422 => "Not a file the engine can run; `errors` says what is wrong",
     503 => "Temporarily unavailable; retry",
 );
 error_set!(

@@ -22,6 +22,7 @@ pub mod cursors;
 pub mod deliveries;
 pub mod feeds;
 pub mod idempotency;
+pub mod models;
 pub mod objects;
 pub mod records;
 pub mod references;
@@ -158,6 +159,14 @@ macro_rules! store_contract {
                 feed_errors_list_newest_first_across_pages_per_tenant_and_feed,
                 feed_errors_recorded_before_the_cut_expire,
                 expiring_removes_only_expired_records_and_never_reuses_positions,
+            ]
+        );
+        $crate::__checks!(
+            $make,
+            models,
+            [
+                model_versions_list_by_name_then_version_within_their_vendor,
+                a_model_version_is_written_once_and_deleted_by_its_vendor,
             ]
         );
         $crate::__checks!(

@@ -139,6 +139,9 @@ prefixed_id!(
 prefixed_id!(
     /// An ingest API key.
     ApiKeyId, "key");
+prefixed_id!(
+    /// One version of a registered model.
+    ModelId, "mdl");
 
 /// The tenant is the vendor: every vendor-owned object is keyed by it.
 pub type TenantId = VendorId;

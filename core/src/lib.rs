@@ -31,6 +31,7 @@ pub mod expr;
 pub mod id;
 pub mod ingest_queue;
 pub mod limits;
+pub mod models;
 pub mod money;
 pub mod net;
 pub mod page;

@@ -161,6 +161,7 @@ pub async fn aws_shape(
             delivery_queue_url.clone(),
         ))),
         sockets,
+        models: crate::app::models(config, Arc::new(wharf_aws::s3::S3Objects::new(&clients))),
         metrics: vec![Arc::new(clients.calls.clone())],
         settings: crate::app::settings(config, Shape::Aws)?,
     };

@@ -18,6 +18,7 @@ mod isolation;
 mod lanes;
 mod lifecycle;
 mod limits;
+mod models;
 mod ops;
 mod pipeline;
 mod prices;

@@ -29,6 +29,8 @@ mod isolation;
 mod lifecycle;
 #[path = "../api/limits.rs"]
 mod limits;
+#[path = "../api/models.rs"]
+mod models;
 #[path = "../api/ops.rs"]
 mod ops;
 #[path = "../api/pipeline.rs"]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use wharf_core::domain::{Feed, FeedError, FeedStatus, OutputRecord, RawRecord};
 use wharf_core::limits::Budgets;
-use wharf_core::pipeline::{Compiled, Lookup, Outcome, Runner};
+use wharf_core::pipeline::{Compiled, LoadedVersion, Lookup, Outcome, Runner};
 use wharf_core::ports::{Store, tenant_lane};
 use wharf_core::{CoreError, FeedId, PageRequest, Services, SourceId, TenantId};
 
@@ -120,10 +120,7 @@ impl Processor {
     ) -> Result<Part, CoreError> {
         let now = services.clock.now();
         let lane = tenant_lane(tenant);
-        let lookup = References {
-            store: services.store.clone(),
-            tenant: tenant.clone(),
-        };
+        let lookup = References::of(services, tenant);
         let runner = Runner {
             compute: services.compute.as_ref(),
             lane: &lane,
@@ -248,21 +245,59 @@ pub async fn feeds_of_tenant_with_windows(store: &dyn Store) -> Result<Vec<Feed>
     }
 }
 
-/// Reference rows of one tenant, for `enrich`.
+/// What one tenant's rules look up: its reference rows (`enrich`) and models (`model`).
 pub struct References {
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// The tenant whose tables are read.
+    /// The services (store, models, compute).
+    pub services: Services,
+    /// The tenant whose tables and models are read.
     pub tenant: TenantId,
+}
+
+impl References {
+    /// The lookups of `tenant`'s rules.
+    pub fn of(services: &Services, tenant: &TenantId) -> References {
+        References {
+            services: services.clone(),
+            tenant: tenant.clone(),
+        }
+    }
 }
 
 #[async_trait]
 impl Lookup for References {
     async fn lookup(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, CoreError> {
-        match self.store.get_reference(&self.tenant, table, key).await {
+        match self
+            .services
+            .store
+            .get_reference(&self.tenant, table, key)
+            .await
+        {
             Ok(v) => Ok(Some(v)),
             Err(CoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn model(&self, name: &str, version: u32) -> Result<Option<LoadedVersion>, CoreError> {
+        let versions = self
+            .services
+            .store
+            .model_versions(&self.tenant, name)
+            .await?;
+        let Some(info) = versions.into_iter().find(|v| v.version == version) else {
+            return Ok(None);
+        };
+        let lane = tenant_lane(&self.tenant);
+        let model = self
+            .services
+            .models
+            .get(
+                self.services.compute.as_ref(),
+                &lane,
+                &info.object_key(),
+                &info.sha256,
+            )
+            .await?;
+        Ok(Some((model, Arc::new(info))))
     }
 }

@@ -115,10 +115,7 @@ pub async fn close_feed_windows(services: &Services, feed: &Feed) -> Result<usiz
         compiled: &compiled,
         spec,
         lane: tenant_lane(&feed.tenant_id),
-        lookup: References {
-            store: store.clone(),
-            tenant: feed.tenant_id.clone(),
-        },
+        lookup: References::of(services, &feed.tenant_id),
         now,
         expires_at: now + time::Duration::days(i64::from(source.retention_days)),
     };

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_payment_methods.sql"),
     include_str!("../migrations/0011_payout_accounts.sql"),
     include_str!("../migrations/0012_backfill_usage.sql"),
+    include_str!("../migrations/0013_models.sql"),
 ];
 
 /// Reader connections kept open between reads; more are opened under load and then closed.

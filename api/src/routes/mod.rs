@@ -7,6 +7,7 @@ pub mod feeds;
 pub mod identity;
 pub mod invitations;
 pub mod live;
+pub mod models;
 pub mod ops;
 pub mod records;
 pub mod reference;

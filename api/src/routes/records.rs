@@ -46,8 +46,9 @@ async fn ingest(
     ApiPath(id): ApiPath<SourceId>,
     body: RawBody,
 ) -> Result<(StatusCode, Json<IngestResult>), ApiError> {
-    let format =
-        IngestFormat::of_media_type(&body.media_type).ok_or(ApiError::UnsupportedMediaType)?;
+    let format = IngestFormat::of_media_type(&body.media_type).ok_or(
+        ApiError::UnsupportedMediaType("application/json or application/x-ndjson"),
+    )?;
     let mut parsed = ParsedBody::parse(format, &body.bytes)?;
     let records = std::mem::take(&mut parsed.records);
     let result = s.services.ingest(&who, &id, records).await?;

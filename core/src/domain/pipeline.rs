@@ -134,16 +134,18 @@ pub enum RuleSpec {
         /// Optional CEL over the aggregate fields; groups where it is false are dropped.
         having: Option<String>,
     },
-    /// ML inference: an ONNX model from the object store, or a remote HTTP endpoint.
+    /// Inference with a registered ONNX model over the records, in batches.
     Model {
-        /// Object-store key of an ONNX model (`models/…`), exclusive with `url`.
-        object: Option<String>,
-        /// HTTP endpoint of a remote model, exclusive with `object`.
-        url: Option<String>,
-        /// Model input name → CEL expression over `record`.
+        /// The vendor's model (`PUT /v1/models/{name}`).
+        model: String,
+        /// The version to run; omitted, the latest when the pipeline is saved (then stored).
+        version: Option<u32>,
+        /// Model input → CEL over `record` giving the row's values: a list of numbers, as
+        /// many as the input takes per row (nested lists are flattened).
         inputs: BTreeMap<String, String>,
-        /// Field the model output is written to.
-        output: String,
+        /// Record field → CEL over `outputs` (each model output as the row's list of values)
+        /// and `record`; written into the record for the rules after.
+        outputs: BTreeMap<String, String>,
     },
 }
 
@@ -183,6 +185,17 @@ pub enum Rule {
         aggregates: BTreeMap<String, Aggregate>,
         /// Over the aggregate fields (and `group`); groups where it is false are dropped.
         having: Option<Expr>,
+    },
+    /// Inference with a registered model.
+    Model {
+        /// The model's name.
+        model: String,
+        /// Its version (pinned when the pipeline was saved).
+        version: u32,
+        /// Model input → the row's values, over `record`.
+        inputs: BTreeMap<String, Expr>,
+        /// Record field → value, over `outputs` and `record`.
+        outputs: BTreeMap<String, Expr>,
     },
 }
 
@@ -285,14 +298,12 @@ impl Parsing<'_> {
                 aggregates,
                 having,
             } => self.window(i, [every, window], group_by, aggregates, having),
-            RuleSpec::Model { .. } => {
-                self.fail(
-                    i,
-                    "type",
-                    "model rules are not available on this server yet",
-                );
-                None
-            }
+            RuleSpec::Model {
+                model,
+                version,
+                inputs,
+                outputs,
+            } => self.model(i, model, *version, inputs, outputs),
         }
     }
 
@@ -308,6 +319,50 @@ impl Parsing<'_> {
             table: table?,
             key: key?,
             as_field: as_field.to_owned(),
+        })
+    }
+
+    /// A model rule with its expressions parsed; `version` 0 stands for the latest, which the
+    /// catalog pins when it checks the rule against the registry.
+    fn model(
+        &mut self,
+        i: usize,
+        model: &str,
+        version: Option<u32>,
+        inputs: &BTreeMap<String, String>,
+        outputs: &BTreeMap<String, String>,
+    ) -> Option<Rule> {
+        if !is_slug(model) {
+            self.fail(i, "model", "must match [a-z0-9_-]{1,64}");
+        }
+        if version == Some(0) {
+            self.fail(i, "version", "versions start at 1");
+        }
+        for (field, map) in [("inputs", inputs), ("outputs", outputs)] {
+            if map.is_empty() {
+                self.fail(i, field, "needs at least one entry");
+            }
+        }
+        let mut parse_all = |field: &str, map: &BTreeMap<String, String>| {
+            let parsed: BTreeMap<String, Option<Expr>> = map
+                .iter()
+                .map(|(name, e)| {
+                    let path = format!("{field}.{name}");
+                    (name.clone(), self.expr(i, &path, e, self.budgets.map))
+                })
+                .collect();
+            parsed
+                .into_iter()
+                .map(|(name, e)| e.map(|e| (name, e)))
+                .collect::<Option<BTreeMap<_, _>>>()
+        };
+        let inputs = parse_all("inputs", inputs);
+        let outputs = parse_all("outputs", outputs);
+        Some(Rule::Model {
+            model: model.to_owned(),
+            version: version.unwrap_or(0),
+            inputs: inputs?,
+            outputs: outputs?,
         })
     }
 

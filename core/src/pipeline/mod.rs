@@ -4,11 +4,12 @@
 //! compiled once per pipeline version; a failure on one record is reported with the index of
 //! the rule that failed, never hidden.
 
+mod model;
 mod rules;
 pub mod value;
 mod window;
 
-pub use rules::{Compiled, Lookup, Outcome, Outcomes, RuleError, Runner};
+pub use rules::{Compiled, LoadedVersion, Lookup, Outcome, Outcomes, RuleError, Runner};
 pub use window::{Accumulated, WindowSpec};
 
 /// A subscription's filter, run within the subscription filters' budget.

@@ -1,24 +1,35 @@
 //! Compiled rules and their evaluation on one record.
 
+use super::model::ModelStage;
 use super::value::{to_cel, to_json};
 use super::window::WindowSpec;
 use crate::CoreError;
-use crate::domain::{Pipeline, Rule, Slug};
+use crate::domain::{ModelVersion, Pipeline, Rule, Slug};
 use crate::expr::{Expr, evaluate};
 use crate::limits::Budgets;
-use crate::ports::{Compute, off_runtime};
+use crate::ports::{Compute, LoadedModel, off_runtime};
 use async_trait::async_trait;
 use cel::Value;
 use serde_json::Value as Json;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Looks reference rows up for `enrich` rules.
+/// What rules look up in the pipeline's tenant: reference rows for `enrich` rules, models
+/// for `model` rules.
 #[async_trait]
 pub trait Lookup: Send + Sync {
     /// The row under `key` in `table`, if any.
     async fn lookup(&self, table: &str, key: &str) -> Result<Option<Json>, crate::CoreError>;
+    /// The tenant's model `name` at `version`, loaded, with what it takes and gives; `None`
+    /// when there is no such version.
+    async fn model(&self, name: &str, version: u32) -> Result<Option<LoadedVersion>, CoreError> {
+        let _ = (name, version);
+        Ok(None)
+    }
 }
+
+/// A model version, loaded.
+pub type LoadedVersion = (Arc<dyn LoadedModel>, Arc<ModelVersion>);
 
 /// A rule failed on a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +57,7 @@ pub(super) enum Stage {
         key: Expr,
         as_field: String,
     },
+    Model(ModelStage),
 }
 
 /// A pipeline version, compiled.
@@ -73,9 +85,9 @@ pub struct Runner<'a> {
 pub type Outcomes = Vec<Result<Outcome, RuleError>>;
 
 /// Records still going through the rules, by their index in the batch.
-type Live = Vec<(usize, Json)>;
+pub(super) type Live = Vec<(usize, Json)>;
 /// Records whose outcome is known, by their index in the batch.
-type Settled = Vec<(usize, Result<Outcome, RuleError>)>;
+pub(super) type Settled = Vec<(usize, Result<Outcome, RuleError>)>;
 
 impl Compiled {
     /// The stages of a parsed pipeline, split at its window rule, each expression to run
@@ -106,6 +118,20 @@ impl Compiled {
                     key: key.clone(),
                     as_field: as_field.clone(),
                 },
+                Rule::Model {
+                    model,
+                    version,
+                    inputs,
+                    outputs,
+                } => Stage::Model(ModelStage {
+                    name: model.clone(),
+                    version: *version,
+                    inputs: inputs.clone(),
+                    outputs: outputs
+                        .iter()
+                        .map(|(name, e)| (name.clone(), e.clone()))
+                        .collect(),
+                }),
                 Rule::Window { .. } => {
                     compiled.window = WindowSpec::new(i, rule, budgets.window);
                     continue;
@@ -197,7 +223,7 @@ impl Compiled {
                 }
                 Ok(Some(Json::Object(out)))
             }
-            Stage::Enrich { .. } => Err(fail("an enrich rule runs on its own".into())),
+            Stage::Enrich { .. } | Stage::Model(_) => Err(fail("this rule runs on its own".into())),
         }
     }
 
@@ -252,7 +278,7 @@ async fn run_all(
     while at < count && !live.is_empty() {
         let end = compiled.stages(after)[at..]
             .iter()
-            .position(|(_, s)| matches!(s, Stage::Enrich { .. }))
+            .position(|(_, s)| matches!(s, Stage::Enrich { .. } | Stage::Model(_)))
             .map_or(count, |p| at + p);
         let c = compiled.clone();
         if end > at {
@@ -265,6 +291,15 @@ async fn run_all(
             }
             live = kept;
             at = end;
+            continue;
+        }
+        if let (rule, Stage::Model(stage)) = &compiled.stages(after)[at] {
+            let (kept, settled) = score(compiled, after, at, (*rule, stage), live, runner).await?;
+            for (index, outcome) in settled {
+                outcomes[index] = Some(outcome);
+            }
+            live = kept;
+            at += 1;
             continue;
         }
         let keyed = off_runtime(runner.compute, runner.lane, move || {
@@ -304,6 +339,46 @@ async fn run_all(
         .into_iter()
         .map(|o| o.unwrap_or(Ok(Outcome::Drop)))
         .collect())
+}
+
+/// Runs the `model` stage `at` over `live`: the model looked up (a version no longer
+/// registered fails every record), then the scoring on a compute thread.
+async fn score(
+    compiled: &Arc<Compiled>,
+    after: bool,
+    at: usize,
+    (rule, stage): (usize, &ModelStage),
+    live: Live,
+    runner: &Runner<'_>,
+) -> Result<(Live, Settled), CoreError> {
+    let Some((model, info)) = runner.lookup.model(&stage.name, stage.version).await? else {
+        let message = format!(
+            "model `{}` has no version {} any more",
+            stage.name, stage.version
+        );
+        let failed = live
+            .into_iter()
+            .map(|(i, _)| {
+                (
+                    i,
+                    Err(RuleError {
+                        rule,
+                        message: message.clone(),
+                    }),
+                )
+            })
+            .collect();
+        return Ok((Vec::new(), failed));
+    };
+    let c = compiled.clone();
+    let budget = compiled.budgets.map;
+    off_runtime(runner.compute, runner.lane, move || {
+        let (_, Stage::Model(stage)) = &c.stages(after)[at] else {
+            return (Vec::new(), Vec::new());
+        };
+        stage.score(rule, model.as_ref(), &info, live, budget)
+    })
+    .await
 }
 
 /// Adds the row under `key` in `table` to `record` as `as_field` (null when there is none).

@@ -5,12 +5,14 @@
 
 mod compute;
 mod fanout;
+mod models;
 mod outside;
 mod records;
 mod store;
 
 pub use compute::*;
 pub use fanout::*;
+pub use models::*;
 pub use outside::*;
 pub use records::*;
 pub use store::*;

@@ -101,6 +101,20 @@ pub trait FeedStore: Send + Sync {
     ) -> Result<Page<CatalogEntry>>;
 }
 
+/// The model registry: each vendor's model versions (their files live in the object store).
+#[async_trait]
+pub trait ModelStore: Send + Sync {
+    /// Stores a new version; `Conflict` when the vendor has that name's version already.
+    async fn put_model_version(&self, model: &ModelVersion) -> Result<()>;
+    /// A vendor's versions of `name`, oldest first (none when it has no such model).
+    async fn model_versions(&self, vendor: &VendorId, name: &str) -> Result<Vec<ModelVersion>>;
+    /// Every version of every model of a vendor, by name then version.
+    async fn all_model_versions(&self, vendor: &VendorId) -> Result<Vec<ModelVersion>>;
+    /// Removes one version; `NotFound("model version")` if the vendor has no such version.
+    async fn delete_model_version(&self, vendor: &VendorId, name: &str, version: u32)
+    -> Result<()>;
+}
+
 /// Reference tables for `enrich` rules.
 #[async_trait]
 pub trait ReferenceStore: Send + Sync {
@@ -206,6 +220,7 @@ pub trait Store:
     + ApiKeyStore
     + SourceStore
     + FeedStore
+    + ModelStore
     + ReferenceStore
     + SubscriptionStore
     + IdempotencyStore

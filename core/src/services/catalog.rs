@@ -141,13 +141,15 @@ impl Services {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
         let mut p = Problems::default();
         let budgets = &self.settings.limits.budgets;
-        let rules = input
+        let mut rules = input
             .pipeline
             .parse("pipeline.", budgets)
             .unwrap_or_else(|errors| {
                 p.extend(errors);
                 Vec::new()
             });
+        self.check_model_rules(tenant, "pipeline.", &mut rules, &mut p)
+            .await?;
         let now = self.clock.now();
         let feed = Feed {
             id: FeedId::new(),
@@ -371,9 +373,13 @@ impl Services {
         spec: PipelineSpec,
     ) -> Result<Feed, CoreError> {
         let tenant = who.tenant_with(Role::VendorAdmin)?;
-        let rules = spec
+        let mut rules = spec
             .parse("", &self.settings.limits.budgets)
             .map_err(CoreError::Validation)?;
+        let mut p = Problems::default();
+        self.check_model_rules(tenant, "", &mut rules, &mut p)
+            .await?;
+        p.finish()?;
         let mut feed = self.store.get_feed(tenant, id).await?;
         if feed.status == FeedStatus::Archived {
             return Err(CoreError::Conflict("an archived feed cannot change".into()));

@@ -9,6 +9,7 @@ mod channels;
 mod collection;
 mod invitations;
 mod lifecycle;
+mod models;
 mod months;
 mod payouts;
 mod plan_moves;
@@ -21,6 +22,7 @@ pub use accounts::*;
 pub use channels::*;
 pub use collection::{Collected, StripeEventOutcome};
 pub use invitations::{Invitation, NewInvitation, VerifiedEmail};
+pub use models::{MAX_MODEL_BYTES, ModelSummary};
 pub use payouts::PayoutAccountLink;
 pub use plan_moves::PlanMoveScheduled;
 pub use records::*;
@@ -110,6 +112,8 @@ pub struct Services {
     pub fanout: Option<Arc<dyn crate::ports::Fanout>>,
     /// A gateway's WebSocket connections; `None` where the process serves sockets itself.
     pub sockets: Option<Arc<dyn crate::ports::Sockets>>,
+    /// The model engine, the models' files and the models loaded.
+    pub models: Arc<crate::models::Models>,
     /// Figures `/metrics` shows besides the process's own.
     pub metrics: Vec<Arc<dyn crate::ports::Metrics>>,
     /// Business settings.

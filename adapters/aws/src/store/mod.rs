@@ -14,6 +14,7 @@ mod billing;
 mod catalog;
 mod deliveries;
 mod fanout;
+mod models;
 mod packs;
 mod parts;
 mod records;

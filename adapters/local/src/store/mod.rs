@@ -257,6 +257,7 @@ fn source_in_tenant(c: &Connection, tenant: &VendorId, source: &SourceId) -> Res
 
 mod accounts;
 mod catalog;
+mod models;
 mod subscriptions;
 
 impl Store for SqliteStore {

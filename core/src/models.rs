@@ -1,0 +1,148 @@
+//! Models ready to run: the engine, the object store their files live in, and the loaded
+//! models kept by SHA-256 within a memory budget (least recently used first out). A model is
+//! fetched and loaded on its first use and kept for the life of the process (a Lambda
+//! execution environment, in the aws shape).
+
+use crate::CoreError;
+use crate::ports::{Compute, LoadedModel, ModelEngine, ObjectStore, Signature, off_runtime};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Default memory budget of loaded models.
+pub const DEFAULT_BUDGET_BYTES: usize = 512 * 1024 * 1024;
+
+/// How much memory a loaded model is taken to hold, per byte of its file: tract keeps the
+/// weights and plans buffers beside them.
+const LOADED_PER_FILE_BYTE: usize = 3;
+
+struct Cached {
+    model: Arc<dyn LoadedModel>,
+    bytes: usize,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Loaded {
+    by_sha: HashMap<String, Cached>,
+    total: usize,
+    clock: u64,
+}
+
+/// The engine, the files and the loaded models.
+pub struct Models {
+    engine: Arc<dyn ModelEngine>,
+    objects: Arc<dyn ObjectStore>,
+    budget: usize,
+    loaded: Mutex<Loaded>,
+}
+
+impl Models {
+    /// Models run by `engine` from files in `objects`, keeping loaded ones within `budget`
+    /// bytes.
+    pub fn new(
+        engine: Arc<dyn ModelEngine>,
+        objects: Arc<dyn ObjectStore>,
+        budget: usize,
+    ) -> Models {
+        Models {
+            engine,
+            objects,
+            budget,
+            loaded: Mutex::new(Loaded::default()),
+        }
+    }
+
+    /// The object store the files live in.
+    pub fn objects(&self) -> &dyn ObjectStore {
+        self.objects.as_ref()
+    }
+
+    /// Checks `bytes` as a model on a compute thread of `lane`: its signature, or what is
+    /// wrong with it.
+    pub async fn inspect(
+        &self,
+        compute: &dyn Compute,
+        lane: &str,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<Result<Signature, String>, CoreError> {
+        let engine = self.engine.clone();
+        off_runtime(compute, lane, move || engine.inspect(&bytes)).await
+    }
+
+    /// The model whose file is under `key` with digest `sha256`, loaded on a compute thread
+    /// of `lane` the first time.
+    pub async fn get(
+        &self,
+        compute: &dyn Compute,
+        lane: &str,
+        key: &str,
+        sha256: &str,
+    ) -> Result<Arc<dyn LoadedModel>, CoreError> {
+        if let Some(model) = self.cached(sha256) {
+            return Ok(model);
+        }
+        let bytes = self.objects.get(key).await?;
+        let size = bytes.len();
+        let engine = self.engine.clone();
+        let model = off_runtime(compute, lane, move || engine.load(&bytes))
+            .await?
+            .map_err(|e| CoreError::internal(format!("a registered model failed to load: {e}")))?;
+        self.keep(
+            sha256,
+            model.clone(),
+            size.saturating_mul(LOADED_PER_FILE_BYTE),
+        );
+        Ok(model)
+    }
+
+    /// How many models are loaded, and the memory they are taken to hold.
+    pub fn loaded(&self) -> (usize, usize) {
+        let loaded = self.lock();
+        (loaded.by_sha.len(), loaded.total)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cached(&self, sha256: &str) -> Option<Arc<dyn LoadedModel>> {
+        let mut loaded = self.lock();
+        loaded.clock += 1;
+        let now = loaded.clock;
+        loaded.by_sha.get_mut(sha256).map(|c| {
+            c.used = now;
+            c.model.clone()
+        })
+    }
+
+    /// Keeps a loaded model, dropping the least recently used ones beyond the budget (a
+    /// model larger than the whole budget is used once and not kept).
+    fn keep(&self, sha256: &str, model: Arc<dyn LoadedModel>, bytes: usize) {
+        if bytes > self.budget {
+            return;
+        }
+        let mut loaded = self.lock();
+        loaded.clock += 1;
+        let used = loaded.clock;
+        if let Some(old) = loaded
+            .by_sha
+            .insert(sha256.to_owned(), Cached { model, bytes, used })
+        {
+            loaded.total -= old.bytes;
+        }
+        loaded.total += bytes;
+        while loaded.total > self.budget {
+            let Some(oldest) = loaded
+                .by_sha
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(sha, _)| sha.clone())
+            else {
+                break;
+            };
+            if let Some(gone) = loaded.by_sha.remove(&oldest) {
+                loaded.total -= gone.bytes;
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Models: ONNX files a vendor registers by name (each upload a version, checked by the
+//! engine first, seen by no other tenant), and `model` rules that score records with them,
+//! compared with what onnxruntime answered for the same rows (`testkit/models/make.py`).
+
+use crate::helpers::*;
+use crate::receiver::eventually;
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it");
+    let path = std::path::Path::new(&dir).join("testkit/models").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn reference(model: &str) -> Value {
+    let all: Value = serde_json::from_slice(&fixture("reference.json")).expect("json");
+    all[model].clone()
+}
+
+/// PUTs `bytes` as the next version of the model `name`.
+pub(crate) async fn upload(app: &TestApp, token: &str, name: &str, bytes: Vec<u8>) -> Res {
+    let res = app
+        .client
+        .put(app.url(&format!("/v1/models/{name}")))
+        .bearer_auth(token)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .expect("an answer");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.json().await.unwrap_or(Value::Null);
+    Res {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn close(ours: f64, theirs: f64) -> bool {
+    (ours - theirs).abs() <= 1e-5 * theirs.abs().max(1.0)
+}
+
+#[tokio::test]
+async fn a_model_is_checked_before_it_is_stored_and_no_other_tenant_sees_it() {
+    let app = spawn_app().await;
+    let (_, acme) = app.vendor("Acme").await;
+    let first = upload(&app, &acme, "lin", fixture("linear.onnx")).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["version"], 1);
+    assert_eq!(first.body["format"], "onnx");
+    assert!(
+        first.body["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("mdl_"))
+    );
+    assert_eq!(first.body["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        first.body["inputs"],
+        json!([{"name": "x", "dtype": "float32", "shape": ["N", 3]}])
+    );
+    assert_eq!(first.body["outputs"][0]["name"], "y");
+    let second = upload(&app, &acme, "lin", fixture("mlp.onnx")).await;
+    assert_eq!(second.body["version"], 2, "{:?}", second.body);
+
+    let garbage = upload(&app, &acme, "lin", b"not a model".to_vec()).await;
+    assert_eq!(garbage.status, 422, "{:?}", garbage.body);
+    assert!(
+        garbage.body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ONNX")),
+        "{:?}",
+        garbage.body
+    );
+    let bad_name = upload(&app, &acme, "Bad%20Name", fixture("linear.onnx")).await;
+    assert_eq!(bad_name.status, 422, "{:?}", bad_name.body);
+    let json_body = app.put("/v1/models/lin", Some(&acme), json!({})).await;
+    assert_eq!(json_body.status, 415, "{:?}", json_body.body);
+    let versions = app.get("/v1/models/lin", Some(&acme)).await;
+    assert_eq!(
+        versions.body.as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        versions.body
+    );
+    let list = app.get("/v1/models", Some(&acme)).await;
+    assert_eq!(list.body[0]["name"], "lin");
+    assert_eq!(list.body[0]["versions"], 2);
+    assert_eq!(list.body[0]["latest"]["version"], 2);
+
+    let (_, other) = app.vendor("Other").await;
+    assert_eq!(app.get("/v1/models", Some(&other)).await.body, json!([]));
+    assert_eq!(app.get("/v1/models/lin", Some(&other)).await.status, 404);
+    let taken = app.delete("/v1/models/lin/versions/1", Some(&other)).await;
+    assert_eq!(taken.status, 404);
+    let (_, bob) = app.subscriber("Bob").await;
+    assert_eq!(app.get("/v1/models", Some(&bob)).await.status, 403);
+    assert_eq!(
+        upload(&app, &bob, "lin", fixture("linear.onnx"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        app.get("/v1/models/lin", Some(&acme))
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "nothing was stored by the refused uploads"
+    );
+}
+
+/// A feed of Acme on a new source whose pipeline is `rules`: (vendor token, source, feed).
+async fn feed_with(app: &TestApp, token: &str, rules: Value) -> Res {
+    let source = app.source(token).await;
+    let mut body = feed_body(&source, "Scored");
+    body["pipeline"] = json!({ "rules": rules });
+    let res = app.post("/v1/feeds", Some(token), body).await;
+    if res.status == 201 {
+        let feed = res.body["id"].as_str().expect("an id").to_owned();
+        let mut res = res;
+        res.body["source_for_test"] = json!(source);
+        res.body["id"] = json!(feed);
+        return res;
+    }
+    res
+}
+
+/// Pushes `rows` (each a list of numbers) as records `{"v": row}` and pulls what the feed
+/// output for them, in order; the subscription is made before the push.
+async fn scored(app: &TestApp, vendor: &str, feed: &Value, rows: &[Value]) -> Vec<Value> {
+    let (_, bob) = app.subscriber("Bob").await;
+    let sub = app
+        .subscribe(&bob, feed["id"].as_str().expect("an id"))
+        .await;
+    let source = feed["source_for_test"].as_str().expect("a source");
+    let records: Vec<Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| json!({"id": format!("r{i}"), "data": {"i": i, "v": row}}))
+        .collect();
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(vendor),
+            json!({"records": records}),
+        )
+        .await;
+    assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+    let path = format!("/v1/subscriptions/{sub}/records?after=0&limit=1000");
+    let items = || async {
+        app.get(&path, Some(&bob)).await.body["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("the scored records are out", || async {
+        items().await.len() == rows.len()
+    })
+    .await;
+    items()
+        .await
+        .into_iter()
+        .map(|i| i["record"]["data"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn model_rules_score_records_as_onnxruntime_did() {
+    let app = spawn_app().await;
+    let (_, acme) = app.vendor("Acme").await;
+    for (name, file) in [
+        ("lin", "linear.onnx"),
+        ("mlp", "mlp.onnx"),
+        ("trees", "trees.onnx"),
+    ] {
+        let up = upload(&app, &acme, name, fixture(file)).await;
+        assert_eq!(up.status, 201, "{name}: {:?}", up.body);
+    }
+    // Each model behind the rules a vendor would write around it.
+    let cases = [
+        (
+            "linear",
+            "lin",
+            json!({"score": "outputs.y[0]"}),
+            vec![("score", "y", 0)],
+        ),
+        (
+            "mlp",
+            "mlp",
+            json!({"p0": "outputs.probs[0]", "p2": "outputs['probs'][2]"}),
+            vec![("p0", "probs", 0), ("p2", "probs", 2)],
+        ),
+        (
+            "trees",
+            "trees",
+            json!({"label": "outputs.label[0]", "p1": "outputs.probabilities[1]"}),
+            vec![("label", "label", 0), ("p1", "probabilities", 1)],
+        ),
+    ];
+    for (fixture_name, model, outputs, read) in cases {
+        let rules = json!([
+            {"type": "filter", "expr": "size(record.v) > 0"},
+            {"type": "model", "model": model, "inputs": {"x": "record.v"}, "outputs": outputs},
+            {"type": "map", "fields": {"i": "record.i", "out": "record"}}
+        ]);
+        let feed = feed_with(&app, &acme, rules).await;
+        assert_eq!(feed.status, 201, "{:?}", feed.body);
+        let case = reference(fixture_name);
+        let rows = case["inputs"].as_array().expect("rows").clone();
+        let got = scored(&app, &acme, &feed.body, &rows).await;
+        for data in &got {
+            let i = data["i"].as_u64().expect("an index") as usize;
+            for (field, output, column) in &read {
+                let theirs = &case["outputs"][output][i];
+                let theirs = theirs
+                    .as_array()
+                    .map_or_else(|| theirs.as_f64(), |r| r[*column].as_f64())
+                    .expect("a number");
+                let ours = data["out"][field].as_f64().expect("a number");
+                assert!(
+                    close(ours, theirs),
+                    "{model} row {i} {field}: {ours} against {theirs}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn records_a_model_cannot_score_go_to_the_feeds_errors_and_the_rest_go_on() {
+    let app = spawn_app().await;
+    let (_, acme) = app.vendor("Acme").await;
+    assert_eq!(
+        upload(&app, &acme, "lin", fixture("linear.onnx"))
+            .await
+            .status,
+        201
+    );
+    let rules = json!([
+        {"type": "model", "model": "lin", "inputs": {"x": "record.v"}, "outputs": {"score": "outputs.y[0]"}}
+    ]);
+    let feed = feed_with(&app, &acme, rules).await;
+    assert_eq!(feed.status, 201, "{:?}", feed.body);
+    let rows = [
+        json!([1.0, 2.0, 3.0]),
+        json!([1.0, 2.0]),
+        json!([1.0, "two", 3.0]),
+        // Finite for JSON, beyond float32: the model's answer is infinite.
+        json!([1.0e39, 0.0, 0.0]),
+        json!([0.0, 0.0, 0.0]),
+    ];
+    let (_, bob) = app.subscriber("Bob").await;
+    let sub = app
+        .subscribe(&bob, feed.body["id"].as_str().expect("an id"))
+        .await;
+    let source = feed.body["source_for_test"].as_str().expect("a source");
+    let records: Vec<Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"id": format!("r{i}"), "data": {"i": i, "v": v}}))
+        .collect();
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&acme),
+            json!({"records": records}),
+        )
+        .await;
+    assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+    app.idle().await;
+    let pulled = app
+        .get(
+            &format!("/v1/subscriptions/{sub}/records?after=0"),
+            Some(&bob),
+        )
+        .await;
+    let scores: Vec<(u64, f64)> = pulled.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            let data = &i["record"]["data"];
+            (
+                data["i"].as_u64().expect("i"),
+                data["score"].as_f64().expect("score"),
+            )
+        })
+        .collect();
+    // 0.5·1 − 1.25·2 + 2·3 + 0.1 and the bias alone.
+    assert_eq!(scores.len(), 2, "{scores:?}");
+    assert!(close(scores[0].1, 4.1) && scores[0].0 == 0, "{scores:?}");
+    assert!(close(scores[1].1, 0.1) && scores[1].0 == 4, "{scores:?}");
+    let feed_id = feed.body["id"].as_str().expect("an id");
+    let errors = app
+        .get(&format!("/v1/feeds/{feed_id}/errors"), Some(&acme))
+        .await;
+    let messages: Vec<String> = errors.body["items"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    for wanted in [
+        "takes 3 numbers per record",
+        "needs numbers",
+        "not a finite number",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.contains(wanted)),
+            "{wanted}: {messages:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_model_rule_is_checked_when_saved_and_a_version_in_use_is_kept() {
+    let app = spawn_app().await;
+    let (_, acme) = app.vendor("Acme").await;
+    let (_, other) = app.vendor("Other").await;
+    assert_eq!(
+        upload(&app, &acme, "lin", fixture("linear.onnx"))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        upload(&app, &other, "theirs", fixture("linear.onnx"))
+            .await
+            .status,
+        201
+    );
+    let rule = |model: &str, inputs: Value, outputs: Value| json!([{"type": "model", "model": model, "inputs": inputs, "outputs": outputs}]);
+    let refused = [
+        (
+            rule(
+                "nope",
+                json!({"x": "record.v"}),
+                json!({"s": "outputs.y[0]"}),
+            ),
+            "pipeline.rules[0].model",
+        ),
+        (
+            rule(
+                "theirs",
+                json!({"x": "record.v"}),
+                json!({"s": "outputs.y[0]"}),
+            ),
+            "pipeline.rules[0].model",
+        ),
+        (
+            rule(
+                "lin",
+                json!({"z": "record.v"}),
+                json!({"s": "outputs.y[0]"}),
+            ),
+            "pipeline.rules[0].inputs",
+        ),
+        (
+            rule(
+                "lin",
+                json!({"x": "record.v"}),
+                json!({"s": "outputs.nope[0]"}),
+            ),
+            "pipeline.rules[0].outputs.s",
+        ),
+        (
+            rule(
+                "lin",
+                json!({"x": "record.("}),
+                json!({"s": "outputs.y[0]"}),
+            ),
+            "pipeline.rules[0].inputs.x",
+        ),
+    ];
+    for (rules, path) in refused {
+        let res = feed_with(&app, &acme, rules.clone()).await;
+        assert_eq!(res.status, 422, "{rules}: {:?}", res.body);
+        let paths: Vec<&str> = res.body["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["path"].as_str())
+            .collect();
+        assert!(paths.contains(&path), "{rules}: {paths:?}");
+    }
+    assert_eq!(
+        upload(&app, &acme, "lin", fixture("linear.onnx"))
+            .await
+            .status,
+        201
+    );
+    let saved = feed_with(
+        &app,
+        &acme,
+        rule(
+            "lin",
+            json!({"x": "record.v"}),
+            json!({"s": "outputs.y[0]"}),
+        ),
+    )
+    .await;
+    assert_eq!(saved.status, 201, "{:?}", saved.body);
+    assert_eq!(
+        saved.body["pipeline"]["rules"][0]["version"], 2,
+        "the latest version is pinned when none is named"
+    );
+    let in_use = app.delete("/v1/models/lin/versions/2", Some(&acme)).await;
+    assert_eq!(in_use.status, 409, "{:?}", in_use.body);
+    let unused = app.delete("/v1/models/lin/versions/1", Some(&acme)).await;
+    assert_eq!(unused.status, 204, "{:?}", unused.body);
+    let feed = saved.body["id"].as_str().expect("an id");
+    let plain = json!({"rules": [{"type": "filter", "expr": "true"}]});
+    let changed = app
+        .put(&format!("/v1/feeds/{feed}/pipeline"), Some(&acme), plain)
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    let freed = app.delete("/v1/models/lin/versions/2", Some(&acme)).await;
+    assert_eq!(freed.status, 204, "{:?}", freed.body);
+    assert_eq!(app.get("/v1/models/lin", Some(&acme)).await.status, 404);
+}
