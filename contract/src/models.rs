@@ -26,7 +26,10 @@ fn version(vendor: &VendorId, name: &str, version: u32) -> ModelVersion {
 pub async fn model_versions_list_by_name_then_version_within_their_vendor(store: &dyn Store) {
     let vendor = VendorId::new();
     for (name, v) in [("lin", 2), ("alpha", 1), ("lin", 1)] {
-        store.put_model_version(&version(&vendor, name, v)).await.unwrap();
+        store
+            .put_model_version(&version(&vendor, name, v))
+            .await
+            .unwrap();
     }
     let lin = store.model_versions(&vendor, "lin").await.unwrap();
     assert_eq!(lin.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2]);
@@ -35,18 +38,36 @@ pub async fn model_versions_list_by_name_then_version_within_their_vendor(store:
     let keys: Vec<(&str, u32)> = all.iter().map(|m| (m.name.as_str(), m.version)).collect();
     assert_eq!(keys, [("alpha", 1), ("lin", 1), ("lin", 2)]);
     let other = VendorId::new();
-    assert!(store.model_versions(&other, "lin").await.unwrap().is_empty());
+    assert!(
+        store
+            .model_versions(&other, "lin")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.all_model_versions(&other).await.unwrap().is_empty());
     // A name that starts another's is another model.
-    assert!(store.model_versions(&vendor, "li").await.unwrap().is_empty());
+    assert!(
+        store
+            .model_versions(&vendor, "li")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A version stored twice is a conflict; deleting takes one version, and another vendor's
 /// or a missing one is not found.
 pub async fn a_model_version_is_written_once_and_deleted_by_its_vendor(store: &dyn Store) {
     let vendor = VendorId::new();
-    store.put_model_version(&version(&vendor, "lin", 1)).await.unwrap();
-    store.put_model_version(&version(&vendor, "lin", 2)).await.unwrap();
+    store
+        .put_model_version(&version(&vendor, "lin", 1))
+        .await
+        .unwrap();
+    store
+        .put_model_version(&version(&vendor, "lin", 2))
+        .await
+        .unwrap();
     assert!(matches!(
         store.put_model_version(&version(&vendor, "lin", 1)).await,
         Err(CoreError::Conflict(_))

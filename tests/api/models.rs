@@ -4,6 +4,7 @@
 
 use crate::helpers::*;
 use crate::receiver::eventually;
+use wharf_core::ports::Clock;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -422,4 +423,92 @@ async fn a_model_rule_is_checked_when_saved_and_a_version_in_use_is_kept() {
     let freed = app.delete("/v1/models/lin/versions/2", Some(&acme)).await;
     assert_eq!(freed.status, 204, "{:?}", freed.body);
     assert_eq!(app.get("/v1/models/lin", Some(&acme)).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_model_after_a_window_scores_each_windows_aggregates_on_the_schedule() {
+    let clock = crate::receiver::TestClock::new();
+    let app = spawn_on(|_| {}, clock.clone()).await;
+    let (_, acme) = app.vendor("Acme").await;
+    assert_eq!(
+        upload(&app, &acme, "lin", fixture("linear.onnx"))
+            .await
+            .status,
+        201
+    );
+    let rules = json!([
+        {"type": "window", "every": "1m", "window": "1m", "group_by": "record.sym",
+         "aggregates": {"a": "avg(record.a)", "b": "max(record.b)", "c": "count()"}},
+        {"type": "model", "model": "lin", "inputs": {"x": "[record.a, record.b, record.c]"},
+         "outputs": {"score": "outputs.y[0]"}},
+        {"type": "map", "fields": {"sym": "record.group", "score": "record.score"}}
+    ]);
+    let feed = feed_with(&app, &acme, rules).await;
+    assert_eq!(feed.status, 201, "{:?}", feed.body);
+    let (_, bob) = app.subscriber("Bob").await;
+    let sub = app
+        .subscribe(&bob, feed.body["id"].as_str().expect("an id"))
+        .await;
+    app.idle().await;
+    let now = clock.now().unix_timestamp();
+    let start = (now + 300) / 60 * 60;
+    let at = |s: i64| {
+        time::OffsetDateTime::from_unix_timestamp(start + s)
+            .expect("a time")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("rfc 3339")
+    };
+    let trades = [
+        ("AAPL", 1.0, 2.0, 5),
+        ("AAPL", 3.0, 4.0, 20),
+        ("MSFT", 2.0, 1.0, 30),
+    ];
+    let records: Vec<Value> = trades
+        .iter()
+        .enumerate()
+        .map(|(i, (sym, a, b, s))| {
+            json!({"id": format!("w{i}"), "ts": at(*s), "data": {"sym": sym, "a": a, "b": b}})
+        })
+        .collect();
+    let source = feed.body["source_for_test"].as_str().expect("a source");
+    let pushed = app
+        .post(
+            &format!("/v1/sources/{source}/records"),
+            Some(&acme),
+            json!({"records": records}),
+        )
+        .await;
+    assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+    app.idle().await;
+    clock.advance(std::time::Duration::from_secs((start - now) as u64 + 63));
+    let path = format!("/v1/subscriptions/{sub}/records?after=0");
+    eventually("the window closes and is scored", || async {
+        app.get(&path, Some(&bob)).await.body["items"]
+            .as_array()
+            .is_some_and(|items| items.len() == 2)
+    })
+    .await;
+    let items = app.get(&path, Some(&bob)).await.body["items"].clone();
+    let mut scores: Vec<(String, f64)> = items
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            let data = &i["record"]["data"];
+            (
+                data["sym"].as_str().expect("a symbol").to_owned(),
+                data["score"].as_f64().expect("a score"),
+            )
+        })
+        .collect();
+    scores.sort_by(|x, y| x.0.cmp(&y.0));
+    // y = 0.5·a − 1.25·b + 2·c + 0.1 over each window's aggregates.
+    let expected = [
+        ("AAPL", 0.5 * 2.0 - 1.25 * 4.0 + 2.0 * 2.0 + 0.1),
+        ("MSFT", 0.5 * 2.0 - 1.25 + 2.0 + 0.1),
+    ];
+    for ((sym, ours), (want_sym, theirs)) in scores.iter().zip(expected) {
+        assert_eq!(sym, want_sym);
+        assert!(close(*ours, theirs), "{sym}: {ours} against {theirs}");
+    }
 }
