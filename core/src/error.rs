@@ -156,6 +156,11 @@ impl Problems {
         self.0.push(FieldError::new(path, message));
     }
 
+    /// The errors recorded.
+    pub fn into_errors(self) -> Vec<FieldError> {
+        self.0
+    }
+
     /// Records the outcome of a check that yields its own field errors.
     pub fn extend(&mut self, errors: impl IntoIterator<Item = FieldError>) {
         self.0.extend(errors);

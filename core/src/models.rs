@@ -7,6 +7,24 @@ use crate::CoreError;
 use crate::ports::{Compute, LoadedModel, ModelEngine, ObjectStore, Signature, off_runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Largest answer a remote model may give.
+pub const MAX_REMOTE_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// The waits before the second and third attempts at a request to a remote model.
+pub const REMOTE_WAITS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+
+/// Requests in a row a remote model may fail before its breaker opens.
+pub const BREAKER_FAILURES: u32 = 5;
+/// How long an open breaker stays open (requests fail at once, without reaching the model).
+pub const BREAKER_OPEN: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
 
 /// Default memory budget of loaded models.
 pub const DEFAULT_BUDGET_BYTES: usize = 512 * 1024 * 1024;
@@ -34,6 +52,7 @@ pub struct Models {
     objects: Arc<dyn ObjectStore>,
     budget: usize,
     loaded: Mutex<Loaded>,
+    breakers: Mutex<HashMap<String, Breaker>>,
 }
 
 impl Models {
@@ -49,6 +68,7 @@ impl Models {
             objects,
             budget,
             loaded: Mutex::new(Loaded::default()),
+            breakers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -93,6 +113,31 @@ impl Models {
             size.saturating_mul(LOADED_PER_FILE_BYTE),
         );
         Ok(model)
+    }
+
+    /// Whether the remote model at `url` failed [`BREAKER_FAILURES`] requests in a row less
+    /// than [`BREAKER_OPEN`] ago: it is not asked then, so it cannot hold its feed up.
+    pub fn breaker_open(&self, url: &str) -> bool {
+        let breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers
+            .get(url)
+            .and_then(|b| b.open_until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Records how a request to the remote model at `url` ended.
+    pub fn record_remote(&self, url: &str, ok: bool) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let breaker = breakers.entry(url.to_owned()).or_default();
+        if ok {
+            *breaker = Breaker::default();
+        } else {
+            breaker.failures += 1;
+            if breaker.failures >= BREAKER_FAILURES {
+                breaker.open_until = Some(Instant::now() + BREAKER_OPEN);
+                breaker.failures = 0;
+            }
+        }
     }
 
     /// How many models are loaded, and the memory they are taken to hold.

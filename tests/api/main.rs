@@ -23,6 +23,7 @@ mod ops;
 mod pipeline;
 mod prices;
 mod receiver;
+mod remote_models;
 mod sources;
 mod standin;
 mod subscriptions;

@@ -4,8 +4,8 @@
 
 use crate::helpers::*;
 use crate::receiver::eventually;
-use wharf_core::ports::Clock;
 use serde_json::{Value, json};
+use wharf_core::ports::Clock;
 
 fn fixture(name: &str) -> Vec<u8> {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it");

@@ -39,6 +39,8 @@ mod pipeline;
 mod prices;
 #[path = "../api/receiver.rs"]
 mod receiver;
+#[path = "../api/remote_models.rs"]
+mod remote_models;
 #[path = "../api/sources.rs"]
 mod sources;
 #[path = "../api/subscriptions.rs"]

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use wharf_core::domain::Endpoint;
 use wharf_core::domain::{Feed, FeedError, FeedStatus, OutputRecord, RawRecord};
 use wharf_core::limits::Budgets;
 use wharf_core::pipeline::{Compiled, LoadedVersion, Lookup, Outcome, Runner};
@@ -300,4 +301,74 @@ impl Lookup for References {
             .await?;
         Ok(Some((model, Arc::new(info))))
     }
+
+    async fn infer(&self, endpoint: &Endpoint, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        let secret =
+            match &endpoint.secret_sealed {
+                Some(sealed) => Some(self.services.secrets.open(sealed).map_err(|_| {
+                    "its secret cannot be opened with this server's key".to_owned()
+                })?),
+                None => None,
+            };
+        ask_remote(&self.services, endpoint, secret, body).await
+    }
+}
+
+/// Asks the remote model at `endpoint` (with `secret` in its header): its answer, or why
+/// there is none. A failure (no answer, 429, 5xx) is tried again twice after a wait; a model
+/// whose breaker is open is not asked (see [`Models::breaker_open`]); answers over
+/// [`MAX_REMOTE_ANSWER_BYTES`] are refused.
+///
+/// [`Models::breaker_open`]: wharf_core::models::Models::breaker_open
+async fn ask_remote(
+    services: &Services,
+    endpoint: &Endpoint,
+    secret: Option<String>,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    use wharf_core::models::{
+        BREAKER_FAILURES, BREAKER_OPEN, MAX_REMOTE_ANSWER_BYTES, REMOTE_WAITS,
+    };
+    let url = endpoint.url.url().as_str();
+    if services.models.breaker_open(url) {
+        return Err(format!(
+            "it failed {BREAKER_FAILURES} requests in a row; not asked for {} s",
+            BREAKER_OPEN.as_secs()
+        ));
+    }
+    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    if let (Some(header), Some(secret)) = (&endpoint.header, secret) {
+        headers.push((header.clone(), secret));
+    }
+    let timeout = std::time::Duration::from_millis(u64::from(endpoint.timeout_ms));
+    let mut waits = REMOTE_WAITS.iter();
+    let outcome = loop {
+        let answer = services
+            .http
+            .exchange(
+                url,
+                &headers,
+                body.clone(),
+                timeout,
+                MAX_REMOTE_ANSWER_BYTES,
+            )
+            .await;
+        let (again, outcome) = match answer {
+            Ok((status, body)) if (200..300).contains(&status) => (false, Ok(body)),
+            Ok((status, _)) => (
+                status == 429 || status >= 500,
+                Err(format!("it answered {status}")),
+            ),
+            Err(e) => (true, Err(e.reason())),
+        };
+        match (again, waits.next()) {
+            (true, Some(wait)) => tokio::time::sleep(*wait).await,
+            _ => break outcome,
+        }
+    };
+    services.models.record_remote(url, outcome.is_ok());
+    if let Err(reason) = &outcome {
+        tracing::warn!(host = endpoint.url.url().host_str().unwrap_or(""), %reason, "a remote model failed a request");
+    }
+    outcome
 }

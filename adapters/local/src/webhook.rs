@@ -103,23 +103,52 @@ impl OutboundHttp for HttpWebhookSender {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<(u16, Vec<u8>), CoreError> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| failed(format!("bad URL: {e}")))?;
-        if let Some(why) = self.refused(&parsed) {
-            return Err(failed(format!("{why}; Wharf may not reach it")));
-        }
-        let mut response = self
-            .client
-            .get(parsed)
-            .timeout(timeout)
-            .send()
+        let parsed = self.allowed(url)?;
+        self.read_answer(self.client.get(parsed), timeout, max_bytes)
             .await
-            .map_err(|e| {
-                failed(if e.is_timeout() {
-                    format!("no answer within {} s", timeout.as_secs())
-                } else {
-                    format!("request failed: {}", root_cause(&e))
-                })
-            })?;
+    }
+
+    async fn exchange(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<(u16, Vec<u8>), CoreError> {
+        let parsed = self.allowed(url)?;
+        let mut request = self.client.post(parsed).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        self.read_answer(request, timeout, max_bytes).await
+    }
+}
+
+impl HttpWebhookSender {
+    /// `url` parsed, unless the guard refuses the address it names literally.
+    fn allowed(&self, url: &str) -> Result<reqwest::Url, CoreError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| failed(format!("bad URL: {e}")))?;
+        match self.refused(&parsed) {
+            Some(why) => Err(failed(format!("{why}; Wharf may not reach it"))),
+            None => Ok(parsed),
+        }
+    }
+
+    /// Sends `request` within `timeout` and reads at most `max_bytes` of the answer.
+    async fn read_answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<(u16, Vec<u8>), CoreError> {
+        let mut response = request.timeout(timeout).send().await.map_err(|e| {
+            failed(if e.is_timeout() {
+                format!("no answer within {} ms", timeout.as_millis())
+            } else {
+                format!("request failed: {}", root_cause(&e))
+            })
+        })?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = response
@@ -136,9 +165,7 @@ impl OutboundHttp for HttpWebhookSender {
         }
         Ok((status, body))
     }
-}
 
-impl HttpWebhookSender {
     /// Why the address `url` names literally may not be reached (names are checked when
     /// they resolve).
     fn refused(&self, url: &reqwest::Url) -> Option<String> {

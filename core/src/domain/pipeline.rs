@@ -134,12 +134,14 @@ pub enum RuleSpec {
         /// Optional CEL over the aggregate fields; groups where it is false are dropped.
         having: Option<String>,
     },
-    /// Inference with a registered ONNX model over the records, in batches.
+    /// Inference over the records in batches: a registered ONNX model, or a remote one.
     Model {
-        /// The vendor's model (`PUT /v1/models/{name}`).
-        model: String,
+        /// The vendor's model (`PUT /v1/models/{name}`); exclusive with `endpoint`.
+        model: Option<String>,
         /// The version to run; omitted, the latest when the pipeline is saved (then stored).
         version: Option<u32>,
+        /// A remote model answering over HTTP; exclusive with `model`.
+        endpoint: Option<super::EndpointSpec>,
         /// Model input → CEL over `record` giving the row's values: a list of numbers, as
         /// many as the input takes per row (nested lists are flattened).
         inputs: BTreeMap<String, String>,
@@ -186,12 +188,17 @@ pub enum Rule {
         /// Over the aggregate fields (and `group`); groups where it is false are dropped.
         having: Option<Expr>,
     },
-    /// Inference with a registered model.
+    /// Inference with a registered model or a remote one.
     Model {
-        /// The model's name.
-        model: String,
+        /// The registered model's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
         /// Its version (pinned when the pipeline was saved).
-        version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        /// The remote model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<super::Endpoint>,
         /// Model input → the row's values, over `record`.
         inputs: BTreeMap<String, Expr>,
         /// Record field → value, over `outputs` and `record`.
@@ -301,9 +308,15 @@ impl Parsing<'_> {
             RuleSpec::Model {
                 model,
                 version,
+                endpoint,
                 inputs,
                 outputs,
-            } => self.model(i, model, *version, inputs, outputs),
+            } => self.model(
+                i,
+                (model.as_deref(), *version, endpoint.as_ref()),
+                inputs,
+                outputs,
+            ),
         }
     }
 
@@ -322,22 +335,41 @@ impl Parsing<'_> {
         })
     }
 
-    /// A model rule with its expressions parsed; `version` 0 stands for the latest, which the
-    /// catalog pins when it checks the rule against the registry.
+    /// A model rule with its expressions parsed; a registered model without a version is
+    /// pinned by the catalog when it checks the rule against the registry, and a remote
+    /// model's secret sealed by it.
     fn model(
         &mut self,
         i: usize,
-        model: &str,
-        version: Option<u32>,
+        (model, version, endpoint): (Option<&str>, Option<u32>, Option<&super::EndpointSpec>),
         inputs: &BTreeMap<String, String>,
         outputs: &BTreeMap<String, String>,
     ) -> Option<Rule> {
-        if !is_slug(model) {
-            self.fail(i, "model", "must match [a-z0-9_-]{1,64}");
+        match (model, endpoint) {
+            (Some(model), None) if !is_slug(model) => {
+                self.fail(i, "model", "must match [a-z0-9_-]{1,64}")
+            }
+            (Some(_), None) => {}
+            (None, Some(_)) if version.is_some() => {
+                self.fail(i, "version", "a remote model has no version here")
+            }
+            (None, Some(_)) => {}
+            _ => self.fail(
+                i,
+                "model",
+                "name a registered `model` or a remote `endpoint`, one of them",
+            ),
         }
         if version == Some(0) {
             self.fail(i, "version", "versions start at 1");
         }
+        let endpoint = endpoint.and_then(|spec| {
+            let prefix = format!("{}rules[{i}].endpoint.", self.prefix);
+            let mut problems = crate::error::Problems::default();
+            let parsed = spec.parse(&|field| format!("{prefix}{field}"), &mut problems);
+            self.errors.extend(problems.into_errors());
+            parsed
+        });
         for (field, map) in [("inputs", inputs), ("outputs", outputs)] {
             if map.is_empty() {
                 self.fail(i, field, "needs at least one entry");
@@ -359,8 +391,9 @@ impl Parsing<'_> {
         let inputs = parse_all("inputs", inputs);
         let outputs = parse_all("outputs", outputs);
         Some(Rule::Model {
-            model: model.to_owned(),
-            version: version.unwrap_or(0),
+            model: model.map(str::to_owned),
+            version,
+            endpoint,
             inputs: inputs?,
             outputs: outputs?,
         })

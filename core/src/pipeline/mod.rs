@@ -5,6 +5,7 @@
 //! the rule that failed, never hidden.
 
 mod model;
+mod remote;
 mod rules;
 pub mod value;
 mod window;

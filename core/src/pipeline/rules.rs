@@ -4,7 +4,7 @@ use super::model::ModelStage;
 use super::value::{to_cel, to_json};
 use super::window::WindowSpec;
 use crate::CoreError;
-use crate::domain::{ModelVersion, Pipeline, Rule, Slug};
+use crate::domain::{Endpoint, ModelVersion, Pipeline, Rule, Slug};
 use crate::expr::{Expr, evaluate};
 use crate::limits::Budgets;
 use crate::ports::{Compute, LoadedModel, off_runtime};
@@ -25,6 +25,11 @@ pub trait Lookup: Send + Sync {
     async fn model(&self, name: &str, version: u32) -> Result<Option<LoadedVersion>, CoreError> {
         let _ = (name, version);
         Ok(None)
+    }
+    /// POSTs `body` to a remote model: its answer, or why there is none (after retries).
+    async fn infer(&self, endpoint: &Endpoint, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        let _ = (endpoint, body);
+        Err("remote models are not reachable from here".into())
     }
 }
 
@@ -49,7 +54,7 @@ pub enum Outcome {
     Drop,
 }
 
-pub(super) enum Stage {
+pub(crate) enum Stage {
     Filter(Expr),
     Map(Vec<(String, Expr)>),
     Enrich {
@@ -57,7 +62,7 @@ pub(super) enum Stage {
         key: Expr,
         as_field: String,
     },
-    Model(ModelStage),
+    Model(Box<ModelStage>),
 }
 
 /// A pipeline version, compiled.
@@ -90,6 +95,12 @@ pub(super) type Live = Vec<(usize, Json)>;
 pub(super) type Settled = Vec<(usize, Result<Outcome, RuleError>)>;
 
 impl Compiled {
+    /// The budget of expressions that map records (`map` rules, and models' inputs and
+    /// outputs).
+    pub(super) fn map_budget(&self) -> u64 {
+        self.budgets.map
+    }
+
     /// The stages of a parsed pipeline, split at its window rule, each expression to run
     /// within the budget of its rule's kind.
     pub fn new(pipeline: &Pipeline, budgets: Budgets) -> Compiled {
@@ -121,17 +132,18 @@ impl Compiled {
                 Rule::Model {
                     model,
                     version,
+                    endpoint,
                     inputs,
                     outputs,
-                } => Stage::Model(ModelStage {
-                    name: model.clone(),
-                    version: *version,
+                } => Stage::Model(Box::new(ModelStage {
+                    registered: model.clone().zip(*version),
+                    endpoint: endpoint.clone(),
                     inputs: inputs.clone(),
                     outputs: outputs
                         .iter()
                         .map(|(name, e)| (name.clone(), e.clone()))
                         .collect(),
-                }),
+                })),
                 Rule::Window { .. } => {
                     compiled.window = WindowSpec::new(i, rule, budgets.window);
                     continue;
@@ -166,7 +178,7 @@ impl Compiled {
         run_all(self, true, records, runner).await
     }
 
-    fn stages(&self, after: bool) -> &[(usize, Stage)] {
+    pub(super) fn stages(&self, after: bool) -> &[(usize, Stage)] {
         if after { &self.after } else { &self.before }
     }
 
@@ -293,8 +305,9 @@ async fn run_all(
             at = end;
             continue;
         }
-        if let (rule, Stage::Model(stage)) = &compiled.stages(after)[at] {
-            let (kept, settled) = score(compiled, after, at, (*rule, stage), live, runner).await?;
+        if let (rule, Stage::Model(_)) = &compiled.stages(after)[at] {
+            let (kept, settled) =
+                super::model::score(compiled, after, at, *rule, live, runner).await?;
             for (index, outcome) in settled {
                 outcomes[index] = Some(outcome);
             }
@@ -339,46 +352,6 @@ async fn run_all(
         .into_iter()
         .map(|o| o.unwrap_or(Ok(Outcome::Drop)))
         .collect())
-}
-
-/// Runs the `model` stage `at` over `live`: the model looked up (a version no longer
-/// registered fails every record), then the scoring on a compute thread.
-async fn score(
-    compiled: &Arc<Compiled>,
-    after: bool,
-    at: usize,
-    (rule, stage): (usize, &ModelStage),
-    live: Live,
-    runner: &Runner<'_>,
-) -> Result<(Live, Settled), CoreError> {
-    let Some((model, info)) = runner.lookup.model(&stage.name, stage.version).await? else {
-        let message = format!(
-            "model `{}` has no version {} any more",
-            stage.name, stage.version
-        );
-        let failed = live
-            .into_iter()
-            .map(|(i, _)| {
-                (
-                    i,
-                    Err(RuleError {
-                        rule,
-                        message: message.clone(),
-                    }),
-                )
-            })
-            .collect();
-        return Ok((Vec::new(), failed));
-    };
-    let c = compiled.clone();
-    let budget = compiled.budgets.map;
-    off_runtime(runner.compute, runner.lane, move || {
-        let (_, Stage::Model(stage)) = &c.stages(after)[at] else {
-            return (Vec::new(), Vec::new());
-        };
-        stage.score(rule, model.as_ref(), &info, live, budget)
-    })
-    .await
 }
 
 /// Adds the row under `key` in `table` to `record` as `as_field` (null when there is none).

@@ -227,6 +227,16 @@ pub trait OutboundHttp: Send + Sync {
         timeout: std::time::Duration,
         max_bytes: usize,
     ) -> Result<(u16, Vec<u8>)>;
+    /// POSTs `body` with `headers` to `url` within `timeout`, reading at most `max_bytes`
+    /// of the answer: (status, body). (Remote models.)
+    async fn exchange(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+        max_bytes: usize,
+    ) -> Result<(u16, Vec<u8>)>;
 }
 
 /// Sends email: the email channel and notices to subscribers.

@@ -168,7 +168,7 @@ impl Services {
             for feed in feeds.items {
                 let uses = feed.status != FeedStatus::Archived
                     && feed.pipeline.rules.iter().any(|r| {
-                        matches!(r, Rule::Model { model, version: v, .. }
+                        matches!(r, Rule::Model { model: Some(model), version: Some(v), .. }
                             if model == name && *v == version)
                     });
                 if uses {
@@ -208,6 +208,7 @@ impl Services {
             let Rule::Model {
                 model,
                 version,
+                endpoint,
                 inputs,
                 outputs,
             } = rule
@@ -215,10 +216,17 @@ impl Services {
                 continue;
             };
             let at = |field: &str| format!("{prefix}rules[{i}].{field}");
+            if let Some(endpoint) = endpoint {
+                self.check_endpoint(endpoint, &at("endpoint."), p).await?;
+                continue;
+            }
+            let Some(model) = model else {
+                continue;
+            };
             let versions = self.store.model_versions(vendor, model).await?;
             let found = match *version {
-                0 => versions.last(),
-                v => versions.iter().find(|m| m.version == v),
+                None => versions.last(),
+                Some(v) => versions.iter().find(|m| m.version == v),
             };
             let Some(found) = found else {
                 match versions.is_empty() {
@@ -230,7 +238,7 @@ impl Services {
                 }
                 continue;
             };
-            *version = found.version;
+            *version = Some(found.version);
             for input in &found.inputs {
                 if !inputs.contains_key(&input.name) {
                     p.add(
@@ -259,6 +267,32 @@ impl Services {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Services {
+    /// Checks a remote model's host with the webhooks' address guard, seals the secret sent
+    /// with it, and checks that a sealed one sent back is one this server sealed.
+    async fn check_endpoint(
+        &self,
+        endpoint: &mut Endpoint,
+        prefix: &str,
+        p: &mut crate::error::Problems,
+    ) -> Result<(), CoreError> {
+        if let Err(e) = self.check_webhook_host(endpoint.url.url()).await {
+            p.add(format!("{prefix}url"), e);
+        }
+        if let Some(secret) = endpoint.secret_sent.take() {
+            endpoint.secret_sealed = Some(self.secrets.seal(&secret)?);
+        } else if let Some(sealed) = &endpoint.secret_sealed
+            && self.secrets.open(sealed).is_err()
+        {
+            p.add(
+                format!("{prefix}secret_sealed"),
+                "is not a secret this server sealed; send the `secret` itself",
+            );
         }
         Ok(())
     }
