@@ -1,5 +1,6 @@
 //! `wharf serve --demo`: a demo vendor with a synthetic market-data source, a live feed
-//! (filter and map) and a 1-minute VWAP feed (filter, window, map), a demo subscriber on the
+//! (filter and map), a 1-minute VWAP feed (filter, window, map) and a model-scored one (each
+//! bar's range in basis points by an ONNX model after the window), a demo subscriber on the
 //! pull channel, and a generator pushing ticks. Credentials are generated on first start and
 //! kept in the data dir (`demo-credentials.json`, mode 0600) so later starts print the same.
 
@@ -28,6 +29,9 @@ pub struct Demo {
     pub live_feed_id: String,
     /// The 1-minute window feed.
     pub bars_feed_id: String,
+    /// The model-scored feed (absent in credentials of an older demo).
+    #[serde(default)]
+    pub scored_feed_id: Option<String>,
     /// The subscriber's pull subscriptions (live, bars).
     pub subscription_ids: Vec<String>,
 }
@@ -67,6 +71,7 @@ pub async fn seed(services: &Services, data_dir: &Path) -> anyhow::Result<Demo> 
         .await
         .map_err(err)?;
     let (live, bars) = demo_feeds(services, &vendor, &source.id).await?;
+    let scored = scored_feed(services, &vendor, &source.id).await?;
     let subscriber = services
         .signup_subscriber(NewSubscriberAccount {
             name: "Demo Subscriber".into(),
@@ -81,7 +86,7 @@ pub async fn seed(services: &Services, data_dir: &Path) -> anyhow::Result<Demo> 
         tenant: None,
     };
     let mut subscription_ids = Vec::new();
-    for feed in [&live.id, &bars.id] {
+    for feed in [&live.id, &bars.id, &scored.id] {
         let sub = services
             .create_subscription(&who, serde_json::from_value(serde_json::json!({"feed_id": feed, "plan_id": "starter", "channel": {"type": "pull"}}))?)
             .await
@@ -96,6 +101,7 @@ pub async fn seed(services: &Services, data_dir: &Path) -> anyhow::Result<Demo> 
         source_id: source.id.to_string(),
         live_feed_id: live.id.to_string(),
         bars_feed_id: bars.id.to_string(),
+        scored_feed_id: Some(scored.id.to_string()),
         subscription_ids,
     };
     write_private(&path, &serde_json::to_vec_pretty(&demo)?)?;
@@ -135,6 +141,40 @@ async fn demo_feeds(
         .await
         .map_err(err)?;
     Ok((live, bars))
+}
+
+/// The demo's model (made by `testkit/models/make.py`): a bar's range, high − low, in basis
+/// points of its VWAP.
+const RANGE_BPS: &[u8] = include_bytes!("../testkit/models/range_bps.onnx");
+
+/// A feed scoring each one-minute bar with the demo's model.
+async fn scored_feed(
+    services: &Services,
+    vendor: &Principal,
+    source: &wharf_core::SourceId,
+) -> anyhow::Result<wharf_core::domain::Feed> {
+    let err = |e: wharf_core::CoreError| anyhow::anyhow!("{e:?}");
+    services
+        .register_model(vendor, "range-bps", RANGE_BPS.to_vec())
+        .await
+        .map_err(err)?;
+    let plan = serde_json::json!({"id": "starter", "name": "Starter", "currency": "usd", "monthly_fee": "0.00", "included_deliveries": 100000,
+        "tiers": [{"up_to": null, "unit_price": "0.0001"}]});
+    services
+        .create_feed(vendor, serde_json::from_value(serde_json::json!({
+            "name": "1-minute bar ranges (model-scored)", "source_id": source, "status": "published",
+            "description": "Per symbol and minute: VWAP and the bar's range in basis points, scored by an ONNX model",
+            "pipeline": {"rules": [
+                {"type": "filter", "expr": "record.qty > 0.0"},
+                {"type": "window", "every": "1m", "window": "1m", "group_by": "record.sym",
+                 "aggregates": {"vwap": "sum(record.px * record.qty) / sum(record.qty)", "high": "max(record.px)", "low": "min(record.px)"}},
+                {"type": "model", "model": "range-bps", "inputs": {"x": "[record.vwap, record.high, record.low]"},
+                 "outputs": {"range_bps": "outputs.bps[0]"}},
+                {"type": "map", "fields": {"symbol": "record.group", "minute_end": "record.window_end",
+                                           "vwap": "record.vwap", "range_bps": "record.range_bps"}}]},
+            "plans": [plan]}))?)
+        .await
+        .map_err(err)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -325,6 +325,11 @@ fn print_demo(d: &wharf::demo::Demo, addr: std::net::SocketAddr) {
         "  bars feed   {}   (1-minute window; first bar after the first full minute)",
         d.bars_feed_id
     );
+    if let Some(scored) = &d.scored_feed_id {
+        println!(
+            "  scored feed {scored}   (each bar's range in basis points, by an ONNX model after the window)"
+        );
+    }
     println!();
     println!("Watch the data arrive:");
     println!(

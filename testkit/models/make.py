@@ -9,6 +9,8 @@ Writes, beside this script:
   exported with skl2onnx without ZipMap: x float [N, 4] → label int64 [N],
   probabilities float [N, 2];
 - trees3.onnx: the same for three classes (probabilities float [N, 3]);
+- range_bps.onnx: the demo's model: x float [N, 3] (vwap, high, low) → bps float [N, 1],
+  a bar's range (high − low) in basis points of its VWAP;
 - reference.json: for each model, rows of inputs and onnxruntime's outputs for them.
 
 Everything is seeded: running it again writes the same files.
@@ -82,10 +84,31 @@ def trees(rng, classes, name):
     save(model, name)
 
 
+def range_bps():
+    spread = numpy_helper.from_array(np.array([[0.0], [1.0], [-1.0]], dtype=np.float32), "S")
+    level = numpy_helper.from_array(np.array([[1.0], [0.0], [0.0]], dtype=np.float32), "L")
+    scale = numpy_helper.from_array(np.array([10000.0], dtype=np.float32), "K")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "S"], ["range"]),
+            helper.make_node("MatMul", ["x", "L"], ["vwap"]),
+            helper.make_node("Div", ["range", "vwap"], ["share"]),
+            helper.make_node("Mul", ["share", "K"], ["bps"]),
+        ],
+        "range_bps",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("bps", TensorProto.FLOAT, ["N", 1])],
+        [spread, level, scale],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), "range_bps")
+
+
 def reference(rng):
     cases = {}
-    for name, width in [("linear", 3), ("mlp", 4), ("trees", 4), ("trees3", 4)]:
+    for name, width in [("linear", 3), ("mlp", 4), ("trees", 4), ("trees3", 4), ("range_bps", 3)]:
         rows = rng.normal(size=(16, width)).astype(np.float32)
+        if name == "range_bps":
+            rows = (100.0 + np.abs(rows) * 5.0).astype(np.float32)
         session = onnxruntime.InferenceSession(str(HERE / f"{name}.onnx"))
         outputs = session.run(None, {"x": rows})
         names = [o.name for o in session.get_outputs()]
@@ -102,4 +125,5 @@ if __name__ == "__main__":
     mlp(rng)
     trees(rng, 2, "trees")
     trees(rng, 3, "trees3")
+    range_bps()
     reference(rng)

@@ -30,7 +30,7 @@ fn every_fixture_gives_what_onnxruntime_gave_on_the_same_rows() {
     let reference: serde_json::Value =
         serde_json::from_slice(&fixture("reference.json")).expect("json");
     let engine = TractEngine;
-    for name in ["linear", "mlp", "trees", "trees3"] {
+    for name in ["linear", "mlp", "trees", "trees3", "range_bps"] {
         let bytes = fixture(&format!("{name}.onnx"));
         let signature = engine.inspect(&bytes).expect("a model");
         let model = engine.load(&bytes).expect("loads");
