@@ -20,6 +20,7 @@ mod billing;
 mod deliver;
 mod ingest;
 mod load;
+mod models;
 mod neighbours;
 mod server;
 
@@ -67,6 +68,12 @@ enum Command {
     /// an emulator (moto) to `sqs` subscribers, the AWS calls, Lambda invocations and API
     /// requests counted and priced with AWS's list prices.
     AwsCost(AwsCostArgs),
+    /// Model rules against the bare engine (tract) on the same rows, in one process.
+    Models {
+        /// Measured seconds of each side.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// The baseline for `api`: one axum route `GET /` answering static JSON, nothing else.
     BareServer {
         #[arg(long)]
@@ -209,6 +216,9 @@ fn main() -> anyhow::Result<()> {
         Command::Billing(args) => client_runtime(1)?.block_on(interruptible(billing_bench(args))),
         Command::Neighbours(args) => {
             client_runtime(1)?.block_on(interruptible(neighbours_bench(args)))
+        }
+        Command::Models { secs } => {
+            tokio::runtime::Runtime::new()?.block_on(interruptible(models::report(secs)))
         }
         Command::AwsCost(args) => tokio::runtime::Runtime::new()?.block_on(aws_cost::report(
             &args.aws_endpoint_url,
