@@ -82,6 +82,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(routes::sources::router())
         .merge(routes::feeds::router())
         .merge(routes::models::router())
+        .merge(routes::models::upload_router())
         .merge(routes::reference::router())
         .merge(routes::catalog::router())
         .merge(routes::subscriptions::router())

@@ -512,3 +512,102 @@ async fn a_model_after_a_window_scores_each_windows_aggregates_on_the_schedule()
         assert!(close(*ours, theirs), "{sym}: {ours} against {theirs}");
     }
 }
+
+#[tokio::test]
+async fn a_large_model_is_uploaded_to_its_url_then_registered_once() {
+    let app = spawn_app().await;
+    let (_, acme) = app.vendor("Acme").await;
+    // Bodies past the API's 1 MiB: a PUT of a model takes 5 MiB, an upload URL 250 MiB.
+    let two_mib = upload(&app, &acme, "big", vec![7u8; 2 * 1024 * 1024]).await;
+    assert_eq!(
+        two_mib.status, 422,
+        "read, then refused as no model: {:?}",
+        two_mib.body
+    );
+    let six_mib = upload(&app, &acme, "big", vec![7u8; 6 * 1024 * 1024]).await;
+    assert_eq!(six_mib.status, 413, "{:?}", six_mib.body);
+
+    let started = app
+        .post("/v1/models/mlp/uploads", Some(&acme), json!({}))
+        .await;
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let url = started.body["upload_url"]
+        .as_str()
+        .expect("a URL")
+        .to_owned();
+    let upload_id = started.body["upload_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let put = |bytes: Vec<u8>| {
+        let (client, url) = (app.client.clone(), url.clone());
+        async move {
+            client
+                .put(&url)
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .expect("an answer")
+                .status()
+        }
+    };
+    assert!(put(fixture("mlp.onnx")).await.is_success());
+    let register = |vendor: String, id: String| {
+        let app = &app;
+        async move {
+            app.post(
+                "/v1/models/mlp/versions",
+                Some(&vendor),
+                json!({"upload_id": id}),
+            )
+            .await
+        }
+    };
+    let (_, other) = app.vendor("Other").await;
+    let theirs = register(other.clone(), upload_id.clone()).await;
+    assert_eq!(
+        theirs.status, 422,
+        "another vendor's upload: {:?}",
+        theirs.body
+    );
+    let registered = register(acme.clone(), upload_id.clone()).await;
+    assert_eq!(registered.status, 201, "{:?}", registered.body);
+    assert_eq!(registered.body["version"], 1);
+    assert_eq!(registered.body["outputs"][0]["name"], "probs");
+    let again = register(acme.clone(), upload_id.clone()).await;
+    assert_eq!(
+        again.status, 422,
+        "an upload registers once: {:?}",
+        again.body
+    );
+    assert_eq!(again.body["errors"][0]["path"], "upload_id");
+
+    // What the engine refuses is refused after an upload too, and nothing is stored.
+    let started = app
+        .post("/v1/models/mlp/uploads", Some(&acme), json!({}))
+        .await;
+    let url = started.body["upload_url"]
+        .as_str()
+        .expect("a URL")
+        .to_owned();
+    let status = app
+        .client
+        .put(&url)
+        .header("content-type", "application/octet-stream")
+        .body(b"not a model".to_vec())
+        .send()
+        .await
+        .expect("an answer")
+        .status();
+    assert!(status.is_success(), "{status}");
+    let id = started.body["upload_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    assert_eq!(register(acme.clone(), id).await.status, 422);
+    let versions = app.get("/v1/models/mlp", Some(&acme)).await;
+    assert_eq!(versions.body.as_array().map(Vec::len), Some(1));
+    let forged = register(acme.clone(), "upl_../../etc".into()).await;
+    assert_eq!(forged.status, 422, "{:?}", forged.body);
+}

@@ -51,6 +51,22 @@ impl S3Objects {
 
 #[async_trait]
 impl ObjectStore for S3Objects {
+    async fn presign_put(&self, key: &str, valid: std::time::Duration) -> Result<Option<String>> {
+        check_object_key(key)?;
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid)
+            .map_err(CoreError::internal)?;
+        let presigned = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .presigned(config)
+            .await
+            .map_err(|e| aws_error("presigning an upload", e))?;
+        Ok(Some(presigned.uri().to_owned()))
+    }
+
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
         check_object_key(key)?;
         self.client

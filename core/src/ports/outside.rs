@@ -103,6 +103,12 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
     /// The keys under `prefix` (a key prefix ending in `/`, or empty for all), sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// A URL that takes a PUT of the object under `key` without other credentials, for
+    /// `valid`; `None` when the store has none (Wharf then takes the upload itself).
+    async fn presign_put(&self, key: &str, valid: std::time::Duration) -> Result<Option<String>> {
+        let _ = (key, valid);
+        Ok(None)
+    }
 }
 
 /// Longest object key, in bytes (S3 allows 1024).

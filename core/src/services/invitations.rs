@@ -98,7 +98,7 @@ impl Services {
     }
 
     /// Whether an unexpired token's `expires` (unix seconds) has passed.
-    fn expired(&self, expires: &str) -> Result<bool, CoreError> {
+    pub(super) fn expired(&self, expires: &str) -> Result<bool, CoreError> {
         let expires: i64 = expires
             .parse()
             .map_err(|_| CoreError::internal("a sealed token holds no expiry"))?;

@@ -22,7 +22,7 @@ pub use accounts::*;
 pub use channels::*;
 pub use collection::{Collected, StripeEventOutcome};
 pub use invitations::{Invitation, NewInvitation, VerifiedEmail};
-pub use models::{MAX_MODEL_BYTES, ModelSummary};
+pub use models::{MAX_MODEL_BYTES, MAX_UPLOAD_BYTES, ModelSummary, ModelUpload};
 pub use payouts::PayoutAccountLink;
 pub use plan_moves::PlanMoveScheduled;
 pub use records::*;

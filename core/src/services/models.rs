@@ -11,6 +11,35 @@ use std::sync::Arc;
 /// Largest model file `PUT /v1/models/{name}` takes.
 pub const MAX_MODEL_BYTES: usize = 5 * 1024 * 1024;
 
+/// Largest model file an upload (`POST /v1/models/{name}/uploads`) takes.
+pub const MAX_UPLOAD_BYTES: usize = 250 * 1024 * 1024;
+
+/// How long an upload URL works.
+const UPLOAD_VALID: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What a sealed upload token says it is.
+const MODEL_UPLOAD: &str = "model-upload";
+
+/// Where a model file is uploaded before it is registered.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelUpload {
+    /// Pass to `POST /v1/models/{name}/versions` once the file is uploaded.
+    pub upload_id: String,
+    /// PUT the file here (`Content-Type: application/octet-stream`, no other credentials):
+    /// an S3 presigned URL in the aws shape, a signed URL of Wharf's own in the local one.
+    pub upload_url: String,
+    /// When the URL stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: crate::Timestamp,
+}
+
+/// The object an upload lands in.
+fn upload_key(vendor: &VendorId, upload_id: &str) -> String {
+    format!("uploads/{vendor}/{upload_id}.onnx")
+}
+
 /// A model as `GET /v1/models` lists it: its name, how many versions it has, its latest.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -35,13 +64,26 @@ impl Services {
         bytes: Vec<u8>,
     ) -> Result<ModelVersion, CoreError> {
         let vendor = who.tenant_with(Role::VendorAdmin)?.clone();
+        self.register(&vendor, name, bytes, MAX_MODEL_BYTES).await
+    }
+
+    /// Checks and registers `bytes` (at most `most`) as the next version of `vendor`'s model
+    /// `name`.
+    async fn register(
+        &self,
+        vendor: &VendorId,
+        name: &str,
+        bytes: Vec<u8>,
+        most: usize,
+    ) -> Result<ModelVersion, CoreError> {
+        let vendor = vendor.clone();
         if !is_slug(name) {
             return Err(CoreError::invalid("name", "must match [a-z0-9_-]{1,64}"));
         }
-        if bytes.is_empty() || bytes.len() > MAX_MODEL_BYTES {
+        if bytes.is_empty() || bytes.len() > most {
             return Err(CoreError::invalid(
                 "",
-                format!("a model file is 1 byte to {MAX_MODEL_BYTES} bytes"),
+                format!("a model file is 1 byte to {most} bytes"),
             ));
         }
         let bytes = Arc::new(bytes);
@@ -86,6 +128,101 @@ impl Services {
         Err(CoreError::unavailable(
             "the model's versions kept changing; retry",
         ))
+    }
+
+    /// Starts an upload of a large model file: where to PUT it, until when.
+    pub async fn start_model_upload(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<ModelUpload, CoreError> {
+        let vendor = who.tenant_with(Role::VendorAdmin)?;
+        if !is_slug(name) {
+            return Err(CoreError::invalid("name", "must match [a-z0-9_-]{1,64}"));
+        }
+        let upload_id = format!("upl_{}", uuid::Uuid::now_v7().simple());
+        let expires_at = self.clock.now() + UPLOAD_VALID;
+        let key = upload_key(vendor, &upload_id);
+        let upload_url = match self
+            .models
+            .objects()
+            .presign_put(&key, UPLOAD_VALID)
+            .await?
+        {
+            Some(url) => url,
+            None => {
+                let token = self.seal_token(&[
+                    MODEL_UPLOAD,
+                    vendor.as_str(),
+                    &upload_id,
+                    &expires_at.unix_timestamp().to_string(),
+                ])?;
+                let base = self.settings.public_url.trim_end_matches('/');
+                format!("{base}/v1/model-uploads/{token}")
+            }
+        };
+        Ok(ModelUpload {
+            upload_id,
+            upload_url,
+            expires_at,
+        })
+    }
+
+    /// Stores the file PUT to an upload URL of Wharf's own (the local shape's): a token that
+    /// is not one is a 404, an expired one a 410.
+    pub async fn receive_model_upload(&self, token: &str, bytes: Vec<u8>) -> Result<(), CoreError> {
+        let parts = self.open_token(token, MODEL_UPLOAD, "upload")?;
+        let [vendor, upload_id, expires] = parts.as_slice() else {
+            return Err(CoreError::NotFound("upload"));
+        };
+        if self.expired(expires)? {
+            return Err(CoreError::Gone(
+                "this upload URL has expired; start another".into(),
+            ));
+        }
+        if bytes.is_empty() || bytes.len() > MAX_UPLOAD_BYTES {
+            return Err(CoreError::invalid(
+                "",
+                format!("a model file is 1 byte to {MAX_UPLOAD_BYTES} bytes"),
+            ));
+        }
+        let vendor = VendorId::parse(vendor).map_err(|_| CoreError::NotFound("upload"))?;
+        self.models
+            .objects()
+            .put(&upload_key(&vendor, upload_id), bytes)
+            .await
+    }
+
+    /// Checks and registers an uploaded file as the next version of the model `name`; the
+    /// upload is consumed.
+    pub async fn register_uploaded_model(
+        &self,
+        who: &Principal,
+        name: &str,
+        upload_id: &str,
+    ) -> Result<ModelVersion, CoreError> {
+        let vendor = who.tenant_with(Role::VendorAdmin)?;
+        let nothing = || {
+            CoreError::invalid(
+                "upload_id",
+                "nothing was uploaded under this id (or it was registered already)",
+            )
+        };
+        let well_formed = upload_id.len() == 36
+            && upload_id.starts_with("upl_")
+            && upload_id[4..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(nothing());
+        }
+        let key = upload_key(vendor, upload_id);
+        let bytes = match self.models.objects().get(&key).await {
+            Ok(bytes) => bytes,
+            Err(CoreError::NotFound(_)) => return Err(nothing()),
+            Err(e) => return Err(e),
+        };
+        let model = self.register(vendor, name, bytes, MAX_UPLOAD_BYTES).await?;
+        self.models.objects().delete(&key).await?;
+        Ok(model)
     }
 
     /// The vendor's models, by name, each with its latest version.
