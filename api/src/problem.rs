@@ -319,6 +319,16 @@ error_set!(
     503 => "Temporarily unavailable; retry",
 );
 error_set!(
+    /// Errors of the upload URLs Wharf serves itself (the token is the credential).
+    UploadUrlErrors:
+    404 => "The token is not one Wharf made for this",
+    410 => "The upload URL expired",
+    413 => "Body too large",
+    415 => "Body is not application/octet-stream",
+    422 => "An empty body",
+    503 => "Temporarily unavailable; retry",
+);
+error_set!(
     /// Errors of unauthenticated writes.
     PublicWriteErrors:
     400 => "Malformed JSON",

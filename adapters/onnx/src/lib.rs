@@ -41,8 +41,26 @@ struct LabelFix {
     classes: Vec<f64>,
 }
 
+/// Runs `f`, turning a panic inside tract (a file crafted to trip it) into an error: a
+/// vendor's file must not take a worker down.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("tract failed on this model".into()))
+}
+
 impl ModelEngine for TractEngine {
     fn inspect(&self, bytes: &[u8]) -> Result<Signature, String> {
+        guarded(|| signature(bytes))
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
+        guarded(|| load(bytes))
+    }
+}
+
+/// What a model file takes and gives.
+fn signature(bytes: &[u8]) -> Result<Signature, String> {
+    {
         let (model, _, _) = plan(bytes)?;
         let infos = |outlets: &[OutletId]| -> Result<Vec<TensorInfo>, String> {
             outlets
@@ -69,20 +87,27 @@ impl ModelEngine for TractEngine {
             outputs,
         })
     }
+}
 
-    fn load(&self, bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
-        let (model, input_types, labels) = plan(bytes)?;
-        let plan = model.into_runnable().map_err(reason)?;
-        Ok(Arc::new(Planned {
-            plan,
-            input_types,
-            labels,
-        }))
-    }
+/// A model file loaded for running.
+fn load(bytes: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
+    let (model, input_types, labels) = plan(bytes)?;
+    let plan = model.into_runnable().map_err(reason)?;
+    Ok(Arc::new(Planned {
+        plan,
+        input_types,
+        labels,
+    }))
 }
 
 impl LoadedModel for Planned {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        guarded(|| self.run_batch(inputs))
+    }
+}
+
+impl Planned {
+    fn run_batch(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
         if inputs.len() != self.input_types.len() {
             return Err(format!(
                 "the model takes {} inputs, got {}",

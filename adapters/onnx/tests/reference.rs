@@ -96,3 +96,20 @@ fn a_batch_of_the_wrong_width_is_an_error_not_a_panic() {
     };
     assert!(model.run(vec![wrong]).is_err());
 }
+
+#[test]
+fn a_damaged_file_is_an_error_never_a_crash() {
+    let good = fixture("mlp.onnx");
+    for at in (0..good.len()).step_by(5) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x5a;
+        // Refused or accepted, but answered: a panic inside tract is an error too.
+        if let Ok(model) = TractEngine.load(&bad) {
+            let row = Tensor {
+                shape: vec![1, 4],
+                values: vec![0.5; 4],
+            };
+            let _ = model.run(vec![row]);
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::extract::{ApiPath, Caller, JsonBody};
-use crate::problem::{ApiError, ReadErrors, UploadErrors, WriteErrors};
+use crate::problem::{ApiError, ReadErrors, UploadErrors, UploadUrlErrors, WriteErrors};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -80,7 +80,7 @@ async fn register_upload(
 #[utoipa::path(operation_id = "receiveModelUpload", put, path = "/v1/model-uploads/{token}", tag = "models",
     params(("token" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 204), UploadErrors))]
+    responses((status = 204), UploadUrlErrors))]
 async fn receive_upload(
     State(s): State<AppState>,
     ApiPath(token): ApiPath<String>,
