@@ -60,33 +60,31 @@ impl ModelEngine for TractEngine {
 
 /// What a model file takes and gives.
 fn signature(bytes: &[u8]) -> Result<Signature, String> {
-    {
-        let (model, _, _) = plan(bytes)?;
-        let infos = |outlets: &[OutletId]| -> Result<Vec<TensorInfo>, String> {
-            outlets
-                .iter()
-                .map(|outlet| {
-                    let fact = model.outlet_fact(*outlet).map_err(reason)?;
-                    Ok(TensorInfo {
-                        name: model.node(outlet.node).name.clone(),
-                        dtype: dtype_name(fact.datum_type),
-                        shape: fact.shape.iter().map(dim).collect(),
-                    })
+    let (model, _, _) = plan(bytes)?;
+    let infos = |outlets: &[OutletId]| -> Result<Vec<TensorInfo>, String> {
+        outlets
+            .iter()
+            .map(|outlet| {
+                let fact = model.outlet_fact(*outlet).map_err(reason)?;
+                Ok(TensorInfo {
+                    name: model.node(outlet.node).name.clone(),
+                    dtype: dtype_name(fact.datum_type),
+                    shape: fact.shape.iter().map(dim).collect(),
                 })
-                .collect()
-        };
-        let mut outputs = infos(&model.outputs)?;
-        // An output's name is its outlet's label when the graph gave it one.
-        for (info, outlet) in outputs.iter_mut().zip(&model.outputs) {
-            if let Some(label) = model.outlet_label(*outlet) {
-                info.name = label.to_owned();
-            }
+            })
+            .collect()
+    };
+    let mut outputs = infos(&model.outputs)?;
+    // An output's name is its outlet's label when the graph gave it one.
+    for (info, outlet) in outputs.iter_mut().zip(&model.outputs) {
+        if let Some(label) = model.outlet_label(*outlet) {
+            info.name = label.to_owned();
         }
-        Ok(Signature {
-            inputs: infos(&model.inputs)?,
-            outputs,
-        })
     }
+    Ok(Signature {
+        inputs: infos(&model.inputs)?,
+        outputs,
+    })
 }
 
 /// A model file loaded for running.
