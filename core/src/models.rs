@@ -191,3 +191,86 @@ impl Models {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::Tensor;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An engine counting its loads, whose models answer nothing.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    struct Nothing;
+
+    impl LoadedModel for Nothing {
+        fn run(&self, _: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl ModelEngine for Counting {
+        fn inspect(&self, _: &[u8]) -> Result<Signature, String> {
+            Err("not used".into())
+        }
+        fn load(&self, _: &[u8]) -> Result<Arc<dyn LoadedModel>, String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Arc::new(Nothing))
+        }
+    }
+
+    /// Files of 100 bytes under `a`, `b`, `c` and `huge` (1,000 bytes).
+    struct Files;
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Files {
+        async fn put(&self, _: &str, _: Vec<u8>) -> crate::ports::Result<()> {
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> crate::ports::Result<Vec<u8>> {
+            Ok(vec![0; if key == "huge" { 1000 } else { 100 }])
+        }
+        async fn delete(&self, _: &str) -> crate::ports::Result<()> {
+            Ok(())
+        }
+        async fn list(&self, _: &str) -> crate::ports::Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn loaded_models_stay_within_the_budget_least_recently_used_out() {
+        let engine = Arc::new(Counting::default());
+        // Each 100-byte file is taken to hold 300 bytes loaded: two fit in 700.
+        let models = Models::new(engine.clone(), Arc::new(Files), 700);
+        let get = |key: &'static str| {
+            let models = &models;
+            async move {
+                models
+                    .get(&crate::ports::Inline, "test", key, key)
+                    .await
+                    .map(|_| ())
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        get("a").await;
+        get("b").await;
+        get("a").await;
+        assert_eq!(engine.0.load(Ordering::SeqCst), 2, "a is kept");
+        get("c").await;
+        assert_eq!(models.loaded(), (2, 600), "b, least recently used, went");
+        get("a").await;
+        assert_eq!(engine.0.load(Ordering::SeqCst), 3, "a was kept");
+        get("b").await;
+        assert_eq!(engine.0.load(Ordering::SeqCst), 4, "b is loaded again");
+        get("huge").await;
+        get("huge").await;
+        assert_eq!(
+            engine.0.load(Ordering::SeqCst),
+            6,
+            "larger than the budget: never kept"
+        );
+        assert_eq!(models.loaded().0, 2);
+    }
+}

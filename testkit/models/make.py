@@ -11,6 +11,8 @@ Writes, beside this script:
 - trees3.onnx: the same for three classes (probabilities float [N, 3]);
 - range_bps.onnx: the demo's model: x float [N, 3] (vwap, high, low) → bps float [N, 1],
   a bar's range (high − low) in basis points of its VWAP;
+- open_width.onnx: x float [N, K] → y float [N, 1], the sum of each row: its rows have no
+  fixed width, which a `model` rule cannot fill (the rule is refused when saved);
 - reference.json: for each model, rows of inputs and onnxruntime's outputs for them.
 
 Everything is seeded: running it again writes the same files.
@@ -103,6 +105,18 @@ def range_bps():
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), "range_bps")
 
 
+def open_width():
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)],
+        "open_width",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "K"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        [axes],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), "open_width")
+
+
 def reference(rng):
     cases = {}
     for name, width in [("linear", 3), ("mlp", 4), ("trees", 4), ("trees3", 4), ("range_bps", 3)]:
@@ -126,4 +140,5 @@ if __name__ == "__main__":
     trees(rng, 2, "trees")
     trees(rng, 3, "trees3")
     range_bps()
+    open_width()
     reference(rng)

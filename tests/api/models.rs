@@ -335,6 +335,9 @@ async fn a_model_rule_is_checked_when_saved_and_a_version_in_use_is_kept() {
             .status,
         201
     );
+    let open = upload(&app, &acme, "open", fixture("open_width.onnx")).await;
+    assert_eq!(open.status, 201, "{:?}", open.body);
+    assert_eq!(open.body["inputs"][0]["shape"], json!(["N", "K"]));
     let rule = |model: &str, inputs: Value, outputs: Value| json!([{"type": "model", "model": model, "inputs": inputs, "outputs": outputs}]);
     let refused = [
         (
@@ -373,6 +376,15 @@ async fn a_model_rule_is_checked_when_saved_and_a_version_in_use_is_kept() {
             rule(
                 "lin",
                 json!({"x": "record.("}),
+                json!({"s": "outputs.y[0]"}),
+            ),
+            "pipeline.rules[0].inputs.x",
+        ),
+        // Rows of no fixed width cannot be stacked for it.
+        (
+            rule(
+                "open",
+                json!({"x": "record.v"}),
                 json!({"s": "outputs.y[0]"}),
             ),
             "pipeline.rules[0].inputs.x",
