@@ -115,8 +115,7 @@ async fn demo_feeds(
     source: &wharf_core::SourceId,
 ) -> anyhow::Result<(wharf_core::domain::Feed, wharf_core::domain::Feed)> {
     let err = |e: wharf_core::CoreError| anyhow::anyhow!("{e:?}");
-    let plan = serde_json::json!({"id": "starter", "name": "Starter", "currency": "usd", "monthly_fee": "0.00", "included_deliveries": 100000,
-        "tiers": [{"up_to": null, "unit_price": "0.0001"}]});
+    let plan = starter_plan();
     let live = services
         .create_feed(vendor, serde_json::from_value(serde_json::json!({
             "name": "Large trades (live)", "source_id": source, "status": "published",
@@ -143,6 +142,12 @@ async fn demo_feeds(
     Ok((live, bars))
 }
 
+/// The demo feeds' one plan: free, 100,000 deliveries a month included.
+fn starter_plan() -> serde_json::Value {
+    serde_json::json!({"id": "starter", "name": "Starter", "currency": "usd", "monthly_fee": "0.00",
+        "included_deliveries": 100000, "tiers": [{"up_to": null, "unit_price": "0.0001"}]})
+}
+
 /// The demo's model (made by `testkit/models/make.py`): a bar's range, high − low, in basis
 /// points of its VWAP.
 const RANGE_BPS: &[u8] = include_bytes!("../testkit/models/range_bps.onnx");
@@ -158,8 +163,7 @@ async fn scored_feed(
         .register_model(vendor, "range-bps", RANGE_BPS.to_vec())
         .await
         .map_err(err)?;
-    let plan = serde_json::json!({"id": "starter", "name": "Starter", "currency": "usd", "monthly_fee": "0.00", "included_deliveries": 100000,
-        "tiers": [{"up_to": null, "unit_price": "0.0001"}]});
+    let plan = starter_plan();
     services
         .create_feed(vendor, serde_json::from_value(serde_json::json!({
             "name": "1-minute bar ranges (model-scored)", "source_id": source, "status": "published",

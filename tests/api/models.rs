@@ -4,6 +4,7 @@
 
 use crate::helpers::*;
 use crate::receiver::eventually;
+use crate::remote_models::push_rows;
 use serde_json::{Value, json};
 use wharf_core::ports::Clock;
 
@@ -138,19 +139,7 @@ async fn scored(app: &TestApp, vendor: &str, feed: &Value, rows: &[Value]) -> Ve
         .subscribe(&bob, feed["id"].as_str().expect("an id"))
         .await;
     let source = feed["source_for_test"].as_str().expect("a source");
-    let records: Vec<Value> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| json!({"id": format!("r{i}"), "data": {"i": i, "v": row}}))
-        .collect();
-    let pushed = app
-        .post(
-            &format!("/v1/sources/{source}/records"),
-            Some(vendor),
-            json!({"records": records}),
-        )
-        .await;
-    assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+    push_rows(app, vendor, source, rows, "r").await;
     let path = format!("/v1/subscriptions/{sub}/records?after=0&limit=1000");
     let items = || async {
         app.get(&path, Some(&bob)).await.body["items"]
@@ -259,19 +248,7 @@ async fn records_a_model_cannot_score_go_to_the_feeds_errors_and_the_rest_go_on(
         .subscribe(&bob, feed.body["id"].as_str().expect("an id"))
         .await;
     let source = feed.body["source_for_test"].as_str().expect("a source");
-    let records: Vec<Value> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, v)| json!({"id": format!("r{i}"), "data": {"i": i, "v": v}}))
-        .collect();
-    let pushed = app
-        .post(
-            &format!("/v1/sources/{source}/records"),
-            Some(&acme),
-            json!({"records": records}),
-        )
-        .await;
-    assert_eq!(pushed.status, 202, "{:?}", pushed.body);
+    push_rows(&app, &acme, source, &rows, "r").await;
     app.idle().await;
     let pulled = app
         .get(

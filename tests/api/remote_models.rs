@@ -133,7 +133,14 @@ async fn feed_on(app: &TestApp, rules: Value) -> (String, String, String, String
     (vendor, source, feed, bob, sub)
 }
 
-async fn push_rows(app: &TestApp, vendor: &str, source: &str, rows: &[[f64; 3]], tag: &str) {
+/// Pushes `rows` as records `{"i": index, "v": row}` with ids `{tag}{index}`.
+pub(crate) async fn push_rows<R: serde::Serialize>(
+    app: &TestApp,
+    vendor: &str,
+    source: &str,
+    rows: &[R],
+    tag: &str,
+) {
     let records: Vec<Value> = rows
         .iter()
         .enumerate()
