@@ -131,17 +131,6 @@ fn percentile(times: &mut [Duration], p: f64) -> Duration {
     times.get(i).copied().unwrap_or_default()
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// Runs the comparisons, `secs` seconds each, and prints the table.
 pub async fn report(secs: u64) -> anyhow::Result<()> {
     let duration = Duration::from_secs(secs);
@@ -168,12 +157,13 @@ pub async fn report(secs: u64) -> anyhow::Result<()> {
     };
     let (p50, p99) = (added(0.50) * 1e6, added(0.99) * 1e6);
 
-    let before = rss_kib();
+    let rss = || crate::deliver::rss_mib(std::process::id());
+    let before = rss()?;
     let mut kept = Vec::new();
     for _ in 0..20 {
         kept.push(TractEngine.load(MLP).map_err(anyhow::Error::msg)?);
     }
-    let per_model = (rss_kib().saturating_sub(before)) as f64 / 20.0;
+    let per_model = (rss()? - before).max(0.0) * 1024.0 / 20.0;
     std::hint::black_box(&kept);
 
     let ratio = rule / engine;

@@ -315,68 +315,62 @@ async fn a_model_rule_is_checked_when_saved_and_a_version_in_use_is_kept() {
     let open = upload(&app, &acme, "open", fixture("open_width.onnx")).await;
     assert_eq!(open.status, 201, "{:?}", open.body);
     assert_eq!(open.body["inputs"][0]["shape"], json!(["N", "K"]));
-    let rule = |model: &str, inputs: Value, outputs: Value| json!([{"type": "model", "model": model, "inputs": inputs, "outputs": outputs}]);
+    // (model, input name, its expression, the output field's expression, where it is wrong)
     let refused = [
         (
-            rule(
-                "nope",
-                json!({"x": "record.v"}),
-                json!({"s": "outputs.y[0]"}),
-            ),
+            "nope",
+            "x",
+            "record.v",
+            "outputs.y[0]",
             "pipeline.rules[0].model",
         ),
         (
-            rule(
-                "theirs",
-                json!({"x": "record.v"}),
-                json!({"s": "outputs.y[0]"}),
-            ),
+            "theirs",
+            "x",
+            "record.v",
+            "outputs.y[0]",
             "pipeline.rules[0].model",
         ),
         (
-            rule(
-                "lin",
-                json!({"z": "record.v"}),
-                json!({"s": "outputs.y[0]"}),
-            ),
+            "lin",
+            "z",
+            "record.v",
+            "outputs.y[0]",
             "pipeline.rules[0].inputs",
         ),
         (
-            rule(
-                "lin",
-                json!({"x": "record.v"}),
-                json!({"s": "outputs.nope[0]"}),
-            ),
+            "lin",
+            "x",
+            "record.v",
+            "outputs.nope[0]",
             "pipeline.rules[0].outputs.s",
         ),
         (
-            rule(
-                "lin",
-                json!({"x": "record.("}),
-                json!({"s": "outputs.y[0]"}),
-            ),
+            "lin",
+            "x",
+            "record.(",
+            "outputs.y[0]",
             "pipeline.rules[0].inputs.x",
         ),
         // Rows of no fixed width cannot be stacked for it.
         (
-            rule(
-                "open",
-                json!({"x": "record.v"}),
-                json!({"s": "outputs.y[0]"}),
-            ),
+            "open",
+            "x",
+            "record.v",
+            "outputs.y[0]",
             "pipeline.rules[0].inputs.x",
         ),
-    ];
+    ]
+    .map(|(model, input, expr, output, path)| {
+        let rule = json!([{"type": "model", "model": model,
+                           "inputs": {input: expr}, "outputs": {"s": output}}]);
+        (rule, path)
+    });
     for (rules, path) in refused {
         let res = feed_with(&app, &acme, rules.clone()).await;
         assert_eq!(res.status, 422, "{rules}: {:?}", res.body);
-        let paths: Vec<&str> = res.body["errors"]
-            .as_array()
-            .expect("errors")
-            .iter()
-            .filter_map(|e| e["path"].as_str())
-            .collect();
-        assert!(paths.contains(&path), "{rules}: {paths:?}");
+        let paths = res.paths();
+        assert!(paths.iter().any(|p| p == path), "{rules}: {paths:?}");
     }
     assert_eq!(
         upload(&app, &acme, "lin", fixture("linear.onnx"))
@@ -387,11 +381,8 @@ async fn a_model_rule_is_checked_when_saved_and_a_version_in_use_is_kept() {
     let saved = feed_with(
         &app,
         &acme,
-        rule(
-            "lin",
-            json!({"x": "record.v"}),
-            json!({"s": "outputs.y[0]"}),
-        ),
+        json!([{"type": "model", "model": "lin",
+                 "inputs": {"x": "record.v"}, "outputs": {"s": "outputs.y[0]"}}]),
     )
     .await;
     assert_eq!(saved.status, 201, "{:?}", saved.body);

@@ -5,7 +5,6 @@ use super::Services;
 use crate::domain::*;
 use crate::{CoreError, ModelId, VendorId};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Largest model file `PUT /v1/models/{name}` takes.
@@ -93,7 +92,7 @@ impl Services {
             .inspect(self.compute.as_ref(), &lane, bytes.clone())
             .await?
             .map_err(|reason| CoreError::invalid("", reason))?;
-        let sha256 = hex(&Sha256::digest(bytes.as_slice()));
+        let sha256 = crate::credentials::sha256_hex(bytes.as_slice());
         let mut model = ModelVersion {
             id: ModelId::new(),
             vendor_id: vendor.clone(),
@@ -318,14 +317,6 @@ impl Services {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 impl Services {
