@@ -9,6 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// How long a model version read from the registry is used without reading it again.
+const VERSION_KEPT: Duration = Duration::from_secs(60);
+
+/// A registered version and when it was read.
+type KeptVersion = (Arc<crate::domain::ModelVersion>, Instant);
+
 /// Largest answer a remote model may give.
 pub const MAX_REMOTE_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
@@ -53,6 +59,7 @@ pub struct Models {
     budget: usize,
     loaded: Mutex<Loaded>,
     breakers: Mutex<HashMap<String, Breaker>>,
+    versions: Mutex<HashMap<(crate::VendorId, String, u32), KeptVersion>>,
 }
 
 impl Models {
@@ -69,6 +76,7 @@ impl Models {
             budget,
             loaded: Mutex::new(Loaded::default()),
             breakers: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -138,6 +146,42 @@ impl Models {
                 breaker.failures = 0;
             }
         }
+    }
+
+    /// The registered version `version` of `vendor`'s model `name`, as read from `store` at
+    /// most [`VERSION_KEPT`] ago: a pipeline's batches do not each read the registry.
+    /// `None` when there is no such version.
+    pub async fn version(
+        &self,
+        store: &dyn crate::ports::ModelStore,
+        vendor: &crate::VendorId,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<Arc<crate::domain::ModelVersion>>, CoreError> {
+        let key = (vendor.clone(), name.to_owned(), version);
+        {
+            let kept = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((info, read_at)) = kept.get(&key)
+                && read_at.elapsed() < VERSION_KEPT
+            {
+                return Ok(Some(info.clone()));
+            }
+        }
+        let versions = store.model_versions(vendor, name).await?;
+        let Some(info) = versions.into_iter().find(|v| v.version == version) else {
+            return Ok(None);
+        };
+        let info = Arc::new(info);
+        let mut kept = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.retain(|_, (_, read_at)| read_at.elapsed() < VERSION_KEPT);
+        kept.insert(key, (info.clone(), Instant::now()));
+        Ok(Some(info))
+    }
+
+    /// Forgets a version this process read (it was deleted).
+    pub fn forget_version(&self, vendor: &crate::VendorId, name: &str, version: u32) {
+        let mut kept = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.remove(&(vendor.clone(), name.to_owned(), version));
     }
 
     /// How many models are loaded, and the memory they are taken to hold.

@@ -280,12 +280,12 @@ impl Lookup for References {
     }
 
     async fn model(&self, name: &str, version: u32) -> Result<Option<LoadedVersion>, CoreError> {
-        let versions = self
-            .services
-            .store
-            .model_versions(&self.tenant, name)
+        let services = &self.services;
+        let found = services
+            .models
+            .version(services.store.as_ref(), &self.tenant, name, version)
             .await?;
-        let Some(info) = versions.into_iter().find(|v| v.version == version) else {
+        let Some(info) = found else {
             return Ok(None);
         };
         let lane = tenant_lane(&self.tenant);
@@ -299,7 +299,7 @@ impl Lookup for References {
                 &info.sha256,
             )
             .await?;
-        Ok(Some((model, Arc::new(info))))
+        Ok(Some((model, info)))
     }
 
     async fn infer(&self, endpoint: &Endpoint, body: Vec<u8>) -> Result<Vec<u8>, String> {

@@ -279,6 +279,7 @@ impl Services {
         self.store
             .delete_model_version(vendor, name, version)
             .await?;
+        self.models.forget_version(vendor, name, version);
         let shared = self
             .store
             .all_model_versions(vendor)
